@@ -1,0 +1,362 @@
+"""tnlib.tt against the dense tensors it represents: float64, eager / jit / vmap,
+eval_shape, check_grads, and tensornetwork's ncon as a second reference."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensornetwork as tn
+from hypothesis import given
+from hypothesis import strategies as st
+from jax.test_util import check_grads
+
+from tnlib import tt
+
+F64 = jnp.float64
+TOL = 1e-10
+
+
+def key(i=0):
+    return jax.random.PRNGKey(i)
+
+
+def close(a, b, tol=TOL):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    scale = max(1.0, float(np.max(np.abs(b)))) if b.size else 1.0
+    np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale)
+
+
+# Hypothesis: small chains with random mode sizes and ranks (ranks may exceed what the
+# unfoldings allow; those are valid, redundant TTs).
+chains = st.tuples(
+    st.lists(st.integers(1, 4), min_size=1, max_size=5),
+    st.integers(1, 4),
+    st.integers(0, 2**16),
+)
+
+
+def make(dims, rank, seed, dtype=F64):
+    return tt.random(key(seed), dims, rank, dtype)
+
+
+MODES = ["eager", "jit"]
+
+
+def run(mode, f, *args):
+    return f(*args) if mode == "eager" else jax.jit(f)(*args)
+
+
+def ncon_dense(t):
+    """Dense tensor of a TT through tensornetwork's ncon (second reference)."""
+    L = t.n_sites
+    cores = [np.asarray(c) for c in t.cores]
+    cores[0] = cores[0][0]  # drop the boundary bonds of size 1
+    cores[-1] = cores[-1][..., 0]
+    if L == 1:
+        return cores[0]
+    nets = [[-1, 1]] + [[k, -(k + 1), k + 1] for k in range(1, L - 1)] + [[L - 1, -L]]
+    return tn.ncon(cores, nets)
+
+
+# ------------------------------------------------------------------- construction
+
+
+@given(chains)
+def test_random_dense_matches_ncon_and_shapes(args):
+    dims, rank, seed = args
+    t = make(dims, rank, seed)
+    assert t.dims == tuple(dims)
+    assert t.ranks[0] == t.ranks[-1] == 1
+    close(tt.to_dense(t), ncon_dense(t))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@given(chains)
+def test_from_dense_exact_roundtrip(mode, args):
+    dims, _, seed = args
+    x = jax.random.normal(key(seed), tuple(dims), F64)
+    out = run(mode, lambda x: tt.to_dense(tt.from_dense(x)), x)
+    close(out, x)
+
+
+@given(chains)
+def test_from_dense_recovers_planted_rank(args):
+    dims, rank, seed = args
+    x = tt.to_dense(make(dims, rank, seed))
+    f = tt.from_dense(x, max_rank=rank)
+    assert max(f.ranks) <= rank
+    close(tt.to_dense(f), x, 1e-9)
+
+
+@given(chains, st.sampled_from([0.0, 1e-3, 0.1, 0.3, 0.7]))
+def test_from_dense_rtol_bound(args, rtol):
+    dims, _, seed = args
+    x = jax.random.normal(key(seed), tuple(dims), F64)
+    f = tt.from_dense(x, rtol=rtol)
+    err = jnp.linalg.norm(tt.to_dense(f) - x) / jnp.linalg.norm(x)
+    assert float(err) <= rtol + 1e-12
+
+
+def test_from_dense_rtol_shrinks_ranks_and_is_minimal_on_low_rank():
+    x = tt.to_dense(make((4, 5, 6, 3), 2, 1))
+    f = tt.from_dense(x, rtol=1e-8)
+    assert f.ranks == (1, 2, 2, 2, 1)
+    close(tt.to_dense(f), x, 1e-9)
+
+
+def test_from_dense_rtol_and_max_rank_under_jit_zeroes_only():
+    x = jax.random.normal(key(3), (4, 4, 4), F64)
+    f = jax.jit(lambda x: tt.from_dense(x, max_rank=4, rtol=0.5))(x)
+    assert f.ranks == (1, 4, 4, 1)  # static shapes
+    err = jnp.linalg.norm(tt.to_dense(f) - x) / jnp.linalg.norm(x)
+    assert float(err) <= 0.5 + 1e-12
+
+
+def test_ttmatrix_from_dense_roundtrip_and_matvec_matmul():
+    m = jax.random.normal(key(1), (2 * 3 * 2, 3 * 2 * 4), F64)
+    ttm = tt.from_dense(m, row_dims=(2, 3, 2), col_dims=(3, 2, 4))
+    assert isinstance(ttm, tt.TTMatrix) and ttm.shape == m.shape
+    close(tt.to_dense(ttm), m)
+    r = tt.random(key(2), (2, 3, 2), 3, F64, col_dims=(3, 2, 4))
+    R = tt.to_dense(r)
+    v = jax.random.normal(key(3), (24,), F64)
+    for mode in MODES:
+        close(run(mode, tt.matvec, r, v), R @ v)
+    vs = jax.random.normal(key(4), (5, 24), F64)
+    close(jax.vmap(tt.matvec, (None, 0))(r, vs), vs @ R.T)
+    x = make((3, 2, 4), 2, 5)
+    close(tt.to_dense(tt.matmul(r, x)).ravel(), R @ tt.to_dense(x).ravel())
+
+
+# ---------------------------------------------------------------------- algebra
+
+
+@pytest.mark.parametrize("mode", MODES)
+@given(chains)
+def test_algebra_matches_dense(mode, args):
+    dims, rank, seed = args
+    a, b = make(dims, rank, seed), make(dims, max(1, rank - 1), seed + 1)
+    A, B = tt.to_dense(a), tt.to_dense(b)
+    close(run(mode, tt.inner, a, b), jnp.vdot(A, B))
+    close(run(mode, tt.norm, a), jnp.linalg.norm(A))
+    close(run(mode, tt.log_norm, a), jnp.log(jnp.linalg.norm(A)))
+    close(run(mode, lambda a, b: tt.to_dense(tt.add(a, b)), a, b), A + B)
+    close(run(mode, lambda a: tt.to_dense(tt.scale(a, -2.5)), a), -2.5 * A)
+    close(run(mode, lambda a, b: tt.to_dense(tt.hadamard(a, b)), a, b), A * B)
+
+
+def test_inner_conjugates_first_argument():
+    a = tt.random(key(0), (2, 3, 2), 2, jnp.complex128)
+    b = tt.random(key(1), (2, 3, 2), 2, jnp.complex128)
+    A, B = tt.to_dense(a), tt.to_dense(b)
+    close(tt.inner(a, b), jnp.sum(jnp.conj(A) * B))
+    close(tt.norm(a), jnp.linalg.norm(A))
+
+
+def test_operations_under_vmap_over_a_batch_of_trains():
+    keys = jax.random.split(key(7), 4)
+    batch = jax.vmap(lambda k: tt.random(k, (3, 2, 4), 2, F64))(keys)
+    assert batch.dims == (3, 2, 4) and batch.ranks == (1, 2, 2, 1)  # read from trailing axes
+    dense = jax.vmap(tt.to_dense)(batch)
+    close(jax.vmap(tt.norm)(batch), jnp.linalg.norm(dense.reshape(4, -1), axis=1))
+    close(jax.vmap(tt.inner)(batch, batch), jnp.sum(dense**2, axis=(1, 2, 3)))
+    rounded = jax.vmap(lambda t: tt.to_dense(tt.round(tt.add(t, t), max_rank=2)))(batch)
+    close(rounded, 2 * dense)
+    feats = jax.random.normal(key(8), (4, 3, 4), F64)  # non-uniform dims: list path
+    vals = jax.vmap(lambda t, f: tt.contract_features(t, [f[0, :3], f[1, :2], f[2]]))(
+        batch, feats)
+    ref = jnp.einsum("zabc,za,zb,zc->z", dense, feats[:, 0, :3], feats[:, 1, :2], feats[:, 2])
+    close(vals[0] * jnp.exp(vals[1]), ref)
+
+
+def test_eval_shape_and_tree_map():
+    t = jax.eval_shape(lambda k: tt.random(k, (3, 4, 5), 2, F64), key(0))
+    assert isinstance(t, tt.TensorTrain) and t.dims == (3, 4, 5) and t.ranks == (1, 2, 2, 1)
+    out = jax.eval_shape(lambda t: tt.round(t, max_rank=1), t)
+    assert out.ranks == (1, 1, 1, 1)
+    doubled = jax.tree.map(lambda c: 2 * c, make((3, 4), 2, 0))
+    assert isinstance(doubled, tt.TensorTrain)
+
+
+# --------------------------------------------------------------- canonical forms
+
+
+@pytest.mark.parametrize("mode", MODES)
+@given(chains)
+def test_orthogonalize(mode, args):
+    dims, rank, seed = args
+    t = make(dims, rank, seed)
+    L = len(dims)
+    center = seed % L
+    o = run(mode, lambda t: tt.orthogonalize(t, center), t)
+    close(tt.to_dense(o), tt.to_dense(t))
+    for k, c in enumerate(o.cores):
+        if k < center:
+            m = c.reshape(-1, c.shape[-1])
+            close(m.T @ m, jnp.eye(m.shape[1]))
+        elif k > center:
+            m = c.reshape(c.shape[0], -1)
+            close(m @ m.T, jnp.eye(m.shape[0]))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_round_removes_redundancy_at_static_rank(mode):
+    t = make((3, 4, 5, 2), 2, 0)
+    doubled = tt.add(t, t)
+    assert doubled.ranks == (1, 4, 4, 4, 1)
+    r = run(mode, lambda s: tt.round(s, max_rank=2), doubled)
+    assert r.ranks == (1, 2, 2, 2, 1)
+    close(tt.to_dense(r), 2 * tt.to_dense(t))
+
+
+@given(chains, st.sampled_from([1e-6, 0.05, 0.3]))
+def test_round_rtol_bound(args, rtol):
+    dims, rank, seed = args
+    t = tt.add(make(dims, rank, seed), make(dims, rank, seed + 1))
+    r = tt.round(t, rtol=rtol)
+    err = jnp.linalg.norm(tt.to_dense(r) - tt.to_dense(t)) / jnp.linalg.norm(tt.to_dense(t))
+    assert float(err) <= rtol + 1e-12
+    assert all(a <= b for a, b in zip(r.ranks, t.ranks, strict=True))
+
+
+def test_round_max_rank_is_quasi_optimal():
+    # TT-rounding error is within sqrt(L-1) of the best error at that rank for each bond.
+    x = jax.random.normal(key(2), (4, 4, 4, 4), F64)
+    full = tt.from_dense(x)
+    r = tt.round(full, max_rank=3)
+    err = float(jnp.linalg.norm(tt.to_dense(r) - x))
+    best = 0.0
+    for k in range(1, 4):
+        s = jnp.linalg.svd(x.reshape(4**k, -1), compute_uv=False)
+        best = max(best, float(jnp.sqrt(jnp.sum(s[3:] ** 2))))
+    assert best <= err + 1e-12 <= math.sqrt(3) * best + 1e-9
+
+
+# ------------------------------------------------------------- feature contraction
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dims,rank", [((2,) * 6, 3), ((3, 3, 3, 3), 2), ((2, 3, 2), (2, 3))])
+def test_contract_features_matches_dense_and_ncon(mode, dims, rank):
+    t = make(dims, rank, 4)
+    feats = [jax.random.normal(key(10 + k), (n,), F64) for k, n in enumerate(dims)]
+    arg = jnp.stack(feats) if len(set(dims)) == 1 else feats
+    mant, log_scale = run(mode, tt.contract_features, t, arg)
+    dense = tt.to_dense(t)
+    ref = dense
+    for f in feats:
+        ref = jnp.tensordot(f, ref, axes=(0, 0))
+    close(mant * jnp.exp(log_scale), ref)
+    nc = tn.ncon([np.asarray(dense)] + [np.asarray(f) for f in feats],
+                 [list(range(1, len(dims) + 1))] + [[k + 1] for k in range(len(dims))])
+    close(mant * jnp.exp(log_scale), nc)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_long_chain_stays_finite_and_matches_float64(dtype):
+    L, r = 784, 8
+    t64 = tt.random(key(0), (2,) * L, r, F64)
+    feats = jax.nn.softmax(jax.random.normal(key(1), (L, 2), F64), axis=-1)
+    m64, s64 = tt.contract_features(t64, feats)
+    low = jax.tree.map(lambda c: c.astype(dtype), t64)
+    m, s = jax.jit(tt.contract_features)(low, feats.astype(dtype))
+    assert np.isfinite(float(m)) and np.isfinite(float(s))
+    log64 = float(jnp.log(jnp.abs(m64)) + s64)
+    low_log = float(jnp.log(jnp.abs(m.astype(F64))) + s.astype(F64))
+    assert abs(low_log - log64) <= (1e-3 if dtype == jnp.float32 else 5e-2) * abs(log64)
+    ln = float(jax.jit(tt.log_norm)(low))
+    assert np.isfinite(ln)
+    assert abs(ln - float(tt.log_norm(t64))) <= 1e-3 * abs(float(tt.log_norm(t64))) + 1e-3
+
+
+def test_stack_pads_boundaries_exactly():
+    t = make((2, 2, 2, 2), 3, 0)
+    s = tt.stack(t)
+    assert s.shape == (4, 3, 2, 3)
+    assert tt.stack(make((2, 3, 2), 2, 0)) is None  # non-uniform dims
+    ones = jnp.ones((4, 2), F64)
+    v, ls = tt.sweep_features(s, ones, jnp.eye(3, dtype=F64)[0])
+    close(v[0] * jnp.exp(ls), jnp.sum(tt.to_dense(t)))
+
+
+# -------------------------------------------------------------------- gradients
+
+
+def test_check_grads_core_operations():
+    a, b = make((3, 2, 4), 2, 0), make((3, 2, 4), 3, 1)
+    feats = jax.random.normal(key(3), (3, 2), F64)
+    u = make((2, 2, 2), 2, 5)
+    ttm = tt.random(key(6), (2, 3), 2, F64, col_dims=(3, 2))
+    v = jax.random.normal(key(7), (6,), F64)
+    kw = dict(order=1, modes=("rev", "fwd"), atol=1e-6, rtol=1e-6)
+    check_grads(tt.inner, (a, b), **kw)
+    check_grads(tt.norm, (a,), **kw)
+    check_grads(tt.log_norm, (a,), **kw)
+    check_grads(tt.to_dense, (a,), **kw)
+    check_grads(lambda t: tt.contract_features(t, feats)[0] * 1.0, (u,), **kw)
+    check_grads(lambda t: jnp.exp(tt.contract_features(t, feats)[1]), (u,), **kw)
+    check_grads(tt.matvec, (ttm, v), **kw)
+    check_grads(lambda t: tt.to_dense(tt.orthogonalize(t, 1)), (a,), **kw)
+    check_grads(lambda t: tt.to_dense(tt.round(t, max_rank=2)), (b,), **kw)
+    x = jax.random.normal(key(9), (3, 4, 3), F64)
+    check_grads(lambda x: tt.to_dense(tt.from_dense(x, max_rank=2)), (x,), **kw)
+
+
+def test_gradients_finite_at_degenerate_spectra():
+    # A tensor of exact TT-rank 1 truncated at rank 3: zero and repeated singular values.
+    t = make((3, 3, 3), 1, 0)
+    x = tt.to_dense(t)
+    g = jax.grad(lambda x: jnp.sum(tt.to_dense(tt.from_dense(x, max_rank=3)) ** 2))(x)
+    assert np.all(np.isfinite(np.asarray(g)))
+    close(g, 2 * x, 1e-8)  # the truncation is exact here, so d/dx ||x||^2 = 2x
+    doubled = tt.add(t, t)
+    gr = jax.grad(lambda s: tt.norm(tt.round(s, max_rank=2)))(doubled)
+    assert all(np.all(np.isfinite(np.asarray(c))) for c in gr.cores)
+
+
+# -------------------------------------------------------------------- bad input
+
+
+def test_mismatched_bonds_name_site_and_shapes():
+    bad = tt.TensorTrain((jnp.ones((1, 2, 3)), jnp.ones((4, 2, 1))))
+    with pytest.raises(ValueError, match=r"site 0 and site 1.*\(1, 2, 3\).*\(4, 2, 1\)"):
+        tt.to_dense(bad)
+    with pytest.raises(ValueError, match="boundary"):
+        tt.norm(tt.TensorTrain((jnp.ones((2, 2, 1)),)))
+    with pytest.raises(ValueError, match="3 axes"):
+        tt.inner(tt.TensorTrain((jnp.ones((1, 2)),)), make((2,), 1, 0))
+
+
+def test_bad_rank_arguments():
+    x = jnp.ones((2, 3, 4))
+    with pytest.raises(ValueError, match="max_rank must be >= 1"):
+        tt.from_dense(x, max_rank=0)
+    with pytest.raises(ValueError, match="rtol must be >= 0"):
+        tt.from_dense(x, rtol=-0.1)
+    with pytest.raises(ValueError, match="max_rank must be >= 1"):
+        tt.round(make((2, 3), 2, 0), max_rank=0)
+    with pytest.raises(TypeError, match="static max_rank"):
+        jax.jit(lambda x: tt.from_dense(x, rtol=0.1))(x)
+    with pytest.raises(TypeError, match="static max_rank"):
+        jax.jit(lambda t: tt.round(t, rtol=0.1))(make((2, 3), 2, 0))
+    with pytest.raises(ValueError, match="rank"):
+        tt.random(key(0), (2, 3, 4), (2,), F64)
+    with pytest.raises(ValueError, match="dims"):
+        tt.random(key(0), (2, 0), 2, F64)
+
+
+def test_mismatched_dims_and_shapes():
+    with pytest.raises(ValueError, match="mode sizes differ"):
+        tt.inner(make((2, 3), 2, 0), make((3, 2), 2, 0))
+    with pytest.raises(ValueError, match="row_dims"):
+        tt.from_dense(jnp.ones((6, 6)), row_dims=(2, 3), col_dims=(2, 2))
+    ttm = tt.random(key(0), (2, 3), 2, F64, col_dims=(3, 2))
+    with pytest.raises(ValueError, match=r"x must have shape \(6,\)"):
+        tt.matvec(ttm, jnp.ones(5))
+    with pytest.raises(ValueError, match="features"):
+        tt.contract_features(make((2, 2), 2, 0), jnp.ones((3, 2)))
+    with pytest.raises(ValueError, match="center"):
+        tt.orthogonalize(make((2, 2), 2, 0), 2)

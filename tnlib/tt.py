@@ -1,0 +1,597 @@
+"""Tensor trains (MPS) and TT-matrices (MPO).
+
+A ``TensorTrain`` holds cores of shape ``(r_{k-1}, n_k, r_k)`` with boundary ranks
+``r_0 = r_L = 1``; a ``TTMatrix`` holds cores ``(r_{k-1}, m_k, n_k, r_k)`` (output
+mode ``m``, input mode ``n``). Sizes and ranks are read from the arrays' shapes
+(trailing axes, so a batch of networks stacked on leading axes reports them
+right); nothing is stored beside the arrays.
+
+Every function here is pure and works eagerly, under ``jit``, ``vmap`` and
+``grad``. Functions that change ranks take a static ``max_rank``; a tolerance
+``rtol`` alone picks a data-dependent rank and so needs concrete inputs (outside
+``jit``); with both, ranks come from ``max_rank`` and ``rtol`` only zeroes
+singular values.
+
+Long chains with uniform bond dimension are contracted with ``lax.scan`` over the
+stacked cores (``stack``), so compile time does not grow with the length, and
+sweeps carry a running log-scale so hundreds of sites stay finite in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from tnlib import linalg
+from tnlib.struct import pytree_dataclass
+
+__all__ = [
+    "TensorTrain", "TTMatrix", "random", "from_dense", "to_dense", "inner", "norm",
+    "log_norm", "add", "scale", "hadamard", "orthogonalize", "round", "matvec", "matmul",
+    "stack", "sweep_features", "contract_features", "check",
+]
+
+
+@pytree_dataclass
+class TensorTrain:
+    """Tensor train / MPS: ``cores[k]`` has shape ``(r_{k-1}, n_k, r_k)``, ``r_0 = r_L = 1``."""
+
+    cores: tuple
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return tuple(c.shape[-2] for c in self.cores)
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        """All ``L + 1`` bond dimensions, boundaries included."""
+        return (self.cores[0].shape[-3],) + tuple(c.shape[-1] for c in self.cores)
+
+    @property
+    def n_sites(self) -> int:
+        return len(self.cores)
+
+    @property
+    def dtype(self):
+        return jnp.result_type(*self.cores)
+
+
+@pytree_dataclass
+class TTMatrix:
+    """TT-matrix / MPO: ``cores[k]`` has shape ``(r_{k-1}, m_k, n_k, r_k)``.
+
+    It represents a ``(prod m_k) x (prod n_k)`` matrix whose row index is the
+    row-major flattening of ``(m_1, ..., m_L)`` and column index that of
+    ``(n_1, ..., n_L)``.
+    """
+
+    cores: tuple
+
+    @property
+    def row_dims(self) -> tuple[int, ...]:
+        return tuple(c.shape[-3] for c in self.cores)
+
+    @property
+    def col_dims(self) -> tuple[int, ...]:
+        return tuple(c.shape[-2] for c in self.cores)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return math.prod(self.row_dims), math.prod(self.col_dims)
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return (self.cores[0].shape[-4],) + tuple(c.shape[-1] for c in self.cores)
+
+    @property
+    def n_sites(self) -> int:
+        return len(self.cores)
+
+    @property
+    def dtype(self):
+        return jnp.result_type(*self.cores)
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check(tt, name: str = "tt"):
+    """Validate a TensorTrain / TTMatrix's core shapes (static; works under jit).
+
+    Raises ValueError naming the site and both shapes when neighbouring bonds
+    disagree, and when a core has the wrong number of axes or the boundary ranks
+    are not 1. Returns ``tt`` unchanged.
+    """
+    want = 4 if isinstance(tt, TTMatrix) else 3
+    cores = tt.cores
+    if not isinstance(cores, tuple | list) or len(cores) == 0:
+        raise ValueError(f"{name}: cores must be a non-empty tuple of arrays")
+    for k, c in enumerate(cores):
+        if c.ndim != want:
+            raise ValueError(
+                f"{name}: core {k} has shape {tuple(c.shape)}; expected {want} axes "
+                + ("(r_left, n_out, n_in, r_right)" if want == 4 else "(r_left, n, r_right)")
+            )
+    for k in range(len(cores) - 1):
+        a, b = cores[k].shape, cores[k + 1].shape
+        if a[-1] != b[0]:
+            raise ValueError(
+                f"{name}: bond between site {k} and site {k + 1} does not match: "
+                f"core {k} has shape {tuple(a)} (right rank {a[-1]}), core {k + 1} has "
+                f"shape {tuple(b)} (left rank {b[0]})"
+            )
+    if cores[0].shape[0] != 1 or cores[-1].shape[-1] != 1:
+        raise ValueError(
+            f"{name}: open-boundary ranks must be 1, got left {cores[0].shape[0]} at site 0 "
+            f"and right {cores[-1].shape[-1]} at site {len(cores) - 1}"
+        )
+    return tt
+
+
+def _check_same_dims(a, b):
+    da = a.dims if isinstance(a, TensorTrain) else (a.row_dims, a.col_dims)
+    db = b.dims if isinstance(b, TensorTrain) else (b.row_dims, b.col_dims)
+    if da != db:
+        raise ValueError(f"mode sizes differ: a has {da}, b has {db}")
+
+
+def _internal_ranks(rank, n_sites: int) -> tuple[int, ...]:
+    if isinstance(rank, int) and not isinstance(rank, bool):
+        ranks = (rank,) * (n_sites - 1)
+    else:
+        ranks = tuple(rank)
+        if len(ranks) != n_sites - 1:
+            raise ValueError(
+                f"rank must be an int or a sequence of {n_sites - 1} internal ranks, got {ranks}"
+            )
+    for r in ranks:
+        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+            raise ValueError(f"rank entries must be ints >= 1, got {ranks}")
+    return (1,) + ranks + (1,)
+
+
+def _check_dims(dims, name="dims") -> tuple[int, ...]:
+    dims = tuple(dims)
+    if not dims or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in dims):
+        raise ValueError(f"{name} must be a non-empty sequence of ints >= 1, got {dims}")
+    return dims
+
+
+# ------------------------------------------------------------------------ construction
+
+
+def random(key, dims: Sequence[int], rank, dtype=jnp.float32, *, col_dims=None):
+    """Random TT with Gaussian cores scaled so that ``E ||tt||_F^2 = 1``.
+
+    Args:
+      key: PRNG key.
+      dims: mode sizes ``(n_1, ..., n_L)`` (row sizes when ``col_dims`` is given).
+      rank: an int (all internal bonds) or a sequence of ``L - 1`` internal ranks.
+      dtype: float or complex dtype.
+      col_dims: when given, return a ``TTMatrix`` with these column sizes.
+    """
+    dims = _check_dims(dims)
+    if col_dims is not None:
+        col_dims = _check_dims(col_dims, "col_dims")
+        if len(col_dims) != len(dims):
+            raise ValueError(f"col_dims {col_dims} must have as many sites as dims {dims}")
+    ranks = _internal_ranks(rank, len(dims))
+    keys = jax.random.split(key, len(dims))
+    cores = []
+    for k, n in enumerate(dims):
+        phys = (n,) if col_dims is None else (n, col_dims[k])
+        size = math.prod(phys)
+        std = 1.0 / math.sqrt(size * math.sqrt(ranks[k] * ranks[k + 1]))
+        shape = (ranks[k], *phys, ranks[k + 1])
+        cores.append(std * jax.random.normal(keys[k], shape, dtype))
+    return TensorTrain(tuple(cores)) if col_dims is None else TTMatrix(tuple(cores))
+
+
+def _tt_svd(x, dims, max_rank, rtol):
+    """TT-SVD of ``x`` reshaped to ``dims``; returns cores ``(r, n, r')``."""
+    linalg._check_rank_args(max_rank, rtol)
+    if rtol is not None and max_rank is None and not linalg.is_concrete(x):
+        raise TypeError(
+            "from_dense with only rtol picks a data-dependent rank and needs a concrete "
+            "tensor; inside jit also pass a static max_rank"
+        )
+    n_sites = len(dims)
+    abs_tol = None
+    if rtol is not None and n_sites > 1:
+        abs_tol = rtol * jnp.linalg.norm(x.ravel()) / math.sqrt(n_sites - 1)
+    cores, r = [], 1
+    rest = x.reshape(dims[0], -1)
+    for k in range(n_sites - 1):
+        u, s, vh = linalg.svd(rest)
+        keep = s.shape[-1] if max_rank is None else min(max_rank, s.shape[-1])
+        if abs_tol is not None and max_rank is None:
+            keep = linalg.tolerance_rank(s, abs_tol)
+        u, s, vh = u[:, :keep], s[:keep], vh[:keep]
+        if abs_tol is not None and max_rank is not None:
+            # the tail already cut by max_rank counts against the tolerance budget
+            s = s * linalg.tolerance_mask(s, abs_tol)
+        cores.append(u.reshape(r, dims[k], keep))
+        r = keep
+        rest = (s[:, None].astype(vh.dtype) * vh).reshape(r * dims[k + 1], -1)
+    cores.append(rest.reshape(r, dims[-1], 1))
+    return cores
+
+
+def from_dense(x, max_rank: int | None = None, rtol: float | None = None, *,
+               row_dims=None, col_dims=None):
+    """TT-SVD (Oseledets 2011) of a dense tensor.
+
+    Args:
+      x: dense array; its shape gives the mode sizes. For a TT-matrix pass a
+        matrix (or any array of ``prod(row_dims) * prod(col_dims)`` entries) with
+        ``row_dims`` and ``col_dims``.
+      max_rank: static cap on every bond (Python int >= 1).
+      rtol: relative Frobenius tolerance. With only ``rtol`` the result satisfies
+        ``||x - tt||_F <= rtol * ||x||_F`` with the smallest ranks the sweep finds
+        (needs concrete ``x``); with ``max_rank`` too it only zeroes singular values.
+      row_dims, col_dims: mode sizes of a TT-matrix; both or neither.
+
+    Returns:
+      ``TensorTrain`` (or ``TTMatrix`` when ``row_dims``/``col_dims`` are given).
+    """
+    x = jnp.asarray(x)
+    if (row_dims is None) != (col_dims is None):
+        raise ValueError("pass both row_dims and col_dims for a TT-matrix, or neither")
+    if row_dims is None:
+        if x.ndim == 0:
+            raise ValueError("x must have at least one axis")
+        return TensorTrain(tuple(_tt_svd(x, x.shape, max_rank, rtol)))
+    row_dims, col_dims = _check_dims(row_dims, "row_dims"), _check_dims(col_dims, "col_dims")
+    if len(row_dims) != len(col_dims):
+        raise ValueError(f"row_dims {row_dims} and col_dims {col_dims} differ in length")
+    if x.size != math.prod(row_dims) * math.prod(col_dims):
+        raise ValueError(
+            f"x has shape {x.shape} ({x.size} entries); row_dims {row_dims} x col_dims "
+            f"{col_dims} need {math.prod(row_dims) * math.prod(col_dims)}"
+        )
+    n_sites = len(row_dims)
+    t = x.reshape(row_dims + col_dims)
+    order = [ax for k in range(n_sites) for ax in (k, n_sites + k)]
+    t = t.transpose(order)
+    merged = tuple(m * n for m, n in zip(row_dims, col_dims, strict=True))
+    cores = _tt_svd(t.reshape(merged), merged, max_rank, rtol)
+    return TTMatrix(tuple(
+        c.reshape(c.shape[0], m, n, c.shape[-1])
+        for c, m, n in zip(cores, row_dims, col_dims, strict=True)
+    ))
+
+
+def to_dense(tt):
+    """The dense tensor (shape ``dims``) or matrix (shape ``ttm.shape``) represented."""
+    check(tt)
+    if isinstance(tt, TTMatrix):
+        flat = TensorTrain(tuple(c.reshape(c.shape[0], -1, c.shape[-1]) for c in tt.cores))
+        t = to_dense(flat).reshape(
+            tuple(x for m, n in zip(tt.row_dims, tt.col_dims, strict=True) for x in (m, n))
+        )
+        n_sites = tt.n_sites
+        order = list(range(0, 2 * n_sites, 2)) + list(range(1, 2 * n_sites, 2))
+        return t.transpose(order).reshape(tt.shape)
+    res = tt.cores[0].reshape(-1, tt.cores[0].shape[-1])
+    for c in tt.cores[1:]:
+        res = (res @ c.reshape(c.shape[0], -1)).reshape(-1, c.shape[-1])
+    return res.reshape(tt.dims)
+
+
+# --------------------------------------------------------------------------- algebra
+
+
+def add(a, b):
+    """``a + b`` as a TT whose ranks are the sums of the operands' ranks."""
+    check(a, "a")
+    check(b, "b")
+    _check_same_dims(a, b)
+    L = a.n_sites
+    if L == 1:
+        return type(a)((a.cores[0] + b.cores[0],))
+    cores = []
+    for k, (x, y) in enumerate(zip(a.cores, b.cores, strict=True)):
+        dt = jnp.result_type(x, y)
+        if k == 0:
+            cores.append(jnp.concatenate([x, y], axis=-1).astype(dt))
+        elif k == L - 1:
+            cores.append(jnp.concatenate([x, y], axis=0).astype(dt))
+        else:
+            rx, ry = x.shape[0], y.shape[0]
+            top = jnp.concatenate([x, jnp.zeros((rx, *y.shape[1:-1], y.shape[-1]), dt)], -1)
+            bot = jnp.concatenate([jnp.zeros((ry, *x.shape[1:-1], x.shape[-1]), dt), y], -1)
+            cores.append(jnp.concatenate([top, bot], axis=0).astype(dt))
+    return type(a)(tuple(cores))
+
+
+def scale(tt, alpha):
+    """``alpha * tt`` (the factor goes into the first core)."""
+    check(tt)
+    first = tt.cores[0] * alpha
+    return type(tt)((first,) + tuple(tt.cores[1:]))
+
+
+def hadamard(a, b):
+    """Elementwise product; ranks multiply."""
+    check(a, "a")
+    check(b, "b")
+    _check_same_dims(a, b)
+    if isinstance(a, TTMatrix):
+        raise TypeError("hadamard takes two TensorTrains")
+    cores = []
+    for x, y in zip(a.cores, b.cores, strict=True):
+        z = jnp.einsum("anb,cnd->acnbd", x, y)
+        cores.append(z.reshape(x.shape[0] * y.shape[0], x.shape[1], x.shape[2] * y.shape[2]))
+    return TensorTrain(tuple(cores))
+
+
+def _transfer(env, x, y):
+    """One step of ``<x|y>``: ``env (ra, rb)`` through conj(x) ``(ra,n,ra')`` and y."""
+    t = jnp.einsum("ab,bnd->and", env, y)
+    return jnp.einsum("anc,and->cd", jnp.conj(x), t)
+
+
+def inner(a, b):
+    """``<a, b> = sum conj(a) * b`` (the first argument is conjugated)."""
+    check(a, "a")
+    check(b, "b")
+    _check_same_dims(a, b)
+    if isinstance(a, TTMatrix):
+        a, b = (TensorTrain(tuple(c.reshape(c.shape[0], -1, c.shape[-1]) for c in t.cores))
+                for t in (a, b))
+    env = jnp.ones((1, 1), jnp.result_type(a.dtype, b.dtype))
+    for x, y in zip(a.cores, b.cores, strict=True):
+        env = _transfer(env, x, y)
+    return env[0, 0]
+
+
+def log_norm(tt):
+    """``log ||tt||_F``, computed with a running rescaling: finite for any length.
+
+    Chains of uniform bond dimension are swept with ``lax.scan`` over stacked cores.
+    """
+    check(tt)
+    if isinstance(tt, TTMatrix):
+        tt = TensorTrain(tuple(c.reshape(c.shape[0], -1, c.shape[-1]) for c in tt.cores))
+    real = _acc_dtype(tt.dtype)
+
+    def step(carry, core):
+        env, acc = carry
+        env = _transfer(env, core, core)
+        s = jnp.max(jnp.abs(env))
+        s = jnp.where(s > 0, s, 1.0)
+        return (env / s, acc + jnp.log(s).astype(real)), None
+
+    stacked = stack(tt)
+    r = tt.cores[0].shape[-1] if stacked is not None else 1
+    env0 = jnp.zeros((r, r), tt.dtype).at[0, 0].set(1)
+    carry = (env0, jnp.zeros((), real))
+    if stacked is not None:
+        (env, acc), _ = jax.lax.scan(step, carry, stacked)
+    else:
+        for core in tt.cores:
+            carry, _ = step(carry, core)
+        env, acc = carry
+    return 0.5 * (acc + jnp.log(jnp.abs(env[0, 0])))
+
+
+def norm(tt):
+    """Frobenius norm ``||tt||_F`` (via ``log_norm``, so long chains do not overflow
+    in the intermediate sums)."""
+    return jnp.exp(log_norm(tt))
+
+
+# ----------------------------------------------------------------- canonical forms
+
+
+def orthogonalize(tt: TensorTrain, center: int) -> TensorTrain:
+    """Bring ``tt`` into mixed-canonical form around site ``center``.
+
+    Cores left of ``center`` become left-orthogonal (their ``(r*n, r')`` unfolding
+    has orthonormal columns), cores right of it right-orthogonal. ``center=L-1``
+    gives the left-canonical form, ``center=0`` the right-canonical one. Bonds
+    larger than their unfolding allows shrink (exactly; the tensor is unchanged).
+    """
+    check(tt)
+    if isinstance(tt, TTMatrix):
+        raise TypeError("orthogonalize takes a TensorTrain")
+    L = tt.n_sites
+    if isinstance(center, bool) or not isinstance(center, int) or not 0 <= center < L:
+        raise ValueError(f"center must be an int in [0, {L - 1}], got {center!r}")
+    cores = list(tt.cores)
+    for k in range(center):
+        r, n, _ = cores[k].shape
+        q, rr = linalg.qr(cores[k].reshape(r * n, -1))
+        cores[k] = q.reshape(r, n, -1)
+        cores[k + 1] = jnp.einsum("ab,bnc->anc", rr, cores[k + 1])
+    for k in range(L - 1, center, -1):
+        _, n, r = cores[k].shape
+        q, rr = linalg.qr(cores[k].reshape(-1, n * r).T)
+        cores[k] = q.T.reshape(-1, n, r)
+        cores[k - 1] = jnp.einsum("anb,cb->anc", cores[k - 1], rr)
+    return TensorTrain(tuple(cores))
+
+
+def round(tt: TensorTrain, max_rank: int | None = None, rtol: float | None = None):
+    """TT-rounding: left-orthogonalize, then truncate each bond by SVD right to left.
+
+    With only ``rtol`` (concrete input) the result satisfies
+    ``||tt - out||_F <= rtol * ||tt||_F`` with the smallest ranks the sweep finds.
+    ``max_rank`` (static) caps the bonds; with both, ``rtol`` only zeroes values.
+    """
+    check(tt)
+    linalg._check_rank_args(max_rank, rtol)
+    if rtol is not None and max_rank is None and not linalg.is_concrete(tt):
+        raise TypeError(
+            "round with only rtol picks a data-dependent rank and needs concrete cores; "
+            "inside jit also pass a static max_rank"
+        )
+    L = tt.n_sites
+    cores = list(orthogonalize(tt, L - 1).cores)
+    abs_tol = None
+    if rtol is not None and L > 1:
+        abs_tol = rtol * jnp.linalg.norm(cores[-1].ravel()) / math.sqrt(L - 1)
+    for k in range(L - 1, 0, -1):
+        _, n, r = cores[k].shape
+        u, s, vh = linalg.svd(cores[k].reshape(-1, n * r))
+        keep = s.shape[-1] if max_rank is None else min(max_rank, s.shape[-1])
+        if abs_tol is not None and max_rank is None:
+            keep = linalg.tolerance_rank(s, abs_tol)
+        u, s, vh = u[:, :keep], s[:keep], vh[:keep]
+        if abs_tol is not None and max_rank is not None:
+            s = s * linalg.tolerance_mask(s, abs_tol)
+        cores[k] = vh.reshape(keep, n, r)
+        cores[k - 1] = jnp.einsum("anb,bc->anc", cores[k - 1], u * s.astype(u.dtype))
+    return TensorTrain(tuple(cores))
+
+
+# --------------------------------------------------------------------- TT-matrices
+
+
+def matvec(ttm: TTMatrix, x):
+    """``ttm @ x`` for one dense vector ``x`` of length ``prod(col_dims)``.
+
+    Contracts one site at a time (never forms the dense matrix). For a batch,
+    ``jax.vmap(matvec, (None, 0))(ttm, xs)``.
+    """
+    check(ttm, "ttm")
+    if not isinstance(ttm, TTMatrix):
+        raise TypeError(f"ttm must be a TTMatrix, got {type(ttm).__name__}")
+    x = jnp.asarray(x)
+    n_in = ttm.shape[1]
+    if x.shape != (n_in,):
+        raise ValueError(f"x must have shape ({n_in},) = prod(col_dims {ttm.col_dims}), "
+                         f"got {x.shape}; vmap over leading batch axes")
+    t = x.reshape(1, ttm.col_dims[0], -1)
+    for k, core in enumerate(ttm.cores):
+        t = jnp.einsum("anX,amnb->bXm", t, core)
+        nxt = ttm.col_dims[k + 1] if k + 1 < ttm.n_sites else 1
+        t = t.reshape(core.shape[-1], nxt, -1)
+    return t.reshape(-1)
+
+
+def matmul(ttm: TTMatrix, tt: TensorTrain) -> TensorTrain:
+    """``ttm @ tt``: a TT-matrix applied to a TT; ranks multiply (round afterwards)."""
+    check(ttm, "ttm")
+    check(tt, "tt")
+    if not isinstance(ttm, TTMatrix) or not isinstance(tt, TensorTrain):
+        raise TypeError("matmul(ttm, tt) takes a TTMatrix and a TensorTrain")
+    if ttm.col_dims != tt.dims:
+        raise ValueError(f"ttm.col_dims {ttm.col_dims} do not match tt.dims {tt.dims}")
+    cores = []
+    for a, b in zip(ttm.cores, tt.cores, strict=True):
+        z = jnp.einsum("amnb,cnd->acmbd", a, b)
+        cores.append(z.reshape(a.shape[0] * b.shape[0], a.shape[1], a.shape[-1] * b.shape[-1]))
+    return TensorTrain(tuple(cores))
+
+
+# ---------------------------------------------------- long chains and feature maps
+
+
+def stack(tt: TensorTrain):
+    """Stack the cores of a uniform chain into one ``(L, r, n, r)`` array, or None.
+
+    A chain is uniform when all mode sizes are equal and all internal bonds are
+    ``r``. The boundary cores ``(1, n, r)`` and ``(r, n, 1)`` are zero-padded to
+    ``(r, n, r)``; contracting from the unit vector ``e_0`` on the left and reading
+    index 0 on the right gives exactly the original chain.
+    """
+    check(tt)
+    L = tt.n_sites
+    if L < 2 or len(set(tt.dims)) != 1 or len(set(tt.ranks[1:-1])) != 1:
+        return None
+    r = tt.ranks[1]
+    first = jnp.pad(tt.cores[0], ((0, r - 1), (0, 0), (0, 0)))
+    last = jnp.pad(tt.cores[-1], ((0, 0), (0, 0), (0, r - 1)))
+    dt = tt.dtype
+    parts = [first[None].astype(dt)]
+    if L > 2:
+        parts.append(jnp.stack(tt.cores[1:-1]).astype(dt))
+    parts.append(last[None].astype(dt))
+    return jnp.concatenate(parts, axis=0)
+
+
+def _acc_dtype(dtype):
+    """Real dtype of the running log-scale: at least float32 (a bfloat16 sum over
+    hundreds of sites would lose the scale)."""
+    return jnp.promote_types(jnp.finfo(dtype).dtype, jnp.float32)
+
+
+def _feature_step(carry, inputs):
+    vec, acc = carry
+    core, feat = inputs
+    mat = jnp.einsum("n,anb->ab", feat, core)
+    vec = vec @ mat
+    nrm = jnp.linalg.norm(vec)
+    nrm = jnp.where(nrm > 0, nrm, 1.0)
+    return (vec / nrm, acc + jnp.log(nrm).astype(acc.dtype)), None
+
+
+def sweep_features(cores, features, vector):
+    """Sweep a row vector through stacked cores contracted with per-site features.
+
+    Args:
+      cores: ``(L, r, n, r)`` stacked cores.
+      features: ``(L, n)`` one feature vector per site.
+      vector: ``(r,)`` starting row vector.
+
+    Returns:
+      ``(v, log_scale)``: ``v`` has unit norm (or is zero) and the exact result is
+      ``v * exp(log_scale)``. One ``lax.scan``: compile time is independent of L.
+    """
+    if cores.ndim != 4 or features.shape != (cores.shape[0], cores.shape[2]):
+        raise ValueError(
+            f"cores must be (L, r, n, r) and features (L, n); got {cores.shape} and "
+            f"{features.shape}"
+        )
+    if vector.shape != (cores.shape[1],):
+        raise ValueError(f"vector must have shape ({cores.shape[1]},), got {vector.shape}")
+    dt = jnp.result_type(cores, features, vector)
+    carry = (vector.astype(dt), jnp.zeros((), _acc_dtype(dt)))
+    (vec, acc), _ = jax.lax.scan(_feature_step, carry, (cores.astype(dt), features.astype(dt)))
+    return vec, acc
+
+
+def contract_features(tt: TensorTrain, features):
+    """Contract an MPS with one feature vector per site: ``sum tt[i] prod_k f_k[i_k]``.
+
+    This is the MPS classifier's contraction (Stoudenmire & Schwab 2016).
+
+    Args:
+      tt: a ``TensorTrain`` with mode sizes ``(n, ..., n)`` or any sizes.
+      features: ``(L, n)`` array (uniform sizes) or a sequence of ``L`` vectors.
+
+    Returns:
+      ``(mantissa, log_scale)`` with value ``mantissa * exp(log_scale)`` and
+      ``|mantissa|`` of order one, finite for hundreds of sites in float32. Uniform
+      chains go through one ``lax.scan``; others through an unrolled loop.
+    """
+    check(tt)
+    if isinstance(features, jax.Array) or hasattr(features, "shape"):
+        features = jnp.asarray(features)
+        if features.shape != (tt.n_sites, max(tt.dims)) or len(set(tt.dims)) != 1:
+            raise ValueError(
+                f"features must have shape (n_sites, n) = ({tt.n_sites}, {tt.dims[0]}) "
+                f"for dims {tt.dims}, got {features.shape}"
+            )
+        feats = [features[k] for k in range(tt.n_sites)]
+    else:
+        feats = [jnp.asarray(f) for f in features]
+        if [f.shape for f in feats] != [(n,) for n in tt.dims]:
+            raise ValueError(f"features must be vectors of sizes {tt.dims}, got "
+                             f"{[f.shape for f in feats]}")
+    stacked = stack(tt)
+    if stacked is not None:
+        r = stacked.shape[1]
+        start = jnp.zeros((r,), stacked.dtype).at[0].set(1)
+        vec, acc = sweep_features(stacked, jnp.stack(feats), start)
+        return vec[0], acc
+    dt = jnp.result_type(tt.dtype, *feats)
+    carry = (jnp.ones((1,), dt), jnp.zeros((), _acc_dtype(dt)))
+    for core, f in zip(tt.cores, feats, strict=True):
+        carry, _ = _feature_step(carry, (core.astype(dt), f.astype(dt)))
+    vec, acc = carry
+    return vec[0], acc

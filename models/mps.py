@@ -99,6 +99,8 @@ class MPSClassifier(nnx.Module):
             raise ValueError(f"label_site must be an int in [0, {n_sites}], got {label_site!r}")
         if feature_map not in FEATURE_MAPS:
             raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
+        if feature_map == "linear" and local_dim != 2:
+            raise ValueError(f"feature_map 'linear' needs local_dim=2, got {local_dim}")
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
         if not init_std >= 0:

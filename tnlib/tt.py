@@ -356,10 +356,12 @@ def log_norm(tt):
     check(tt)
     if isinstance(tt, TTMatrix):
         tt = TensorTrain(tuple(c.reshape(c.shape[0], -1, c.shape[-1]) for c in tt.cores))
-    real = _acc_dtype(tt.dtype)
+    dt = _compute_dtype(tt.dtype)
+    real = _acc_dtype(dt)
 
     def step(carry, core):
         env, acc = carry
+        core = core.astype(dt)
         env = _transfer(env, core, core)
         s = jnp.max(jnp.abs(env))
         s = jnp.where(s > 0, s, 1.0)
@@ -367,7 +369,7 @@ def log_norm(tt):
 
     stacked = stack(tt)
     r = tt.cores[0].shape[-1] if stacked is not None else 1
-    env0 = jnp.zeros((r, r), tt.dtype).at[0, 0].set(1)
+    env0 = jnp.zeros((r, r), dt).at[0, 0].set(1)
     carry = (env0, jnp.zeros((), real))
     if stacked is not None:
         (env, acc), _ = jax.lax.scan(step, carry, stacked)
@@ -514,6 +516,12 @@ def stack(tt: TensorTrain):
     return jnp.concatenate(parts, axis=0)
 
 
+def _compute_dtype(dtype):
+    """Sweeps compute in at least float32: bfloat16 / float16 cores are stored as
+    given but accumulated in float32, as accelerator matmuls do."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def _acc_dtype(dtype):
     """Real dtype of the running log-scale: at least float32 (a bfloat16 sum over
     hundreds of sites would lose the scale)."""
@@ -549,7 +557,7 @@ def sweep_features(cores, features, vector):
         )
     if vector.shape != (cores.shape[1],):
         raise ValueError(f"vector must have shape ({cores.shape[1]},), got {vector.shape}")
-    dt = jnp.result_type(cores, features, vector)
+    dt = _compute_dtype(jnp.result_type(cores, features, vector))
     carry = (vector.astype(dt), jnp.zeros((), _acc_dtype(dt)))
     (vec, acc), _ = jax.lax.scan(_feature_step, carry, (cores.astype(dt), features.astype(dt)))
     return vec, acc
@@ -589,7 +597,7 @@ def contract_features(tt: TensorTrain, features):
         start = jnp.zeros((r,), stacked.dtype).at[0].set(1)
         vec, acc = sweep_features(stacked, jnp.stack(feats), start)
         return vec[0], acc
-    dt = jnp.result_type(tt.dtype, *feats)
+    dt = _compute_dtype(jnp.result_type(tt.dtype, *feats))
     carry = (jnp.ones((1,), dt), jnp.zeros((), _acc_dtype(dt)))
     for core, f in zip(tt.cores, feats, strict=True):
         carry, _ = _feature_step(carry, (core.astype(dt), f.astype(dt)))

@@ -1,0 +1,136 @@
+"""Config loading, ``--set`` overrides, config arguments and validation."""
+
+from pathlib import Path
+
+import ml_collections
+import pytest
+from ml_collections import config_dict
+from tnlib.experiments import config as cfg
+from tnlib.experiments.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((ROOT / "configs").glob("*.py"))
+
+
+def base() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.model = ml_collections.ConfigDict(dict(bond_dim=10, init_std=1e-2, readout="born"))
+    c.model.label_site = config_dict.placeholder(int)
+    c.train = ml_collections.ConfigDict(dict(lr=1e-3, batch_size=32, schedule="cosine"))
+    c.train.flag = False
+    return c
+
+
+def test_overrides_parse_and_keep_types():
+    c = cfg.apply_overrides(
+        base(),
+        ["train.lr=3e-3", "model.bond_dim=16", "model.readout=linear", "train.flag=True",
+         "model.label_site=5", "seed=7"],
+    )
+    assert c.train.lr == 3e-3 and c.model.bond_dim == 16 and c.model.readout == "linear"
+    assert c.train.flag is True and c.model.label_site == 5 and c.seed == 7
+
+
+def test_overrides_do_not_mutate_the_input():
+    c = base()
+    cfg.apply_overrides(c, ["model.bond_dim=3"])
+    assert c.model.bond_dim == 10
+
+
+def test_int_is_accepted_for_float_and_none_for_optional():
+    c = cfg.apply_overrides(base(), ["train.lr=1", "model.label_site=None"])
+    assert c.train.lr == 1.0 and isinstance(c.train.lr, float)
+    assert c.model.label_site is None
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError) as e:
+        cfg.apply_overrides(base(), ["train.learning_rate=1e-3"])
+    msg = str(e.value)
+    assert "train.learning_rate" in msg
+    for key in ("model.bond_dim", "train.lr", "train.batch_size", "seed"):
+        assert key in msg
+
+
+@pytest.mark.parametrize(
+    "item, key",
+    [("model.bond_dim=abc", "model.bond_dim"), ("model.bond_dim=2.5", "model.bond_dim"),
+     ("train.flag=1", "train.flag"), ("model.bond_dim=True", "model.bond_dim"),
+     ("train.lr=fast", "train.lr"), ("model.bond_dim=None", "model.bond_dim")],
+)
+def test_wrong_type_names_the_key(item, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        cfg.apply_overrides(base(), [item])
+
+
+def test_malformed_override():
+    with pytest.raises(ConfigError, match="key=value"):
+        cfg.apply_overrides(base(), ["train.lr"])
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("model.bond_dim", 0), ("train.batch_size", 0), ("train.lr", 0.0), ("train.lr", -1e-3),
+     ("train.schedule", "linear"), ("seed", -1)],
+)
+def test_impossible_values_name_the_key(key, value):
+    c = base()
+    *parents, leaf = key.split(".")
+    node = c
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        cfg.validate(c)
+
+
+def test_validate_choices():
+    c = base()
+    c.task = "regression"
+    with pytest.raises(ConfigError, match="task"):
+        cfg.validate(c, choices={"task": ["classification"]})
+
+
+def test_parse_spec():
+    assert cfg.parse_spec("configs/a.py") == ("configs/a.py", None)
+    assert cfg.parse_spec("configs/a.py:smoke") == ("configs/a.py", "smoke")
+    assert cfg.parse_spec("configs/a.py:chi=20,smoke") == ("configs/a.py", "chi=20,smoke")
+    assert cfg.parse_spec("configs/a.py:") == ("configs/a.py", None)
+
+
+def test_parse_arg():
+    defaults = {"smoke": False, "chi": 20}
+    assert cfg.parse_arg(None, defaults) == defaults
+    assert cfg.parse_arg("chi=32,smoke", defaults) == {"smoke": True, "chi": 32}
+    with pytest.raises(ConfigError, match="chi=<int>"):
+        cfg.parse_arg("bond=3", defaults)
+    with pytest.raises(ConfigError, match="chi"):
+        cfg.parse_arg("chi=big", defaults)
+    with pytest.raises(ConfigError, match="needs a value"):
+        cfg.parse_arg("chi", defaults)
+
+
+def test_run_dir_is_sanitized():
+    assert cfg.run_dir("configs/mps_mnist.py", "chi=20", 3) == Path("runs/mps_mnist/chi=20/seed3")
+    assert cfg.run_dir("configs/x.py", None, 0) == Path("runs/x/default/seed0")
+    assert cfg.run_dir("c/x.py", "a/../b c", 1).parts[2] == "a_.._b_c"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("arg", [None, "smoke"])
+def test_configs_load_and_validate(path, arg):
+    module = cfg.load_config_module(path)
+    assert "tnlib run configs/" in module.__doc__
+    c = module.get_config(arg)
+    cfg.validate(c)
+    with pytest.raises(ConfigError, match="unknown config argument"):
+        module.get_config("no_such_option")
+
+
+def test_load_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        cfg.load_config(str(tmp_path / "missing.py"))
+    (tmp_path / "empty.py").write_text("x = 1\n")
+    with pytest.raises(ConfigError, match="get_config"):
+        cfg.load_config(str(tmp_path / "empty.py"))

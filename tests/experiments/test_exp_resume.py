@@ -8,9 +8,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from tnlib.experiments import classification, training
+from tnlib.experiments.config import apply_overrides, load_config
+
 ROOT = Path(__file__).resolve().parents[2]
 STEPS_PER_EPOCH = 8  # digits:smoke trains on 256 images in batches of 32
-EPOCHS = 60
+EPOCHS = 40
 
 
 def command(workdir: Path) -> list[str]:
@@ -61,3 +66,40 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     assert summary["steps"] == total
     assert second.stdout.strip().splitlines()[-1].startswith("test_accuracy=")
     assert max(checkpoint_steps(tmp_path)) == total
+
+
+def test_resumed_run_matches_uninterrupted_run(tmp_path, monkeypatch, capsys):
+    """Interrupt in-process after step 13, resume from the step-10 checkpoint, and get
+    exactly the metrics of a run that was never interrupted (same data order)."""
+
+    config, _, _ = load_config(str(ROOT / "configs" / "mps_digits.py") + ":smoke")
+    config = apply_overrides(config, ["train.num_epochs=3", "train.checkpoint_every=5",
+                                      "train.log_every=1", "train.eval_every=6"])
+    reference = classification.train_and_evaluate(config, tmp_path / "reference")
+
+    real = training.batch_indices
+    calls = []
+
+    def interrupt_after_13(seed, step, n, batch_size):
+        calls.append(step)
+        if step == 13:
+            raise KeyboardInterrupt
+        return real(seed, step, n, batch_size)
+
+    monkeypatch.setattr(training, "batch_indices", interrupt_after_13)
+    with pytest.raises(KeyboardInterrupt):
+        classification.train_and_evaluate(config, tmp_path / "resumed")
+    monkeypatch.setattr(training, "batch_indices", real)
+    capsys.readouterr()
+    resumed = classification.train_and_evaluate(config, tmp_path / "resumed")
+    assert "resumed from step 10\n" in capsys.readouterr().out
+
+    def metrics(name):
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(l).items() if k != "wall_s"} for l in lines]
+
+    assert metrics("resumed") == metrics("reference")
+    assert resumed["test_accuracy"] == reference["test_accuracy"]
+    assert resumed["test_loss"] == pytest.approx(reference["test_loss"], rel=1e-6)
+    meta = json.loads((tmp_path / "resumed" / "meta.json").read_text())
+    assert [s["start_step"] for s in meta["sessions"]] == [0, 10]

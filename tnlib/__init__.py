@@ -1,13 +1,21 @@
 """tnlib: tensor networks for machine learning in JAX.
 
 The functional core: each format is a pytree type with pure functions in its own
-module (``tnlib.tt``, ...). Layers live in ``tnlib.models``, experiments in
-``tnlib.experiments``.
+module (``tnlib.tt``, ``tnlib.tucker``, ...). Layers live in ``tnlib.models``,
+experiments in ``tnlib.experiments``; ``tnlib.interop`` converts to and from
+tensornetwork, quimb and tensorly.
 """
 
-from tnlib import linalg, struct, tt
+from tnlib import cp, linalg, network, struct, tr, tt
+from tnlib.cp import CP
+from tnlib.network import Network
+from tnlib.tr import TensorRing
 from tnlib.tt import TensorTrain, TTMatrix
 
 __version__ = "0.1.0"
 
-__all__ = ["linalg", "struct", "tt", "TensorTrain", "TTMatrix", "__version__"]
+__all__ = [
+    "cp", "linalg", "network", "struct", "tr", "tt",
+    "CP", "Network", "TensorRing", "TensorTrain", "TTMatrix",
+    "__version__",
+]

@@ -1,0 +1,262 @@
+"""tnlib.tr against the dense tensors it represents (float64; eager / jit / vmap,
+eval_shape, check_grads), TR-SVD against tensorly's tensor_ring, and TR-ALS."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorly as tl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax.test_util import check_grads
+from tensorly.decomposition import tensor_ring
+
+from tnlib import tr
+
+F64 = jnp.float64
+TOL = 1e-10
+MODES = ["eager", "jit"]
+
+
+def key(i=0):
+    return jax.random.PRNGKey(i)
+
+
+def close(a, b, tol=TOL):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    scale = max(1.0, float(np.max(np.abs(b)))) if b.size else 1.0
+    np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale)
+
+
+def run(mode, f, *args):
+    return f(*args) if mode == "eager" else jax.jit(f)(*args)
+
+
+def normal(seed, shape, dtype=F64):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        x = x + 1j * rng.standard_normal(shape)
+    return jnp.asarray(x, dtype)
+
+
+def make(dims, ranks, seed, dtype=F64):
+    """A ring with Gaussian cores drawn by numpy (cheaper than compiling jax.random)."""
+    L = len(dims)
+    ranks = (ranks,) * L if isinstance(ranks, int) else tuple(ranks)
+    return tr.TensorRing(tuple(
+        normal(seed * 100 + k, (ranks[k], n, ranks[(k + 1) % L]), dtype)
+        / math.sqrt(n * ranks[k])
+        for k, n in enumerate(dims)
+    ))
+
+
+def reference_dense(t):
+    """Entry by entry: ``trace(G_0[:, i_0, :] @ ... @ G_{L-1}[:, i_{L-1}, :])`` in numpy."""
+    cores = [np.asarray(c) for c in t.cores]
+    out = np.zeros(t.dims, dtype=np.result_type(*cores))
+    for idx in np.ndindex(*t.dims):
+        m = np.eye(cores[0].shape[0])
+        for c, i in zip(cores, idx, strict=True):
+            m = m @ c[:, i, :]
+        out[idx] = np.trace(m)
+    return out
+
+
+def rel_err(x, t):
+    return float(jnp.linalg.norm(tr.to_dense(t) - x) / jnp.linalg.norm(x))
+
+
+# Closing ranks > 1 throughout (a ring, not a train); a one-site ring too.
+CASES = [((3, 4, 2), (2, 3, 2)), ((2, 3, 2, 3), 2), ((4,), 3)]
+
+
+# ------------------------------------------------------------------ dense agreement
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dims,ranks", CASES)
+def test_operations_match_dense(mode, dims, ranks):
+    a, b = make(dims, ranks, 0), make(dims, 1 + int(np.max(ranks)), 1)
+    assert a.dims == dims and a.n_sites == len(dims)
+    assert a.ranks == ((ranks,) * len(dims) if isinstance(ranks, int) else ranks)
+    A, B = reference_dense(a), reference_dense(b)
+    close(run(mode, tr.to_dense, a), A)
+    close(run(mode, tr.inner, a, b), np.vdot(A, B))
+    close(run(mode, tr.norm, a), np.linalg.norm(A))
+    assert tr.num_params(a) == sum(c.size for c in a.cores)
+
+
+def test_inner_conjugates_first_argument():
+    a, b = make((2, 3, 2), 2, 0, jnp.complex128), make((2, 3, 2), 3, 1, jnp.complex128)
+    A, B = tr.to_dense(a), tr.to_dense(b)
+    close(A, reference_dense(a))
+    close(tr.inner(a, b), jnp.sum(jnp.conj(A) * B))
+    close(tr.norm(a), jnp.linalg.norm(A))
+
+
+def test_random_vmap_batch_and_eval_shape():
+    keys = jax.random.split(key(7), 4)
+    batch = jax.jit(jax.vmap(lambda k: tr.random(k, (3, 2, 4), (2, 3, 2), F64)))(keys)
+    assert batch.dims == (3, 2, 4) and batch.ranks == (2, 3, 2)  # from trailing axes
+    assert tr.num_params(batch) == 2 * 3 * 3 + 3 * 2 * 2 + 2 * 4 * 2
+    dense = jax.vmap(tr.to_dense)(batch)
+    close(dense[1], reference_dense(jax.tree.map(lambda c: c[1], batch)))
+    close(jax.vmap(tr.norm)(batch), jnp.linalg.norm(dense.reshape(4, -1), axis=1))
+    close(jax.vmap(tr.inner)(batch, batch), jnp.sum(dense**2, axis=(1, 2, 3)))
+    shaped = jax.eval_shape(lambda k: tr.random(k, (3, 4, 5), 2, F64), key(0))
+    assert isinstance(shaped, tr.TensorRing) and shaped.ranks == (2, 2, 2)
+    x = jax.ShapeDtypeStruct((4, 5, 6), F64)
+    assert jax.eval_shape(lambda x: tr.from_dense(x, max_rank=2), x).ranks == (2, 2, 2)
+    assert jax.eval_shape(lambda x: tr.als(x, (1, 2, 3), n_iter=2), x).ranks == (1, 2, 3)
+    assert isinstance(jax.tree.map(lambda c: 2 * c, make((3, 4), 2, 0)), tr.TensorRing)
+
+
+def test_check_grads():
+    a, b = make((3, 2, 4), (2, 3, 2), 0), make((3, 2, 4), 2, 1)
+    kw = dict(order=1, modes=("rev", "fwd"), atol=1e-6, rtol=1e-6)
+    # jitted so the many small derivative programs compile once each (CPU budget)
+    check_grads(jax.jit(tr.to_dense), (a,), **kw)
+    check_grads(jax.jit(tr.inner), (a, b), **kw)
+    check_grads(jax.jit(tr.norm), (a,), **kw)
+    x = normal(9, (3, 4, 3))
+    check_grads(jax.jit(lambda x: tr.to_dense(tr.from_dense(x, max_rank=2))), (x,),
+                **dict(kw, modes=("rev",)))
+
+
+# -------------------------------------------------------------------------- TR-SVD
+
+
+@settings(max_examples=4)
+@given(st.lists(st.integers(1, 4), min_size=1, max_size=4), st.integers(0, 2**16))
+def test_from_dense_exact_roundtrip_at_full_rank(dims, seed):
+    x = normal(seed, tuple(dims))
+    t = tr.from_dense(x)
+    close(tr.to_dense(t), x)
+    # the kept rank of the first unfolding splits as r_0 * r_1 with r_0 <= r_1
+    r0, r1 = t.ranks[0], t.ranks[1 % len(dims)]
+    if len(dims) > 1:
+        assert r0 * r1 == min(dims[0], math.prod(dims[1:])) and r0 <= r1
+
+
+def test_from_dense_roundtrip_under_jit_and_vmap():
+    xs = jnp.stack([normal(s, (2, 4, 3)) for s in range(3)])
+    f = jax.jit(lambda x: tr.to_dense(tr.from_dense(x)))
+    close(f(xs[0]), xs[0])
+    close(jax.vmap(lambda x: tr.to_dense(tr.from_dense(x)))(xs), xs)
+    t = jax.jit(lambda x: tr.from_dense(x, max_rank=3, rtol=0.3))(xs[1])
+    assert t.ranks == (1, 2, 3)  # static: from max_rank and the unfolding sizes
+    assert rel_err(xs[1], t) <= 0.3 + 1e-12
+
+
+def test_from_dense_recovers_planted_ring():
+    planted = make((6, 5, 4, 3), (2, 3, 2, 2), 3)
+    x = tr.to_dense(planted)
+    r0, r = planted.ranks[0], max(planted.ranks)
+    # the first split recovers (r_0, r_1) exactly; later bonds need up to r_k * r_0**2
+    # (documented in from_dense), so a cap of r * r_0**2 reconstructs the ring exactly
+    t = tr.from_dense(x, max_rank=r * r0**2)
+    assert t.ranks[:2] == planted.ranks[:2]
+    assert all(b <= r * r0**2 for b in t.ranks)
+    close(tr.to_dense(t), x, 1e-9)
+    small = tr.from_dense(x, rtol=1e-10)
+    assert small.ranks[:2] == planted.ranks[:2]
+    assert all(b <= pk * r0**2 for b, pk in zip(small.ranks, planted.ranks, strict=True))
+    close(tr.to_dense(small), x, 1e-9)
+
+
+@pytest.mark.parametrize("rtol", [1e-3, 0.2, 0.5])
+def test_from_dense_rtol_bound(rtol):
+    x = normal(4, (4, 3, 4, 3))
+    t = tr.from_dense(x, rtol=rtol)
+    assert rel_err(x, t) <= rtol + 1e-12
+
+
+@pytest.mark.parametrize("dims,rank", [((9, 4, 5, 4), 3), ((4, 5, 6), 2)])
+def test_from_dense_matches_tensorly_tensor_ring(dims, rank):
+    # Same split (rank**2 <= n_0 gives r_0 = r_1 = rank) and the same SVD sign
+    # convention (svd_flip), so the errors agree to rounding.
+    x = normal(5, dims)
+    t = tr.from_dense(x, max_rank=rank)
+    assert t.ranks == (rank,) * len(dims)
+    xt = np.asarray(x)
+    with tl.backend_context("numpy"):
+        ref = tensor_ring(tl.tensor(xt), rank=[rank] * (len(dims) + 1))
+        theirs = float(np.linalg.norm(tl.tr_to_tensor(ref) - xt) / np.linalg.norm(xt))
+    assert abs(rel_err(x, t) - theirs) <= 1e-12
+
+
+# ----------------------------------------------------------------------------- ALS
+
+
+_ALS = jax.jit(lambda x: tr.als(x, 2, n_iter=12, return_errors=True))
+
+
+@settings(max_examples=4)
+@given(st.integers(0, 2**16))
+def test_als_never_increases_the_error_under_jit(seed):
+    x = normal(seed, (4, 5, 6))
+    t, errors = _ALS(x)
+    errors = np.asarray(errors)
+    assert t.ranks == (2, 2, 2)
+    assert np.all(np.diff(errors) <= 1e-10 * errors[:-1])
+    close(errors[-1], rel_err(x, t), 1e-12)
+    # it starts from TR-SVD at these ranks, and no sweep can make that worse
+    assert errors[0] <= rel_err(x, tr.from_dense(x, max_rank=2)) + 1e-12
+
+
+@pytest.mark.parametrize("init", ["svd", "random"])
+def test_als_on_a_planted_ring_with_uneven_ranks(init):
+    # svd: TR-SVD gives bonds (2, 2, .), so bond 1 is padded to 3 with small random
+    # entries; random: Gaussian cores scaled to ||x||.
+    planted = make((4, 3, 4), (2, 3, 2), 8)
+    x = tr.to_dense(planted)
+    t, errors = tr.als(x, (2, 3, 2), n_iter=25, key=None if init == "svd" else key(1),
+                       return_errors=True)
+    errors = np.asarray(errors)
+    assert t.ranks == (2, 3, 2)
+    assert np.all(np.diff(errors) <= 1e-10 * errors[:-1])
+    # TR-ALS on planted rings is slow (swamps; tensorly's tensor_ring_als is no faster)
+    assert errors[-1] < 0.5 * errors[0]
+
+
+# ------------------------------------------------------------------------ bad input
+
+
+def test_mismatched_bonds_name_sites_and_shapes():
+    bad = tr.TensorRing((jnp.ones((2, 2, 3)), jnp.ones((4, 2, 2))))
+    with pytest.raises(ValueError, match=r"site 0 and site 1.*\(2, 2, 3\).*\(4, 2, 2\)"):
+        tr.to_dense(bad)
+    closing = tr.TensorRing((jnp.ones((2, 2, 3)), jnp.ones((3, 2, 5))))
+    with pytest.raises(ValueError, match=r"site 1 and site 0 \(the closing bond.*\(3, 2, 5\)"):
+        tr.norm(closing)
+    with pytest.raises(ValueError, match="3 axes"):
+        tr.inner(tr.TensorRing((jnp.ones((1, 2)),)), make((2,), 1, 0))
+    with pytest.raises(ValueError, match="mode sizes differ"):
+        tr.inner(make((2, 3), 2, 0), make((3, 2), 2, 0))
+    with pytest.raises(TypeError, match="TensorRing"):
+        tr.norm(jnp.ones(3))
+
+
+def test_bad_rank_arguments():
+    x = jnp.ones((2, 3, 4))
+    with pytest.raises(ValueError, match=r"ranks\[1\] \* ranks\[2\] = 12 at core 1 is larger "
+                                         r"than 8, the largest allowed value"):
+        tr.als(x, (1, 3, 4))
+    with pytest.raises(ValueError, match="sequence of 3 ring ranks"):
+        tr.als(x, (2, 2))
+    with pytest.raises(ValueError, match="n_iter"):
+        tr.als(x, 1, n_iter=0)
+    with pytest.raises(ValueError, match="max_rank must be >= 1"):
+        tr.from_dense(x, max_rank=0)
+    with pytest.raises(ValueError, match="rtol must be >= 0"):
+        tr.from_dense(x, rtol=-1.0)
+    with pytest.raises(TypeError, match="static max_rank"):
+        jax.jit(lambda x: tr.from_dense(x, rtol=0.1))(x)
+    with pytest.raises(ValueError, match="rank"):
+        tr.random(key(0), (2, 3, 4), (2, 2))
+    with pytest.raises(ValueError, match="dims"):
+        tr.random(key(0), (2, 0), 2)

@@ -1,0 +1,326 @@
+"""CP (CANDECOMP/PARAFAC) decompositions.
+
+A ``CP`` holds ``weights`` of shape ``(R,)`` and one factor matrix per mode,
+``factors[k]`` of shape ``(n_k, R)``; it represents
+
+    x[i_1, ..., i_L] = sum_r weights[r] * factors[0][i_1, r] * ... * factors[L-1][i_L, r].
+
+Sizes and the rank are read from the arrays' trailing axes (a batch of CPs
+stacked on leading axes by ``vmap`` reports them right); nothing is stored beside
+the arrays.
+
+``als`` fits a CP of a static rank with a fixed number of alternating
+least-squares sweeps inside one ``lax.fori_loop``, so it runs under ``jit`` and
+``vmap`` (tensorly's ``parafac`` cannot be jitted). Each factor update solves the
+normal equations built from the Hadamard product of the other factors' Gram
+matrices with an eigendecomposition-based pseudo-inverse, so rank-deficient Gram
+matrices (a rank above a mode size, duplicated components) give the minimum-norm
+update instead of NaNs. ``inner`` and ``norm`` never form the dense tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from tnlib import linalg
+from tnlib.struct import pytree_dataclass
+
+__all__ = [
+    "CP", "random", "als", "from_dense", "to_dense", "inner", "norm", "num_params",
+    "rank_bound", "check",
+]
+
+
+@pytree_dataclass
+class CP:
+    """CP tensor: ``weights`` ``(R,)`` and ``factors[k]`` ``(n_k, R)``."""
+
+    weights: jax.Array
+    factors: tuple
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return tuple(f.shape[-2] for f in self.factors)
+
+    @property
+    def rank(self) -> int:
+        return self.weights.shape[-1]
+
+    @property
+    def n_modes(self) -> int:
+        return len(self.factors)
+
+    @property
+    def dtype(self):
+        return jnp.result_type(self.weights, *self.factors)
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check(cp, name: str = "cp"):
+    """Validate a CP's array shapes (static; works under jit).
+
+    Raises ValueError naming the mode and the shapes when a factor is not a matrix
+    or its number of columns differs from the number of weights. Returns ``cp``.
+    """
+    if not isinstance(cp, CP):
+        raise TypeError(f"{name} must be a tnlib.cp.CP, got {type(cp).__name__}")
+    factors = cp.factors
+    if not isinstance(factors, tuple | list) or len(factors) == 0:
+        raise ValueError(f"{name}: factors must be a non-empty tuple of (n_k, R) arrays")
+    if cp.weights.ndim != 1:
+        raise ValueError(f"{name}: weights must have shape (R,), got {tuple(cp.weights.shape)}")
+    r = cp.weights.shape[0]
+    for k, f in enumerate(factors):
+        if f.ndim != 2:
+            raise ValueError(
+                f"{name}: factor {k} has shape {tuple(f.shape)}; expected 2 axes (n_k, R)"
+            )
+        if f.shape[1] != r:
+            raise ValueError(
+                f"{name}: factor {k} has shape {tuple(f.shape)} ({f.shape[1]} columns) but "
+                f"weights has shape {tuple(cp.weights.shape)} (rank {r})"
+            )
+    return cp
+
+
+def rank_bound(dims: Sequence[int]) -> int:
+    """``prod(dims) // max(dims)``: every tensor of shape ``dims`` has CP rank at most
+    this (one rank-1 term per fibre along the largest mode), so larger ranks are
+    redundant and ``als`` rejects them."""
+    dims = tuple(dims)
+    return math.prod(dims) // max(dims)
+
+
+def _check_dims(dims) -> tuple[int, ...]:
+    dims = tuple(dims)
+    if not dims or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in dims):
+        raise ValueError(f"dims must be a non-empty sequence of ints >= 1, got {dims}")
+    return dims
+
+
+def _check_rank(rank, dims=None) -> int:
+    if isinstance(rank, bool) or not isinstance(rank, int):
+        raise TypeError(f"rank must be a Python int (static), got {type(rank).__name__}")
+    if rank < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    if dims is not None and rank > rank_bound(dims):
+        raise ValueError(
+            f"rank {rank} is larger than {rank_bound(dims)}, the largest allowed value for "
+            f"shape {tuple(dims)} (every tensor of that shape has CP rank at most "
+            f"prod(dims) // max(dims))"
+        )
+    return rank
+
+
+def _check_n_iter(n_iter) -> int:
+    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
+        raise ValueError(f"n_iter must be a Python int >= 1 (static), got {n_iter!r}")
+    return n_iter
+
+
+def _check_same_dims(a, b):
+    if a.dims != b.dims:
+        raise ValueError(f"mode sizes differ: a has {a.dims}, b has {b.dims}")
+
+
+def _as_inexact(x):
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        x = x.astype(jnp.result_type(float))
+    return x
+
+
+# ------------------------------------------------------------------------ construction
+
+
+def random(key, dims: Sequence[int], rank: int, dtype=jnp.float32) -> CP:
+    """Random CP with unit weights and Gaussian factors scaled so ``E ||cp||_F^2 = 1``.
+
+    Args:
+      key: PRNG key.
+      dims: mode sizes ``(n_1, ..., n_L)``.
+      rank: number of rank-1 terms ``R`` (any int >= 1; redundant ranks are allowed).
+      dtype: float or complex dtype.
+    """
+    dims = _check_dims(dims)
+    rank = _check_rank(rank)
+    keys = jax.random.split(key, len(dims))
+    factors = tuple(
+        jax.random.normal(k, (n, rank), dtype) / math.sqrt(n * rank ** (1.0 / len(dims)))
+        for k, n in zip(keys, dims, strict=True)
+    )
+    return CP(jnp.ones((rank,), dtype), factors)
+
+
+def to_dense(cp: CP):
+    """The dense tensor of shape ``dims`` (Khatri-Rao product summed over the rank)."""
+    check(cp)
+    r = cp.rank
+    res = cp.factors[0] * cp.weights
+    for f in cp.factors[1:]:
+        res = (res[:, None, :] * f[None, :, :]).reshape(-1, r)
+    return jnp.sum(res, axis=-1).reshape(cp.dims)
+
+
+def _grams(a_factors, b_factors):
+    """Hadamard product of ``conj(A_k)^T B_k`` over the modes: ``(Ra, Rb)``."""
+    g = None
+    for fa, fb in zip(a_factors, b_factors, strict=True):
+        m = jnp.conj(fa).T @ fb
+        g = m if g is None else g * m
+    return g
+
+
+def inner(a: CP, b: CP):
+    """``<a, b> = sum conj(a) * b`` without densifying (the first argument is conjugated):
+    ``conj(w_a)^T (prod_k conj(A_k)^T B_k) w_b`` with a Hadamard product over modes."""
+    check(a, "a")
+    check(b, "b")
+    _check_same_dims(a, b)
+    return jnp.conj(a.weights) @ _grams(a.factors, b.factors) @ b.weights
+
+
+def norm(cp: CP):
+    """Frobenius norm ``||cp||_F`` from the Hadamard product of the factor Gram
+    matrices (never forms the dense tensor)."""
+    sq = jnp.real(inner(cp, cp))
+    return jnp.sqrt(jnp.maximum(sq, 0))
+
+
+def num_params(cp: CP) -> int:
+    """Number of stored scalars: ``R + sum_k n_k R`` (per network, for a vmapped batch)."""
+    return cp.rank * (1 + sum(cp.dims))
+
+
+# ----------------------------------------------------------------------------- ALS
+
+
+def _mttkrp(x, factors, mode):
+    """``X_(mode) @ conj(K)``, ``K`` the Khatri-Rao product of the other factors:
+    shape ``(n_mode, R)``, computed by one einsum (the Khatri-Rao matrix is not formed)."""
+    L = x.ndim
+    operands = [x, list(range(L))]
+    for j, f in enumerate(factors):
+        if j != mode:
+            operands += [jnp.conj(f), [j, L]]
+    return jnp.einsum(*operands, [mode, L])
+
+
+def _psd_solve(m, v):
+    """``m @ pinv(v)`` for a Hermitian positive semi-definite ``v`` ``(R, R)``.
+
+    Eigenvalues below ``R * eps * lambda_max`` are treated as zero, so a singular
+    ``v`` gives the minimum-norm least-squares solution instead of NaNs.
+    """
+    w, q = jnp.linalg.eigh(v)
+    eps = jnp.finfo(w.dtype).eps
+    cutoff = v.shape[-1] * eps * jnp.maximum(jnp.max(w), jnp.finfo(w.dtype).tiny)
+    inv = jnp.where(w > cutoff, 1.0 / jnp.where(w > cutoff, w, 1.0), 0.0)
+    return ((m @ q) * inv.astype(q.dtype)) @ jnp.conj(q).T
+
+
+def _svd_init(x, rank):
+    """Leading left singular vectors of each unfolding; modes whose unfolding has fewer
+    than ``rank`` singular vectors are padded with Gaussian columns drawn
+    from the fixed key ``PRNGKey(0)`` (deterministic)."""
+    factors = []
+    pad_key = jax.random.PRNGKey(0)
+    for k, n in enumerate(x.shape):
+        u, _, _ = linalg.svd(jnp.moveaxis(x, k, 0).reshape(n, -1))
+        u = u[:, :rank]
+        if u.shape[1] < rank:
+            extra = jax.random.normal(jax.random.fold_in(pad_key, k), (n, rank - u.shape[1]),
+                                      x.dtype) / math.sqrt(n)
+            u = jnp.concatenate([u, extra], axis=1)
+        factors.append(u)
+    return factors
+
+
+def _normalize(f):
+    norms = jnp.linalg.norm(f, axis=0)
+    safe = jnp.where(norms > 0, norms, 1.0)
+    return f / safe.astype(f.dtype), norms
+
+
+def _rel_error(x, cp, x_norm):
+    err = jnp.linalg.norm((x - to_dense(cp)).ravel())
+    return err / jnp.where(x_norm > 0, x_norm, 1.0)
+
+
+def als(x, rank: int, n_iter: int = 50, key=None, *, return_errors: bool = False):
+    """CP decomposition of a dense tensor by alternating least squares.
+
+    Runs exactly ``n_iter`` sweeps (no convergence test) in a ``lax.fori_loop``, so
+    it is jittable: ``jax.jit(lambda x: als(x, 3, n_iter=10))``. Each sweep updates
+    the factors in mode order 0, 1, ..., L-1; the update of mode ``k`` is the exact
+    least-squares solution ``F_k = X_(k) conj(K) pinv(conj(V))`` with ``K`` the
+    Khatri-Rao product of the other factors and ``V = K^H K`` the Hadamard product of
+    their Gram matrices, after which its columns are normalized and the norms go into
+    ``weights``. Every update minimizes the error over one factor, so the error
+    never increases from sweep to sweep (up to rounding).
+
+    Args:
+      x: dense array (float or complex; integers are cast to the default float).
+      rank: static number of components ``R``, at most ``rank_bound(x.shape)``.
+      n_iter: static number of sweeps (>= 1).
+      key: None (default) initializes each factor from the ``R`` leading left
+        singular vectors of the mode's unfolding (tensorly's ``init='svd'``; padded
+        with deterministic random columns when ``R`` exceeds the mode's size); a PRNG
+        key initializes with ``random(key, ...)``'s Gaussian factors instead.
+      return_errors: also return the relative error ``||x - cp||_F / ||x||_F`` after
+        each sweep, an array of shape ``(n_iter,)``.
+
+    Returns:
+      ``CP`` with unit-norm factor columns (or ``(cp, errors)``).
+    """
+    x = _as_inexact(x)
+    if x.ndim == 0:
+        raise ValueError("x must have at least one axis")
+    rank = _check_rank(rank, x.shape)
+    n_iter = _check_n_iter(n_iter)
+    L = x.ndim
+    if key is None:
+        factors = _svd_init(x, rank)
+    else:
+        factors = list(random(key, x.shape, rank, x.dtype).factors)
+    factors = [_normalize(f)[0] for f in factors]
+    weights = jnp.ones((rank,), x.dtype)
+    x_norm = jnp.linalg.norm(x.ravel())
+    errors = jnp.zeros((n_iter,), jnp.finfo(x.dtype).dtype)
+
+    def sweep(i, carry):
+        weights, factors, errors = carry
+        factors = list(factors)
+        grams = [jnp.conj(f).T @ f for f in factors]
+        for k in range(L):
+            v = jnp.ones((rank, rank), x.dtype)
+            for j in range(L):
+                if j != k:
+                    v = v * grams[j]
+            f = _psd_solve(_mttkrp(x, factors, k), jnp.conj(v))
+            factors[k], norms = _normalize(f)
+            weights = norms.astype(x.dtype)
+            grams[k] = jnp.conj(factors[k]).T @ factors[k]
+        if return_errors:
+            errors = errors.at[i].set(_rel_error(x, CP(weights, tuple(factors)), x_norm))
+        return weights, tuple(factors), errors
+
+    weights, factors, errors = jax.lax.fori_loop(
+        0, n_iter, sweep, (weights, tuple(factors), errors)
+    )
+    out = CP(weights, factors)
+    return (out, errors) if return_errors else out
+
+
+def from_dense(x, max_rank: int, n_iter: int = 50, key=None, *, return_errors: bool = False):
+    """The format's common constructor verb: ``als(x, max_rank, n_iter, key)``.
+
+    ``max_rank`` is the (static) CP rank; see ``als`` for the algorithm and options.
+    """
+    return als(x, max_rank, n_iter=n_iter, key=key, return_errors=return_errors)

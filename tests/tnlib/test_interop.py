@@ -101,3 +101,13 @@ def test_quimb_network_round_trip_with_permutation():
     assert back.perm == (0, 1, 2, 3)
     np.testing.assert_allclose(network.to_dense(back), network.to_dense(net), atol=1e-12)
     assert network.num_params(back) == network.num_params(net)
+
+
+def test_tensorly_cp_round_trip():
+    from tnlib import cp
+
+    a = cp.random(jax.random.PRNGKey(0), (3, 4, 5), 3, F64)
+    t = interop.to_tensorly_cp(a)
+    np.testing.assert_allclose(tl.cp_to_tensor(t), cp.to_dense(a), atol=1e-12)
+    back = interop.from_tensorly_cp(t)
+    np.testing.assert_allclose(cp.to_dense(back), cp.to_dense(a), atol=1e-12)

@@ -111,3 +111,13 @@ def test_tensorly_cp_round_trip():
     np.testing.assert_allclose(tl.cp_to_tensor(t), cp.to_dense(a), atol=1e-12)
     back = interop.from_tensorly_cp(t)
     np.testing.assert_allclose(cp.to_dense(back), cp.to_dense(a), atol=1e-12)
+
+
+def test_tensorly_tucker_round_trip():
+    from tnlib import tucker
+
+    a = tucker.random(jax.random.PRNGKey(0), (3, 4, 5), (2, 3, 2), F64)
+    t = interop.to_tensorly_tucker(a)
+    np.testing.assert_allclose(tl.tucker_to_tensor(t), tucker.to_dense(a), atol=1e-12)
+    back = interop.from_tensorly_tucker(t)
+    np.testing.assert_allclose(tucker.to_dense(back), tucker.to_dense(a), atol=1e-12)

@@ -12,26 +12,13 @@ import opt_einsum
 import pytest
 import tensorly as tl
 import tensornetwork as tn
+from dense_checks import F64, close, key
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 from tensorly.decomposition import tensor_train
 
 from tnlib import network
-
-F64 = jnp.float64
-TOL = 1e-10
-
-
-def key(i=0):
-    return jax.random.PRNGKey(i)
-
-
-def close(a, b, tol=TOL):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    scale = max(1.0, float(np.max(np.abs(b)))) if b.size else 1.0
-    np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale)
 
 
 def adjacency(dims, edges):

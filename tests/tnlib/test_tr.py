@@ -8,31 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorly as tl
+from dense_checks import F64, MODES, close, key, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 from tensorly.decomposition import tensor_ring
 
 from tnlib import tr
-
-F64 = jnp.float64
-TOL = 1e-10
-MODES = ["eager", "jit"]
-
-
-def key(i=0):
-    return jax.random.PRNGKey(i)
-
-
-def close(a, b, tol=TOL):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    scale = max(1.0, float(np.max(np.abs(b)))) if b.size else 1.0
-    np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale)
-
-
-def run(mode, f, *args):
-    return f(*args) if mode == "eager" else jax.jit(f)(*args)
 
 
 def normal(seed, shape, dtype=F64):

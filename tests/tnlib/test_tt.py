@@ -8,26 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensornetwork as tn
+from dense_checks import F64, MODES, close, key, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 from tnlib import tt
-
-F64 = jnp.float64
-TOL = 1e-10
-
-
-def key(i=0):
-    return jax.random.PRNGKey(i)
-
-
-def close(a, b, tol=TOL):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    scale = max(1.0, float(np.max(np.abs(b)))) if b.size else 1.0
-    np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale)
-
 
 # Hypothesis: small chains with random mode sizes and ranks (ranks may exceed what the
 # unfoldings allow; those are valid, redundant TTs).
@@ -40,13 +26,6 @@ chains = st.tuples(
 
 def make(dims, rank, seed, dtype=F64):
     return tt.random(key(seed), dims, rank, dtype)
-
-
-MODES = ["eager", "jit"]
-
-
-def run(mode, f, *args):
-    return f(*args) if mode == "eager" else jax.jit(f)(*args)
 
 
 def ncon_dense(t):

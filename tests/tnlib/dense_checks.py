@@ -1,0 +1,27 @@
+"""Shared helpers of the format tests: keys, a scale-aware closeness check against
+the dense reference, and running a function eagerly or under jit."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+F64 = jnp.float64
+TOL = 1e-10
+MODES = ["eager", "jit"]
+
+
+def key(i=0):
+    return jax.random.PRNGKey(i)
+
+
+def close(a, b, tol=TOL):
+    """``a`` equals the reference ``b`` to ``tol`` relative to ``max(1, max|b|)``."""
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    scale = max(1.0, float(np.max(np.abs(b)))) if b.size else 1.0
+    np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale)
+
+
+def run(mode, f, *args):
+    """``f(*args)`` eagerly (``mode="eager"``) or through ``jax.jit`` (``"jit"``)."""
+    return f(*args) if mode == "eager" else jax.jit(f)(*args)

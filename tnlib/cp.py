@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from tnlib import linalg
+from tnlib._validate import check_dims as _check_dims
+from tnlib._validate import check_same_dims as _check_same_dims
 from tnlib.struct import pytree_dataclass
 
 __all__ = [
@@ -97,13 +99,6 @@ def rank_bound(dims: Sequence[int]) -> int:
     return math.prod(dims) // max(dims)
 
 
-def _check_dims(dims) -> tuple[int, ...]:
-    dims = tuple(dims)
-    if not dims or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in dims):
-        raise ValueError(f"dims must be a non-empty sequence of ints >= 1, got {dims}")
-    return dims
-
-
 def _check_rank(rank, dims=None) -> int:
     if isinstance(rank, bool) or not isinstance(rank, int):
         raise TypeError(f"rank must be a Python int (static), got {type(rank).__name__}")
@@ -122,11 +117,6 @@ def _check_n_iter(n_iter) -> int:
     if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
         raise ValueError(f"n_iter must be a Python int >= 1 (static), got {n_iter!r}")
     return n_iter
-
-
-def _check_same_dims(a, b):
-    if a.dims != b.dims:
-        raise ValueError(f"mode sizes differ: a has {a.dims}, b has {b.dims}")
 
 
 def _as_inexact(x):

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 
 from tnlib import linalg
+from tnlib._validate import check_dims as _check_dims
+from tnlib._validate import check_same_dims as _check_same_dims
 from tnlib.struct import pytree_dataclass
 
 __all__ = [
@@ -89,18 +91,6 @@ def check(tr, name: str = "tr"):
                 f"shape {tuple(b)} (left rank {b[0]})"
             )
     return tr
-
-
-def _check_same_dims(a, b):
-    if a.dims != b.dims:
-        raise ValueError(f"mode sizes differ: a has {a.dims}, b has {b.dims}")
-
-
-def _check_dims(dims) -> tuple[int, ...]:
-    dims = tuple(dims)
-    if not dims or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in dims):
-        raise ValueError(f"dims must be a non-empty sequence of ints >= 1, got {dims}")
-    return dims
 
 
 def _ring_ranks(rank, n_sites: int, name: str = "rank") -> tuple[int, ...]:

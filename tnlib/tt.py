@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from tnlib import linalg
+from tnlib._validate import check_dims as _check_dims
 from tnlib.struct import pytree_dataclass
 
 __all__ = [
@@ -151,13 +152,6 @@ def _internal_ranks(rank, n_sites: int) -> tuple[int, ...]:
         if isinstance(r, bool) or not isinstance(r, int) or r < 1:
             raise ValueError(f"rank entries must be ints >= 1, got {ranks}")
     return (1,) + ranks + (1,)
-
-
-def _check_dims(dims, name="dims") -> tuple[int, ...]:
-    dims = tuple(dims)
-    if not dims or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in dims):
-        raise ValueError(f"{name} must be a non-empty sequence of ints >= 1, got {dims}")
-    return dims
 
 
 # ------------------------------------------------------------------------ construction

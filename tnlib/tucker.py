@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 
 from tnlib import linalg
+from tnlib._validate import check_dims as _check_dims
+from tnlib._validate import check_same_dims as _check_same_dims
 from tnlib.struct import pytree_dataclass
 
 __all__ = [
@@ -97,13 +99,6 @@ def check(t, name: str = "t"):
                 f"(size {t.core.shape[k]} on axis {k}), factor {k} has shape {tuple(f.shape)}"
             )
     return t
-
-
-def _check_dims(dims) -> tuple[int, ...]:
-    dims = tuple(dims)
-    if not dims or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in dims):
-        raise ValueError(f"dims must be a non-empty sequence of ints >= 1, got {dims}")
-    return dims
 
 
 def _max_ranks(dims) -> tuple[int, ...]:
@@ -388,11 +383,6 @@ def mode_product(x, matrix, mode: int):
         factors[mode] = matrix @ factors[mode]
         return Tucker(x.core, tuple(factors))
     return _dense_mode_product(x, matrix, mode)
-
-
-def _check_same_dims(a, b):
-    if a.dims != b.dims:
-        raise ValueError(f"mode sizes differ: a has {a.dims}, b has {b.dims}")
 
 
 def inner(a: Tucker, b: Tucker):

@@ -164,6 +164,8 @@ def random(key, dims: Sequence[int], rank, dtype=jnp.float32, *, col_dims=None):
       key: PRNG key.
       dims: mode sizes ``(n_1, ..., n_L)`` (row sizes when ``col_dims`` is given).
       rank: an int (all internal bonds) or a sequence of ``L - 1`` internal ranks.
+        Ranks above what an unfolding allows are kept as given: the train is then
+        redundant (``round`` or ``orthogonalize`` shrinks such bonds exactly).
       dtype: float or complex dtype.
       col_dims: when given, return a ``TTMatrix`` with these column sizes.
     """

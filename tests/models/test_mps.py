@@ -99,13 +99,12 @@ def test_gradients_match_finite_differences():
     x = jax.random.uniform(jax.random.PRNGKey(3), (2, 4), F64)
     graphdef, params = nnx.split(model, nnx.Param)
 
-    def f(left, right, label):
-        p = jax.tree.map(lambda v: v, params)
-        p["left"].value, p["right"].value, p["label"].value = left, right, label
-        return nnx.merge(graphdef, p)(x)
+    def f(pure):
+        state = jax.tree.map(lambda v: v, params)
+        nnx.replace_by_pure_dict(state, pure)
+        return nnx.merge(graphdef, state)(x)
 
-    check_grads(f, (params["left"].value, params["right"].value, params["label"].value),
-                order=1, modes=("rev",), atol=1e-5, rtol=1e-5)
+    check_grads(f, (nnx.to_pure_dict(params),), order=1, modes=("rev",), atol=1e-5, rtol=1e-5)
 
 
 def _digits_like(n=256, sites=16, classes=3, seed=0):

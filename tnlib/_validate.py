@@ -16,3 +16,43 @@ def check_same_dims(a, b) -> None:
     """ValueError unless the networks ``a`` and ``b`` have the same mode sizes."""
     if a.dims != b.dims:
         raise ValueError(f"mode sizes differ: a has {a.dims}, b has {b.dims}")
+
+
+def check_bonds(cores, name: str, closed: bool = False) -> None:
+    """ValueError naming both sites and shapes where the right rank of a core differs
+    from the left rank of the next; ``closed`` also checks the last-to-first bond."""
+    L = len(cores)
+    for k in range(L if closed else L - 1):
+        j = (k + 1) % L
+        a, b = cores[k].shape, cores[j].shape
+        if a[-1] != b[0]:
+            where = " (the closing bond of the ring)" if closed and j == 0 else ""
+            raise ValueError(
+                f"{name}: bond between site {k} and site {j}{where} does not match: "
+                f"core {k} has shape {tuple(a)} (right rank {a[-1]}), core {j} has "
+                f"shape {tuple(b)} (left rank {b[0]})"
+            )
+
+
+def rank_sequence(rank, count: int, name: str, what: str) -> tuple[int, ...]:
+    """``rank`` (an int, or a sequence of ``count`` ints >= 1) as a tuple of ``count``."""
+    if isinstance(rank, int) and not isinstance(rank, bool):
+        ranks = (rank,) * count
+    else:
+        ranks = tuple(rank)
+        if len(ranks) != count:
+            raise ValueError(f"{name} must be an int or a sequence of {count} {what}, got {ranks}")
+    for r in ranks:
+        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+            raise ValueError(f"{name} entries must be ints >= 1, got {ranks}")
+    return ranks
+
+
+def as_inexact(x):
+    """``x`` as a JAX array with a floating or complex dtype (ints become the default float)."""
+    import jax.numpy as jnp
+
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        x = x.astype(jnp.result_type(float))
+    return x

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from tnlib import linalg
+from tnlib._validate import as_inexact as _as_inexact
 from tnlib._validate import check_dims as _check_dims
 from tnlib._validate import check_same_dims as _check_same_dims
 from tnlib.struct import pytree_dataclass
@@ -117,13 +118,6 @@ def _check_n_iter(n_iter) -> int:
     if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
         raise ValueError(f"n_iter must be a Python int >= 1 (static), got {n_iter!r}")
     return n_iter
-
-
-def _as_inexact(x):
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.inexact):
-        x = x.astype(jnp.result_type(float))
-    return x
 
 
 # ------------------------------------------------------------------------ construction

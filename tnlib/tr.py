@@ -24,8 +24,11 @@ import jax
 import jax.numpy as jnp
 
 from tnlib import linalg
+from tnlib._validate import as_inexact as _as_inexact
+from tnlib._validate import check_bonds as _check_bonds
 from tnlib._validate import check_dims as _check_dims
 from tnlib._validate import check_same_dims as _check_same_dims
+from tnlib._validate import rank_sequence as _rank_sequence
 from tnlib.struct import pytree_dataclass
 
 __all__ = [
@@ -79,41 +82,12 @@ def check(tr, name: str = "tr"):
             raise ValueError(
                 f"{name}: core {k} has shape {tuple(c.shape)}; expected 3 axes (r_left, n, r_right)"
             )
-    L = len(cores)
-    for k in range(L):
-        j = (k + 1) % L
-        a, b = cores[k].shape, cores[j].shape
-        if a[-1] != b[0]:
-            where = " (the closing bond of the ring)" if j == 0 else ""
-            raise ValueError(
-                f"{name}: bond between site {k} and site {j}{where} does not match: "
-                f"core {k} has shape {tuple(a)} (right rank {a[-1]}), core {j} has "
-                f"shape {tuple(b)} (left rank {b[0]})"
-            )
+    _check_bonds(cores, name, closed=True)
     return tr
 
 
 def _ring_ranks(rank, n_sites: int, name: str = "rank") -> tuple[int, ...]:
-    if isinstance(rank, int) and not isinstance(rank, bool):
-        ranks = (rank,) * n_sites
-    else:
-        ranks = tuple(rank)
-        if len(ranks) != n_sites:
-            raise ValueError(
-                f"{name} must be an int or a sequence of {n_sites} ring ranks "
-                f"(r_0, ..., r_{n_sites - 1}), got {ranks}"
-            )
-    for r in ranks:
-        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-            raise ValueError(f"{name} entries must be ints >= 1, got {ranks}")
-    return ranks
-
-
-def _as_inexact(x):
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.inexact):
-        x = x.astype(jnp.result_type(float))
-    return x
+    return _rank_sequence(rank, n_sites, name, f"ring ranks (r_0, ..., r_{n_sites - 1})")
 
 
 # ------------------------------------------------------------------------ construction

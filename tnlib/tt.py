@@ -26,7 +26,9 @@ import jax
 import jax.numpy as jnp
 
 from tnlib import linalg
+from tnlib._validate import check_bonds as _check_bonds
 from tnlib._validate import check_dims as _check_dims
+from tnlib._validate import rank_sequence as _rank_sequence
 from tnlib.struct import pytree_dataclass
 
 __all__ = [
@@ -116,14 +118,7 @@ def check(tt, name: str = "tt"):
                 f"{name}: core {k} has shape {tuple(c.shape)}; expected {want} axes "
                 + ("(r_left, n_out, n_in, r_right)" if want == 4 else "(r_left, n, r_right)")
             )
-    for k in range(len(cores) - 1):
-        a, b = cores[k].shape, cores[k + 1].shape
-        if a[-1] != b[0]:
-            raise ValueError(
-                f"{name}: bond between site {k} and site {k + 1} does not match: "
-                f"core {k} has shape {tuple(a)} (right rank {a[-1]}), core {k + 1} has "
-                f"shape {tuple(b)} (left rank {b[0]})"
-            )
+    _check_bonds(cores, name)
     if cores[0].shape[0] != 1 or cores[-1].shape[-1] != 1:
         raise ValueError(
             f"{name}: open-boundary ranks must be 1, got left {cores[0].shape[0]} at site 0 "
@@ -140,18 +135,8 @@ def _check_same_dims(a, b):
 
 
 def _internal_ranks(rank, n_sites: int) -> tuple[int, ...]:
-    if isinstance(rank, int) and not isinstance(rank, bool):
-        ranks = (rank,) * (n_sites - 1)
-    else:
-        ranks = tuple(rank)
-        if len(ranks) != n_sites - 1:
-            raise ValueError(
-                f"rank must be an int or a sequence of {n_sites - 1} internal ranks, got {ranks}"
-            )
-    for r in ranks:
-        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-            raise ValueError(f"rank entries must be ints >= 1, got {ranks}")
-    return (1,) + ranks + (1,)
+    inner = _rank_sequence(rank, n_sites - 1, "rank", "internal ranks")
+    return (1,) + inner + (1,)
 
 
 # ------------------------------------------------------------------------ construction

@@ -1,0 +1,289 @@
+"""tnlib.btt against the dense matrices it represents (float64; eager / jit / vmap,
+eval_shape, check_grads), projections of structured and random matrices, hand counts
+of parameters and flops, and the initialization scale."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from dense_checks import F64, MODES, close, key, run
+from jax.test_util import check_grads
+
+from tnlib import btt
+
+
+def normal(seed, shape, dtype=F64):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        x = x + 1j * rng.standard_normal(shape)
+    return jnp.asarray(x, dtype)
+
+
+def rbg_key(i=0):
+    """A typed "rbg" PRNG key: random() accepts any key, and XLA compiles rbg sampling
+    in a fraction of the time threefry takes on the CPU (keeps this file fast)."""
+    return jax.random.key(i, impl="rbg")
+
+
+def reference_dense(w):
+    """The dense matrix from the definitions, with numpy (independent of btt.to_dense)."""
+    if isinstance(w, btt.LowRank):
+        return np.asarray(w.u) @ np.asarray(w.v)
+    if isinstance(w, btt.Kronecker):
+        return np.kron(np.asarray(w.a), np.asarray(w.b))
+    (m1, m2), (n1, n2) = w.out_factors, w.in_factors
+    t = np.einsum("ijqk,qipk->ijpq", np.asarray(w.right), np.asarray(w.left))
+    return t.reshape(m1 * m2, n1 * n2)
+
+
+def make(kind, seed, dtype=F64):
+    """Small structures with Gaussian (numpy) entries: d_out = 6, d_in = 10."""
+    if kind == "lowrank":
+        return btt.LowRank(normal(seed, (6, 2), dtype), normal(seed + 1, (2, 10), dtype))
+    if kind == "kronecker":
+        return btt.Kronecker(normal(seed, (2, 5), dtype), normal(seed + 1, (3, 2), dtype))
+    if kind == "monarch":
+        return btt.BlockTT(normal(seed, (2, 2, 5, 1), dtype), normal(seed + 1, (2, 3, 2, 1), dtype))
+    return btt.BlockTT(normal(seed, (2, 2, 5, 2), dtype), normal(seed + 1, (2, 3, 2, 2), dtype))
+
+
+KINDS = ["lowrank", "kronecker", "btt", "monarch"]
+
+
+def project(kind, dense):
+    if kind == "lowrank":
+        return btt.LowRank.from_dense(dense, 2)
+    if kind == "kronecker":
+        return btt.Kronecker.from_dense(dense, (2, 3), (5, 2))
+    if kind == "monarch":
+        return btt.Monarch.from_dense(dense, (2, 3), (5, 2))
+    return btt.BlockTT.from_dense(dense, (2, 3), (5, 2), 2)
+
+
+def randomize(kind, k, dtype=F64):
+    if kind == "lowrank":
+        return btt.LowRank.random(k, 6, 10, 2, dtype)
+    if kind == "kronecker":
+        return btt.Kronecker.random(k, (2, 3), (5, 2), dtype)
+    if kind == "monarch":
+        return btt.Monarch.random(k, (2, 3), (5, 2), dtype)
+    return btt.BlockTT.random(k, (2, 3), (5, 2), 2, dtype)
+
+
+# ------------------------------------------------------------------ dense agreement
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_matvec_and_to_dense_match_dense(mode, kind):
+    w = make(kind, 0)
+    assert (w.d_out, w.d_in) == (6, 10)
+    W = reference_dense(w)
+    close(run(mode, btt.to_dense, w), W)
+    x = normal(5, (4, 3, 10))
+    y = run(mode, btt.matvec, w, x)
+    assert y.shape == (4, 3, 6)
+    close(y, np.asarray(x) @ W.T)
+    close(run(mode, btt.matvec, w, x[0, 0]), W @ np.asarray(x[0, 0]))  # a single vector
+
+
+@pytest.mark.parametrize("kind", ["lowrank", "kronecker", "btt"])
+def test_complex_matvec(kind):
+    w = make(kind, 3, jnp.complex128)
+    x = normal(4, (2, 10), jnp.complex128)
+    close(btt.matvec(w, x), np.asarray(x) @ reference_dense(w).T)
+
+
+def test_block_tt_stages_as_written_in_the_docstring():
+    """The two-stage definition, spelled out with numpy loops over the batch indices."""
+    w = make("btt", 7)
+    x = np.asarray(normal(8, (10,))).reshape(5, 2)  # (n1, n2)
+    left, right = np.asarray(w.left), np.asarray(w.right)
+    z = np.stack([np.einsum("ipk,p->ik", left[q], x[:, q]) for q in range(2)])  # (n2, m1, r)
+    y = np.stack([np.einsum("jqk,qk->j", right[i], z[:, i]) for i in range(2)])  # (m1, m2)
+    close(btt.matvec(w, x.reshape(-1)), y.reshape(-1))
+
+
+def test_vmap_over_a_batch_of_structures_and_eval_shape():
+    keys = jax.random.split(rbg_key(1), 3)
+    x = normal(2, (3, 4, 10))
+
+    @jax.jit  # one compilation for all kinds
+    def build_and_apply(keys, x):
+        out = {}
+        for kind in KINDS:
+            batch = jax.vmap(lambda k, kind=kind: randomize(kind, k))(keys)
+            out[kind] = batch, jax.vmap(btt.matvec)(batch, x), jax.vmap(btt.to_dense)(batch)
+        return out
+
+    for kind, (batch, ys, dense) in build_and_apply(keys, x).items():
+        assert (batch.d_out, batch.d_in) == (6, 10)  # read from trailing axes
+        for b in range(3):
+            one = jax.tree.map(lambda a, b=b: np.asarray(a)[b], batch)
+            close(dense[b], reference_dense(one))
+            close(ys[b], np.asarray(x[b]) @ reference_dense(one).T)
+        shaped = jax.eval_shape(lambda k, kind=kind: randomize(kind, k), key(0))
+        assert btt.num_params(shaped) == btt.num_params(make(kind, 0))
+        out = jax.eval_shape(btt.matvec, shaped, jax.ShapeDtypeStruct((7, 10), F64))
+        assert out.shape == (7, 6) and out.dtype == F64
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_check_grads(kind):
+    w, x = make(kind, 11), normal(12, (2, 10))
+    check_grads(jax.jit(btt.matvec), (w, x), order=1, modes=("fwd", "rev"), atol=1e-6, rtol=1e-6)
+    check_grads(jax.jit(btt.to_dense), (w,), order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------- projections
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_from_dense_reproduces_structured_matrices(mode, kind):
+    W = btt.to_dense(make(kind, 20))
+    fitted = run(mode, lambda d: project(kind, d), W)
+    close(btt.to_dense(fitted), W)
+    assert btt.num_params(fitted) == btt.num_params(make(kind, 20))
+
+
+def test_monarch_is_rank_one_block_tt():
+    w = jax.eval_shape(lambda k: btt.Monarch.random(k, (2, 3), (5, 2), F64), key(3))
+    assert isinstance(w, btt.BlockTT) and w.rank == 1
+    assert w.left.shape == (2, 2, 5, 1) and w.right.shape == (2, 3, 2, 1)
+
+
+def test_block_tt_projection_is_blockwise_optimal():
+    """The error of BlockTT.from_dense equals the sum of the per-block SVD tails, and
+    no perturbation of the optimum lowers it."""
+    W = np.asarray(normal(30, (6, 10)))
+    fitted = btt.BlockTT.from_dense(W, (2, 3), (5, 2), 2)
+    blocks = W.reshape(2, 3, 5, 2).transpose(0, 3, 1, 2)  # (m1, n2, m2, n1)
+    tails = np.linalg.svd(blocks, compute_uv=False)[..., 2:]
+    err = np.linalg.norm(np.asarray(btt.to_dense(fitted)) - W)
+    np.testing.assert_allclose(err, np.sqrt(np.sum(tails ** 2)), rtol=1e-10)
+    for s in range(3):
+        moved = jax.tree.map(lambda a, s=s: a + 1e-3 * normal(40 + s, a.shape), fitted)
+        assert np.linalg.norm(np.asarray(btt.to_dense(moved)) - W) > err
+
+
+def test_kronecker_projection_matches_van_loan_pitsianis_and_is_optimal():
+    W = np.asarray(normal(31, (6, 10)))
+    fitted = btt.Kronecker.from_dense(W, (2, 3), (5, 2))
+    rearranged = W.reshape(2, 3, 5, 2).transpose(0, 2, 1, 3).reshape(10, 6)
+    s = np.linalg.svd(rearranged, compute_uv=False)
+    err = np.linalg.norm(np.asarray(btt.to_dense(fitted)) - W)
+    np.testing.assert_allclose(err, np.sqrt(np.sum(s[1:] ** 2)), rtol=1e-10)
+    moved = btt.Kronecker(fitted.a + 1e-3 * normal(1, (2, 5)), fitted.b)
+    assert np.linalg.norm(np.asarray(btt.to_dense(moved)) - W) > err
+
+
+def test_low_rank_projection_is_eckart_young():
+    W = np.asarray(normal(32, (6, 10)))
+    fitted = btt.LowRank.from_dense(W, 3)
+    s = np.linalg.svd(W, compute_uv=False)
+    err = np.linalg.norm(np.asarray(btt.to_dense(fitted)) - W)
+    np.testing.assert_allclose(err, np.sqrt(np.sum(s[3:] ** 2)), rtol=1e-10)
+
+
+def test_block_tt_beats_low_rank_at_equal_parameter_count():
+    """A 64 x 64 Gaussian matrix, BTT (8, 8) x (8, 8) at rank 1 (1024 params) against
+    LowRank at rank 8 (1024 params) and rank 7 (fewer)."""
+    W = normal(33, (64, 64))
+    b = btt.BlockTT.from_dense(W, (8, 8), (8, 8), 1)
+    errs = {}
+    for r in (7, 8):
+        lr = btt.LowRank.from_dense(W, r)
+        assert btt.num_params(lr) <= btt.num_params(b) == 1024
+        errs[r] = float(jnp.linalg.norm(btt.to_dense(lr) - W))
+    e_btt = float(jnp.linalg.norm(btt.to_dense(b) - W))
+    assert e_btt < errs[8] <= errs[7]
+
+
+# ------------------------------------------------------------ counts, init, scaling
+
+
+@pytest.mark.parametrize("out_f,in_f,r", [((2, 3), (5, 2), 1), ((4, 4), (2, 8), 3),
+                                          ((1, 7), (3, 1), 2)])
+def test_num_params_and_flops_hand_counts(out_f, in_f, r):
+    (m1, m2), (n1, n2) = out_f, in_f
+    # Shapes only (eval_shape): counts read array shapes and need no values.
+    w = jax.eval_shape(lambda k: btt.BlockTT.random(k, out_f, in_f, r, F64), key(0))
+    per_vector = n2 * (m1 * r) * n1 + m1 * m2 * (n2 * r)  # two batched matmuls
+    assert btt.num_params(w) == w.left.size + w.right.size == r * (n2 * m1 * n1 + m1 * m2 * n2)
+    assert btt.flops(w, 5) == 2 * 5 * per_vector
+    k = jax.eval_shape(lambda k: btt.Kronecker.random(k, out_f, in_f, F64), key(0))
+    assert btt.num_params(k) == m1 * n1 + m2 * n2
+    assert btt.flops(k, 3) == 2 * 3 * (n1 * n2 * m2 + m1 * n1 * m2)
+    d_out, d_in = m1 * m2, n1 * n2
+    lr = jax.eval_shape(lambda k: btt.LowRank.random(k, d_out, d_in, r, F64), key(0))
+    assert btt.num_params(lr) == d_out * r + r * d_in
+    assert btt.flops(lr, 4) == 2 * 4 * (d_in * r + r * d_out)
+
+
+def test_init_gives_dense_entry_variance_one_over_d_in():
+    d_in = 16 * 16
+    makers = {
+        "lowrank": lambda k: btt.LowRank.random(k, 192, d_in, 8, F64),
+        "kronecker": lambda k: btt.Kronecker.random(k, (12, 16), (16, 16), F64),
+        "btt": lambda k: btt.BlockTT.random(k, (12, 16), (16, 16), 4, F64),
+        "monarch": lambda k: btt.Monarch.random(k, (12, 16), (16, 16), F64),
+    }
+
+    @jax.jit  # one compilation; Kronecker entries share factors, so average a few draws
+    def variances(keys):
+        return {kind: jnp.mean(jax.vmap(lambda k, f=f: jnp.var(btt.to_dense(f(k))))(keys))
+                for kind, f in makers.items()}
+
+    for kind, var in variances(jax.random.split(rbg_key(9), 4)).items():
+        assert abs(float(var) * d_in - 1) < 0.2, (kind, float(var) * d_in)
+
+
+def test_lr_multipliers_follow_fan_in_rule():
+    w = btt.BlockTT(normal(0, (8, 4, 3, 2)), normal(1, (4, 6, 8, 2)))
+    m = btt.lr_multipliers(w)
+    assert isinstance(m, btt.BlockTT)
+    assert m.left == pytest.approx(w.d_in / 3) and m.right == pytest.approx(w.d_in / (8 * 2))
+    lr = btt.lr_multipliers(btt.LowRank(normal(2, (5, 3)), normal(3, (3, 12))))
+    assert (lr.u, lr.v) == (pytest.approx(4.0), pytest.approx(1.0))
+    kr = btt.lr_multipliers(make("kronecker", 0))
+    assert (kr.a, kr.b) == (pytest.approx(2.0), pytest.approx(5.0))
+    # Same tree structure as the parameters, so it maps against them (e.g. scaling updates).
+    scaled = jax.tree.map(lambda g, s: g * s, w, m)
+    close(scaled.left, w.left * w.d_in / 3)
+    assert math.isclose(btt.lr_multipliers(make("monarch", 0)).right, 5.0)
+
+
+# ------------------------------------------------------------------------ errors
+
+
+def test_bad_input_raises_naming_the_argument():
+    w = make("btt", 0)
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 10\)"):
+        btt.matvec(w, jnp.zeros((3, 9)))
+    with pytest.raises(ValueError, match=r"w must have shape \(6, 10\)"):
+        btt.BlockTT.from_dense(jnp.zeros((6, 9)), (2, 3), (5, 2), 1)
+    with pytest.raises(ValueError, match=r"rank 4 is larger than 3, the largest allowed"):
+        btt.BlockTT.from_dense(jnp.zeros((6, 10)), (2, 3), (5, 2), 4)
+    with pytest.raises(ValueError, match=r"rank 7 is larger than 6, the largest allowed"):
+        btt.LowRank.from_dense(jnp.zeros((6, 10)), 7)
+    with pytest.raises(TypeError, match="rank must be a Python int"):
+        btt.LowRank.from_dense(jnp.zeros((6, 10)), 2.0)
+    with pytest.raises(ValueError, match="in_factors must be a pair"):
+        btt.BlockTT.random(key(0), (2, 3), (5, 2, 1), 1)
+    with pytest.raises(ValueError, match="out_factors"):
+        btt.Kronecker.random(key(0), (0, 3), (5, 2))
+    with pytest.raises(ValueError, match="d_in must be"):
+        btt.LowRank.random(key(0), 3, 0, 1)
+    with pytest.raises(ValueError, match="batch must be"):
+        btt.flops(w, 0)
+    bad = btt.BlockTT(jnp.zeros((2, 2, 5, 2)), jnp.zeros((2, 3, 3, 2)))
+    with pytest.raises(ValueError, match="w: left .* and right .* disagree"):
+        btt.to_dense(bad)
+    with pytest.raises(ValueError, match="w: u must be"):
+        btt.matvec(btt.LowRank(jnp.zeros((6, 2)), jnp.zeros((3, 10))), jnp.zeros(10))
+    with pytest.raises(TypeError, match="LowRank, Kronecker or BlockTT"):
+        btt.to_dense(jnp.zeros((3, 3)))

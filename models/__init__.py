@@ -1,6 +1,8 @@
 """Flax NNX layers built on the tnlib core (installed as ``tnlib.models``)."""
 
 from tnlib.models.born import MPSBornMachine
+from tnlib.models.conv import CPConv, TuckerConv
+from tnlib.models.embedding import TTEmbedding
 from tnlib.models.mps import MPSClassifier, local_feature_map
 from tnlib.models.structured import (
     BTTLinear,
@@ -14,7 +16,7 @@ from tnlib.models.structured import (
 )
 
 __all__ = [
-    "BTTLinear", "KroneckerLinear", "LowRankLinear", "MonarchLinear", "MPSBornMachine",
-    "MPSClassifier", "TTLinear", "balanced_factors", "layer_lr_multipliers",
-    "local_feature_map", "structured_optimizer",
+    "BTTLinear", "CPConv", "KroneckerLinear", "LowRankLinear", "MonarchLinear",
+    "MPSBornMachine", "MPSClassifier", "TTEmbedding", "TTLinear", "TuckerConv",
+    "balanced_factors", "layer_lr_multipliers", "local_feature_map", "structured_optimizer",
 ]

@@ -9,6 +9,7 @@ import pytest
 from flax import linen, nnx
 from flax.nnx import bridge
 from sklearn.datasets import load_digits
+from train_checks import linen_classifier_losses
 
 from tnlib import cp, tt, tucker
 from tnlib.models.conv import CPConv, TuckerConv
@@ -148,23 +149,7 @@ def test_conv_trains_through_the_linen_bridge(cls, kwargs):
             return linen.Dense(10)(h.reshape(h.shape[0], -1))
 
     model = Net()
-    params = model.init(jax.random.PRNGKey(0), x)["params"]
-    tx = optax.adam(3e-2)
-    state = tx.init(params)
-
-    @jax.jit
-    def step(params, state):
-        def loss_fn(p):
-            return optax.softmax_cross_entropy_with_integer_labels(
-                model.apply({"params": p}, x), y).mean()
-        loss, g = jax.value_and_grad(loss_fn)(params)
-        upd, state = tx.update(g, state, params)
-        return optax.apply_updates(params, upd), state, loss
-
-    losses = []
-    for _ in range(30):
-        params, state, loss = step(params, state)
-        losses.append(float(loss))
+    losses = linen_classifier_losses(model, x, y, steps=30, lr=3e-2)
     assert losses[-1] < 0.8 * losses[0], losses
 
 
@@ -268,23 +253,7 @@ def test_embedding_trains_through_the_linen_bridge():
             return linen.Dense(3)(h)
 
     model = Net()
-    params = model.init(jax.random.PRNGKey(0), ids)["params"]
-    tx = optax.adam(3e-2)
-    state = tx.init(params)
-
-    @jax.jit
-    def step(params, state):
-        def loss_fn(p):
-            return optax.softmax_cross_entropy_with_integer_labels(
-                model.apply({"params": p}, ids), y).mean()
-        loss, g = jax.value_and_grad(loss_fn)(params)
-        upd, state = tx.update(g, state, params)
-        return optax.apply_updates(params, upd), state, loss
-
-    losses = []
-    for _ in range(40):
-        params, state, loss = step(params, state)
-        losses.append(float(loss))
+    losses = linen_classifier_losses(model, ids, y, steps=40, lr=3e-2)
     assert losses[-1] < 0.5 * losses[0], losses
 
 

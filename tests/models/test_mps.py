@@ -11,6 +11,7 @@ import pytest
 from flax import linen, nnx
 from flax.nnx import bridge
 from jax.test_util import check_grads
+from train_checks import linen_classifier_losses
 
 from tnlib.models import MPSClassifier, local_feature_map
 
@@ -148,24 +149,7 @@ def test_trains_through_the_linen_bridge():
             return bridge.to_linen(MPSClassifier, 16, 3, bond_dim=4, init_std=1e-3)(x)
 
     model = Head()
-    variables = model.init(jax.random.PRNGKey(0), x)
-    params = variables["params"]
-    tx = optax.adam(1e-2)
-    state = tx.init(params)
-
-    @jax.jit
-    def step(params, state):
-        def loss_fn(p):
-            logits = model.apply({"params": p}, x)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        loss, g = jax.value_and_grad(loss_fn)(params)
-        upd, state = tx.update(g, state, params)
-        return optax.apply_updates(params, upd), state, loss
-
-    losses = []
-    for _ in range(40):
-        params, state, loss = step(params, state)
-        losses.append(float(loss))
+    losses = linen_classifier_losses(model, x, y, steps=40, lr=1e-2)
     assert losses[-1] < 0.5 * losses[0]
 
 

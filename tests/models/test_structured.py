@@ -10,6 +10,7 @@ import pytest
 from flax import linen, nnx
 from flax.nnx import bridge
 from sklearn.datasets import load_digits
+from train_checks import linen_classifier_losses
 
 from tnlib import btt, tt
 from tnlib.models.structured import (
@@ -232,23 +233,7 @@ def test_trains_through_the_linen_bridge(name, digits):
             return linen.Dense(10)(h)
 
     model = Head()
-    params = model.init(jax.random.PRNGKey(0), x)["params"]
-    tx = optax.adam(2e-2)
-    state = tx.init(params)
-
-    @jax.jit
-    def step(params, state):
-        def loss_fn(p):
-            logits = model.apply({"params": p}, x)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        loss, g = jax.value_and_grad(loss_fn)(params)
-        upd, state = tx.update(g, state, params)
-        return optax.apply_updates(params, upd), state, loss
-
-    losses = []
-    for _ in range(30):
-        params, state, loss = step(params, state)
-        losses.append(float(loss))
+    losses = linen_classifier_losses(model, x, y, steps=30, lr=2e-2)
     assert losses[-1] < 0.5 * losses[0], losses
 
 

@@ -1,0 +1,29 @@
+"""Shared training loop of the layer tests: a Linen model (a layer wrapped by
+``flax.nnx.bridge.to_linen``) trained by optax Adam on a small classification set."""
+
+import jax
+import optax
+
+
+def linen_classifier_losses(model, x, y, *, steps: int, lr: float, seed: int = 0):
+    """Initialize ``model`` on ``x``, take ``steps`` jitted Adam steps on the mean
+    cross-entropy against integer labels ``y``, and return the loss of every step."""
+    params = model.init(jax.random.PRNGKey(seed), x)["params"]
+    tx = optax.adam(lr)
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state):
+        def loss_fn(p):
+            logits = model.apply({"params": p}, x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, loss
+
+    losses = []
+    for _ in range(steps):
+        params, state, loss = step(params, state)
+        losses.append(float(loss))
+    return losses

@@ -9,7 +9,7 @@ import pytest
 from flax import linen, nnx
 from flax.nnx import bridge
 from sklearn.datasets import load_digits
-from train_checks import linen_classifier_losses
+from train_checks import linen_classifier_losses, nnx_classifier_losses
 
 from tnlib import cp, tt, tucker
 from tnlib.models.conv import CPConv, TuckerConv
@@ -122,16 +122,7 @@ def test_conv_trains_on_digits_with_nnx_jit(kind):
     net = _ConvNet(kind, nnx.Rngs(0))
     before = nnx.state(net.conv1, nnx.Param)
     before = jax.tree.map(lambda v: v.copy(), before)
-    opt = nnx.Optimizer(net, optax.adam(3e-2), wrt=nnx.Param)
-
-    @nnx.jit
-    def step(net, opt, x, y):
-        loss_fn = lambda n: optax.softmax_cross_entropy_with_integer_labels(n(x), y).mean()
-        loss, grads = nnx.value_and_grad(loss_fn)(net)
-        opt.update(net, grads)
-        return loss
-
-    losses = [float(step(net, opt, x, y)) for _ in range(30)]
+    losses = nnx_classifier_losses(net, x, y, steps=30, tx=optax.adam(3e-2))
     assert losses[-1] < 0.7 * losses[0], losses
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), before,
                          nnx.state(net.conv1, nnx.Param))
@@ -229,16 +220,7 @@ def test_embedding_trains_with_nnx_jit():
 
     ids, y = _toy_tokens()
     net = Net(nnx.Rngs(0))
-    opt = nnx.Optimizer(net, optax.adam(3e-2), wrt=nnx.Param)
-
-    @nnx.jit
-    def step(net, opt, ids, y):
-        loss_fn = lambda n: optax.softmax_cross_entropy_with_integer_labels(n(ids), y).mean()
-        loss, grads = nnx.value_and_grad(loss_fn)(net)
-        opt.update(net, grads)
-        return loss
-
-    losses = [float(step(net, opt, ids, y)) for _ in range(40)]
+    losses = nnx_classifier_losses(net, ids, y, steps=40, tx=optax.adam(3e-2))
     assert losses[-1] < 0.5 * losses[0], losses
 
 

@@ -11,7 +11,7 @@ import pytest
 from flax import linen, nnx
 from flax.nnx import bridge
 from jax.test_util import check_grads
-from train_checks import linen_classifier_losses
+from train_checks import linen_classifier_losses, nnx_classifier_losses
 
 from tnlib.models import MPSClassifier, local_feature_map
 
@@ -126,16 +126,7 @@ def test_trains_inside_a_flax_model_with_nnx_jit():
 
     x, y = _digits_like()
     net = Net(nnx.Rngs(0))
-    opt = nnx.Optimizer(net, optax.adam(1e-2), wrt=nnx.Param)
-
-    @nnx.jit
-    def step(net, opt, x, y):
-        loss_fn = lambda n: optax.softmax_cross_entropy_with_integer_labels(n(x), y).mean()
-        loss, grads = nnx.value_and_grad(loss_fn)(net)
-        opt.update(net, grads)
-        return loss
-
-    losses = [float(step(net, opt, x, y)) for _ in range(40)]
+    losses = nnx_classifier_losses(net, x, y, steps=40, tx=optax.adam(1e-2))
     assert losses[-1] < 0.5 * losses[0]
     assert float(jnp.mean(net(x).argmax(-1) == y)) > 0.9
 

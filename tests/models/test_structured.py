@@ -10,7 +10,7 @@ import pytest
 from flax import linen, nnx
 from flax.nnx import bridge
 from sklearn.datasets import load_digits
-from train_checks import linen_classifier_losses
+from train_checks import linen_classifier_losses, nnx_classifier_losses
 
 from tnlib import btt, tt
 from tnlib.models.structured import (
@@ -208,16 +208,8 @@ def test_trains_on_digits_with_nnx_jit(name, digits):
             return self.head(jax.nn.relu(self.hidden(x)))
 
     net = Net(nnx.Rngs(0))
-    opt = nnx.Optimizer(net, structured_optimizer(net, optax.adam(1e-2)), wrt=nnx.Param)
-
-    @nnx.jit
-    def step(net, opt, x, y):
-        loss_fn = lambda n: optax.softmax_cross_entropy_with_integer_labels(n(x), y).mean()
-        loss, grads = nnx.value_and_grad(loss_fn)(net)
-        opt.update(net, grads)
-        return loss
-
-    losses = [float(step(net, opt, x, y)) for _ in range(30)]
+    tx = structured_optimizer(net, optax.adam(1e-2))
+    losses = nnx_classifier_losses(net, x, y, steps=30, tx=tx)
     assert losses[-1] < 0.5 * losses[0], losses
 
 

@@ -27,3 +27,20 @@ def linen_classifier_losses(model, x, y, *, steps: int, lr: float, seed: int = 0
         params, state, loss = step(params, state)
         losses.append(float(loss))
     return losses
+
+
+def nnx_classifier_losses(net, x, y, *, steps: int, tx):
+    """Train the NNX module ``net`` in place with the optax transform ``tx`` for
+    ``steps`` ``nnx.jit`` steps on the mean cross-entropy; return every step's loss."""
+    from flax import nnx
+
+    opt = nnx.Optimizer(net, tx, wrt=nnx.Param)
+
+    @nnx.jit
+    def step(net, opt, x, y):
+        loss_fn = lambda n: optax.softmax_cross_entropy_with_integer_labels(n(x), y).mean()
+        loss, grads = nnx.value_and_grad(loss_fn)(net)
+        opt.update(net, grads)
+        return loss
+
+    return [float(step(net, opt, x, y)) for _ in range(steps)]

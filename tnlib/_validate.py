@@ -56,3 +56,16 @@ def as_inexact(x):
     if not jnp.issubdtype(x.dtype, jnp.inexact):
         x = x.astype(jnp.result_type(float))
     return x
+
+
+def check_cores(cores, name: str, ndim: int, layout: str, closed: bool = False) -> None:
+    """A non-empty tuple of cores with ``ndim`` axes each (``layout`` names them) whose
+    neighbouring bonds match (``closed``: the last-to-first bond too)."""
+    if not isinstance(cores, tuple | list) or len(cores) == 0:
+        raise ValueError(f"{name}: cores must be a non-empty tuple of arrays")
+    for k, c in enumerate(cores):
+        if c.ndim != ndim:
+            raise ValueError(
+                f"{name}: core {k} has shape {tuple(c.shape)}; expected {ndim} axes {layout}"
+            )
+    check_bonds(cores, name, closed=closed)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from tnlib import linalg
 from tnlib._validate import as_inexact as _as_inexact
-from tnlib._validate import check_bonds as _check_bonds
+from tnlib._validate import check_cores as _check_cores
 from tnlib._validate import check_dims as _check_dims
 from tnlib._validate import check_same_dims as _check_same_dims
 from tnlib._validate import rank_sequence as _rank_sequence
@@ -74,15 +74,7 @@ def check(tr, name: str = "tr"):
     """
     if not isinstance(tr, TensorRing):
         raise TypeError(f"{name} must be a tnlib.tr.TensorRing, got {type(tr).__name__}")
-    cores = tr.cores
-    if not isinstance(cores, tuple | list) or len(cores) == 0:
-        raise ValueError(f"{name}: cores must be a non-empty tuple of arrays")
-    for k, c in enumerate(cores):
-        if c.ndim != 3:
-            raise ValueError(
-                f"{name}: core {k} has shape {tuple(c.shape)}; expected 3 axes (r_left, n, r_right)"
-            )
-    _check_bonds(cores, name, closed=True)
+    _check_cores(tr.cores, name, 3, "(r_left, n, r_right)", closed=True)
     return tr
 
 

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from tnlib import linalg
-from tnlib._validate import check_bonds as _check_bonds
+from tnlib._validate import check_cores as _check_cores
 from tnlib._validate import check_dims as _check_dims
 from tnlib._validate import rank_sequence as _rank_sequence
 from tnlib.struct import pytree_dataclass
@@ -108,17 +108,11 @@ def check(tt, name: str = "tt"):
     disagree, and when a core has the wrong number of axes or the boundary ranks
     are not 1. Returns ``tt`` unchanged.
     """
-    want = 4 if isinstance(tt, TTMatrix) else 3
     cores = tt.cores
-    if not isinstance(cores, tuple | list) or len(cores) == 0:
-        raise ValueError(f"{name}: cores must be a non-empty tuple of arrays")
-    for k, c in enumerate(cores):
-        if c.ndim != want:
-            raise ValueError(
-                f"{name}: core {k} has shape {tuple(c.shape)}; expected {want} axes "
-                + ("(r_left, n_out, n_in, r_right)" if want == 4 else "(r_left, n, r_right)")
-            )
-    _check_bonds(cores, name)
+    if isinstance(tt, TTMatrix):
+        _check_cores(cores, name, 4, "(r_left, n_out, n_in, r_right)")
+    else:
+        _check_cores(cores, name, 3, "(r_left, n, r_right)")
     if cores[0].shape[0] != 1 or cores[-1].shape[-1] != 1:
         raise ValueError(
             f"{name}: open-boundary ranks must be 1, got left {cores[0].shape[0]} at site 0 "

@@ -41,6 +41,7 @@ import numpy as np
 import opt_einsum
 
 from tnlib import linalg
+from tnlib._slicing import SlicePlan, contract_sliced, slice_plan
 from tnlib.struct import pytree_dataclass
 
 try:  # optional: better paths for large networks
@@ -50,7 +51,7 @@ except ImportError:  # pragma: no cover - cotengra is not a dependency
 
 __all__ = [
     "Network", "random", "to_dense", "inner", "norm", "num_params", "einsum_spec",
-    "contract", "contract_path", "fit", "check",
+    "contract", "contract_path", "slice_plan", "SlicePlan", "fit", "check",
 ]
 
 # Networks with more tensors than this get greedy / cotengra paths instead of auto-hq.
@@ -230,17 +231,33 @@ contract_path.cache_clear = _cached_path.cache_clear
 contract_path.cache_info = _cached_path.cache_info
 
 
-def contract(arrays: Sequence[jax.Array], subscripts: str) -> jax.Array:
+def contract(arrays: Sequence[jax.Array], subscripts: str, *, max_intermediate: int | None = None,
+             mesh=None, axis: str = "data", slice_method: str = "auto") -> jax.Array:
     """``jnp.einsum(subscripts, *arrays)`` along the cached path of ``contract_path``.
 
     Works eagerly and under ``jit``/``vmap``/``grad`` (inside ``vmap`` the path is
     chosen for the per-example shapes).
+
+    Sliced and sharded contraction: with ``max_intermediate`` (elements) the
+    contraction is split by slicing contracted indices (:func:`slice_plan`) so that
+    no intermediate of one slice exceeds it, and the slices are summed one after
+    another. With ``mesh`` (a :class:`jax.sharding.Mesh`) the slices are spread over
+    the mesh axis ``axis`` with ``shard_map`` (at least one slice per device) and
+    summed with ``psum``; the result is replicated. ``slice_plan(subscripts,
+    *shapes, max_intermediate=...)`` shows the plan, its per-slice ``peak`` and the
+    unsliced ``peak_unsliced``.
     """
     arrays = [jnp.asarray(a) for a in arrays]
     if not arrays:
         raise ValueError("arrays must hold at least one array")
-    path = contract_path(subscripts, *(a.shape for a in arrays))
-    return jnp.einsum(subscripts, *arrays, optimize=list(path))
+    if max_intermediate is None and mesh is None:
+        path = contract_path(subscripts, *(a.shape for a in arrays))
+        return jnp.einsum(subscripts, *arrays, optimize=list(path))
+    if mesh is not None and axis not in mesh.shape:
+        raise ValueError(f"axis {axis!r} is not an axis of mesh (axes: {tuple(mesh.shape)})")
+    plan = slice_plan(subscripts, *(a.shape for a in arrays), max_intermediate=max_intermediate,
+                      min_slices=1 if mesh is None else mesh.shape[axis], method=slice_method)
+    return contract_sliced(arrays, plan, mesh=mesh, axis=axis)
 
 
 # ------------------------------------------------------------------------ construction

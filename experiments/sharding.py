@@ -1,0 +1,170 @@
+"""Devices for a run: the mesh, multi-host start-up, and how batches and parameters are laid out.
+
+Everything goes through JAX's own SPMD machinery: a :class:`jax.sharding.Mesh`
+built from the config's ``mesh`` section, ``NamedSharding`` for batches (split
+over the ``data`` axis) and parameters (replicated, or split over the ``model``
+axis where a layer declares how through a ``partition_specs()`` method), and
+``jax.distributed.initialize`` when the run is one process of many. A training
+step jitted on sharded inputs compiles to one SPMD program.
+
+The ``mesh`` config section maps axis names to sizes, e.g. ``{"data": -1,
+"model": 1}``; ``-1`` (at most one axis) takes all remaining devices. The mesh may
+use fewer devices than there are (the first ones), never more.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from .config import ConfigError
+
+__all__ = [
+    "DATA",
+    "MODEL",
+    "default_mesh_config",
+    "initialize_distributed",
+    "is_main_process",
+    "make_mesh",
+    "mesh_shape",
+    "shard_batch",
+    "shard_params",
+]
+
+DATA, MODEL = "data", "model"
+
+# Environment variables that say this process is one of several (jax.distributed
+# reads JAX_COORDINATOR_ADDRESS itself and auto-detects SLURM and Open MPI).
+_MULTI_PROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+
+
+def default_mesh_config() -> ml_collections.ConfigDict:
+    """``{"data": -1, "model": 1}``: all devices on the data axis."""
+    return ml_collections.ConfigDict({DATA: -1, MODEL: 1})
+
+
+def initialize_distributed(environ: Mapping[str, str] | None = None) -> bool:
+    """Call ``jax.distributed.initialize()`` when the environment says this is one
+    process of many; returns whether it did.
+
+    Triggers: ``JAX_COORDINATOR_ADDRESS`` (with ``JAX_NUM_PROCESSES`` and
+    ``JAX_PROCESS_ID``), or a SLURM / Open MPI launch with more than one task. Must
+    run before anything touches the devices.
+    """
+    env = os.environ if environ is None else environ
+    if "JAX_COORDINATOR_ADDRESS" in env:
+        kwargs = {}
+        if "JAX_NUM_PROCESSES" in env:
+            kwargs["num_processes"] = int(env["JAX_NUM_PROCESSES"])
+        if "JAX_PROCESS_ID" in env:
+            kwargs["process_id"] = int(env["JAX_PROCESS_ID"])
+        jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], **kwargs)
+        return True
+    for var in _MULTI_PROCESS_ENV[1:]:
+        if int(env.get(var, "1") or "1") > 1:
+            jax.distributed.initialize()
+            return True
+    return False
+
+
+def is_main_process() -> bool:
+    """Process 0 writes logs, metrics and figures; the others stay quiet."""
+    return jax.process_index() == 0
+
+
+def mesh_shape(cfg: Mapping | None, n_devices: int) -> dict[str, int]:
+    """Axis name -> size from the ``mesh`` config, ``-1`` resolved; ConfigError if impossible."""
+    cfg = dict(default_mesh_config() if cfg is None else cfg)
+    if not cfg:
+        raise ConfigError("mesh: needs at least one axis, e.g. {'data': -1}")
+    if DATA not in cfg:
+        raise ConfigError(f"mesh: needs a {DATA!r} axis (batches are split over it); got "
+                          f"{sorted(cfg)}")
+    for name, size in cfg.items():
+        if isinstance(size, bool) or not isinstance(size, int) or (size < 1 and size != -1):
+            raise ConfigError(f"mesh.{name}={size!r}: expected a positive int, or -1 for "
+                              "all remaining devices")
+    free = [name for name, size in cfg.items() if size == -1]
+    if len(free) > 1:
+        raise ConfigError(f"mesh: at most one axis may be -1, got {free}")
+    fixed = int(np.prod([s for s in cfg.values() if s != -1]))
+    if fixed > n_devices or (free and n_devices % fixed):
+        what = f"{fixed} devices" if not free else f"a multiple of {fixed} devices"
+        raise ConfigError(f"mesh={dict(cfg)} needs {what} but this run has {n_devices} "
+                          f"({jax.default_backend()}); lower the mesh sizes")
+    if free:
+        cfg[free[0]] = n_devices // fixed
+    return cfg
+
+
+def make_mesh(cfg: Mapping | None = None, devices=None) -> Mesh:
+    """The :class:`Mesh` for the config's ``mesh`` section over ``devices`` (default: all)."""
+    devices = jax.devices() if devices is None else list(devices)
+    shape = mesh_shape(cfg, len(devices))
+    n = int(np.prod(list(shape.values())))
+    grid = np.asarray(devices[:n], dtype=object).reshape(tuple(shape.values()))
+    return Mesh(grid, tuple(shape))
+
+
+def shard_batch(mesh: Mesh, *arrays):
+    """Split host arrays of the global batch over the mesh's ``data`` axis.
+
+    Single process: ``device_put`` of the whole batch. Several processes: each
+    passes the full global batch (the data order is a pure function of the seed)
+    and contributes its own rows, ``jax.make_array_from_process_local_data``.
+    """
+    n = mesh.shape[DATA]
+    out = []
+    for a in arrays:
+        if a.shape[0] % n:
+            raise ValueError(f"batch of {a.shape[0]} rows does not split over the {n} devices "
+                             f"of the {DATA!r} axis; make train.batch_size a multiple of {n}")
+        sharding = NamedSharding(mesh, PartitionSpec(DATA, *([None] * (a.ndim - 1))))
+        if jax.process_count() == 1:
+            out.append(jax.device_put(a, sharding))
+        else:
+            rows = a.shape[0] // jax.process_count()
+            local = a[jax.process_index() * rows:(jax.process_index() + 1) * rows]
+            out.append(jax.make_array_from_process_local_data(sharding, local, a.shape))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def _layer_specs(model: nnx.Module, mesh: Mesh) -> dict[tuple, PartitionSpec]:
+    """Path -> spec of the parameters whose layer declares ``partition_specs(axis)``."""
+    specs = {}
+    if mesh.shape.get(MODEL, 1) == 1:
+        return specs
+    for path, module in nnx.iter_modules(model):
+        declare = getattr(module, "partition_specs", None)
+        if callable(declare):
+            for name, spec in declare(MODEL).items():
+                specs[tuple(path) + (name,)] = PartitionSpec(*spec)
+    return specs
+
+
+def shard_params(model: nnx.Module, params: nnx.State, mesh: Mesh) -> nnx.State:
+    """Place ``params`` (``nnx.split(model, nnx.Param, ...)[1]``) on ``mesh``.
+
+    A parameter is split over the ``model`` axis where its layer's
+    ``partition_specs("model")`` names it (and the axis divides that dimension),
+    and replicated otherwise.
+    """
+    specs = _layer_specs(model, mesh)
+
+    def place(path, leaf):
+        key = tuple(getattr(k, "key", getattr(k, "idx", k)) for k in path)
+        spec = PartitionSpec()
+        for p, s in specs.items():
+            if key[:len(p)] == p:
+                dims = [d for d, ax in enumerate(s) if ax is not None]
+                if all(leaf.shape[d] % mesh.shape[MODEL] == 0 for d in dims):
+                    spec = s
+        return jax.device_put(leaf, NamedSharding(mesh, spec))
+
+    return jax.tree_util.tree_map_with_path(place, params)

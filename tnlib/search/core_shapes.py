@@ -1,0 +1,574 @@
+"""Rank selection under a parameter budget: Tucker core shapes and TT bond ranks.
+
+``core_shapes(x, budget)`` picks the Tucker core shape ``(r_1, ..., r_N)`` of a dense
+tensor from its multilinear singular values, following Ghadiri, Fahrbach, Fu and
+Mirrokni, "Approximately Optimal Core Shapes for Tensor Decompositions" (ICML 2023).
+Their *Tucker packing* problem maximizes the energy the truncated HOSVD keeps,
+
+    maximize   sum_k sum_{i <= r_k} s_i^(k)^2
+    subject to prod_k r_k + sum_k n_k r_k <= budget,
+
+with ``s^(k)`` the singular values of the mode-``k`` unfolding. Equivalently it
+minimizes the sum of discarded tails ``T(r) = sum_k tail_k(r_k)``, which brackets
+the best Tucker error with that core shape:
+
+    max_k tail_k(r_k)  <=  min_{Tucker with core r} ||x - t||_F^2  <=  HOSVD error^2  <=  T(r),
+
+so the minimizer of ``T`` is within a factor ``N`` of the best shape's squared error.
+The paper solves the packing problem (NP-hard) with an integer program; here an
+exact dynamic program over the modes does it: states are partial shapes keyed by
+their core product (and largest rank), pruned to the Pareto front of (factor
+parameters, discarded energy) and by the budget, so the returned shape is optimal
+for the surrogate (tested against brute-force enumeration). ``objective="hosvd"``
+minimizes the exact truncated-HOSVD error instead: with the full HOSVD core ``C``
+the HOSVD at shape ``r`` keeps ``||C[:r_1, ..., :r_N]||^2``, so one N-dimensional
+prefix sum of ``|C|^2`` scores every shape (one HOSVD's cost; no packing bound).
+
+``greedy_core_shapes`` is the paper's baseline: from rank one everywhere, raise the
+rank of the mode whose increment most reduces the true Tucker loss (HOOI or HOSVD
+at each candidate) while the budget allows. ``tt_ranks`` / ``greedy_tt_ranks`` do the
+same for tensor-train bond ranks, with the TT-SVD bound (Oseledets 2011)
+``max_k tail_k <= ||x - tt||^2 <= sum_k tail_k`` over the sequential unfoldings and
+the TT parameter count ``sum_k r_{k-1} n_k r_k``.
+
+Everything here reads concrete values (data-dependent shapes): call it outside
+``jit``. The spectra (those of ``tnlib.tucker.multilinear_singular_values``, and of
+the sequential unfoldings for TT) and the search are computed with numpy in float64,
+the spectra as eigenvalues of the unfoldings' Gram matrices on their short side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from tnlib import tucker
+
+__all__ = [
+    "RankSelection", "core_shapes", "greedy_core_shapes", "tt_ranks", "greedy_tt_ranks",
+    "tucker_params", "tt_params", "tucker_surrogate", "tt_surrogate",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class RankSelection:
+    """A chosen rank structure and what is known about its error.
+
+    Attributes:
+      ranks: Tucker core shape ``(r_1, ..., r_N)``, or the ``N + 1`` TT bond ranks
+        ``(1, r_1, ..., r_{N-1}, 1)`` (as ``TensorTrain.ranks`` reports them).
+      params: parameter count of that structure (at most ``budget``).
+      budget: the budget it was chosen under.
+      rel_error: relative Frobenius error ``||x - approx||_F / ||x||_F``: for the
+        spectral methods the predicted upper bound ``sqrt(sum_k tail_k) / ||x||``
+        (the HOSVD / TT-SVD error is at most this); for the greedy baselines the
+        error their evaluator measured at the chosen ranks.
+      rel_error_lower: ``sqrt(max_k tail_k) / ||x||``, a lower bound on the error of
+        every decomposition with these ranks.
+      evaluations: number of true-loss evaluations (decompositions computed); 0 for
+        the spectral methods.
+      method: name of the method that chose it.
+    """
+
+    ranks: tuple[int, ...]
+    params: int
+    budget: int
+    rel_error: float
+    rel_error_lower: float
+    evaluations: int
+    method: str
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Alias of ``ranks`` (the Tucker core shape)."""
+        return self.ranks
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _as_array(x, name: str = "x", min_ndim: int = 1) -> np.ndarray:
+    """A finite, non-empty float64 / complex128 numpy array with ``>= min_ndim`` axes."""
+    try:
+        arr = np.asarray(x)
+    except Exception as e:  # noqa: BLE001 - any conversion failure is a type error
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}") from e
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
+                                   or arr.dtype == np.bool_):
+        raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    if arr.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} axis, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+    arr = arr.astype(np.complex128 if np.iscomplexobj(arr) else np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite (it has NaN or inf entries)")
+    return arr
+
+
+def _check_budget(budget, minimum: int, what: str) -> int:
+    if isinstance(budget, bool) or not isinstance(budget, int | np.integer):
+        raise TypeError(f"budget must be an int (a parameter count), got {budget!r}")
+    budget = int(budget)
+    if budget < minimum:
+        raise ValueError(
+            f"budget {budget} is smaller than the smallest possible network: {what} with "
+            f"all ranks 1 needs {minimum} parameters"
+        )
+    return budget
+
+
+def tucker_params(dims, ranks) -> int:
+    """Tucker parameter count ``prod_k r_k + sum_k n_k r_k``."""
+    return math.prod(ranks) + sum(n * r for n, r in zip(dims, ranks, strict=True))
+
+
+def tt_params(dims, ranks) -> int:
+    """TT parameter count ``sum_k r_{k-1} n_k r_k`` for ``N + 1`` bond ranks
+    ``(r_0, ..., r_N)`` (boundaries included)."""
+    if len(ranks) != len(dims) + 1:
+        raise ValueError(f"ranks must hold {len(dims) + 1} bond ranks, got {ranks}")
+    return sum(ranks[k] * n * ranks[k + 1] for k, n in enumerate(dims))
+
+
+# ----------------------------------------------------------------------------- spectra
+
+
+def _tails(sq) -> np.ndarray:
+    """``tail[r] = sum_{i >= r} s_i^2`` for ``r = 0..len(s)`` (``tail[len] = 0``) from the
+    squared singular values ``sq`` in descending order."""
+    sq = np.asarray(sq, np.float64)
+    return np.concatenate([np.cumsum(sq[::-1])[::-1], [0.0]])
+
+
+def _gram(mat: np.ndarray) -> np.ndarray:
+    """``mat @ mat^H``."""
+    return mat @ mat.conj().T
+
+
+def _squared_spectrum(mat: np.ndarray) -> np.ndarray:
+    """Squared singular values of ``mat`` (descending, ``min(m, n)`` of them): the
+    eigenvalues of the Gram matrix on its short side. Cheaper than an SVD of a wide
+    unfolding and exact to ``eps * ||mat||^2``, the scale the energies are compared at;
+    values below ``k * eps * s_max^2`` (rounding noise) are set to 0.
+    (``jnp.linalg.svd(compute_uv=False)`` would also allocate a ``max(m, n)^2`` buffer
+    on CPU: gigabytes for the unfoldings of a modest tensor.)"""
+    short = mat if mat.shape[0] <= mat.shape[1] else mat.T
+    sq = np.linalg.eigvalsh(_gram(short))[::-1]
+    floor = sq.size * np.finfo(np.float64).eps * max(float(sq[0]), 0.0)
+    return np.where(sq > floor, sq, 0.0)
+
+
+def _leading_vectors(mat: np.ndarray, r: int) -> np.ndarray:
+    """``r <= min(mat.shape)`` leading left singular vectors of ``mat``: eigenvectors of
+    ``mat mat^H`` for a wide matrix, a thin SVD for a tall one."""
+    if mat.shape[0] > mat.shape[1]:
+        return np.linalg.svd(mat, full_matrices=False)[0][:, :r]
+    _, vecs = np.linalg.eigh(_gram(mat))
+    return vecs[:, ::-1][:, :r]
+
+
+def _tucker_tails(x: np.ndarray) -> list[np.ndarray]:
+    """Tails of the mode-``k`` unfoldings (the spectra of
+    ``tnlib.tucker.multilinear_singular_values``)."""
+    return [_tails(_squared_spectrum(np.moveaxis(x, k, 0).reshape(x.shape[k], -1)))
+            for k in range(x.ndim)]
+
+
+def _tt_tails(x: np.ndarray) -> list[np.ndarray]:
+    """Tails of the sequential unfoldings ``(n_1...n_k, n_{k+1}...n_N)``, ``k = 1..N-1``."""
+    out, left = [], 1
+    for k in range(x.ndim - 1):
+        left *= x.shape[k]
+        out.append(_tails(_squared_spectrum(x.reshape(left, -1))))
+    return out
+
+
+def _rel(value: float, normsq: float) -> float:
+    return math.sqrt(max(value, 0.0) / normsq) if normsq > 0 else 0.0
+
+
+def _bounds(tails, ranks) -> tuple[float, float]:
+    parts = [float(t[r]) for t, r in zip(tails, ranks, strict=True)]
+    return sum(parts), max(parts, default=0.0)
+
+
+def tucker_surrogate(x, ranks) -> float:
+    """The packing objective's loss ``sum_k tail_k(r_k)`` (discarded squared multilinear
+    singular values; an upper bound on the squared HOSVD error) at a core shape."""
+    x = _as_array(x)
+    tails = _tucker_tails(x)
+    ranks = tucker._check_ranks(tuple(ranks), x.shape)
+    return _bounds(tails, ranks)[0]
+
+
+def tt_surrogate(x, ranks) -> float:
+    """``sum_k tail_k(r_k)`` over the sequential unfoldings for bond ranks
+    ``(1, r_1, ..., r_{N-1}, 1)``: an upper bound on the squared TT-SVD error."""
+    x = _as_array(x)
+    ranks = tuple(ranks)
+    if len(ranks) != x.ndim + 1:
+        raise ValueError(f"ranks must hold {x.ndim + 1} bond ranks, got {ranks}")
+    tails = _tt_tails(x)
+    for k, (r, t) in enumerate(zip(ranks[1:-1], tails, strict=True)):
+        if not 1 <= r < len(t):
+            raise ValueError(f"ranks[{k + 1}] = {r} must be in [1, {len(t) - 1}]")
+    return _bounds(tails, ranks[1:-1])[0]
+
+
+# --------------------------------------------------------------------- Pareto pruning
+
+
+def _prune(key: np.ndarray, cost: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """Indices of the states not dominated within their ``key``: a state is kept when
+    every other state with the same key and no larger ``cost`` has a larger ``loss``.
+    Exact (integer ranks of the losses, no float offsets)."""
+    if key.size == 0:
+        return np.zeros(0, np.int64)
+    _, group = np.unique(key, return_inverse=True)
+    _, level = np.unique(loss, return_inverse=True)
+    order = np.lexsort((level, cost, group))
+    n_levels = int(level.max()) + 1
+    # groups in descending blocks: a running minimum never leaks into the next group
+    v = (int(group.max()) - group[order]).astype(np.int64) * n_levels + level[order]
+    running = np.minimum.accumulate(v)
+    keep = np.concatenate([[True], v[1:] < running[:-1]])
+    return order[keep]
+
+
+def _trace(parents: list[np.ndarray], choices: list[np.ndarray], index: int) -> list[int]:
+    ranks = []
+    for par, ch in zip(reversed(parents), reversed(choices), strict=True):
+        ranks.append(int(ch[index]))
+        index = int(par[index])
+    return ranks[::-1]
+
+
+# ---------------------------------------------------------------------- Tucker (DP)
+
+
+def _tucker_dp(dims, tails, budget: int, consistent: bool) -> tuple[int, ...]:
+    """Exact minimizer of ``sum_k tails[k][r_k]`` under the Tucker budget.
+
+    After mode ``k`` a state is (core product ``p``, largest rank ``m``, factor
+    parameters ``f``, loss); feasibility needs ``p + f + sum_{j > k} n_j <= budget``.
+    Two states with the same ``(p, m)`` have the same future, so the one with more
+    ``f`` and no smaller loss is dropped. ``consistent`` keeps only shapes with
+    ``r_k <= prod_{j != k} r_j`` (``max r^2 <= prod r``): a larger rank is unusable."""
+    n_modes = len(dims)
+    rest = np.cumsum([0, *dims[::-1]])[::-1][1:]  # rest[k] = sum_{j > k} n_j
+    p = np.ones(1, np.int64)
+    m = np.ones(1, np.int64)
+    f = np.zeros(1, np.int64)
+    loss = np.zeros(1)
+    parents, choices = [], []
+    for k in range(n_modes):
+        r = np.arange(1, len(tails[k]), dtype=np.int64)
+        new_p = (p[:, None] * r[None, :]).ravel()
+        new_f = (f[:, None] + dims[k] * r[None, :]).ravel()
+        ok = new_p + new_f + rest[k] <= budget
+        parent = np.repeat(np.arange(p.size), r.size)[ok]
+        choice = np.tile(r, p.size)[ok]
+        p, f = new_p[ok], new_f[ok]
+        m = np.maximum(m[parent], choice) if consistent else m[parent]
+        loss = loss[parent] + tails[k][choice]
+        if k == n_modes - 1:
+            fits = (m * m <= p) if consistent else np.ones(p.size, bool)
+            keep = np.flatnonzero(fits)
+        else:
+            keep = _prune(p * (max(len(t) for t in tails) + 1) + m, f, loss)
+        p, m, f, loss = p[keep], m[keep], f[keep], loss[keep]
+        parents.append(parent[keep])
+        choices.append(choice[keep])
+    params = p + f
+    best = int(np.lexsort((params, loss))[0])
+    return tuple(_trace(parents, choices, best))
+
+
+def _hosvd_energy_search(x, dims, budget: int, consistent: bool) -> tuple[tuple, float]:
+    """Shape with the smallest exact HOSVD error under the budget, by enumeration.
+
+    With the full HOSVD core ``C = x x_k U_k^H`` (all singular vectors), the HOSVD at
+    shape ``r`` keeps ``||C[:r_1, ..., :r_N]||^2``: a prefix sum of ``|C|^2``, so one
+    N-dimensional cumulative sum scores every shape at once (``O(prod_k n_k)``; the
+    grid is first cut to the ranks the budget allows on each mode)."""
+    # a mode's rank r alone costs r + n r + sum_{j != k} n_j
+    caps = [min(n, math.prod(dims) // n, (budget - sum(dims) + n) // (n + 1)) for n in dims]
+    bases = [_leading_vectors(np.moveaxis(x, k, 0).reshape(dims[k], -1), caps[k])
+             for k in range(x.ndim)]
+    core = _project(x, bases)
+    kept = np.abs(core) ** 2
+    for k in range(x.ndim):
+        kept = np.cumsum(kept, axis=k)
+    grids = np.meshgrid(*(np.arange(1, c + 1) for c in caps), indexing="ij", sparse=True)
+    prod, linear, largest = 1, 0, 1
+    for g, n in zip(grids, dims, strict=True):
+        prod, linear, largest = prod * g, linear + n * g, np.maximum(largest, g)
+    params = np.broadcast_to(prod + linear, kept.shape)
+    ok = params <= budget
+    if consistent:
+        ok &= largest * largest <= prod
+    normsq = float(np.vdot(x, x).real)
+    loss = np.where(ok, normsq - kept, np.inf)
+    ties = np.flatnonzero(loss == loss.min())
+    index = np.unravel_index(ties[np.argmin(params.ravel()[ties])], kept.shape)
+    return tuple(int(i) + 1 for i in index), max(float(loss[index]), 0.0)
+
+
+def core_shapes(x, budget: int, *, objective: str = "surrogate",
+                consistent: bool = True) -> RankSelection:
+    """Tucker core shape of ``x`` under a parameter budget, from its multilinear
+    singular values (Ghadiri et al. 2023's Tucker packing, solved exactly).
+
+    With ``objective="surrogate"`` (the paper's), returns the shape minimizing
+    ``sum_k tail_k(r_k)`` (the discarded squared singular values of the mode-``k``
+    unfoldings, an upper bound on the squared HOSVD error) subject to
+    ``prod_k r_k + sum_k n_k r_k <= budget`` and ``r_k <= min(n_k, prod_{j != k} n_j)``;
+    ties go to the fewer parameters. Cost: one Gram eigendecomposition per unfolding
+    plus a dynamic program over the modes (no decompositions). With
+    ``objective="hosvd"`` it minimizes the exact truncated-HOSVD error instead, over
+    every feasible shape at once (prefix sums of the full HOSVD core's energy; one
+    HOSVD's cost and ``O(prod_k n_k)`` memory).
+
+    Args:
+      x: dense tensor with ``N >= 1`` axes (real or complex; concrete, outside jit).
+      budget: parameter budget (int), at least ``1 + sum_k n_k`` (all ranks 1).
+      objective: ``"surrogate"`` (default) or ``"hosvd"``.
+      consistent: keep only shapes with ``r_k <= prod_{j != k} r_j`` (a core mode
+        larger than the product of the others cannot be used; default True).
+
+    Returns:
+      ``RankSelection`` with ``ranks`` the core shape; ``rel_error`` is the predicted
+      relative error bound ``sqrt(sum_k tail_k) / ||x||`` (``"surrogate"``) or the
+      HOSVD's relative error (``"hosvd"``); ``rel_error_lower`` is
+      ``sqrt(max_k tail_k) / ||x||`` (no Tucker with that shape does better).
+      Energies are exact to ``~eps * ||x||^2``.
+    """
+    x = _as_array(x)
+    dims = x.shape
+    budget = _check_budget(budget, 1 + sum(dims), f"a Tucker decomposition of a {dims} tensor")
+    if objective not in ("surrogate", "hosvd"):
+        raise ValueError(f"objective must be 'surrogate' or 'hosvd', got {objective!r}")
+    tails = _tucker_tails(x)
+    normsq = float(tails[0][0])
+    if objective == "surrogate":
+        ranks = _tucker_dp(dims, tails, budget, consistent)
+        total = _bounds(tails, ranks)[0]
+    else:
+        ranks, total = _hosvd_energy_search(x, dims, budget, consistent)
+    worst = _bounds(tails, ranks)[1]
+    return RankSelection(ranks, tucker_params(dims, ranks), budget, _rel(total, normsq),
+                         _rel(worst, normsq), 0, f"core_shapes_{objective}")
+
+
+# ----------------------------------------------------------------- Tucker (greedy)
+
+
+def _project(x: np.ndarray, factors, skip: int | None = None) -> np.ndarray:
+    """``x x_k factors[k]^H`` over every mode except ``skip`` (most shrinking first)."""
+    order = sorted((k for k in range(x.ndim) if k != skip),
+                   key=lambda k: factors[k].shape[1] / factors[k].shape[0])
+    for k in order:
+        x = np.moveaxis(np.tensordot(factors[k].conj().T, x, axes=(1, k)), 0, k)
+    return x
+
+
+def _tucker_factors(x, bases, ranks, n_iter: int) -> list[np.ndarray]:
+    """Factors of the HOSVD (``n_iter = 0``) or of ``n_iter`` HOOI sweeps from it at
+    ``ranks``; ``bases[k]`` are the left singular vectors of unfolding ``k``."""
+    factors = [b[:, :r] for b, r in zip(bases, ranks, strict=True)]
+    for _ in range(n_iter):
+        for k in range(x.ndim):
+            y = np.moveaxis(_project(x, factors, skip=k), k, 0).reshape(x.shape[k], -1)
+            factors[k] = _leading_vectors(y, ranks[k])
+    return factors
+
+
+def _tucker_loss(x, normsq, bases, ranks, n_iter: int) -> float:
+    """Squared error ``||x||^2 - ||core||^2`` (orthonormal factors) at ``ranks``."""
+    core = _project(x, _tucker_factors(x, bases, ranks, n_iter))
+    return max(normsq - float(np.vdot(core, core).real), 0.0)
+
+
+def _tucker_residual(x, bases, ranks, n_iter: int) -> float:
+    """``||x - core x_k U_k||_F^2`` formed explicitly (no cancellation near 0)."""
+    factors = _tucker_factors(x, bases, ranks, n_iter)
+    approx = _project(x, factors)
+    for k, f in enumerate(factors):
+        approx = np.moveaxis(np.tensordot(f, approx, axes=(1, k)), 0, k)
+    diff = (x - approx).ravel()
+    return float(np.vdot(diff, diff).real)
+
+
+def greedy_core_shapes(x, budget: int, *, method: str = "hooi", n_iter: int = 2
+                       ) -> RankSelection:
+    """Greedy baseline: grow the core shape one rank at a time by the true Tucker loss.
+
+    From ranks ``(1, ..., 1)``, every step evaluates each single-mode increment that
+    keeps ``prod r + sum n_k r_k <= budget`` (and ``r_k <= min(n_k, prod_{j != k} n_j)``),
+    computing its decomposition, and keeps the one with the smallest squared error
+    (ties: the fewest parameters); it stops when no increment fits. ``evaluations``
+    counts the decompositions computed: ``O(N)`` per step, each a HOOI, so this is far
+    slower than ``core_shapes``.
+
+    Args:
+      x: dense tensor with ``N >= 1`` axes (concrete).
+      budget: parameter budget (int), at least ``1 + sum_k n_k``.
+      method: ``"hooi"`` (``n_iter`` sweeps of higher-order orthogonal iteration from
+        the HOSVD, as ``tnlib.tucker.hooi``) or ``"hosvd"`` (truncated HOSVD).
+      n_iter: HOOI sweeps per evaluation (int >= 1; ignored for ``"hosvd"``).
+
+    Returns:
+      ``RankSelection``; ``rel_error`` is the measured relative error at the result.
+    """
+    x = _as_array(x)
+    dims = x.shape
+    budget = _check_budget(budget, 1 + sum(dims), f"a Tucker decomposition of a {dims} tensor")
+    if method not in ("hooi", "hosvd"):
+        raise ValueError(f"method must be 'hooi' or 'hosvd', got {method!r}")
+    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
+        raise ValueError(f"n_iter must be an int >= 1, got {n_iter!r}")
+    sweeps = n_iter if method == "hooi" else 0
+    bases, tails = [], []
+    for k in range(x.ndim):
+        unfolding = np.moveaxis(x, k, 0).reshape(dims[k], -1)
+        bases.append(_leading_vectors(unfolding, min(unfolding.shape)))
+        tails.append(_tails(_squared_spectrum(unfolding)))
+    normsq = float(tails[0][0])
+    ranks = [1] * x.ndim
+    evaluations = 0
+    while True:
+        best = None
+        for k in range(x.ndim):
+            trial = ranks.copy()
+            trial[k] += 1
+            if trial[k] >= len(tails[k]) or tucker_params(dims, trial) > budget:
+                continue
+            value = _tucker_loss(x, normsq, bases, trial, sweeps)
+            evaluations += 1
+            score = (value, tucker_params(dims, trial))
+            if best is None or score < best[0]:
+                best = (score, trial)
+        if best is None:
+            break
+        ranks = best[1]
+    loss = _tucker_residual(x, bases, ranks, sweeps)
+    worst = _bounds(tails, ranks)[1]
+    return RankSelection(tuple(ranks), tucker_params(dims, ranks), budget, _rel(loss, normsq),
+                         _rel(worst, normsq), evaluations, f"greedy_{method}")
+
+
+# ------------------------------------------------------------------------------- TT
+
+
+def _tt_dp(dims, tails, budget: int) -> tuple[int, ...]:
+    """Exact minimizer of ``sum_k tails[k][r_k]`` over bond ranks under the TT budget.
+
+    A state after bond ``k`` is (``r_k``, parameters of cores ``1..k``, loss); bonds
+    are kept consistent (``r_k <= r_{k-1} n_k`` and ``r_{k-1} <= n_k r_k``: a larger
+    bond cannot be realized) and states with the same ``r_k`` are pruned to the
+    Pareto front of (parameters, loss)."""
+    n_sites = len(dims)
+    rest = np.cumsum([0, *dims[::-1]])[::-1][1:]  # rest[k] = sum_{j > k} n_j
+    r_prev = np.ones(1, np.int64)
+    cost = np.zeros(1, np.int64)
+    loss = np.zeros(1)
+    parents, choices = [], []
+    for k in range(n_sites - 1):  # bond k sits between sites k and k + 1
+        r = np.arange(1, len(tails[k]), dtype=np.int64)
+        a, b = r_prev[:, None], r[None, :]
+        new_cost = (cost[:, None] + a * dims[k] * b).ravel()
+        # the next core costs at least r_k n_{k+1}, the later ones at least n_j
+        ok = ((b <= a * dims[k]) & (a <= dims[k] * b)).ravel()
+        ok &= new_cost + (b * dims[k + 1]).repeat(r_prev.size, 0).ravel() + rest[k + 1] <= budget
+        parent = np.repeat(np.arange(r_prev.size), r.size)[ok]
+        choice = np.tile(r, r_prev.size)[ok]
+        cost, loss = new_cost[ok], loss[parent] + tails[k][choice]
+        keep = _prune(choice, cost, loss)
+        r_prev, cost, loss = choice[keep], cost[keep], loss[keep]
+        parents.append(parent[keep])
+        choices.append(choice[keep])
+    params = cost + r_prev * dims[-1]
+    fits = np.flatnonzero((params <= budget) & (r_prev <= dims[-1]))
+    best = int(fits[np.lexsort((params[fits], loss[fits]))[0]])
+    return (1, *_trace(parents, choices, best), 1)
+
+
+def tt_ranks(x, budget: int) -> RankSelection:
+    """TT bond ranks of ``x`` under a parameter budget, from the singular values of its
+    sequential unfoldings (the ``core_shapes`` idea for tensor trains).
+
+    Minimizes ``sum_k tail_k(r_k)`` (discarded squared singular values of the
+    unfolding ``(n_1...n_k) x (n_{k+1}...n_N)``; an upper bound on the squared TT-SVD
+    error) subject to ``sum_k r_{k-1} n_k r_k <= budget`` over consistent ranks
+    (``r_k <= r_{k-1} n_k``, ``r_{k-1} <= n_k r_k``), exactly, by a dynamic program
+    along the chain.
+
+    Args:
+      x: dense tensor with ``N >= 1`` axes (concrete).
+      budget: parameter budget (int), at least ``sum_k n_k`` (all ranks 1).
+
+    Returns:
+      ``RankSelection`` with ``ranks = (1, r_1, ..., r_{N-1}, 1)``.
+    """
+    x = _as_array(x)
+    dims = x.shape
+    budget = _check_budget(budget, sum(dims), f"a tensor train of a {dims} tensor")
+    tails = _tt_tails(x)
+    normsq = float(np.vdot(x, x).real)
+    ranks = _tt_dp(dims, tails, budget)
+    total, worst = _bounds(tails, ranks[1:-1])
+    return RankSelection(ranks, tt_params(dims, ranks), budget, _rel(total, normsq),
+                         _rel(worst, normsq), 0, "tt_ranks")
+
+
+def _tt_svd_loss(x: np.ndarray, ranks) -> float:
+    """Squared error of the TT-SVD of ``x`` truncated to the bond ranks ``ranks``."""
+    discarded, rest, r = 0.0, x.reshape(x.shape[0], -1), 1
+    for k in range(x.ndim - 1):
+        u, s, vh = np.linalg.svd(rest, full_matrices=False)
+        keep = min(ranks[k + 1], s.size)
+        discarded += float(np.sum(np.abs(s[keep:]) ** 2))
+        r = keep
+        rest = (s[:keep, None] * vh[:keep]).reshape(r * x.shape[k + 1], -1)
+    return discarded
+
+
+def greedy_tt_ranks(x, budget: int) -> RankSelection:
+    """Greedy baseline for ``tt_ranks``: from all bonds 1, repeatedly raise the bond
+    whose increment gives the smallest true TT-SVD error (ties: fewest parameters),
+    over consistent increments that fit ``sum_k r_{k-1} n_k r_k <= budget``.
+
+    Each evaluation is a full TT-SVD (``O(N)`` per step). ``rel_error`` is the
+    measured TT-SVD error at the result."""
+    x = _as_array(x)
+    dims = x.shape
+    budget = _check_budget(budget, sum(dims), f"a tensor train of a {dims} tensor")
+    tails = _tt_tails(x)
+    normsq = float(np.vdot(x, x).real)
+    ranks = [1] * (x.ndim + 1)
+    evaluations = 0
+    while True:
+        best = None
+        for k in range(1, x.ndim):
+            trial = ranks.copy()
+            trial[k] += 1
+            if (trial[k] >= len(tails[k - 1]) or trial[k] > trial[k - 1] * dims[k - 1]
+                    or trial[k] > dims[k] * trial[k + 1]
+                    or tt_params(dims, trial) > budget):
+                continue
+            value = _tt_svd_loss(x, trial)
+            evaluations += 1
+            score = (value, tt_params(dims, trial))
+            if best is None or score < best[0]:
+                best = (score, trial)
+        if best is None:
+            break
+        ranks = best[1]
+    loss = _tt_svd_loss(x, ranks)
+    worst = _bounds(tails, ranks[1:-1])[1]
+    return RankSelection(tuple(ranks), tt_params(dims, ranks), budget, _rel(loss, normsq),
+                         _rel(worst, normsq), evaluations, "greedy_tt")
+

@@ -413,7 +413,7 @@ def norm(t: Tucker):
     for k, f in enumerate(t.factors):
         y = _dense_mode_product(y, jnp.conj(f).T @ f, k)
     sq = jnp.real(jnp.vdot(t.core, y))
-    return jnp.sqrt(jnp.maximum(sq, 0))
+    return linalg._safe_sqrt(jnp.maximum(sq, 0))
 
 
 def multilinear_singular_values(x) -> tuple[jax.Array, ...]:
@@ -424,7 +424,9 @@ def multilinear_singular_values(x) -> tuple[jax.Array, ...]:
     Their gradient (``real(u_i^H dA v_i)``) is finite even for repeated values.
     """
     x = _as_tensor(x)
-    return tuple(jnp.linalg.svd(_unfold(x, k), compute_uv=False) for k in range(x.ndim))
+    # Thin SVD (compute_uv=False still allocates a max(m, n)^2 matrix on CPU), with the
+    # broadened backward of linalg.svd so repeated singular values keep finite gradients.
+    return tuple(linalg.svd(_unfold(x, k))[1] for k in range(x.ndim))
 
 
 def num_params(t: Tucker) -> int:

@@ -1,0 +1,570 @@
+"""The evaluation engine: a search problem, its objective, and batched masked fitting.
+
+A :class:`Problem` pairs a :class:`~tnlib.search.space.SearchSpace` with a target (a
+dense tensor, or any differentiable ``loss(network)`` over a network's cores) and the
+objective of TNGA / TNLS / TnALE,
+
+    objective(s) = num_params(s) / size + lam * RSE(s),
+
+``size = prod(dims)`` and ``RSE = ||x - fit||^2 / ||x||^2`` the relative squared error
+of the fitted network (for a loss problem, the loss value replaces the RSE).
+
+Batched masked fitting. Every candidate of a space is embedded in one *padded*
+network: the support graph with every edge at ``max_rank`` (and, when the permutation
+is searched, every mode padded to the largest size). A candidate is a set of masks
+(``1`` on the first ``r_e`` slices of bond ``e``, ``0`` beyond); the cores are
+multiplied by their masks, so the padded network represents *exactly* the smaller one
+(:func:`mask` / :func:`unpad` / :func:`pad`). Fitting (masked ALS by default: each
+core is the solution of its normal equations restricted to the unmasked entries; or
+masked Adam) runs a whole batch of candidates, each with a few random restarts, in one
+jitted ``vmap`` call. Batches are padded to power-of-two buckets (at most
+``max_batch``), so a search compiles once per bucket and never again. The sequential
+mode fits the same function one candidate at a time (for comparison); both modes draw
+candidate ``i``'s start from ``fold_in(key, i)``, so they agree up to rounding.
+
+:class:`Evaluator` counts evaluations exactly (a structure seen before is answered from
+its cache and not counted; infeasible ones are not fitted), keeps a log of every
+evaluation (structure, parameters, objective, RSE, wall time) and stops at
+``max_evals``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tnlib import network
+from tnlib.network import Network
+from tnlib.search.space import SearchSpace, Structure, search_space
+
+__all__ = [
+    "FitConfig", "Problem", "problem", "objective", "Evaluation", "EvalRecord",
+    "SearchResult", "Evaluator", "padded_adjacency", "pad", "mask", "unpad",
+]
+
+
+class FitConfig(NamedTuple):
+    """How a candidate is fitted.
+
+    ``method``: ``"als"`` (masked alternating least squares; needs a dense target) or
+    ``"adam"`` (masked gradient descent). ``n_iter``: ALS sweeps or Adam steps.
+    ``restarts``: random starts per candidate (the best is kept). ``ridge``: relative
+    ridge of the ALS normal equations (None: 1e-10 in float64, 1e-6 in float32).
+    """
+
+    method: str = "als"
+    n_iter: int = 30
+    restarts: int = 2
+    learning_rate: float = 0.02
+    ridge: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Problem:
+    """A search problem: the space, a dense ``target`` or a ``loss``, ``lam`` and the fit."""
+
+    space: SearchSpace
+    target: Any
+    loss: Callable | None
+    lam: float
+    fit: FitConfig
+
+
+def objective(n_params: int, size: int, rse, lam: float):
+    """``n_params / size + lam * rse``: the TNGA / TNLS / TnALE objective."""
+    return n_params / size + lam * rse
+
+
+def problem(target=None, *, max_rank: int, loss: Callable | None = None, dims=None,
+            edges="all", support=None, perm=None, search_perm: bool = False,
+            max_params: int | None = None, lam: float = 10.0, method: str | None = None,
+            n_iter: int | None = None, restarts: int = 2, learning_rate: float = 0.02,
+            ridge: float | None = None, dtype=None) -> Problem:
+    """A validated :class:`Problem`.
+
+    Give either ``target`` (a dense tensor; its shape gives ``dims``) or ``loss``
+    (``loss(net) -> scalar`` for a :class:`tnlib.network.Network` ``net``, differentiable
+    in its cores; then ``dims`` is required, the permutation is not searched, and the
+    fit is masked Adam on the loss). The search space arguments are those of
+    :func:`~tnlib.search.space.search_space`. ``method`` defaults to ``"als"`` for a
+    target and ``"adam"`` for a loss; ``n_iter`` to 30 ALS sweeps or 500 Adam steps.
+    ``dtype`` casts the target (default: its own floating dtype).
+    """
+    if (target is None) == (loss is None):
+        raise ValueError("give exactly one of target (a dense tensor) and loss (a callable)")
+    if target is not None:
+        target = jnp.asarray(target)
+        if dtype is not None:
+            target = target.astype(dtype)
+        elif not jnp.issubdtype(target.dtype, jnp.floating):
+            target = target.astype(jnp.result_type(float))
+        if dims is not None and tuple(dims) != tuple(target.shape):
+            raise ValueError(f"dims {tuple(dims)} do not match the target's shape "
+                             f"{tuple(target.shape)}")
+        dims = tuple(target.shape)
+    else:
+        if not callable(loss):
+            raise TypeError(f"loss must be callable, got {type(loss).__name__}")
+        if dims is None:
+            raise ValueError("a loss problem needs dims (the mode sizes of the network)")
+        if search_perm:
+            raise ValueError("search_perm needs a dense target; a loss problem fixes perm")
+    space = search_space(dims, max_rank, edges=edges, support=support, perm=perm,
+                         search_perm=search_perm, max_params=max_params)
+    method = method or ("als" if loss is None else "adam")
+    if method not in ("als", "adam"):
+        raise ValueError(f"method must be 'als' or 'adam', got {method!r}")
+    if method == "als" and loss is not None:
+        raise ValueError("method='als' needs a dense target; use method='adam' with a loss")
+    n_iter = (30 if method == "als" else 500) if n_iter is None else n_iter
+    for name, v in (("n_iter", n_iter), ("restarts", restarts)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "n_iter" else 1):
+            raise ValueError(f"{name} must be an int >= {0 if name == 'n_iter' else 1}, got {v!r}")
+    if not (isinstance(lam, int | float) and lam >= 0):
+        raise ValueError(f"lam must be a number >= 0, got {lam!r}")
+    return Problem(space, target, loss, float(lam),
+                   FitConfig(method, n_iter, restarts, float(learning_rate), ridge))
+
+
+# ------------------------------------------------------------------ padded layout
+
+
+class _Layout(NamedTuple):
+    node_dims: tuple[int, ...]  # padded mode size per node
+    n_edges: int
+    max_rank: int
+    incident: tuple[tuple[int, ...], ...]  # per node: its bond axes' edge indices, in order
+    adjacency: tuple[tuple[int, ...], ...]
+    spec: str
+
+
+@functools.lru_cache(maxsize=256)
+def _layout(space: SearchSpace) -> _Layout:
+    n = space.n_nodes
+    node_dims = ((max(space.dims),) * n if space.search_perm else space.node_dims(space.perm))
+    adj = [[1] * n for _ in range(n)]
+    for k in range(n):
+        adj[k][k] = node_dims[k]
+    r = space.max_rank
+    index = {}
+    for e, (i, j) in enumerate(space.edges):
+        if r > 1:
+            adj[i][j] = adj[j][i] = r
+            index[i, j] = index[j, i] = e
+    incident = tuple(tuple(index[k, j] for j in range(n) if (k, j) in index) for k in range(n))
+    adj = tuple(tuple(row) for row in adj)
+    return _Layout(node_dims, len(space.edges), r, incident, adj, network.einsum_spec(adj))
+
+
+def padded_adjacency(space: SearchSpace) -> tuple[tuple[int, ...], ...]:
+    """Structure matrix of the padded network: every support edge at ``max_rank``."""
+    return _layout(space).adjacency
+
+
+def _masks_np(space: SearchSpace, s: Structure) -> tuple[np.ndarray, np.ndarray]:
+    """Edge masks ``(E, max_rank)`` and mode masks ``(N, max padded size)`` of ``s``."""
+    lay = _layout(space)
+    em = np.zeros((lay.n_edges, lay.max_rank))
+    for e, r in enumerate(s.ranks):
+        em[e, :r] = 1
+    pm = np.zeros((space.n_nodes, max(lay.node_dims)))
+    for k, d in enumerate(space.node_dims(s.perm)):
+        pm[k, :d] = 1
+    return em, pm
+
+
+def _core_masks(lay: _Layout, em, pm):
+    out = []
+    for k, nk in enumerate(lay.node_dims):
+        m = pm[k, :nk]
+        for e in lay.incident[k]:
+            m = m[..., None] * em[e]
+        out.append(m)
+    return tuple(out)
+
+
+def mask(space: SearchSpace, s: Structure, cores) -> tuple:
+    """Padded cores multiplied by the masks of ``s``: the padded network then equals
+    ``unpad(space, s, cores)`` exactly."""
+    em, pm = _masks_np(space, s)
+    ms = _core_masks(_layout(space), em, pm)
+    return tuple(c * m.astype(c.dtype) for c, m in zip(cores, ms, strict=True))
+
+
+def unpad(space: SearchSpace, s: Structure, cores) -> Network:
+    """The :class:`~tnlib.network.Network` of structure ``s`` held in padded ``cores``
+    (their leading slices; rank-one bonds dropped)."""
+    lay = _layout(space)
+    out = []
+    for k, c in enumerate(cores):
+        idx = [slice(0, space.dims[s.perm[k]])]
+        for e in lay.incident[k]:
+            r = s.ranks[e]
+            idx.append(slice(0, r) if r > 1 else 0)
+        out.append(jnp.asarray(c)[tuple(idx)])
+    return Network(tuple(out), space.adjacency(s), tuple(s.perm))
+
+
+def pad(space: SearchSpace, net: Network) -> tuple:
+    """Padded cores (zeros beyond the network's ranks and sizes) holding ``net``."""
+    s = space.structure(net.adjacency, net.perm, "net")
+    lay = _layout(space)
+    out = []
+    for k, c in enumerate(net.cores):
+        shape = (lay.node_dims[k],) + (lay.max_rank,) * len(lay.incident[k])
+        c = jnp.asarray(c)
+        for ax, e in enumerate(lay.incident[k]):
+            if s.ranks[e] == 1:
+                c = jnp.expand_dims(c, ax + 1)
+        widths = [(0, t - d) for t, d in zip(shape, c.shape, strict=True)]
+        out.append(jnp.pad(c, widths))
+    return tuple(out)
+
+
+def _target_for(space: SearchSpace, x, perm):
+    """``x`` with node ``k`` carrying mode ``perm[k]``, zero-padded to the layout."""
+    lay = _layout(space)
+    xt = jnp.transpose(x, perm)
+    return jnp.pad(xt, [(0, t - d) for t, d in zip(lay.node_dims, xt.shape, strict=True)])
+
+
+# --------------------------------------------------------------------- fitting
+
+
+@functools.lru_cache(maxsize=256)
+def _als_specs(spec: str) -> tuple[tuple[str, str], ...]:
+    """Per node ``k``: the einsum of ``E^T b`` (target with the other cores: mode ``k``,
+    then the bonds of ``k``) and of the Gram matrix ``E^T E`` (the other cores with a
+    second copy of themselves: bonds of ``k``, then their copies), where ``E`` is the
+    unfolded environment of core ``k``. Neither forms ``E`` itself."""
+    import opt_einsum
+
+    terms = spec.split("->")[0].split(",")
+    n = len(terms)
+    modes = "".join(t[0] for t in terms)
+    used = set("".join(terms))
+    fresh = (opt_einsum.get_symbol(i) for i in range(10 * len(used) + 100))
+    prime = {}
+    for c in sorted(used - set(modes)):
+        prime[c] = next(f for f in fresh if f not in used and f not in prime.values())
+    out = []
+    for k in range(n):
+        others = [t for j, t in enumerate(terms) if j != k]
+        copies = ["".join(prime.get(c, c) for c in t) for t in others]
+        bonds = terms[k][1:]
+        rhs = modes + "," + ",".join(others) + "->" + terms[k]
+        gram = ",".join(others + copies) + "->" + bonds + "".join(prime[c] for c in bonds)
+        out.append((rhs, gram))
+    return tuple(out)
+
+
+def _als_sweep(cores, xn, masks, lay: _Layout, ridge):
+    """One masked ALS sweep: core ``k`` solves its normal equations restricted to the
+    unmasked bond entries (masked rows and columns replaced by the identity)."""
+    specs = _als_specs(lay.spec)
+    cores = list(cores)
+    for k, (rhs_spec, gram_spec) in enumerate(specs):
+        others = [c for j, c in enumerate(cores) if j != k]
+        nk = lay.node_dims[k]
+        d = math.prod(cores[k].shape[1:])
+        rhs = network.contract([xn] + others, rhs_spec).reshape(nk, d).T
+        g = network.contract(others + others, gram_spec).reshape(d, d)
+        mb = jnp.max(masks[k].reshape(nk, d), axis=0)  # bond mask (the mode mask factors out)
+        scale = jnp.trace(g * mb) / jnp.maximum(jnp.sum(mb), 1.0)
+        g = g * jnp.outer(mb, mb) + jnp.diag(1.0 - mb + ridge * scale * mb)
+        sol = jnp.linalg.solve(g, rhs * mb[:, None])
+        cores[k] = sol.T.reshape(cores[k].shape) * masks[k]
+    return network._balance(tuple(cores))
+
+
+def _make_fit_one(lay: _Layout, cfg: FitConfig, loss, has_init: bool):
+    n = len(lay.node_dims)
+
+    def start(key, masks, init, dtype):
+        keys = jax.random.split(key, n)
+        out = []
+        for k, m in enumerate(masks):
+            # network.random's scale for the candidate's own (unpadded) sizes
+            sizes = jnp.sum(m > 0).astype(dtype)
+            nk = jnp.sum(jnp.max(m.reshape(m.shape[0], -1), axis=1) > 0).astype(dtype)
+            std = 1.0 / jnp.sqrt(nk * jnp.sqrt(sizes / nk))
+            noise = std * jax.random.normal(keys[k], m.shape, dtype)
+            if has_init:
+                c = init[k] + jnp.where(init[k] == 0, 0.1 * noise, 0)
+            else:
+                c = noise
+            out.append(c * m)
+        return tuple(out)
+
+    def fit_one(x, em, pm, key, init):
+        masks = _core_masks(lay, em, pm)
+        if loss is not None:
+            dtype = em.dtype
+            xn, per_core = None, jnp.ones((), dtype)
+        else:
+            dtype = x.dtype
+            xnorm = jnp.linalg.norm(x.ravel())
+            safe = jnp.where(xnorm > 0, xnorm, 1.0)
+            xn, per_core = x / safe, safe ** (1.0 / n)
+        masks = tuple(m.astype(dtype) for m in masks)
+        if has_init:
+            init = tuple(c.astype(dtype) / per_core for c in init)
+
+        def err_of(cs):
+            if loss is not None:
+                return loss(Network(cs, lay.adjacency, tuple(range(n))))
+            return jnp.sum((xn - network.contract(cs, lay.spec)) ** 2)
+
+        def run(k):
+            cs = start(k, masks, init, dtype)
+            if cfg.method == "als":
+                ridge = cfg.ridge if cfg.ridge is not None else (
+                    1e-10 if dtype == jnp.float64 else 1e-6)
+                cs = jax.lax.fori_loop(0, cfg.n_iter,
+                                       lambda _, c: _als_sweep(c, xn, masks, lay, ridge), cs)
+            else:
+                def obj(raw):
+                    return err_of(tuple(r * m for r, m in zip(raw, masks, strict=True)))
+
+                cs = network._adam(obj, cs, cfg.n_iter, cfg.learning_rate)
+                cs = tuple(c * m for c, m in zip(cs, masks, strict=True))
+            err = jnp.real(err_of(cs))
+            return cs, jnp.where(jnp.isfinite(err), err, jnp.inf)
+
+        cs, errs = jax.vmap(run)(jax.random.split(key, cfg.restarts))
+        best = jnp.argmin(errs)
+        cs = tuple(c[best] * per_core.astype(dtype) for c in cs)
+        return cs, errs[best]
+
+    return fit_one
+
+
+@functools.lru_cache(maxsize=64)
+def _fitter(lay: _Layout, cfg: FitConfig, loss, has_init: bool, batched: bool,
+            shared_x: bool):
+    fit_one = _make_fit_one(lay, cfg, loss, has_init)
+    if not batched:
+        return jax.jit(fit_one)
+    axes = (None if shared_x else 0, 0, 0, 0, 0 if has_init else None)
+    return jax.jit(jax.vmap(fit_one, in_axes=axes))
+
+
+def _bucket(n: int, min_batch: int, max_batch: int) -> int:
+    b = 1
+    while b < max(n, min_batch):
+        b *= 2
+    return min(b, max_batch)
+
+
+# --------------------------------------------------------------------- evaluator
+
+
+class Evaluation(NamedTuple):
+    """One answered candidate: ``index`` is its evaluation number (-1: infeasible,
+    not fitted); ``cores`` the fitted padded cores (host arrays; None when infeasible)."""
+
+    structure: Structure
+    objective: float
+    rse: float
+    n_params: int
+    index: int
+    cores: tuple | None
+
+
+class EvalRecord(NamedTuple):
+    """A log line: evaluation number, structure, parameters, objective, RSE, wall time
+    (seconds, the batch's time shared among its candidates; the first batch of each
+    size includes compilation) and the batch number."""
+
+    index: int
+    structure: Structure
+    n_params: int
+    objective: float
+    rse: float
+    wall_s: float
+    batch: int
+
+
+class SearchResult(NamedTuple):
+    """What every search returns: the best structure (lowest objective; earliest on
+    ties), its adjacency matrix, its fitted :class:`~tnlib.network.Network`, objective,
+    RSE and parameter count, the number of evaluations and their log."""
+
+    algorithm: str
+    structure: Structure
+    adjacency: tuple
+    network: Network
+    objective: float
+    rse: float
+    n_params: int
+    n_evals: int
+    log: tuple[EvalRecord, ...]
+
+
+class Evaluator:
+    """Fits and scores candidate structures of ``problem``; counts and logs them.
+
+    Args:
+      problem: the :class:`Problem`.
+      key: PRNG key (or int seed); candidate ``i`` starts from ``fold_in(key, i)``.
+      batched: one jitted vmapped call per batch (True) or one call per candidate.
+      max_evals: budget of evaluations (None: unlimited); ``exhausted`` turns True
+        when it is reached and further candidates are left unanswered (None).
+      max_batch: the largest batch; larger requests are split.
+      min_batch: the smallest bucket: batches are padded to the next power of two in
+        ``[min_batch, max_batch]`` (so at most ``log2(max_batch / min_batch) + 2``
+        compilations, however many generations run).
+      replay: ``(EvalRecord, cores)`` pairs of an earlier run with the same problem and
+        key: a structure found there is answered from it (counted and logged as the
+        evaluation it was, not refitted), so a deterministic search resumes where it
+        stopped.
+      on_batch: called as ``on_batch(evaluator)`` after every fitted batch (to save
+        the state).
+    """
+
+    def __init__(self, problem: Problem, key, *, batched: bool = True,
+                 max_evals: int | None = None, max_batch: int = 64, min_batch: int = 1,
+                 replay=None, on_batch: Callable | None = None):
+        if not isinstance(problem, Problem):
+            raise TypeError(f"problem must be a tnlib.search.Problem, got {type(problem).__name__}")
+        if max_evals is not None and (isinstance(max_evals, bool) or
+                                      not isinstance(max_evals, int) or max_evals < 1):
+            raise ValueError(f"max_evals must be an int >= 1 or None, got {max_evals!r}")
+        self.problem = problem
+        self.space = problem.space
+        self.key = jax.random.PRNGKey(key) if isinstance(key, int) else key
+        self.batched = batched
+        self.max_evals = max_evals
+        if not 1 <= min_batch <= max_batch:
+            raise ValueError(f"need 1 <= min_batch <= max_batch, got {min_batch}, {max_batch}")
+        self.max_batch = max_batch
+        self.min_batch = min_batch
+        self.count = 0
+        self.n_batches = 0
+        self.log: list[EvalRecord] = []
+        self.cache: dict[Structure, Evaluation] = {}
+        self.best: Evaluation | None = None
+        self._lay = _layout(self.space)
+        self._replay = {rec.structure: (rec, cores) for rec, cores in (replay or ())}
+        self.on_batch = on_batch
+
+    @property
+    def exhausted(self) -> bool:
+        return self.max_evals is not None and self.count >= self.max_evals
+
+    def lookup(self, s: Structure) -> Evaluation | None:
+        return self.cache.get(s)
+
+    def evaluate(self, structures: Sequence[Structure], init: Sequence | None = None
+                 ) -> list[Evaluation | None]:
+        """Evaluate ``structures`` (in order; duplicates and cached ones are free).
+
+        ``init``: optional padded cores per structure to warm-start from (entries that
+        are exactly zero, the slices a larger rank opens, start from small noise).
+        Returns one :class:`Evaluation` per structure, None for those left over when
+        the budget ran out.
+        """
+        structures = [Structure(tuple(int(r) for r in s.ranks), tuple(int(p) for p in s.perm))
+                      for s in structures]
+        todo, todo_init = [], []
+        for i, s in enumerate(structures):
+            if s in self.cache or s in todo:
+                continue
+            if not self.space.feasible(s):
+                self.cache[s] = Evaluation(s, math.inf, math.inf, self.space.num_params(s),
+                                           -1, None)
+                continue
+            if self.max_evals is not None and self.count + len(todo) >= self.max_evals:
+                break
+            todo.append(s)
+            todo_init.append(None if init is None else init[i])
+        fresh, fresh_init = [], []
+        for s, i in zip(todo, todo_init, strict=True):
+            if s in self._replay:
+                rec, cores = self._replay[s]
+                self._record(s, rec.rse, tuple(cores), rec.wall_s, rec.batch)
+            else:
+                fresh.append(s)
+                fresh_init.append(i)
+        todo, todo_init = fresh, fresh_init
+        step = self.max_batch if self.batched else 1
+        for start in range(0, len(todo), step):
+            self._run(todo[start:start + step],
+                      None if init is None else todo_init[start:start + step])
+        return [self.cache.get(s) for s in structures]
+
+    def _run(self, batch: list[Structure], init) -> None:
+        sp, prob = self.space, self.problem
+        n_real = len(batch)
+        masks = [_masks_np(sp, s) for s in batch]
+        first = self.count
+        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+            self.key, jnp.arange(first, first + n_real))
+        shared = prob.target is None or not sp.search_perm
+        if prob.target is None:
+            xs = None
+        elif shared:
+            xs = _target_for(sp, prob.target, sp.perm)
+        else:
+            xs = jnp.stack([_target_for(sp, prob.target, s.perm) for s in batch])
+        dt = prob.target.dtype if prob.target is not None else jnp.result_type(float)
+        em = jnp.asarray(np.stack([m[0] for m in masks]), dt)
+        pm = jnp.asarray(np.stack([m[1] for m in masks]), dt)
+        ini = None if init is None else tuple(
+            jnp.stack([jnp.asarray(c[k]) for c in init]) for k in range(sp.n_nodes))
+        t0 = time.perf_counter()
+        if self.batched:
+            size = _bucket(n_real, self.min_batch, self.max_batch)
+
+            def padb(a):
+                return None if a is None else jnp.concatenate(
+                    [a, jnp.repeat(a[-1:], size - n_real, axis=0)])
+
+            f = _fitter(self._lay, prob.fit, prob.loss, ini is not None, True, shared)
+            cores, errs = f(xs if shared else padb(xs), padb(em), padb(pm), padb(keys),
+                            None if ini is None else tuple(padb(c) for c in ini))
+            cores, errs = jax.device_get((cores, errs))
+            per = [(tuple(c[i] for c in cores), float(errs[i])) for i in range(n_real)]
+        else:
+            f = _fitter(self._lay, prob.fit, prob.loss, ini is not None, False, True)
+            per = []
+            for i in range(n_real):
+                out = f(xs if shared else xs[i], em[i], pm[i], keys[i],
+                        None if ini is None else tuple(c[i] for c in ini))
+                cs, err = jax.device_get(out)
+                per.append((tuple(cs), float(err)))
+        wall = (time.perf_counter() - t0) / n_real
+        batch_id = max([self.n_batches] + [r.batch + 1 for r in self.log])
+        for s, (cs, err) in zip(batch, per, strict=True):
+            self._record(s, err, cs, wall, batch_id)
+        self.n_batches = batch_id + 1
+        if self.on_batch is not None:
+            self.on_batch(self)
+
+    def _record(self, s: Structure, err: float, cs, wall: float, batch_id: int) -> None:
+        n_params = self.space.num_params(s)
+        obj = objective(n_params, self.space.size, err, self.problem.lam)
+        ev = Evaluation(s, obj, err, n_params, self.count, cs)
+        self.cache[s] = ev
+        self.log.append(EvalRecord(self.count, s, n_params, obj, err, wall, batch_id))
+        self.count += 1
+        if self.best is None or obj < self.best.objective:
+            self.best = ev
+
+    def result(self, algorithm: str) -> SearchResult:
+        """The :class:`SearchResult` of everything evaluated so far."""
+        b = self.best
+        if b is None:
+            raise ValueError("nothing was evaluated (every candidate was infeasible under "
+                             f"max_params={self.space.max_params})")
+        net = unpad(self.space, b.structure, b.cores)
+        return SearchResult(algorithm, b.structure, self.space.adjacency(b.structure), net,
+                            b.objective, b.rse, b.n_params, self.count, tuple(self.log))

@@ -8,6 +8,8 @@ See :mod:`tnlib.experiments.records` for the files a run writes.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
 import math
 import sys
@@ -27,15 +29,17 @@ from tqdm.auto import tqdm
 
 from . import data as data_lib
 from . import records, training
-from .config import ConfigError, validate
+from .config import ConfigError, check_keys, validate
 
 __all__ = [
     "MODELS",
     "build_model",
     "check_config",
+    "check_schedule",
     "evaluate",
     "load_data",
     "make_steps",
+    "model_options",
     "train_and_evaluate",
 ]
 
@@ -66,15 +70,51 @@ def build_model(cfg: ml_collections.ConfigDict, n_sites: int, n_classes: int, se
         raise ConfigError(f"model: {e}") from e
 
 
+def model_options(name: str) -> list[str]:
+    """Config keys ``model.<key>`` the model ``name`` (a key of :data:`MODELS`) accepts,
+    besides ``name``: the keyword arguments of its class, less those the runner sets."""
+    from tnlib.models import MPSClassifier
+
+    classes = {"mps_classifier": MPSClassifier}
+    params = inspect.signature(classes[name].__init__).parameters
+    return [k for k in params if k not in ("self", "n_sites", "n_classes", "rngs", "dtype",
+                                            "param_dtype")]
+
+
+REQUIRED = ("task", "seed", "data.name", "model.name") + tuple(
+    f"train.{k}" for k in training.TRAIN_KEYS if k not in ("end_lr_factor", "weight_decay",
+                                                           "grad_clip_norm"))
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
-    """Raise ConfigError for an impossible config, before any data is loaded."""
+    """Raise ConfigError for an impossible config, before any data is loaded.
+
+    Checks: required keys, unknown keys (top level, ``train``, ``model``, ``data``),
+    types, allowed names, value ranges, and ``train.batch_size <= data.n_train`` when
+    ``n_train`` is given (otherwise after loading, still before any work).
+    """
     validate(config, choices={"task": ["classification"], "model.name": MODELS,
-                              "data.name": data_lib.LOADERS})
+                              "data.name": data_lib.LOADERS}, required=REQUIRED)
+    check_keys(config, {"": ("task", "seed", "data", "model", "train"),
+                        "train": training.TRAIN_KEYS,
+                        "model": ["name", *model_options(config.model.name)]})
     extra = {k for k in config.data if k not in ("name", "n_train", "n_test")}
     unknown = sorted(extra - set(data_lib.loader_options(config.data.name)))
     if unknown:
         raise ConfigError(f"data.{unknown[0]}: data set {config.data.name!r} has no such option; "
                           f"it takes {data_lib.loader_options(config.data.name)}")
+    n_train = config.data.get("n_train")
+    if n_train is not None and config.train.batch_size > n_train:
+        raise ConfigError(f"train.batch_size={config.train.batch_size} exceeds "
+                          f"data.n_train={n_train}: not one full batch per epoch")
+
+
+def check_schedule(tc: ml_collections.ConfigDict, total_steps: int) -> None:
+    """Raise ConfigError when the warmup does not fit in the run's ``total_steps``."""
+    if tc.warmup_steps >= total_steps > 1:
+        raise ConfigError(f"train.warmup_steps={tc.warmup_steps} must be smaller than the "
+                          f"run's {total_steps} steps (the learning rate would never reach "
+                          "train.lr)")
 
 
 # --------------------------------------------------------------------------- data
@@ -152,26 +192,15 @@ def evaluate(eval_step, params, split: Split, batch_size: int) -> dict[str, floa
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _save(mngr, step: int, params, opt_state, meta: dict[str, Any]) -> None:
+def _state(params, opt_state, rest) -> dict[str, Any]:
+    """What a checkpoint holds: parameters, optimizer state (Adam moments and step count,
+    which drives the schedule) and, when the model has any, its non-parameter state
+    (e.g. nnx RNG streams of dropout layers). The data order needs no state: it is a
+    function of (seed, step)."""
     state = {"params": params, "opt_state": opt_state}
-    mngr.save(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-    )
-
-
-def _restore(mngr, params, opt_state) -> tuple[int, Any, Any, dict[str, Any]] | None:
-    step = mngr.latest_step()
-    if step is None:
-        return None
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params,
-                                                               "opt_state": opt_state})
-    out = mngr.restore(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                meta=ocp.args.JsonRestore()),
-    )
-    return step, out.state["params"], out.state["opt_state"], dict(out.meta)
+    if jax.tree.leaves(rest):
+        state["rest"] = rest
+    return state
 
 
 # --------------------------------------------------------------------------- driver
@@ -202,10 +231,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     validation accuracy and loss where the data set has a validation split, the
     number of steps, the training wall time in seconds (summed over resumed
     sessions) and the number of parameters.
+
+    Holds ``workdir/run.lock`` while it runs (:func:`records.lock_run_dir`): a second
+    run on the same directory raises :class:`records.RunLockedError` at once. Config
+    errors (:class:`ConfigError`) are raised before the directory is created.
     """
     check_config(config)
     workdir = Path(workdir)
-    _check_resumable(workdir, config)
+    with contextlib.ExitStack() as stack:
+        if workdir.is_dir():  # fail fast, before loading data, when another run holds it
+            stack.enter_context(records.lock_run_dir(workdir))
+            _check_resumable(workdir, config)
+        return _train_locked(config, workdir, stack)
+
+
+def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
+                  stack: contextlib.ExitStack) -> dict[str, Any]:
     tc = config.train
     splits = load_data(config.data)
     x_train, y_train = splits["train"]
@@ -216,27 +257,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         raise ConfigError(f"train.batch_size={tc.batch_size} exceeds the {n_train} "
                           "training examples")
     total_steps = steps_per_epoch * tc.num_epochs
+    check_schedule(tc, total_steps)
 
     model = build_model(config.model, n_sites, n_classes, config.seed)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
-    workdir.mkdir(parents=True, exist_ok=True)  # only now: config errors leave no trace
+    if not workdir.is_dir():  # only now: config errors leave no trace
+        workdir.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(records.lock_run_dir(workdir))
+        _check_resumable(workdir, config)  # another process may have created it meanwhile
     schedule = training.make_schedule(tc, total_steps)
     optimizer = training.make_optimizer(tc, schedule)
     opt_state = optimizer.init(params)
-    train_step, eval_step = make_steps(graphdef, rest, optimizer)
 
     mngr = training.checkpoint_manager(workdir / "checkpoints", tc.keep_checkpoints)
+    stack.callback(mngr.close)
     metrics_path = workdir / "metrics.jsonl"
-    restored = _restore(mngr, params, opt_state)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _state(params, opt_state, rest))
+    restored = training.restore_checkpoint(mngr, abstract,
+                                           quarantine=workdir / "checkpoints.corrupt")
     step, wall_before = 0, 0.0
     if restored is not None:
-        step, params, opt_state, ck_meta = restored
+        step, state, ck_meta = restored
+        params, opt_state = state["params"], state["opt_state"]
+        rest = state.get("rest", rest)
         wall_before = float(ck_meta.get("wall_s", 0.0))
         records.truncate_metrics(metrics_path, step)
         print(f"resumed from step {step}", flush=True)
     else:
         metrics_path.unlink(missing_ok=True)
+    train_step, eval_step = make_steps(graphdef, rest, optimizer)
     records.write_json(workdir / "config.json", json.loads(config.to_json()))
     meta_path = workdir / "meta.json"
     previous = records.read_json(meta_path) if meta_path.exists() and restored else None
@@ -254,7 +304,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         return out
 
     t0 = time.perf_counter()
-    losses, accs = [], []
+    losses, accs, pending = [], [], []
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", file=sys.stderr,
                mininterval=1.0, dynamic_ncols=True)
     try:
@@ -286,13 +336,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 record.update(step=step, epoch=round(step / steps_per_epoch, 4), wall_s=wall)
                 records.append_metrics(metrics_path, record)
             if step % tc.checkpoint_every == 0 or last:
-                _save(mngr, step, params, opt_state,
-                      {"step": step, "wall_s": wall, "seed": config.seed,
-                       "steps_per_epoch": steps_per_epoch})
+                training.commit_checkpoints(mngr, pending)  # the previous save, now complete
+                training.save_checkpoint(
+                    mngr, step, _state(params, opt_state, rest),
+                    {"step": step, "wall_s": wall, "seed": config.seed,
+                     "steps_per_epoch": steps_per_epoch})
+                pending = [step]
     finally:
         bar.close()
-        mngr.wait_until_finished()
-        mngr.close()
+        training.commit_checkpoints(mngr, pending)
 
     history = records.read_metrics(metrics_path)
     if restored is not None and restored[0] == total_steps:  # finished earlier: re-evaluate

@@ -3,18 +3,23 @@
     tnlib run CONFIG[:ARG] [--set key=value ...] [--workdir DIR] [--seed K]
 
 Errors in what was asked (unknown keys, wrong types, impossible values, missing
-data sets) print ``tnlib: error: ...`` to stderr and exit with status 2.
+data sets, a run directory locked by another run) print ``tnlib: error: ...`` to
+stderr and exit with status 2; a diverged run or a checkpoint that does not fit the
+model exits with status 1. A corrupt checkpoint that was set aside prints
+``tnlib: warning: ...`` and the run goes on from the previous one.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from . import TASKS, get_task
 from .config import ConfigError, apply_overrides, load_config, run_dir
 from .data import DataUnavailableError
+from .records import CheckpointError, CheckpointWarning, RunLockedError
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -32,7 +37,9 @@ examples:
 The run directory (default runs/<config>/<arg or default>/seed<k>/) receives
 config.json, meta.json (git commit, package versions), metrics.jsonl, checkpoints/,
 summary.json and curves.png. Running the same command again resumes from the latest
-checkpoint; a finished run is only re-evaluated.
+checkpoint (a corrupt one is reported and set aside, and the previous one is used); a
+finished run is only re-evaluated. While a run works, run.lock in its directory keeps a
+second run on the same directory out.
 """
 
 
@@ -100,12 +107,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    with warnings.catch_warnings():
+        show = warnings.showwarning
+
+        def showwarning(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, CheckpointWarning):
+                print(f"tnlib: warning: {message}", file=sys.stderr, flush=True)
+            else:
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = showwarning
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         return run(args)
-    except (ConfigError, DataUnavailableError) as e:
+    except (ConfigError, DataUnavailableError, RunLockedError) as e:
         print(f"tnlib: error: {e}", file=sys.stderr)
         return 2
-    except FloatingPointError as e:
+    except (FloatingPointError, CheckpointError) as e:
         print(f"tnlib: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

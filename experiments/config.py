@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import copy
 import importlib.util
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -25,6 +26,7 @@ import ml_collections
 __all__ = [
     "ConfigError",
     "apply_overrides",
+    "check_keys",
     "flat_keys",
     "load_config",
     "load_config_module",
@@ -212,10 +214,10 @@ def apply_overrides(
 Rule = tuple[str, Callable[[Any], bool], str]
 
 RULES: tuple[Rule, ...] = (
-    ("seed", lambda v: v >= 0, "an int >= 0"),
+    ("seed", lambda v: 0 <= v < 2**32, "an int in [0, 2**32)"),
     ("model.bond_dim", lambda v: v >= 1, "an int >= 1"),
     ("model.local_dim", lambda v: v >= 2, "an int >= 2"),
-    ("model.init_std", lambda v: v > 0, "a float > 0"),
+    ("model.init_std", lambda v: v >= 0, "a float >= 0 (0: identity cores)"),
     ("model.label_site", lambda v: v >= 0, "None (the middle site) or an int >= 0"),
     ("data.downsample", lambda v: v >= 1, "an int >= 1"),
     ("data.n_train", lambda v: v >= 1, "None (all) or an int >= 1"),
@@ -236,6 +238,57 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+# Dotted key -> the type its value must have (when present and not None). An int is
+# accepted for a float; a bool is never accepted for an int or a float; floats must
+# be finite (``1e999`` parses as inf).
+TYPES: dict[str, type] = {
+    "task": str, "seed": int,
+    "data.name": str, "data.n_train": int, "data.n_test": int, "data.downsample": int,
+    "data.use_validation_for_training": bool, "data.test_fraction": float,
+    "data.split_seed": int,
+    "model.name": str, "model.bond_dim": int, "model.local_dim": int, "model.label_site": int,
+    "model.init_std": float, "model.readout": str, "model.feature_map": str,
+    "train.batch_size": int, "train.eval_batch_size": int, "train.num_epochs": int,
+    "train.lr": float, "train.schedule": str, "train.end_lr_factor": float,
+    "train.warmup_steps": int, "train.weight_decay": float, "train.grad_clip_norm": float,
+    "train.log_every": int, "train.eval_every": int, "train.checkpoint_every": int,
+    "train.keep_checkpoints": int,
+}
+
+
+def _type_problem(value: Any, want: type) -> str | None:
+    """Why ``value`` is not a ``want`` (None when it is)."""
+    if want is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "a float"
+        if not math.isfinite(value):
+            return "a finite float"
+        return None
+    if want is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an int"
+    if want is bool:
+        return None if isinstance(value, bool) else "True or False"
+    return None if isinstance(value, want) else f"a {want.__name__}"
+
+
+def check_keys(config: ml_collections.ConfigDict, known: Mapping[str, Iterable[str]]) -> None:
+    """Raise :class:`ConfigError` for a key the task does not read (a typo in a config file).
+
+    ``known`` maps a section (``""`` for the top level, ``"train"``, ...) to its keys;
+    sections not in ``known`` are not checked.
+    """
+    for section, keys in known.items():
+        present, node = _get(config, section) if section else (True, config)
+        if not present or not isinstance(node, ml_collections.ConfigDict):
+            continue
+        keys = sorted(keys)
+        for key in sorted(node.keys()):
+            if key not in keys:
+                dotted = f"{section}.{key}" if section else key
+                raise ConfigError(f"unknown config key {dotted!r}; "
+                                  f"{section or 'the top level'} takes: {', '.join(keys)}")
+
+
 def _get(config: ml_collections.ConfigDict, key: str) -> tuple[bool, Any]:
     node: Any = config
     for part in key.split("."):
@@ -250,12 +303,27 @@ def validate(
     *,
     choices: Mapping[str, Iterable[str]] = (),
     rules: Iterable[Rule] = RULES,
+    types: Mapping[str, type] = TYPES,
+    required: Iterable[str] = (),
 ) -> None:
     """Raise :class:`ConfigError` naming the first key whose value is impossible.
 
-    ``choices`` maps a dotted key to its allowed values (the runner passes the
-    registered tasks, data sets and models).
+    Checked in this order: each key in ``required`` is present and not None; each key
+    in ``types`` that is present and not None has that type (ints pass for floats,
+    floats must be finite); ``choices`` maps a dotted key to its allowed values (the
+    runner passes the registered tasks, data sets and models); then ``rules``.
     """
+    for key in required:
+        present, value = _get(config, key)
+        if not present or value is None:
+            what = "is missing" if not present else "may not be None"
+            raise ConfigError(f"{key} {what}; the task needs it")
+    for key, want in dict(types).items():
+        present, value = _get(config, key)
+        if present and value is not None:
+            problem = _type_problem(value, want)
+            if problem:
+                raise ConfigError(f"{key}={value!r} has the wrong type; expected {problem}")
     for key, allowed in dict(choices).items():
         present, value = _get(config, key)
         allowed = sorted(allowed)

@@ -1,5 +1,9 @@
 """What a run leaves in its directory: ``config.json``, ``meta.json``, ``metrics.jsonl``,
-``summary.json`` and ``curves.png``.
+``summary.json``, ``curves.png`` and ``run.lock``.
+
+``run.lock`` is held with ``fcntl.flock`` for the lifetime of a run (:func:`lock_run_dir`),
+so a second run on the same directory fails at once; the operating system drops the
+lock when its process dies, even by SIGKILL, so a stale file never blocks a new run.
 
 ``metrics.jsonl`` holds one JSON object per line, one line per logged step, with
 strictly increasing ``step``; a resumed run first drops the lines past its checkpoint
@@ -8,21 +12,31 @@ strictly increasing ``step``; a resumed run first drops the lines past its check
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
+import fcntl
 import importlib.metadata
 import json
 import math
+import os
 import platform
+import socket
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "LOCK_FILE",
     "PACKAGES",
+    "CheckpointError",
+    "CheckpointWarning",
+    "RunLockedError",
     "append_metrics",
     "git_state",
+    "lock_run_dir",
     "make_meta",
     "package_versions",
     "plot_curves",
@@ -62,6 +76,62 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------- lock
+
+LOCK_FILE = "run.lock"
+
+
+class RunLockedError(RuntimeError):
+    """Another live process holds the run directory's lock."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was found corrupt or truncated and set aside; an older one is used
+    (raised by :func:`tnlib.experiments.training.restore_checkpoint`)."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint whose files are intact (its manifest matches) but that cannot be
+    restored into the current model: the code changed, not the disk."""
+
+
+@contextlib.contextmanager
+def lock_run_dir(workdir: Path) -> Iterator[Path]:
+    """Hold an exclusive ``fcntl.flock`` on ``workdir/run.lock`` for the ``with`` block.
+
+    The directory must exist. The lock file records the holder's PID and host; it is
+    left in place afterwards (deleting lock files races with the next holder). The lock
+    is advisory and local to one machine: on network file systems that do not support
+    ``flock`` two hosts are not kept apart.
+
+    Raises:
+      RunLockedError: another process holds the lock; the message names the directory
+        and the holder's PID.
+    """
+    path = Path(workdir) / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        try:
+            holder = path.read_text().strip() or "PID unknown"
+        except OSError:
+            holder = "PID unknown"
+        raise RunLockedError(
+            f"run directory {Path(workdir)} is in use by another tnlib run ({holder}; lock "
+            f"file {path}); wait for it to finish or pass another --workdir"
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"PID {os.getpid()} on {socket.gethostname()} since {now_iso()}\n".encode())
+        yield path
+    finally:
+        os.close(fd)  # releases the flock
 
 
 # --------------------------------------------------------------------------- meta

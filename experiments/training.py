@@ -4,24 +4,60 @@ The data order is a pure function of ``(seed, epoch)``: step ``s`` of a run read
 batch ``s % steps_per_epoch`` of the permutation for epoch ``s // steps_per_epoch``.
 A run resumed from a checkpoint at step ``K`` therefore sees exactly the batches the
 uninterrupted run would have seen, with no RNG state to save beyond ``(seed, K)``.
+
+Checkpoints are orbax step directories ``checkpoints/<step>/``. Orbax writes each one
+to a temporary directory and renames it when complete, so a run killed mid-save
+leaves no half-written step. After a save has finished, :func:`commit_checkpoints`
+adds ``tnlib_manifest.json`` to the step directory: the size and SHA-256 of every
+file. :func:`restore_checkpoint` walks the steps from the newest down, verifies the
+manifest (orbax itself does not notice flipped bytes: it restores them as wrong
+numbers), restores with orbax, and moves a step that fails either check to
+``checkpoints.corrupt/`` with a :class:`CheckpointWarning` naming the step and the
+file, then tries the previous step.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from .records import CheckpointError, CheckpointWarning
+
 __all__ = [
+    "MANIFEST",
+    "TRAIN_KEYS",
+    "CheckpointError",
+    "CheckpointWarning",
     "batch_indices",
     "checkpoint_manager",
+    "checkpoint_path",
+    "commit_checkpoints",
     "epoch_permutation",
     "make_optimizer",
     "make_schedule",
+    "restore_checkpoint",
+    "save_checkpoint",
+    "verify_manifest",
+    "write_manifest",
 ]
+
+# Keys of config.train read by make_schedule / make_optimizer and the training loop.
+TRAIN_KEYS = (
+    "batch_size", "eval_batch_size", "num_epochs", "lr", "schedule", "end_lr_factor",
+    "warmup_steps", "weight_decay", "grad_clip_norm", "log_every", "eval_every",
+    "checkpoint_every", "keep_checkpoints",
+)
 
 
 # --------------------------------------------------------------------------- optimizer
@@ -82,6 +118,9 @@ def batch_indices(seed: int, step: int, n: int, batch_size: int) -> np.ndarray:
 # --------------------------------------------------------------------------- checkpoints
 
 
+MANIFEST = "tnlib_manifest.json"
+
+
 def checkpoint_manager(directory: Path, keep: int) -> ocp.CheckpointManager:
     """An orbax manager keeping the last ``keep`` checkpoints under ``directory``.
 
@@ -90,3 +129,129 @@ def checkpoint_manager(directory: Path, keep: int) -> ocp.CheckpointManager:
     """
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+
+def checkpoint_path(mngr: ocp.CheckpointManager, step: int) -> Path:
+    """The directory of ``step`` (orbax's default step naming: the bare number)."""
+    return Path(mngr.directory) / str(step)
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files(step_dir: Path) -> list[Path]:
+    return sorted(p for p in Path(step_dir).rglob("*") if p.is_file() and p.name != MANIFEST
+                  and not p.name.endswith(".tmp"))
+
+
+def write_manifest(step_dir: Path, step: int) -> Path:
+    """Write ``step_dir/tnlib_manifest.json`` (size and SHA-256 of every file), atomically."""
+    step_dir = Path(step_dir)
+    files = {str(p.relative_to(step_dir)): {"size": p.stat().st_size, "sha256": _digest(p)}
+             for p in _files(step_dir)}
+    path = step_dir / MANIFEST
+    tmp = path.with_name(MANIFEST + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump({"step": step, "files": files}, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    return path
+
+
+def verify_manifest(step_dir: Path) -> tuple[bool, str | None]:
+    """``(has_manifest, problem)``: ``problem`` names the first file that is missing or
+    whose size or SHA-256 differs from the manifest (``None`` when all match)."""
+    path = Path(step_dir) / MANIFEST
+    if not path.exists():
+        return False, None
+    try:
+        files = json.loads(path.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return True, f"its manifest {path} is unreadable ({e})"
+    for rel, want in sorted(files.items()):
+        p = Path(step_dir) / rel
+        if not p.is_file():
+            return True, f"file {p} is missing"
+        if p.stat().st_size != want["size"]:
+            return True, f"file {p} has {p.stat().st_size} bytes, the manifest says {want['size']}"
+        if _digest(p) != want["sha256"]:
+            return True, f"file {p} does not match its SHA-256 in the manifest"
+    return True, None
+
+
+def save_checkpoint(mngr: ocp.CheckpointManager, step: int, state: Any,
+                    meta: dict[str, Any]) -> None:
+    """Start saving ``state`` (a pytree of arrays) and the JSON ``meta`` as ``step``.
+
+    Asynchronous; call :func:`commit_checkpoints` (at the next save and at the end) to
+    wait for it and write its manifest.
+    """
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                            meta=ocp.args.JsonSave(meta)))
+
+
+def commit_checkpoints(mngr: ocp.CheckpointManager, steps: Iterable[int]) -> list[int]:
+    """Wait for pending saves, then write the manifest of each of ``steps`` still on disk
+    (orbax may have deleted old ones); returns the steps committed."""
+    mngr.wait_until_finished()
+    done = []
+    for step in steps:
+        step_dir = checkpoint_path(mngr, step)
+        if step_dir.is_dir() and not (step_dir / MANIFEST).exists():
+            write_manifest(step_dir, step)
+            done.append(step)
+    return done
+
+
+def _set_aside(step_dir: Path, quarantine: Path) -> Path:
+    quarantine.mkdir(parents=True, exist_ok=True)
+    dest, k = quarantine / step_dir.name, 1
+    while dest.exists():
+        dest, k = quarantine / f"{step_dir.name}.{k}", k + 1
+    shutil.move(str(step_dir), str(dest))
+    return dest
+
+
+def restore_checkpoint(
+    mngr: ocp.CheckpointManager,
+    abstract_state: Any,
+    *,
+    quarantine: Path,
+) -> tuple[int, Any, dict[str, Any]] | None:
+    """``(step, state, meta)`` of the newest checkpoint that verifies and restores, or None.
+
+    A step whose manifest does not match its files, or that has no manifest (killed
+    between orbax's commit and ours) and that orbax cannot read, is moved to
+    ``quarantine`` with a :class:`CheckpointWarning` naming the step and the file, and
+    the previous step is tried. A step whose manifest matches but that orbax cannot
+    restore into ``abstract_state`` raises :class:`CheckpointError` (a code change,
+    not a damaged disk: nothing is moved).
+    """
+    for step in sorted(mngr.all_steps(), reverse=True):
+        step_dir = checkpoint_path(mngr, step)
+        has_manifest, problem = verify_manifest(step_dir)
+        if problem is None:
+            try:
+                out = mngr.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+                return step, out.state, dict(out.meta)
+            except Exception as e:  # orbax / tensorstore raise many types for bad files
+                if has_manifest:
+                    raise CheckpointError(
+                        f"checkpoint step {step} in {step_dir} is intact but does not fit this "
+                        f"run's model and optimizer ({type(e).__name__}: {str(e)[:300]}); use "
+                        "another --workdir"
+                    ) from e
+                problem = f"orbax cannot read it: {type(e).__name__}: {str(e)[:300]}"
+        dest = _set_aside(step_dir, Path(quarantine))
+        msg = (f"checkpoint step {step} is corrupt or truncated: {problem}; moved it to "
+               f"{dest} and trying the previous checkpoint")
+        warnings.warn(msg, CheckpointWarning, stacklevel=2)
+        mngr.reload()
+    return None

@@ -124,7 +124,12 @@ def test_configs_load_and_validate(path, arg):
     module = cfg.load_config_module(path)
     assert "tnlib run configs/" in module.__doc__
     c = module.get_config(arg)
-    cfg.validate(c)
+    from tnlib.experiments import TASKS, get_task
+
+    if c.task in TASKS:  # each task owns its rules (a sweep's init_std may be 0)
+        get_task(c.task).check_config(c)
+    else:  # a task module not registered yet: types only
+        cfg.validate(c, rules=())
     with pytest.raises(ConfigError, match="unknown config argument"):
         module.get_config("no_such_option")
 
@@ -135,3 +140,88 @@ def test_load_config_errors(tmp_path):
     (tmp_path / "empty.py").write_text("x = 1\n")
     with pytest.raises(ConfigError, match="get_config"):
         cfg.load_config(str(tmp_path / "empty.py"))
+
+
+# --------------------------------------------------------------------------- reliability:
+# every way a config can be wrong stops the run before any work, naming the key.
+
+DIGITS = ROOT / "configs" / "mps_digits.py"
+
+
+def digits(arg="smoke", **changes):
+    """The digits smoke config with ``changes`` ({dotted key: value}) written in directly,
+    as a config file would (bypassing --set's type checks)."""
+    c = cfg.load_config_module(DIGITS).get_config(arg)
+    with c.ignore_type():
+        for key, value in changes.items():
+            *parents, leaf = key.split(".")
+            node = c
+            for p in parents:
+                node = node[p]
+            node[leaf] = value
+    return c
+
+
+@pytest.mark.parametrize(
+    "key, value, needle",
+    [("model.bond_dim", 2.5, "expected an int"), ("model.bond_dim", True, "expected an int"),
+     ("train.lr", "3e-3", "expected a float"), ("train.lr", float("inf"), "a finite float"),
+     ("train.lr", float("nan"), "a finite float"), ("train.num_epochs", 2.0, "expected an int"),
+     ("seed", 2**40, "[0, 2**32)"), ("model.init_std", -1.0, "a float >= 0"),
+     ("train.lr", None, "may not be None"), ("train.batch_size", 300, "exceeds data.n_train")],
+)
+def test_config_file_errors_name_the_key(key, value, needle):
+    from tnlib.experiments import classification
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as e:
+        classification.check_config(digits(**{key: value}))
+    assert needle in str(e.value)
+
+
+def test_inf_from_the_command_line_is_rejected():
+    c = cfg.apply_overrides(digits(), ["train.lr=1e999"])  # Python reads 1e999 as inf
+    with pytest.raises(ConfigError, match=r"train\.lr=inf .*finite"):
+        cfg.validate(c)
+
+
+@pytest.mark.parametrize("key", ["train.num_epoch", "model.bond_dimension", "trian", "model.nme"])
+def test_unknown_keys_in_a_config_file(key):
+    from tnlib.experiments import classification
+
+    c = digits()
+    *parents, leaf = key.split(".")
+    node = c
+    for p in parents:
+        node = node[p]
+    node[leaf] = 3
+    with pytest.raises(ConfigError, match=f"unknown config key '{key}'"):
+        classification.check_config(c)
+
+
+def test_missing_required_key():
+    from tnlib.experiments import classification
+
+    c = digits()
+    del c.train["lr"]
+    with pytest.raises(ConfigError, match=r"train\.lr is missing"):
+        classification.check_config(c)
+
+
+@pytest.mark.parametrize(
+    "changes, key, needle",
+    [({"train.warmup_steps": 16}, "train.warmup_steps", "smaller than the run's 16 steps"),
+     ({"model.label_site": 65}, "label_site", "must be an int in [0, 64]"),
+     ({"data.n_train": None, "train.batch_size": 2000}, "train.batch_size",
+      "exceeds the 1437 training examples"),
+     ({"data.n_test": 1000}, "data.n_test", "exceeds the 360 test examples"),
+     ({"data.test_fraction": 1.5}, "test_fraction", "must lie in (0, 1)")],
+)
+def test_combinations_known_after_loading_stop_before_any_work(changes, key, needle, tmp_path):
+    """Checks that need the data (its size, the number of sites) still run before the run
+    directory is created."""
+    from tnlib.experiments import classification
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as e:
+        classification.train_and_evaluate(digits(**changes), tmp_path / "w")
+    assert needle in str(e.value)
+    assert not (tmp_path / "w").exists()

@@ -39,6 +39,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.init_std = 1e-2
     c.model.readout = "linear"
 
+    # Devices: all of them on the data axis (see "Running on many devices" in the README).
+    c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})
+
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32
     c.train.eval_batch_size = 512

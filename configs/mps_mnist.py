@@ -38,6 +38,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.init_std = 1e-4  # near-identity cores: signal crosses ~100 sites at init
     c.model.readout = "linear"
 
+    # Devices: all of them on the data axis (see "Running on many devices" in the README).
+    c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})
+
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 64
     c.train.eval_batch_size = 1000

@@ -28,7 +28,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from . import data as data_lib
-from . import records, training
+from . import records, sharding, training
 from .config import ConfigError, check_keys, validate
 
 __all__ = [
@@ -57,7 +57,16 @@ def _mps_classifier(cfg: ml_collections.ConfigDict, n_sites: int, n_classes: int
     return MPSClassifier(n_sites, n_classes, **kwargs, rngs=rngs)
 
 
-MODELS: dict[str, Callable[..., nnx.Module]] = {"mps_classifier": _mps_classifier}
+def _structured_mlp(cfg: ml_collections.ConfigDict, n_sites: int, n_classes: int, rngs):
+    """``StructuredMLP(n_sites, n_classes, **model config except name, rngs=rngs)``."""
+    from tnlib.models import StructuredMLP
+
+    kwargs = {k: v for k, v in cfg.items() if k != "name"}
+    return StructuredMLP(n_sites, n_classes, **kwargs, rngs=rngs)
+
+
+MODELS: dict[str, Callable[..., nnx.Module]] = {"mps_classifier": _mps_classifier,
+                                                "structured_mlp": _structured_mlp}
 
 
 def build_model(cfg: ml_collections.ConfigDict, n_sites: int, n_classes: int, seed: int):
@@ -73,12 +82,12 @@ def build_model(cfg: ml_collections.ConfigDict, n_sites: int, n_classes: int, se
 def model_options(name: str) -> list[str]:
     """Config keys ``model.<key>`` the model ``name`` (a key of :data:`MODELS`) accepts,
     besides ``name``: the keyword arguments of its class, less those the runner sets."""
-    from tnlib.models import MPSClassifier
+    from tnlib.models import MPSClassifier, StructuredMLP
 
-    classes = {"mps_classifier": MPSClassifier}
+    classes = {"mps_classifier": MPSClassifier, "structured_mlp": StructuredMLP}
     params = inspect.signature(classes[name].__init__).parameters
-    return [k for k in params if k not in ("self", "n_sites", "n_classes", "rngs", "dtype",
-                                            "param_dtype")]
+    return [k for k in params if k not in ("self", "n_sites", "in_features", "n_classes", "rngs",
+                                            "dtype", "param_dtype")]
 
 
 REQUIRED = ("task", "seed", "data.name", "model.name") + tuple(
@@ -90,12 +99,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     """Raise ConfigError for an impossible config, before any data is loaded.
 
     Checks: required keys, unknown keys (top level, ``train``, ``model``, ``data``),
-    types, allowed names, value ranges, and ``train.batch_size <= data.n_train`` when
-    ``n_train`` is given (otherwise after loading, still before any work).
+    types, allowed names, value ranges, ``train.batch_size <= data.n_train`` when
+    ``n_train`` is given (otherwise after loading, still before any work), and that the
+    optional ``mesh`` section fits the devices and divides the batch.
     """
     validate(config, choices={"task": ["classification"], "model.name": MODELS,
                               "data.name": data_lib.LOADERS}, required=REQUIRED)
-    check_keys(config, {"": ("task", "seed", "data", "model", "train"),
+    check_keys(config, {"": ("task", "seed", "data", "model", "train", "mesh"),
                         "train": training.TRAIN_KEYS,
                         "model": ["name", *model_options(config.model.name)]})
     extra = {k for k in config.data if k not in ("name", "n_train", "n_test")}
@@ -107,6 +117,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if n_train is not None and config.train.batch_size > n_train:
         raise ConfigError(f"train.batch_size={config.train.batch_size} exceeds "
                           f"data.n_train={n_train}: not one full batch per epoch")
+    n_data = sharding.mesh_shape(config.get("mesh"), jax.device_count())[sharding.DATA]
+    if config.train.batch_size % n_data:
+        raise ConfigError(f"train.batch_size={config.train.batch_size} does not split over "
+                          f"the {n_data} devices of mesh.data; make it a multiple of {n_data}")
 
 
 def check_schedule(tc: ml_collections.ConfigDict, total_steps: int) -> None:
@@ -169,11 +183,17 @@ def make_steps(graphdef, rest, optimizer: optax.GradientTransformation):
     return train_step, eval_step
 
 
-def evaluate(eval_step, params, split: Split, batch_size: int) -> dict[str, float]:
-    """Mean loss and accuracy over ``split``; the last batch is padded (one compilation)."""
+def evaluate(eval_step, params, split: Split, batch_size: int, mesh=None) -> dict[str, float]:
+    """Mean loss and accuracy over ``split``; the last batch is padded (one compilation).
+
+    With ``mesh``, batches are split over its ``data`` axis (the batch size is rounded
+    up to a multiple of that axis; padded rows are masked out).
+    """
     x, y = split
     n = len(x)
     batch_size = min(batch_size, n)
+    if mesh is not None:
+        batch_size = -(-batch_size // mesh.shape[sharding.DATA]) * mesh.shape[sharding.DATA]
     total_loss, total_correct = 0.0, 0
     for start in range(0, n, batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
@@ -183,6 +203,8 @@ def evaluate(eval_step, params, split: Split, batch_size: int) -> dict[str, floa
             mask[len(xb) :] = False
             xb = np.concatenate([xb, np.zeros((pad, x.shape[1]), x.dtype)])
             yb = np.concatenate([yb, np.zeros(pad, y.dtype)])
+        if mesh is not None:
+            xb, yb, mask = sharding.shard_batch(mesh, xb, yb, mask)
         loss, correct = eval_step(params, xb, yb, mask)
         total_loss += float(loss)
         total_correct += int(correct)
@@ -207,12 +229,17 @@ def _state(params, opt_state, rest) -> dict[str, Any]:
 
 
 def _check_resumable(workdir: Path, config: ml_collections.ConfigDict) -> None:
-    """Refuse to resume a run directory that was started with a different config."""
+    """Refuse to resume a run directory that was started with a different config
+    (other than its ``mesh``)."""
     path = workdir / "config.json"
     ckpt = workdir / "checkpoints"
     if not ckpt.is_dir() or not any(p.name.isdigit() for p in ckpt.iterdir()):
         return
-    if path.exists() and records.read_json(path) != json.loads(config.to_json()):
+    # The mesh may change between sessions (a checkpoint restores onto any mesh shape).
+    def same(c):
+        return {k: v for k, v in c.items() if k != "mesh"}
+
+    if path.exists() and same(records.read_json(path)) != same(json.loads(config.to_json())):
         raise ConfigError(
             f"{workdir} holds checkpoints of a run with a different config ({path}); "
             "use another --workdir or delete that directory"
@@ -239,7 +266,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     check_config(config)
     workdir = Path(workdir)
     with contextlib.ExitStack() as stack:
-        if workdir.is_dir():  # fail fast, before loading data, when another run holds it
+        if workdir.is_dir() and sharding.is_main_process():  # fail fast, before loading data
             stack.enter_context(records.lock_run_dir(workdir))
             _check_resumable(workdir, config)
         return _train_locked(config, workdir, stack)
@@ -259,16 +286,21 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
     total_steps = steps_per_epoch * tc.num_epochs
     check_schedule(tc, total_steps)
 
+    mesh = sharding.make_mesh(config.get("mesh"))
     model = build_model(config.model, n_sites, n_classes, config.seed)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    params = sharding.shard_params(model, params, mesh)
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
     if not workdir.is_dir():  # only now: config errors leave no trace
         workdir.mkdir(parents=True, exist_ok=True)
-        stack.enter_context(records.lock_run_dir(workdir))
+        if sharding.is_main_process():
+            stack.enter_context(records.lock_run_dir(workdir))
         _check_resumable(workdir, config)  # another process may have created it meanwhile
     schedule = training.make_schedule(tc, total_steps)
     optimizer = training.make_optimizer(tc, schedule)
-    opt_state = optimizer.init(params)
+    opt_state = sharding.replicate(optimizer.init(params), mesh)
+    rest = sharding.replicate(rest, mesh)
+    main = sharding.is_main_process()  # process 0 writes the records; all save checkpoints
 
     mngr = training.checkpoint_manager(workdir / "checkpoints", tc.keep_checkpoints)
     stack.callback(mngr.close)
@@ -282,36 +314,40 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
         params, opt_state = state["params"], state["opt_state"]
         rest = state.get("rest", rest)
         wall_before = float(ck_meta.get("wall_s", 0.0))
-        records.truncate_metrics(metrics_path, step)
-        print(f"resumed from step {step}", flush=True)
-    else:
+        if main:
+            records.truncate_metrics(metrics_path, step)
+            print(f"resumed from step {step}", flush=True)
+    elif main:
         metrics_path.unlink(missing_ok=True)
     train_step, eval_step = make_steps(graphdef, rest, optimizer)
-    records.write_json(workdir / "config.json", json.loads(config.to_json()))
-    meta_path = workdir / "meta.json"
-    previous = records.read_json(meta_path) if meta_path.exists() and restored else None
-    meta = records.make_meta(previous, start_step=step, devices=[str(d) for d in jax.devices()])
-    meta.update(task=config.task, n_params=n_params, n_train=n_train, n_sites=n_sites,
-                total_steps=total_steps, steps_per_epoch=steps_per_epoch)
-    records.write_json(meta_path, meta)
+    if main:
+        records.write_json(workdir / "config.json", json.loads(config.to_json()))
+        meta_path = workdir / "meta.json"
+        previous = records.read_json(meta_path) if meta_path.exists() and restored else None
+        meta = records.make_meta(previous, start_step=step,
+                                 devices=[str(d) for d in jax.devices()])
+        meta.update(task=config.task, n_params=n_params, n_train=n_train, n_sites=n_sites,
+                    total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                    mesh=dict(mesh.shape), processes=jax.process_count())
+        records.write_json(meta_path, meta)
 
     def eval_all(params) -> dict[str, float]:
         out = {}
         for name in ("validation", "test"):
             if name in splits:
-                r = evaluate(eval_step, params, splits[name], tc.eval_batch_size)
+                r = evaluate(eval_step, params, splits[name], tc.eval_batch_size, mesh)
                 out.update({f"{name}_loss": r["loss"], f"{name}_acc": r["acc"]})
         return out
 
     t0 = time.perf_counter()
-    losses, accs, pending = [], [], []
+    losses, accs, pending, last_record = [], [], [], {}
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", file=sys.stderr,
-               mininterval=1.0, dynamic_ncols=True)
+               mininterval=1.0, dynamic_ncols=True, disable=not main)
     try:
         while step < total_steps:
             idx = training.batch_indices(config.seed, step, n_train, tc.batch_size)
-            params, opt_state, loss, acc = train_step(params, opt_state, x_train[idx],
-                                                      y_train[idx])
+            xb, yb = sharding.shard_batch(mesh, x_train[idx], y_train[idx])
+            params, opt_state, loss, acc = train_step(params, opt_state, xb, yb)
             step += 1
             losses.append(loss)
             accs.append(acc)
@@ -334,7 +370,9 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
             wall = wall_before + time.perf_counter() - t0
             if record:
                 record.update(step=step, epoch=round(step / steps_per_epoch, 4), wall_s=wall)
-                records.append_metrics(metrics_path, record)
+                last_record = record
+                if main:
+                    records.append_metrics(metrics_path, record)
             if step % tc.checkpoint_every == 0 or last:
                 training.commit_checkpoints(mngr, pending)  # the previous save, now complete
                 training.save_checkpoint(
@@ -346,21 +384,21 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
         bar.close()
         training.commit_checkpoints(mngr, pending)
 
-    history = records.read_metrics(metrics_path)
     if restored is not None and restored[0] == total_steps:  # finished earlier: re-evaluate
         final = eval_all(params)
         wall = wall_before
-    else:
-        final = {k: v for k, v in history[-1].items() if k.startswith(("test_", "validation_"))}
-        wall = history[-1]["wall_s"]
+    else:  # the last step always logs an evaluation
+        final = {k: v for k, v in last_record.items() if k.startswith(("test_", "validation_"))}
+        wall = last_record["wall_s"]
     summary = {"test_accuracy": final["test_acc"], "test_loss": final["test_loss"],
                "steps": step, "wall_s": wall, "n_params": n_params, "n_train": n_train,
                "n_test": len(splits["test"][0])}
     if "validation_acc" in final:
         summary.update(validation_accuracy=final["validation_acc"],
                        validation_loss=final["validation_loss"])
-    records.write_json(workdir / "summary.json", summary)
-    records.plot_curves(history, workdir / "curves.png",
-                        title=f"{config.model.name} on {config.data.name}")
-    print(_summary_line(summary), flush=True)
+    if main:
+        records.write_json(workdir / "summary.json", summary)
+        records.plot_curves(records.read_metrics(metrics_path), workdir / "curves.png",
+                            title=f"{config.model.name} on {config.data.name}")
+        print(_summary_line(summary), flush=True)
     return summary

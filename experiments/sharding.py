@@ -33,6 +33,7 @@ __all__ = [
     "is_main_process",
     "make_mesh",
     "mesh_shape",
+    "replicate",
     "shard_batch",
     "shard_params",
 ]
@@ -168,3 +169,16 @@ def shard_params(model: nnx.Module, params: nnx.State, mesh: Mesh) -> nnx.State:
         return jax.device_put(leaf, NamedSharding(mesh, spec))
 
     return jax.tree_util.tree_map_with_path(place, params)
+
+
+def replicate(tree, mesh: Mesh):
+    """Replicate over ``mesh`` every array leaf of ``tree`` not already laid out on it
+    (optimizer step counts, RNG state), so one jitted step sees one device set."""
+
+    def place(leaf):
+        sh = getattr(leaf, "sharding", None)
+        if isinstance(sh, NamedSharding) and sh.mesh == mesh:
+            return leaf
+        return jax.device_put(leaf, NamedSharding(mesh, PartitionSpec()))
+
+    return jax.tree.map(place, tree)

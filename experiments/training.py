@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 import optax
@@ -198,8 +199,11 @@ def save_checkpoint(mngr: ocp.CheckpointManager, step: int, state: Any,
 
 def commit_checkpoints(mngr: ocp.CheckpointManager, steps: Iterable[int]) -> list[int]:
     """Wait for pending saves, then write the manifest of each of ``steps`` still on disk
-    (orbax may have deleted old ones); returns the steps committed."""
+    (orbax may have deleted old ones); returns the steps committed. In a multi-process
+    run only process 0 writes manifests (orbax has already synchronised the save)."""
     mngr.wait_until_finished()
+    if jax.process_index() != 0:
+        return []
     done = []
     for step in steps:
         step_dir = checkpoint_path(mngr, step)

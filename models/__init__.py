@@ -3,6 +3,7 @@
 from tnlib.models.born import MPSBornMachine
 from tnlib.models.conv import CPConv, TuckerConv
 from tnlib.models.embedding import TTEmbedding
+from tnlib.models.mlp import StructuredMLP
 from tnlib.models.mps import MPSClassifier, local_feature_map
 from tnlib.models.structured import (
     BTTLinear,
@@ -17,6 +18,6 @@ from tnlib.models.structured import (
 
 __all__ = [
     "BTTLinear", "CPConv", "KroneckerLinear", "LowRankLinear", "MonarchLinear",
-    "MPSBornMachine", "MPSClassifier", "TTEmbedding", "TTLinear", "TuckerConv",
+    "MPSBornMachine", "MPSClassifier", "StructuredMLP", "TTEmbedding", "TTLinear", "TuckerConv",
     "balanced_factors", "layer_lr_multipliers", "local_feature_map", "structured_optimizer",
 ]

@@ -89,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
     if task_name not in TASKS:
         raise ConfigError(f"task={task_name!r} is not one of {', '.join(sorted(TASKS))}")
     task = get_task(task_name)
+    if config.get("mesh") is not None:  # before anything touches the devices
+        from .sharding import initialize_distributed
+
+        initialize_distributed()
     task.check_config(config)
     workdir = args.workdir or run_dir(path, arg, config.get("seed", 0))
     if args.print_config:

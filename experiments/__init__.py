@@ -16,6 +16,7 @@ __all__ = ["TASKS", "get_task"]
 TASKS: dict[str, str] = {
     "classification": ".classification",
     "search": ".search",
+    "sweep": ".sweep",
 }
 
 

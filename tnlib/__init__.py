@@ -6,7 +6,20 @@ experiments in ``tnlib.experiments``; ``tnlib.interop`` converts to and from
 tensornetwork, quimb and tensorly.
 """
 
-from tnlib import btt, cp, linalg, network, riemannian, serialize, struct, tr, tree, tt, tucker
+from tnlib import (
+    btt,
+    cp,
+    linalg,
+    network,
+    riemannian,
+    serialize,
+    struct,
+    sweep,
+    tr,
+    tree,
+    tt,
+    tucker,
+)
 from tnlib.cp import CP
 from tnlib.network import Network
 from tnlib.tr import TensorRing
@@ -17,8 +30,8 @@ from tnlib.tucker import Tucker
 __version__ = "0.1.0"
 
 __all__ = [
-    "btt", "cp", "linalg", "network", "riemannian", "serialize", "struct", "tr", "tree", "tt",
-    "tucker",
+    "btt", "cp", "linalg", "network", "riemannian", "serialize", "struct", "sweep", "tr", "tree",
+    "tt", "tucker",
     "CP", "Network", "TensorRing", "TensorTrain", "TTMatrix", "TreeTN", "Tucker",
     "__version__",
 ]

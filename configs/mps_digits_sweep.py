@@ -1,0 +1,60 @@
+"""MPS classifier on scikit-learn's 8x8 digits trained by DMRG-style two-site sweeps
+(Stoudenmire & Schwab 2016), the counterpart of ``configs/mps_digits.py``:
+
+    tnlib run configs/mps_digits_sweep.py             # 64 sites, bonds up to 20, 4 sweeps
+    tnlib run configs/mps_digits_sweep.py:chi=10      # another maximum bond dimension
+    tnlib run configs/mps_digits_sweep.py:smoke       # a few seconds (used by the test suite)
+
+Arguments (comma-separated): ``chi=<int>`` (maximum bond dimension, default 20),
+``smoke``. Bonds start at ``model.init_bond`` (a product state) and grow by
+truncated SVD up to ``chi``; ``metrics.jsonl`` logs them after every sweep.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from tnlib.experiments.config import parse_arg
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    opts = parse_arg(arg, {"smoke": False, "chi": 20})
+    c = ml_collections.ConfigDict()
+    c.task = "sweep"
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "digits"
+    c.data.n_train = config_dict.placeholder(int)  # None: all 1437 training images
+    c.data.n_test = config_dict.placeholder(int)  # None: all 360 test images
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "mps_sweep"
+    c.model.max_bond = opts["chi"]
+    c.model.init_bond = 1  # a product state: bonds grow from 1
+    c.model.local_dim = 2
+    c.model.feature_map = "cos_sin"
+    c.model.init_std = 1e-3  # noise of the first label core
+
+    c.train = ml_collections.ConfigDict()
+    c.train.num_sweeps = 4
+    c.train.loss = "squared"  # the paper's cost; cross_entropy reached 0.958-0.961
+    c.train.lr = 1.0  # gradient step on each bond tensor
+    c.train.momentum = 0.8  # Nesterov momentum of those steps
+    c.train.schedule = "constant"
+    c.train.end_lr_factor = 1.0
+    c.train.local_steps = 10
+    c.train.cutoff = 1e-3  # singular values below cutoff * the largest are dropped
+    c.train.eval_batch_size = 512
+    c.train.checkpoint_every = 1
+    c.train.keep_checkpoints = 3
+
+    if opts["smoke"]:
+        c.data.n_train = 128
+        c.data.n_test = 64
+        c.model.max_bond = min(c.model.max_bond, 4)
+        c.train.num_sweeps = 2
+        c.train.local_steps = 2
+        c.train.eval_batch_size = 64  # train and test in batches of one shape: one compile
+    return c

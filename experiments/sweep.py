@@ -1,0 +1,313 @@
+"""MPS classifier trained by DMRG-style two-site sweeps: ``train_and_evaluate(config, workdir)``.
+
+The model is a :class:`tnlib.sweep.LabelledMPS` (the classifier of Stoudenmire &
+Schwab 2016 with the class index on one pixel core) trained by
+:func:`tnlib.sweep.sweep`: full-batch gradient steps on each bond tensor with the
+training set's environments cached, truncated SVD with ``model.max_bond`` and
+``train.cutoff``. One logged step is one sweep (right to the end and back); each
+line of ``metrics.jsonl`` carries the train / validation / test loss and accuracy
+and the bond dimensions kept (``bond_dims``, all ``L + 1`` of them). A checkpoint
+(orbax) is written after every ``train.checkpoint_every`` sweeps and a run started
+again resumes from the last one; the environments are recomputed from the model, so
+a resumed run continues exactly as an uninterrupted one.
+
+:func:`to_classifier` / :func:`from_classifier` convert to and from
+:class:`tnlib.models.MPSClassifier`, so a sweep-trained model can be evaluated,
+saved or fine-tuned with the gradient-training code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+from tqdm.auto import tqdm
+
+from tnlib import sweep as sw
+from tnlib.models.mps import FEATURE_MAPS, MPSClassifier, local_feature_map
+
+from . import data as data_lib
+from . import records, training
+from .classification import _check_resumable, _summary_line, load_data
+from .config import ConfigError, validate
+
+__all__ = ["check_config", "from_classifier", "to_classifier", "train_and_evaluate"]
+
+RULES = (
+    ("seed", lambda v: v >= 0, "an int >= 0"),
+    ("model.max_bond", lambda v: v >= 1, "an int >= 1"),
+    ("model.init_bond", lambda v: v >= 1, "an int >= 1"),
+    ("model.local_dim", lambda v: v >= 2, "an int >= 2"),
+    ("model.init_std", lambda v: v >= 0, "a float >= 0"),
+    ("data.downsample", lambda v: v >= 1, "an int >= 1"),
+    ("data.n_train", lambda v: v >= 1, "None (all) or an int >= 1"),
+    ("data.n_test", lambda v: v >= 1, "None (all) or an int >= 1"),
+    ("train.num_sweeps", lambda v: v >= 1, "an int >= 1"),
+    ("train.lr", lambda v: v > 0, "a float > 0"),
+    ("train.end_lr_factor", lambda v: 0 <= v <= 1, "a float in [0, 1]"),
+    ("train.local_steps", lambda v: v >= 0, "an int >= 0"),
+    ("train.momentum", lambda v: 0 <= v < 1, "a float in [0, 1)"),
+    ("train.cutoff", lambda v: 0 <= v < 1, "a float in [0, 1)"),
+    ("train.eval_batch_size", lambda v: v >= 1, "an int >= 1"),
+    ("train.checkpoint_every", lambda v: v >= 1, "an int >= 1"),
+    ("train.keep_checkpoints", lambda v: v >= 1, "an int >= 1"),
+)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Raise ConfigError for an impossible config, before any data is loaded."""
+    validate(config, choices={"task": ["sweep"], "model.name": ["mps_sweep"],
+                              "model.feature_map": FEATURE_MAPS, "train.loss": sw.LOSSES,
+                              "train.schedule": ["constant", "cosine"],
+                              "data.name": data_lib.LOADERS}, rules=RULES)
+    if config.model.init_bond > config.model.max_bond:
+        raise ConfigError(f"model.init_bond={config.model.init_bond} exceeds "
+                          f"model.max_bond={config.model.max_bond}")
+    if config.model.feature_map == "linear" and config.model.local_dim != 2:
+        raise ConfigError("model.feature_map='linear' needs model.local_dim=2")
+    extra = {k for k in config.data if k not in ("name", "n_train", "n_test")}
+    unknown = sorted(extra - set(data_lib.loader_options(config.data.name)))
+    if unknown:
+        raise ConfigError(f"data.{unknown[0]}: data set {config.data.name!r} has no such option; "
+                          f"it takes {data_lib.loader_options(config.data.name)}")
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def from_classifier(model: MPSClassifier, max_bond: int | None = None) -> sw.LabelledMPS:
+    """The :class:`~tnlib.sweep.LabelledMPS` of an ``MPSClassifier``, exactly.
+
+    The label core is merged into the pixel core after it (before it when
+    ``label_site == n_sites``), which becomes the labelled site. Bonds are padded to
+    ``max_bond`` (default the classifier's ``bond_dim``; not smaller). The outputs
+    differ from the classifier's by a positive factor per sample (the environments
+    are normalized at another place): the same predictions.
+    """
+    left, right = jnp.asarray(model.left[...]), jnp.asarray(model.right[...])
+    label = jnp.asarray(model.label[...])
+    k, L = model.label_site, model.n_sites
+    max_bond = model.bond_dim if max_bond is None else max_bond
+    cores = list(left) + list(right)
+    if k < L:
+        merged, center = jnp.einsum("acb,bse->asce", label, right[0]), k
+    else:
+        merged, center = jnp.einsum("asb,bce->asce", left[-1], label), L - 1
+    if center == 0:
+        merged = merged[:1]
+    if center == L - 1:
+        merged = merged[..., :1]
+    cores[0], cores[-1] = cores[0][:1], cores[-1][..., :1]
+    return sw.from_cores(cores, merged, center, max_bond)
+
+
+def to_classifier(mps: sw.LabelledMPS, *, feature_map: str = "cos_sin",
+                  dtype=jnp.float32) -> MPSClassifier:
+    """An ``MPSClassifier`` computing the same predictions as ``mps`` (outside jit).
+
+    The labelled core ``(D, d, C, D)`` at site ``c`` is split by SVD into a pixel core
+    and a label core placed after it (``label_site = c + 1``), keeping at most ``D``
+    singular values: exact when the label sits at site 0 (where every sweep ends;
+    the split then has rank ``<= d``) or whenever that core's rank is ``<= D``.
+    Logits differ from :func:`tnlib.sweep.logits` by a positive factor per sample.
+    """
+    D, d, C = mps.max_bond, mps.local_dim, mps.n_classes
+    c, L = int(mps.center), mps.n_sites
+    u, s, vh = jnp.linalg.svd(mps.label.reshape(D * d, C * D), full_matrices=False)
+    u, s, vh = u[:, :D], s[:D], vh[:D]
+    pixel = u.reshape(D, d, D)
+    label = (s[:, None] * vh).reshape(D, C, D)
+    cores = mps.cores.at[c].set(pixel)
+    # an abstract module (no random initialization to compute), then the parameters
+    model = nnx.eval_shape(lambda: MPSClassifier(
+        L, C, bond_dim=D, local_dim=d, label_site=c + 1, feature_map=feature_map,
+        readout="linear", param_dtype=dtype, rngs=nnx.Rngs(0)))
+    model.left = nnx.Param(cores[: c + 1].astype(dtype))
+    model.right = nnx.Param(cores[c + 1 :].astype(dtype))
+    model.label = nnx.Param(label.astype(dtype))
+    return model
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _loss_and_correct(out, y, kind):
+    if kind == "cross_entropy":
+        losses = jax.nn.logsumexp(out, -1) - jnp.take_along_axis(out, y[:, None], -1)[:, 0]
+    else:
+        losses = 0.5 * jnp.sum((out - jax.nn.one_hot(y, out.shape[-1])) ** 2, -1)
+    return losses, jnp.argmax(out, -1) == y
+
+
+def evaluate(mps, split, batch_size: int, feature_map: str, loss: str) -> dict[str, float]:
+    """Mean loss (the training loss) and accuracy over ``split``; one compilation."""
+    x, y = split
+    n = len(x)
+    batch_size = min(batch_size, n)
+    total_loss, total_correct = 0.0, 0
+    for start in range(0, n, batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        valid = len(xb)
+        if valid < batch_size:
+            xb = np.concatenate([xb, np.zeros((batch_size - valid, x.shape[1]), x.dtype)])
+            yb = np.concatenate([yb, np.zeros(batch_size - valid, y.dtype)])
+        feats = local_feature_map(jnp.asarray(xb), mps.local_dim, feature_map)
+        out, _ = sw.logits(mps, feats)
+        losses, correct = _loss_and_correct(out, jnp.asarray(yb), loss)
+        total_loss += float(jnp.sum(losses[:valid]))
+        total_correct += int(jnp.sum(correct[:valid]))
+    return {"loss": total_loss / n, "acc": total_correct / n}
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _state(mps):
+    return {"cores": mps.cores, "label": mps.label, "center": mps.center, "ranks": mps.ranks}
+
+
+def _save(mngr, step: int, mps, meta: dict[str, Any]) -> None:
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_state(mps)),
+                                            meta=ocp.args.JsonSave(meta)))
+
+
+def _restore(mngr, mps):
+    step = mngr.latest_step()
+    if step is None:
+        return None
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _state(mps))
+    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                     meta=ocp.args.JsonRestore()))
+    st = out.state
+    return step, sw.LabelledMPS(st["cores"], st["label"], st["center"], st["ranks"]), dict(
+        out.meta)
+
+
+def _lr(tc, sweep_index: int) -> float:
+    """Step size of sweep ``sweep_index`` (0-based): constant or cosine to ``end_lr_factor``."""
+    lr = float(tc.lr)
+    if tc.schedule == "constant" or tc.num_sweeps == 1:
+        return lr
+    end = lr * float(tc.end_lr_factor)
+    frac = sweep_index / (tc.num_sweeps - 1)
+    return end + 0.5 * (lr - end) * (1 + math.cos(math.pi * frac))
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Train ``config`` by sweeps in ``workdir`` (resuming from its latest checkpoint).
+
+    Returns the summary written to ``summary.json``: test (and validation) accuracy
+    and loss, ``steps`` (sweeps done), the training wall time in seconds (summed over
+    resumed sessions), the number of parameters kept (sum over the kept bonds) and
+    the final ``bond_dims``.
+    """
+    check_config(config)
+    workdir = Path(workdir)
+    _check_resumable(workdir, config)
+    mc, tc = config.model, config.train
+    splits = load_data(config.data)
+    x_train, y_train = splits["train"]
+    n_train, n_sites = x_train.shape
+    if n_sites < 2:
+        raise ConfigError(f"the data have {n_sites} pixel(s); sweeping needs at least 2")
+    n_classes = int(max(y.max() for _, y in splits.values())) + 1
+    mps = sw.init(jax.random.key(config.seed), n_sites, n_classes, max_bond=mc.max_bond,
+                  local_dim=mc.local_dim, init_bond=mc.init_bond, init_std=mc.init_std)
+    workdir.mkdir(parents=True, exist_ok=True)  # only now: config errors leave no trace
+
+    mngr = training.checkpoint_manager(workdir / "checkpoints", tc.keep_checkpoints)
+    metrics_path = workdir / "metrics.jsonl"
+    restored = _restore(mngr, mps)
+    step, wall_before = 0, 0.0
+    if restored is not None:
+        step, mps, ck_meta = restored
+        wall_before = float(ck_meta.get("wall_s", 0.0))
+        records.truncate_metrics(metrics_path, step)
+        print(f"resumed from step {step}", flush=True)
+    else:
+        metrics_path.unlink(missing_ok=True)
+    records.write_json(workdir / "config.json", json.loads(config.to_json()))
+    meta_path = workdir / "meta.json"
+    previous = records.read_json(meta_path) if meta_path.exists() and restored else None
+    meta = records.make_meta(previous, start_step=step, devices=[str(d) for d in jax.devices()])
+    updates = 2 * (n_sites - 1)
+    meta.update(task=config.task, n_train=n_train, n_sites=n_sites, total_steps=tc.num_sweeps,
+                updates_per_sweep=updates, max_bond=mc.max_bond)
+    records.write_json(meta_path, meta)
+
+    def eval_all(mps) -> dict[str, float]:
+        out = {}
+        for name in ("train", "validation", "test"):
+            if name in splits:
+                r = evaluate(mps, splits[name], tc.eval_batch_size, mc.feature_map, tc.loss)
+                out.update({f"{name}_loss": r["loss"], f"{name}_acc": r["acc"]})
+        return out
+
+    envs = None
+    t0 = time.perf_counter()
+    bar = tqdm(total=tc.num_sweeps * updates, initial=step * updates, desc="sweep",
+               unit="site", file=sys.stderr, mininterval=1.0, dynamic_ncols=True)
+    try:
+        while step < tc.num_sweeps:
+            if envs is None:
+                feats = local_feature_map(jnp.asarray(x_train), mc.local_dim, mc.feature_map)
+                envs = sw.environments(mps, feats, jnp.asarray(y_train))
+                del feats
+            lr = _lr(tc, step)
+            mps, envs, infos = sw.sweep(mps, envs, lr=lr, momentum=tc.momentum, cutoff=tc.cutoff,
+                                        steps=tc.local_steps, loss=tc.loss,
+                                        callback=lambda _: bar.update(1))
+            step += 1
+            record: dict[str, Any] = eval_all(mps)
+            if not math.isfinite(record["train_loss"]):
+                raise FloatingPointError(f"sweep {step} diverged (train loss "
+                                         f"{record['train_loss']}); try a smaller train.lr")
+            bond_dims = [int(r) for r in np.asarray(mps.ranks)]
+            wall = wall_before + time.perf_counter() - t0
+            record.update(step=step, epoch=step, lr=lr, wall_s=wall, bond_dims=bond_dims,
+                          max_kept_bond=max(bond_dims),
+                          mean_bond=float(np.mean(bond_dims[1:-1])),
+                          mean_discarded=float(jnp.mean(infos["discarded"])),
+                          local_loss=float(jnp.mean(infos["loss_after"])))
+            records.append_metrics(metrics_path, record)
+            bar.set_postfix(acc=f"{record['train_acc']:.4f}", chi=max(bond_dims), refresh=False)
+            if step % tc.checkpoint_every == 0 or step == tc.num_sweeps:
+                _save(mngr, step, mps, {"step": step, "wall_s": wall, "seed": config.seed})
+    finally:
+        bar.close()
+        mngr.wait_until_finished()
+        mngr.close()
+
+    history = records.read_metrics(metrics_path)
+    if restored is not None and restored[0] == tc.num_sweeps:  # finished earlier: re-evaluate
+        final, wall = eval_all(mps), wall_before
+    else:
+        final, wall = history[-1], history[-1]["wall_s"]
+    bond_dims = [int(r) for r in np.asarray(mps.ranks)]
+    n_params = sum(a * mc.local_dim * b for a, b in zip(bond_dims, bond_dims[1:], strict=False))
+    n_params += bond_dims[int(mps.center)] * bond_dims[int(mps.center) + 1] * mc.local_dim * (
+        n_classes - 1)
+    summary = {"test_accuracy": final["test_acc"], "test_loss": final["test_loss"],
+               "steps": step, "wall_s": wall, "n_params": n_params, "n_train": n_train,
+               "n_test": len(splits["test"][0]), "bond_dims": bond_dims}
+    if "validation_acc" in final:
+        summary.update(validation_accuracy=final["validation_acc"],
+                       validation_loss=final["validation_loss"])
+    records.write_json(workdir / "summary.json", summary)
+    records.plot_curves(history, workdir / "curves.png",
+                        title=f"MPS sweeps (chi <= {mc.max_bond}) on {config.data.name}")
+    print(_summary_line(summary), flush=True)
+    return summary

@@ -1,0 +1,533 @@
+"""Two-site sweeping (DMRG-style) training of MPS classifiers (Stoudenmire & Schwab 2016).
+
+The classifier is an MPS over ``L`` pixel sites whose core at the orthogonality
+``center`` carries the class index: ``label`` has shape ``(D, d, C, D)``. One *update*
+merges the labelled core with its neighbour into a bond tensor ``B`` of shape
+``(D, d, d, C, D)``, takes a few gradient steps on ``B`` with the rest of the chain
+frozen (its per-sample left and right environments are cached), splits ``B`` by a
+truncated SVD and leaves the class index on the neighbour, then updates the cached
+environment it has just passed. A *sweep* moves the label from its site to the
+right end and back to site 0.
+
+Static padded shapes. All bonds are padded to ``D = max_bond`` (the array shape);
+the bond dimensions actually kept are in ``ranks`` and every row or column past
+them is exactly zero. A split keeps the singular values ``s_i > cutoff * s_0``,
+at most ``max_rank`` of them (a traced value ``<= D``), and zeroes the rest, so an
+update compiles once per direction whatever the chain length or the site
+(``update`` is jitted with the site read from the traced ``center``).
+
+Outputs. As in :class:`tnlib.models.MPSClassifier` (``readout="linear"``), the
+outputs (logits) of a sample are the class amplitudes computed from *unit*
+environments: ``f_c(x) = <l(x), B_c(phi) r(x)> / (|l(x)| |r(x)|)``. The exact
+amplitude is ``f_c(x)`` times a positive per-sample factor (``exp`` of the running
+log-scales kept beside the environments), so the predicted class is the
+amplitude's argmax whatever the label position, while the loss stays finite for
+hundreds of sites in float32. The loss is cross-entropy on ``f`` (default) or the
+paper's squared loss ``1/2 sum_c (f_c - y_c)^2``, both averaged over the batch.
+
+Environment convention: ``left[j]`` contracts sites ``0..j-1`` (``left[0] = e_0``),
+``right[j]`` sites ``j..L-1`` (``right[L] = e_0``); the bond tensor on sites
+``(p, p+1)`` sees ``left[p]`` and ``right[p+2]``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tnlib.struct import pytree_dataclass
+
+__all__ = [
+    "LabelledMPS", "Environments", "init", "from_cores", "to_cores", "environments",
+    "logits", "bond_tensor", "bond_logits", "split_bond", "update", "sweep", "LOSSES",
+]
+
+LOSSES = ("cross_entropy", "squared")
+_DIRECTIONS = ("right", "left")
+
+
+@pytree_dataclass
+class LabelledMPS:
+    """An MPS classifier in padded form.
+
+    Fields:
+      cores: ``(L, D, d, D)`` pixel cores; the slot at ``center`` is zero.
+      label: ``(D, d, C, D)`` the core at site ``center``, carrying the class index.
+      center: int32 scalar, the site holding the label (an array, so moving it does
+        not recompile).
+      ranks: ``(L + 1,)`` int32 kept bond dimensions (1 at both ends); entries of the
+        cores beyond them are zero. These are data (set by truncation inside jit),
+        not shapes: the shapes are all ``D``.
+    """
+
+    cores: jax.Array
+    label: jax.Array
+    center: jax.Array
+    ranks: jax.Array
+
+    @property
+    def n_sites(self) -> int:
+        return self.cores.shape[-4]
+
+    @property
+    def max_bond(self) -> int:
+        return self.cores.shape[-1]
+
+    @property
+    def local_dim(self) -> int:
+        return self.cores.shape[-2]
+
+    @property
+    def n_classes(self) -> int:
+        return self.label.shape[-2]
+
+
+@pytree_dataclass
+class Environments:
+    """Per-sample environments of a training batch for the current label position.
+
+    Fields: ``features`` ``(L, N, d)``; ``labels`` ``(N,)`` int; ``left`` and
+    ``right`` ``(L + 1, N, D)`` unit vectors (zero where not valid); ``left_scale``
+    and ``right_scale`` ``(L + 1, N)``, the logs of the norms divided out.
+    """
+
+    features: jax.Array
+    labels: jax.Array
+    left: jax.Array
+    right: jax.Array
+    left_scale: jax.Array
+    right_scale: jax.Array
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _check_int(name, value, low):
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer) or (
+        value < low
+    ):
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+def _check_features(mps: LabelledMPS, features, name="features"):
+    features = jnp.asarray(features)
+    want = (mps.n_sites, mps.local_dim)
+    if features.ndim != 3 or features.shape[1:] != want:
+        raise ValueError(f"{name} must have shape (N, n_sites, local_dim) = (N, {want[0]}, "
+                         f"{want[1]}), got {features.shape}")
+    return features
+
+
+def _check_update_args(direction, loss, steps):
+    if direction not in _DIRECTIONS:
+        raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    _check_int("steps", steps, 0)
+
+
+# ----------------------------------------------------------------------- construction
+
+
+def from_cores(cores, label, center: int, max_bond: int) -> LabelledMPS:
+    """Pad an unpadded chain into a :class:`LabelledMPS` (on the host: outside jit).
+
+    Args:
+      cores: ``L`` arrays ``(r_{k-1}, d, r_k)`` with ``r_0 = r_L = 1`` (the entry at
+        ``center`` is ignored).
+      label: ``(r_{c-1}, d, C, r_c)`` the labelled core at site ``center``.
+      center: site of the label, in ``[0, L)``.
+      max_bond: the padded bond dimension ``D``, at least every ``r_k``.
+    """
+    cores = [jnp.asarray(c) for c in cores]
+    label = jnp.asarray(label)
+    L = len(cores)
+    _check_int("len(cores)", L, 2)
+    _check_int("max_bond", max_bond, 1)
+    _check_int("center", center, 0)
+    if center >= L:
+        raise ValueError(f"center must be in [0, {L - 1}], got {center}")
+    if label.ndim != 4:
+        raise ValueError(f"label must have shape (r_left, d, C, r_right), got {label.shape}")
+    shapes = [tuple(c.shape) for c in cores]
+    shapes[center] = (label.shape[0], label.shape[1], label.shape[3])
+    d = shapes[0][1]
+    for k, s in enumerate(shapes):
+        if len(s) != 3 or s[1] != d:
+            raise ValueError(f"cores[{k}] must have shape (r_left, {d}, r_right), got {s}")
+        if k + 1 < L and s[2] != shapes[k + 1][0]:
+            raise ValueError(f"cores: bond between sites {k} and {k + 1} does not match: "
+                             f"{s} and {shapes[k + 1]}")
+    if shapes[0][0] != 1 or shapes[-1][2] != 1:
+        raise ValueError(f"cores: open-boundary ranks must be 1, got {shapes[0]} and "
+                         f"{shapes[-1]}")
+    ranks = [1] + [s[2] for s in shapes]
+    if max(ranks) > max_bond:
+        raise ValueError(f"max_bond={max_bond} is below the chain's largest bond {max(ranks)}")
+    dt = jnp.result_type(label, *cores)
+    D, C = max_bond, label.shape[2]
+    stacked = np.zeros((L, D, d, D), dt)  # padded on the host: one transfer, no compiles
+    for k, (s, c) in enumerate(zip(shapes, cores, strict=True)):
+        if k != center:
+            stacked[k, : s[0], :, : s[2]] = np.asarray(c)
+    lab = np.zeros((D, d, C, D), dt)
+    lab[: label.shape[0], :, :, : label.shape[3]] = np.asarray(label)
+    return LabelledMPS(jnp.asarray(stacked), jnp.asarray(lab), jnp.asarray(center, jnp.int32),
+                       jnp.asarray(ranks, jnp.int32))
+
+
+def to_cores(mps: LabelledMPS):
+    """The unpadded chain: ``(cores, label, center)`` as in :func:`from_cores`, the
+    labelled site's core being ``None``. Reads ``ranks`` and ``center``: outside jit."""
+    ranks = [int(r) for r in np.asarray(mps.ranks)]
+    c = int(mps.center)
+    cores = [None if k == c else mps.cores[k, : ranks[k], :, : ranks[k + 1]]
+             for k in range(mps.n_sites)]
+    return cores, mps.label[: ranks[c], :, :, : ranks[c + 1]], c
+
+
+def init(key, n_sites: int, n_classes: int, *, max_bond: int, local_dim: int = 2,
+         init_bond: int = 1, init_std: float = 0.0, dtype=jnp.float32) -> LabelledMPS:
+    """A small-bond start for sweeping: the label at site 0, the rest right-orthogonal.
+
+    With ``init_bond=1`` (default) the pixel cores are the product state
+    ``(1, ..., 1) / sqrt(d)`` (every pixel contributes ``<1, phi(x)> / sqrt(d)``);
+    larger ``init_bond`` gives random right-orthogonal cores of that bond. The label
+    core starts as ``init_std`` times Gaussian noise (zero by default: the first
+    update learns it from the data).
+    """
+    for name, v, low in (("n_sites", n_sites, 2), ("n_classes", n_classes, 1),
+                         ("max_bond", max_bond, 1), ("local_dim", local_dim, 1),
+                         ("init_bond", init_bond, 1)):
+        _check_int(name, v, low)
+    if init_bond > max_bond:
+        raise ValueError(f"init_bond={init_bond} exceeds max_bond={max_bond}")
+    if not init_std >= 0:
+        raise ValueError(f"init_std must be >= 0, got {init_std!r}")
+    d, L = local_dim, n_sites
+    ranks = [1] + [min(init_bond, d ** min(k, L - k)) for k in range(1, L)] + [1]
+    k_cores, k_label = jax.random.split(key)
+    cores = []
+    if init_bond == 1:
+        cores = [np.full((1, d, 1), 1 / np.sqrt(d), dtype)] * L
+    else:
+        rng = np.random.default_rng(np.asarray(jax.random.key_data(k_cores)).ravel())
+        for k in range(L):
+            rl, rr = ranks[k], ranks[k + 1]
+            q, _ = np.linalg.qr(rng.standard_normal((d * rr, rl)))  # orthonormal columns
+            cores.append(q.T.reshape(rl, d, rr).astype(dtype))
+    label = init_std * jax.random.normal(k_label, (1, d, n_classes, ranks[1]), dtype)
+    return from_cores(cores, label, 0, max_bond)
+
+
+# ----------------------------------------------------------------------- environments
+
+
+def _unit(v):
+    """Rows of ``v`` scaled to unit norm (zero rows stay zero) and the logs of the scales."""
+    nrm = jnp.linalg.norm(v, axis=-1)
+    nrm = jnp.where(nrm > 0, nrm, 1.0)
+    return v / nrm[..., None], jnp.log(nrm)
+
+
+def _left_step(vec, core, feat):
+    """``(N, D)`` left vectors through one core ``(D, d, D)`` with features ``(N, d)``."""
+    t = (vec @ core.reshape(core.shape[0], -1)).reshape(vec.shape[0], *core.shape[1:])
+    return jnp.einsum("nsb,ns->nb", t, feat)
+
+
+def _right_step(vec, core, feat):
+    """``(N, D)`` right vectors through one core ``(D, d, D)`` with features ``(N, d)``."""
+    t = (vec @ core.reshape(-1, core.shape[-1]).T).reshape(vec.shape[0], *core.shape[:2])
+    return jnp.einsum("nas,ns->na", t, feat)
+
+
+def _e0(n, D, dt):
+    return jnp.zeros((n, D), dt).at[:, 0].set(1)
+
+
+@jax.jit
+def _environments(mps, feats, labels):
+    L, n, _ = feats.shape
+    dt = jnp.promote_types(mps.cores.dtype, jnp.float32)
+    cores = mps.cores.astype(dt)
+    feats = feats.astype(dt)
+    start = (_e0(n, mps.max_bond, dt), jnp.zeros((n,), dt))
+
+    def go(step):
+        def body(carry, inp):
+            vec, acc = carry
+            v, ls = _unit(step(vec, *inp))
+            return (v, acc + ls), (v, acc + ls)
+        return body
+
+    _, (lv, ls) = jax.lax.scan(go(_left_step), start, (cores, feats))
+    _, (rv, rs) = jax.lax.scan(go(_right_step), start, (cores, feats), reverse=True)
+    cat = lambda first, rest: jnp.concatenate([first[None], rest])  # noqa: E731
+    left, left_scale = cat(start[0], lv), cat(start[1], ls)
+    right = jnp.concatenate([rv, start[0][None]])
+    right_scale = jnp.concatenate([rs, start[1][None]])
+    return Environments(feats, labels, left, right, left_scale, right_scale)
+
+
+def environments(mps: LabelledMPS, features, labels) -> Environments:
+    """Cache the environments of a training batch for the label at ``mps.center``.
+
+    Args:
+      mps: the model.
+      features: ``(N, L, d)`` local feature vectors (``local_feature_map`` of the pixels).
+      labels: ``(N,)`` int class labels.
+
+    Left environments are valid up to the label site, right ones from the site
+    after it (the zero slot at ``center`` zeroes the rest). One ``lax.scan`` each way.
+    """
+    features = _check_features(mps, features)
+    labels = jnp.asarray(labels)
+    if labels.shape != features.shape[:1] or not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"labels must be ints of shape ({features.shape[0]},), got "
+                         f"{labels.dtype} {labels.shape}")
+    return _environments(mps, jnp.swapaxes(features, 0, 1), labels)
+
+
+@jax.jit
+def _logits(mps, feats):
+    L, n, _ = feats.shape
+    dt = jnp.promote_types(jnp.result_type(mps.cores, feats), jnp.float32)
+    c = mps.center
+    start = (_e0(n, mps.max_bond, dt), jnp.zeros((n,), dt))
+
+    def go(step, active):
+        def body(carry, inp):
+            k, core, f = inp
+            v, ls = _unit(step(carry[0], core.astype(dt), f.astype(dt)))
+            on = active(k)
+            return (jnp.where(on, v, carry[0]), jnp.where(on, carry[1] + ls, carry[1])), None
+        return body
+
+    sites = jnp.arange(L)
+    (lv, ls), _ = jax.lax.scan(go(_left_step, lambda k: k < c), start, (sites, mps.cores, feats))
+    (rv, rs), _ = jax.lax.scan(go(_right_step, lambda k: k > c), start,
+                               (sites, mps.cores, feats), reverse=True)
+    fc = jax.lax.dynamic_index_in_dim(feats, c, keepdims=False).astype(dt)
+    out = jnp.einsum("na,ns,ascb,nb->nc", lv, fc, mps.label.astype(dt), rv)
+    return out, ls + rs
+
+
+def logits(mps: LabelledMPS, features):
+    """Outputs of the classifier on a batch: ``(f, log_scale)``.
+
+    ``f`` ``(N, C)`` are the amplitudes computed from unit environments (the logits,
+    as ``MPSClassifier``'s linear readout); the exact amplitudes are
+    ``f * exp(log_scale)[:, None]``. ``features`` is ``(N, L, d)``. One jitted scan
+    each way; compiles once per shape.
+    """
+    features = _check_features(mps, features)
+    return _logits(mps, jnp.swapaxes(features, 0, 1))
+
+
+# ------------------------------------------------------------------------ bond tensor
+
+
+def _bond(mps, p, direction):
+    """``(D, d, d, C, D)`` bond tensor on sites ``(p, p+1)``."""
+    at = lambda k: jax.lax.dynamic_index_in_dim(mps.cores, k, keepdims=False)  # noqa: E731
+    if direction == "right":  # label on p
+        return jnp.einsum("ascb,btd->astcd", mps.label, at(p + 1))
+    return jnp.einsum("asb,btcd->astcd", at(p), mps.label)  # label on p + 1
+
+
+def bond_tensor(mps: LabelledMPS, direction: str = "right"):
+    """The bond tensor ``B`` ``(D, d, d, C, D)`` of the label's site and its neighbour:
+    sites ``(center, center+1)`` for ``"right"``, ``(center-1, center)`` for ``"left"``."""
+    _check_update_args(direction, "squared", 0)
+    c = mps.center
+    return _bond(mps, c if direction == "right" else c - 1, direction)
+
+
+def _sides(left, f1, f2, right):
+    """``left (N, D) x f1 (N, d)`` and ``f2 (N, d) x right (N, D)`` flattened."""
+    n = left.shape[0]
+    lf = (left[:, :, None] * f1[:, None, :]).reshape(n, -1)
+    rf = (f2[:, :, None] * right[:, None, :]).reshape(n, -1)
+    return lf, rf
+
+
+def _local_logits(B, lf, rf):
+    D, d, _, C, _ = B.shape
+    m = jnp.transpose(B, (0, 1, 3, 2, 4)).reshape(D * d, C * d * D)
+    t = (lf @ m).reshape(lf.shape[0], C, -1)
+    return jnp.einsum("ncj,nj->nc", t, rf)
+
+
+def bond_logits(B, left, f1, f2, right):
+    """Outputs ``(N, C)`` of bond tensor ``B`` ``(D, d, d, C, D)`` for left / right
+    environments ``(N, D)`` and the features ``(N, d)`` of its two sites."""
+    return _local_logits(B, *_sides(left, f1, f2, right))
+
+
+def _loss(out, labels, kind):
+    if kind == "cross_entropy":
+        lse = jax.nn.logsumexp(out, axis=-1)
+        return jnp.mean(lse - jnp.take_along_axis(out, labels[:, None], -1)[:, 0])
+    onehot = jax.nn.one_hot(labels, out.shape[-1], dtype=out.dtype)
+    return 0.5 * jnp.mean(jnp.sum((out - onehot) ** 2, axis=-1))
+
+
+def _loss_grad(out, labels, kind):
+    """Derivative of :func:`_loss` with respect to the outputs ``(N, C)``."""
+    onehot = jax.nn.one_hot(labels, out.shape[-1], dtype=out.dtype)
+    if kind == "cross_entropy":
+        return (jax.nn.softmax(out, axis=-1) - onehot) / out.shape[0]
+    return (out - onehot) / out.shape[0]
+
+
+def split_bond(B, direction: str, max_rank, cutoff):
+    """Split a bond tensor by truncated SVD, moving the class index one site on.
+
+    ``"right"``: ``B -> core (D, d, D)`` (left-orthogonal, on the left site) and
+    ``label (D, d, C, D)`` on the right site; ``"left"``: ``label`` on the left site
+    and a right-orthogonal ``core`` on the right. Keeps the singular values
+    ``s_i > cutoff * s_0`` among the first ``max_rank`` (traced, ``<= D``), at least
+    one, and zeroes the others with their vectors.
+
+    Returns ``(left_part, right_part, rank, discarded)``: ``rank`` the number kept,
+    ``discarded`` the squared weight dropped relative to ``||B||^2``.
+    """
+    _check_update_args(direction, "squared", 0)
+    D, d, _, C, _ = B.shape
+    if direction == "right":
+        m = B.reshape(D * d, d * C * D)
+    else:
+        m = jnp.transpose(B, (0, 1, 3, 2, 4)).reshape(D * d * C, d * D)
+    u, s, vh = jnp.linalg.svd(m, full_matrices=False)
+    u, s, vh = u[:, :D], s[:D], vh[:D]
+    idx = jnp.arange(D)
+    keep = ((idx < max_rank) & (s > cutoff * s[0])).at[0].set(True)
+    kept = jnp.where(keep, s, 0)
+    total = jnp.sum(s**2)
+    discarded = jnp.where(total > 0, 1 - jnp.sum(kept**2) / jnp.where(total > 0, total, 1), 0)
+    u = u * keep.astype(u.dtype)
+    vh = vh * keep[:, None].astype(vh.dtype)
+    if direction == "right":
+        return (u.reshape(D, d, D), (kept[:, None] * vh).reshape(D, d, C, D),
+                jnp.sum(keep), discarded)
+    return ((u * kept).reshape(D, d, C, D), vh.reshape(D, d, D), jnp.sum(keep), discarded)
+
+
+# ----------------------------------------------------------------------------- update
+
+
+def _update(mps, envs, lr, momentum, cutoff, max_rank, *, direction, steps, loss):
+    D = mps.max_bond
+    c = mps.center
+    p = c if direction == "right" else c - 1
+    at = lambda a, k: jax.lax.dynamic_index_in_dim(a, k, keepdims=False)  # noqa: E731
+    dt = envs.left.dtype
+    B = _bond(mps, p, direction).astype(dt)
+    f1, f2 = at(envs.features, p), at(envs.features, p + 1)
+    left, right = at(envs.left, p), at(envs.right, p + 2)
+    lf, rf = _sides(left, f1, f2, right)
+    idx = jnp.arange(D)
+    lmask = (idx < at(mps.ranks, p)).astype(dt)
+    rmask = (idx < at(mps.ranks, p + 2)).astype(dt)
+    mask = lmask[:, None, None, None, None] * rmask
+
+    def loss_fn(b):
+        return _loss(_local_logits(b, lf, rf), envs.labels, loss)
+
+    def grad(b):  # the outputs are linear in B: dL/dB = sum_n lf_n (x) dL/df_n (x) rf_n
+        g = _loss_grad(_local_logits(b, lf, rf), envs.labels, loss)
+        g = jnp.einsum("ni,nc,nj->icj", lf, g, rf)
+        return jnp.transpose(g.reshape(D, b.shape[1], b.shape[3], b.shape[2], D), (0, 1, 3, 2, 4))
+
+    def step(_, carry):  # Nesterov momentum (plain gradient descent when momentum = 0)
+        b, v = carry
+        v = momentum * v - lr * mask * grad(b + momentum * v)
+        return b + v, v
+
+    loss_before = loss_fn(B)
+    B, _ = jax.lax.fori_loop(0, steps, step, (B, jnp.zeros_like(B)))
+    loss_after = loss_fn(B)
+    lpart, rpart, rank, discarded = split_bond(B, direction, jnp.minimum(max_rank, D), cutoff)
+    # rounding must not leak into the padding: rows / columns past the outer bonds are zero
+    lpart = lpart * lmask.reshape((D,) + (1,) * (lpart.ndim - 1))
+    rpart = rpart * rmask
+    dtc = mps.cores.dtype
+    if direction == "right":
+        core, label = lpart, rpart
+        cores = mps.cores.at[p].set(core.astype(dtc)).at[p + 1].set(0)
+        v, ls = _unit(_left_step(left, core, f1))
+        envs = Environments(envs.features, envs.labels, envs.left.at[p + 1].set(v),
+                            envs.right, envs.left_scale.at[p + 1].set(at(envs.left_scale, p) + ls),
+                            envs.right_scale)
+        center = c + 1
+    else:
+        label, core = lpart, rpart
+        cores = mps.cores.at[p + 1].set(core.astype(dtc)).at[p].set(0)
+        v, ls = _unit(_right_step(right, core, f2))
+        envs = Environments(envs.features, envs.labels, envs.left, envs.right.at[p + 1].set(v),
+                            envs.left_scale,
+                            envs.right_scale.at[p + 1].set(at(envs.right_scale, p + 2) + ls))
+        center = c - 1
+    ranks = mps.ranks.at[p + 1].set(rank.astype(mps.ranks.dtype))
+    new = LabelledMPS(cores, label.astype(mps.label.dtype), center.astype(c.dtype), ranks)
+    info = {"loss_before": loss_before, "loss_after": loss_after, "rank": rank,
+            "discarded": discarded, "site": p}
+    return new, envs, info
+
+
+_update_jit = jax.jit(_update, static_argnames=("direction", "steps", "loss"),
+                      donate_argnames=("envs",))
+
+
+def update(mps: LabelledMPS, envs: Environments, *, direction: str, lr=1.0, momentum=0.0,
+           cutoff=1e-6, max_rank=None, steps: int = 4, loss: str = "cross_entropy"):
+    """One two-site update: optimize the bond tensor at the label, split it, move on.
+
+    Args:
+      mps: the model; the label moves from ``center`` to ``center + 1`` (``"right"``,
+        needs ``center <= L - 2``) or ``center - 1`` (``"left"``, ``center >= 1``).
+        Under jit these bounds are the caller's business (``sweep`` keeps them).
+      envs: the cached environments (from :func:`environments`); **donated**: use
+        the returned ones afterwards.
+      direction: ``"right"`` or ``"left"`` (static: one compilation each).
+      lr: gradient-descent step size on ``B`` (traced).
+      momentum: Nesterov momentum of the steps on ``B`` (traced; 0: plain descent).
+      cutoff: relative singular-value threshold of the split (traced).
+      max_rank: cap on the kept bond (traced; default and upper bound ``D``).
+      steps: number of gradient steps (static).
+      loss: ``"cross_entropy"`` or ``"squared"`` (static).
+
+    Returns ``(mps, envs, info)`` with ``info`` holding ``loss_before`` and
+    ``loss_after`` the gradient steps (before truncation), the kept ``rank``, the
+    ``discarded`` relative weight and the bond's left ``site``.
+    """
+    _check_update_args(direction, loss, steps)
+    max_rank = mps.max_bond if max_rank is None else max_rank
+    return _update_jit(mps, envs, lr, momentum, cutoff, max_rank, direction=direction,
+                       steps=steps, loss=loss)
+
+
+def sweep(mps: LabelledMPS, envs: Environments, *, lr=1.0, momentum=0.0, cutoff=1e-6,
+          max_rank=None, steps: int = 4, loss: str = "cross_entropy", callback=None):
+    """One sweep: move the label from its site to the right end, then back to site 0.
+
+    Runs ``L - 1 - center`` right updates and ``L - 1`` left updates (see
+    :func:`update` for the arguments; ``envs`` is donated). ``callback(info)``, when
+    given, is called after every update (a progress bar, say). Returns
+    ``(mps, envs, infos)`` where ``infos`` stacks the per-update ``info`` arrays in
+    order; the kept bond dimensions after the sweep are ``mps.ranks``.
+    """
+    L = mps.n_sites
+    c = int(mps.center)
+    infos = []
+    for direction, count in (("right", L - 1 - c), ("left", L - 1)):
+        for _ in range(count):
+            mps, envs, info = update(mps, envs, direction=direction, lr=lr, momentum=momentum,
+                                     cutoff=cutoff, max_rank=max_rank, steps=steps, loss=loss)
+            infos.append(info)
+            if callback is not None:
+                callback(info)
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *infos) if infos else {}
+    return mps, envs, stacked

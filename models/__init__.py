@@ -1,10 +1,12 @@
 """Flax NNX layers built on the tnlib core (installed as ``tnlib.models``)."""
 
+from tnlib.models.adapters import FLoRA, Frozen, LoRA, LoTR
 from tnlib.models.born import MPSBornMachine
 from tnlib.models.conv import CPConv, TuckerConv
 from tnlib.models.embedding import TTEmbedding
 from tnlib.models.mlp import StructuredMLP
 from tnlib.models.mps import MPSClassifier, local_feature_map
+from tnlib.models.regression import TensorRegression
 from tnlib.models.structured import (
     BTTLinear,
     KroneckerLinear,
@@ -17,7 +19,8 @@ from tnlib.models.structured import (
 )
 
 __all__ = [
-    "BTTLinear", "CPConv", "KroneckerLinear", "LowRankLinear", "MonarchLinear",
-    "MPSBornMachine", "MPSClassifier", "StructuredMLP", "TTEmbedding", "TTLinear", "TuckerConv",
-    "balanced_factors", "layer_lr_multipliers", "local_feature_map", "structured_optimizer",
+    "BTTLinear", "CPConv", "FLoRA", "Frozen", "KroneckerLinear", "LoRA", "LoTR",
+    "LowRankLinear", "MonarchLinear", "MPSBornMachine", "MPSClassifier", "StructuredMLP",
+    "TensorRegression", "TTEmbedding", "TTLinear", "TuckerConv", "balanced_factors",
+    "layer_lr_multipliers", "local_feature_map", "structured_optimizer",
 ]

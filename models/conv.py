@@ -16,7 +16,17 @@ shape ``(kh, kw, C_in, C_out)`` (``nnx.Conv``'s HWIO layout):
 
 The 1x1 convolutions are mode products (``tnlib.tucker.mode_product`` on the channel
 axis); ``to_dense`` builds the kernel with ``tnlib.tucker`` / ``tnlib.cp``, and
-``from_dense`` uses a partial HOSVD (``tnlib.tucker.hosvd``) or CP-ALS (``tnlib.cp.als``).
+``from_dense`` uses a partial HOSVD (``tnlib.tucker.hosvd``) or CP-ALS (``tnlib.cp.als``),
+computed in double precision and cast to ``param_dtype``.
+
+Learning rates (``lr_multipliers()``, read by ``tnlib.models.structured_optimizer``):
+the muP rule of ``tnlib.btt`` applied to the stages above. A dense ``kh x kw``
+convolution sums ``kh kw C_in`` terms per output; a stage that sums ``fan_in`` terms
+gets the Adam multiplier ``kh kw C_in / fan_in``. TuckerConv: ``first`` (fan-in
+``C_in``) ``kh kw``, ``core`` (``kh kw r_in``) ``C_in / r_in``, ``last`` (``r_out``)
+``kh kw C_in / r_out``. CPConv: ``first`` ``kh kw``, ``vertical`` (``kh``)
+``kw C_in``, ``horizontal`` (``kw``) ``kh C_in``, ``last`` (``R``) ``kh kw C_in / R``.
+Biases get 1.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tnlib import cp, tucker
+from tnlib.models.structured import _double_precision
 
 __all__ = ["TuckerConv", "CPConv"]
 
@@ -201,6 +212,17 @@ class TuckerConv(nnx.Module):
         k = tucker.mode_product(self.core[...], self.first[...], 2)
         return tucker.mode_product(k, self.last[...], 3)
 
+    def lr_multipliers(self) -> dict:
+        """muP Adam multipliers (module docstring): ``first`` ``kh kw``, ``core``
+        ``C_in / r_in``, ``last`` ``kh kw C_in / r_out``, ``bias`` 1."""
+        (kh, kw), (r_in, r_out) = self.kernel_size, self.ranks
+        fan_in = kh * kw * self.in_features
+        out = {"first": fan_in / self.in_features, "core": fan_in / (kh * kw * r_in),
+               "last": fan_in / r_out}
+        if self.bias is not None:
+            out["bias"] = 1.0
+        return out
+
     def __call__(self, x):
         x, batch = _flatten_input(x, self.in_features)
         dt = _dtype(self, x)
@@ -221,17 +243,19 @@ class TuckerConv(nnx.Module):
 
         ``tnlib.tucker.hosvd`` runs with full ranks ``(kh, kw)`` on the spatial modes
         (their factors are square orthogonal and are folded into the core, so
-        nothing is truncated there) and ``ranks`` on the channel modes. A kernel of
-        multilinear rank ``(., ., r_in, r_out)`` is reproduced exactly.
+        nothing is truncated there) and ``ranks`` on the channel modes, in double
+        precision. A kernel of multilinear rank ``(., ., r_in, r_out)`` is reproduced
+        exactly (to ``param_dtype`` rounding).
         """
         kernel = _check_kernel(kernel, bias)
         kh, kw, c_in, c_out = kernel.shape
         layer = cls(c_in, c_out, (kh, kw), ranks=ranks, strides=strides, padding=padding,
                     use_bias=bias is not None, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        core, u_in, u_out = _partial_hosvd(kernel, layer.ranks)
-        layer.core[...] = core.astype(param_dtype)
-        layer.first[...] = u_in.astype(param_dtype)
-        layer.last[...] = u_out.astype(param_dtype)
+        core, u_in, u_out = _double_precision(lambda k: _partial_hosvd(k, layer.ranks),
+                                              kernel, param_dtype)
+        layer.core[...] = core
+        layer.first[...] = u_in
+        layer.last[...] = u_out
         if bias is not None:
             layer.bias[...] = jnp.asarray(bias, param_dtype)
         return layer
@@ -278,6 +302,17 @@ class CPConv(nnx.Module):
         """Dense kernel ``(kh, kw, C_in, C_out)`` via ``tnlib.cp.to_dense``."""
         return cp.to_dense(self.as_cp())
 
+    def lr_multipliers(self) -> dict:
+        """muP Adam multipliers (module docstring): ``first`` ``kh kw``, ``vertical``
+        ``kw C_in``, ``horizontal`` ``kh C_in``, ``last`` ``kh kw C_in / R``, ``bias`` 1."""
+        kh, kw = self.kernel_size
+        fan_in = kh * kw * self.in_features
+        out = {"first": fan_in / self.in_features, "vertical": fan_in / kh,
+               "horizontal": fan_in / kw, "last": fan_in / self.rank}
+        if self.bias is not None:
+            out["bias"] = 1.0
+        return out
+
     def __call__(self, x):
         x, batch = _flatten_input(x, self.in_features)
         dt = _dtype(self, x)
@@ -303,19 +338,22 @@ class CPConv(nnx.Module):
                    padding="SAME", dtype=None, param_dtype=jnp.float32,
                    rngs: nnx.Rngs) -> CPConv:
         """Layer from a dense HWIO kernel ``(kh, kw, C_in, C_out)`` by CP-ALS
-        (``tnlib.cp.als`` with ``n_iter`` sweeps, SVD initialization); ALS's weights
-        are folded into ``last``. ``rank`` is at most ``tnlib.cp.rank_bound`` of the
-        kernel's shape."""
+        (``tnlib.cp.als`` with ``n_iter`` sweeps, SVD initialization, in double
+        precision); ALS's weights are folded into ``last``. ``rank`` is at most
+        ``tnlib.cp.rank_bound`` of the kernel's shape."""
         kernel = _check_kernel(kernel, bias)
         kh, kw, c_in, c_out = kernel.shape
         layer = cls(c_in, c_out, (kh, kw), rank=rank, strides=strides, padding=padding,
                     use_bias=bias is not None, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        d = _cp_als(kernel, layer.rank, n_iter)
-        v, h, u_in, u_out = d.factors
-        layer.vertical[...] = v.astype(param_dtype)
-        layer.horizontal[...] = h.astype(param_dtype)
-        layer.first[...] = u_in.astype(param_dtype)
-        layer.last[...] = (u_out * d.weights).astype(param_dtype)
+        def fit(k):
+            d = _cp_als(k, layer.rank, n_iter)
+            return d.factors[:3] + (d.factors[3] * d.weights,)
+
+        v, h, u_in, u_out = _double_precision(fit, kernel, param_dtype)
+        layer.vertical[...] = v
+        layer.horizontal[...] = h
+        layer.first[...] = u_in
+        layer.last[...] = u_out
         if bias is not None:
             layer.bias[...] = jnp.asarray(bias, param_dtype)
         return layer

@@ -8,6 +8,14 @@ The table ``(num_embeddings, features)`` is the top rows of a TT-matrix (``tnlib
 ``(i_1, ..., i_L)`` (row-major, as the TT-matrix flattens its rows) is the tensor train
 with cores ``cores[k][:, i_k, :, :]``, so a lookup selects one slice per core and
 contracts a small TT of length ``features``: the full table is never built.
+
+Learning rates (``lr_multipliers()``, read by ``tnlib.models.structured_optimizer``):
+the muP rule of ``tnlib.btt`` (Adam multiplier ``d_in / fan_in(core)`` relative to the
+dense layer). A lookup is a product with a one-hot vector, so a dense table sums one
+term per output (``d_in = 1``: ``nnx.Embed``'s learning rate is the reference); core
+``k`` of the sliced train, contracted from the left, sums over its bond ``r_{k-1}`` and
+the one selected vocabulary digit, so its fan-in is ``r_{k-1}`` and its multiplier
+``1 / r_{k-1}`` (1 for the first core).
 """
 
 from __future__ import annotations
@@ -105,6 +113,11 @@ class TTEmbedding(nnx.Module):
     def embedding(self):
         """The dense table ``(num_embeddings, features)`` via ``tnlib.tt.to_dense``."""
         return tt.to_dense(self.ttm(self.dtype))[: self.num_embeddings]
+
+    def lr_multipliers(self) -> dict:
+        """``{("cores", k): 1 / r_{k-1}}``: the muP Adam multiplier of each core
+        relative to a dense ``nnx.Embed`` table (module docstring)."""
+        return {("cores", k): 1.0 / self.ranks[k] for k in range(len(self.cores))}
 
     def __call__(self, ids):
         ids = jnp.asarray(ids)

@@ -15,11 +15,18 @@ rebuilds the tnlib object from the parameters and calls the tnlib core.
   entries have variance ``1/in_features``.
 
 Every layer has ``from_dense(kernel, bias=None, *, <structure>, rngs)`` (the tnlib
-projection onto the structure), ``to_dense()``, ``num_params()`` and
-``lr_multipliers()``: a dict from parameter name (or path tuple relative to the layer)
-to its Adam learning-rate multiplier (``tnlib.btt.lr_multipliers``; 1 for biases and
-for TT cores, for which tnlib prescribes no rule). ``structured_optimizer`` applies
-those multipliers to the updates of any optax optimizer.
+projection onto the structure, computed in double precision and cast to ``param_dtype``:
+a kernel that truly has the structure comes back to float32 rounding),
+``to_dense()``, ``num_params()`` and ``lr_multipliers()``: a dict from parameter name
+(or path tuple relative to the layer) to its Adam learning-rate multiplier.
+``structured_optimizer`` applies those multipliers to the updates of any optax optimizer.
+
+Learning rates follow the muP rule of Qiu et al. 2024 that ``tnlib.btt`` documents: each
+core is one factor of a product of batched matmuls, its Adam learning rate scales as
+``1 / fan_in(core)`` (the number of terms the core sums over when the layer is applied)
+as a dense layer's scales as ``1 / in_features``, so its multiplier relative to the
+dense rate is ``in_features / fan_in(core)`` (BTT family: ``tnlib.btt.lr_multipliers``;
+TT: ``TTLinear.lr_multipliers``); biases get 1.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from tnlib import btt, tt
+from tnlib import btt, linalg, tt
 
 __all__ = [
     "LowRankLinear", "KroneckerLinear", "MonarchLinear", "BTTLinear", "TTLinear",
@@ -67,6 +74,23 @@ def _factors(factors, dim, name, n_sites=None):
     if math.prod(factors) != dim:
         raise ValueError(f"{name} {factors} must multiply to {dim}, got {math.prod(factors)}")
     return factors
+
+
+def _double_precision(fn, array, out_dtype):
+    """``fn(array)`` computed in double precision, every leaf cast to ``out_dtype``.
+
+    For a concrete ``array``, ``fn`` runs under ``jax.enable_x64(True)`` on a float64
+    (complex128 for complex input) copy whatever the global x64 flag, so the SVDs / ALS
+    of a ``from_dense`` are exact to double precision before the cast (float32 SVDs
+    leave relative errors near 1e-6 even on exactly structured matrices). A traced
+    ``array`` (inside ``jit``) is decomposed in its own dtype.
+    """
+    cast = lambda tree: jax.tree.map(lambda a: jnp.asarray(a).astype(out_dtype), tree)
+    if not linalg.is_concrete(array):
+        return cast(fn(array))
+    with jax.enable_x64(True):
+        hi = jnp.promote_types(jnp.asarray(array).dtype, jnp.float64)
+        return cast(fn(jnp.asarray(array, hi)))
 
 
 def _check_kernel(kernel, bias):
@@ -150,10 +174,11 @@ class _BTTFamily(_Structured):
     def _build(cls, kernel, bias, obj_fn, ctor_kwargs, param_dtype, dtype, rngs):
         kernel, bias = _check_kernel(kernel, bias)
         param_dtype = param_dtype or kernel.dtype
-        obj = obj_fn(kernel.T)  # validates the structure before building the layer
+        # validates the structure before building the layer
+        obj = _double_precision(lambda w: obj_fn(w.T), kernel, param_dtype)
         layer = cls(kernel.shape[0], kernel.shape[1], use_bias=bias is not None, dtype=dtype,
                     param_dtype=param_dtype, rngs=rngs, **ctor_kwargs)
-        layer._init_cores(jax.tree.map(lambda a: a.astype(param_dtype), obj))
+        layer._init_cores(obj)
         layer._set_bias(bias)
         return layer
 
@@ -342,11 +367,13 @@ class TTLinear(_Structured):
         fi = _factors(in_factors, kernel.shape[0], "in_factors")
         fo = _factors(out_factors, kernel.shape[1], "out_factors", len(fi))
         param_dtype = param_dtype or kernel.dtype
-        ttm = tt.from_dense(kernel.T, max_rank=rank, row_dims=fo, col_dims=fi)
+        ttm = _double_precision(
+            lambda w: tt.from_dense(w.T, max_rank=rank, row_dims=fo, col_dims=fi),
+            kernel, param_dtype)
         layer = cls(kernel.shape[0], kernel.shape[1], in_factors=fi, out_factors=fo,
                     rank=rank, use_bias=bias is not None, dtype=dtype,
                     param_dtype=param_dtype, rngs=rngs)
-        layer._set_cores([c.astype(param_dtype) for c in ttm.cores])
+        layer._set_cores(list(ttm.cores))
         layer._set_bias(bias)
         return layer
 
@@ -359,8 +386,18 @@ class TTLinear(_Structured):
         return sum(math.prod(c.shape) for c in self.cores) + self._bias_params()
 
     def lr_multipliers(self) -> dict:
-        """1.0 for every core and the bias (tnlib has no muP rule for TT-matrices)."""
-        out = {("cores", k): 1.0 for k in range(len(self.cores))}
+        """``{("cores", k): in_features / (r_{k-1} n_k)}`` plus ``bias: 1.0``.
+
+        ``tnlib.tt.matvec`` contracts the input site by site from the left: core ``k``
+        sums over its input mode ``n_k = in_factors[k]`` and the bond ``r_{k-1}`` that
+        carries the already contracted input, so its fan-in is ``r_{k-1} n_k`` and its
+        Adam multiplier is ``in_features / (r_{k-1} n_k)``, the muP rule of
+        ``tnlib.btt.lr_multipliers`` (a two-site TT with rank ``r`` gets ``n_2`` and
+        ``n_1 / r``, exactly ``BTTLinear``'s ``left`` and ``right``).
+        """
+        ranks = self.ranks
+        out = {("cores", k): self.in_features / (ranks[k] * n)
+               for k, n in enumerate(self.in_factors)}
         if self.bias is not None:
             out["bias"] = 1.0
         return out
@@ -403,7 +440,9 @@ def structured_optimizer(model: nnx.Module,
                          base_optimizer: optax.GradientTransformation
                          ) -> optax.GradientTransformation:
     """``optax.chain(base_optimizer, scale_by_multipliers)``: each update of a structured
-    layer's core is multiplied by that core's ``tnlib.btt.lr_multipliers`` (others by 1).
+    layer's core is multiplied by that core's muP multiplier (the layer's
+    ``lr_multipliers()``: BTT family, ``TTLinear``, ``TuckerConv``, ``CPConv``,
+    ``TTEmbedding``; every other parameter by 1).
 
     The multipliers are read once from ``model``'s structure (static floats); the
     transform accepts updates shaped like ``nnx.state(model, nnx.Param)`` (as

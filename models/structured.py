@@ -140,6 +140,21 @@ class _BTTFamily(_Structured):
     """Layers whose cores are the fields ``_names`` of a ``tnlib.btt`` type."""
 
     _names: tuple[str, ...] = ()
+    _model_dims: tuple[int | None, ...] = ()  # per core: the axis split over a model mesh axis
+
+    def partition_specs(self, axis: str = "model") -> dict:
+        """How the cores split over a ``model`` mesh axis: ``{core name: spec}`` (a tuple
+        naming ``axis`` at one dimension, ``None`` elsewhere), read by
+        ``tnlib.experiments.sharding.shard_params``; the bias is replicated. BTT / Monarch
+        split ``left`` over ``n2`` and ``right`` over ``m1``, the batch dimensions of
+        their two batched matmuls; low-rank splits ``u`` over outputs and ``v`` over
+        inputs; Kronecker splits ``a`` over its rows."""
+        specs = {}
+        for name, dim in zip(self._names, self._model_dims, strict=True):
+            if dim is not None:
+                ndim = getattr(self, name).ndim
+                specs[name] = tuple(axis if d == dim else None for d in range(ndim))
+        return specs
 
     def _init_cores(self, obj):
         for name in self._names:
@@ -202,6 +217,7 @@ class LowRankLinear(_BTTFamily):
 
     _type = btt.LowRank
     _names = ("u", "v")
+    _model_dims = (0, 1)
 
     def __init__(self, in_features: int, out_features: int, *, rank: int,
                  use_bias: bool = True, dtype=None, param_dtype=jnp.float32,
@@ -231,6 +247,7 @@ class KroneckerLinear(_BTTFamily):
 
     _type = btt.Kronecker
     _names = ("a", "b")
+    _model_dims = (0, None)
 
     def __init__(self, in_features: int, out_features: int, *, in_factors: Sequence[int],
                  out_factors: Sequence[int], use_bias: bool = True, dtype=None,
@@ -265,6 +282,7 @@ class BTTLinear(_BTTFamily):
 
     _type = btt.BlockTT
     _names = ("left", "right")
+    _model_dims = (0, 0)
 
     def __init__(self, in_features: int, out_features: int, *, rank: int,
                  in_factors: Sequence[int] | None = None,
@@ -344,6 +362,11 @@ class TTLinear(_Structured):
 
     def _set_cores(self, cores):
         self.cores = nnx.List([nnx.Param(c) for c in cores])
+
+    def partition_specs(self, axis: str = "model") -> dict:
+        """Every core split over a ``model`` mesh axis along its output mode
+        ``out_factors[k]`` (read by ``tnlib.experiments.sharding.shard_params``)."""
+        return {"cores": (None, axis, None, None)}
 
     def _matrix(self, dt=None):
         return tt.TTMatrix(tuple(c.get_value() if dt is None else c[...].astype(dt)

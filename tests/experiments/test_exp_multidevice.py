@@ -75,3 +75,44 @@ def test_data_parallel_and_resharded_runs_match_single_device(tmp_path):
     meta = json.loads((tmp_path / "mps_8" / "meta.json").read_text())
     assert meta["mesh"] == {"data": 8, "model": 1}
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+_MODEL_SHARDED = textwrap.dedent("""
+    import jax, jax.numpy as jnp, numpy as np
+    from flax import nnx
+    from jax.sharding import PartitionSpec as P
+    from tnlib.experiments import sharding
+    from tnlib.models import BTTLinear, LowRankLinear, TTLinear
+    mesh = sharding.make_mesh({"data": 2, "model": 4})
+    x = np.random.default_rng(0).normal(size=(8, 64)).astype(np.float32)
+    layers = {"btt": BTTLinear(64, 64, rank=4, rngs=nnx.Rngs(0)),
+              "lowrank": LowRankLinear(64, 64, rank=8, rngs=nnx.Rngs(1)),
+              "tt": TTLinear(64, 64, in_factors=(4, 4, 4), out_factors=(4, 4, 4), rank=4,
+                             rngs=nnx.Rngs(2))}
+    for name, layer in layers.items():
+        graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
+        placed = sharding.shard_params(layer, params, mesh)
+        specs = {p.sharding.spec for p in jax.tree.leaves(placed)}
+        assert any("model" in s for s in specs), (name, specs)
+        f = jax.jit(lambda p, x: nnx.merge(graphdef, p, rest)(x))
+        y_ref = layer(x)
+        y = f(placed, sharding.shard_batch(mesh, x))
+        err = float(jnp.max(jnp.abs(y - y_ref)) / jnp.max(jnp.abs(y_ref)))
+        assert err < 1e-5, (name, err)
+        g_ref = jax.grad(lambda p: jnp.sum(f(p, x) ** 2))(params)
+        g = jax.jit(jax.grad(lambda p, x: jnp.sum(f(p, x) ** 2)))(
+            placed, sharding.shard_batch(mesh, x))
+        for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref), strict=True):
+            assert float(jnp.max(jnp.abs(a - b))) <= 1e-4 * float(jnp.max(jnp.abs(b))), name
+        print(name, sorted(map(str, specs)), err)
+    print("model-sharded ok")
+""")
+
+
+def test_model_sharded_layers_match_unsharded():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu")
+    res = subprocess.run([sys.executable, "-c", _MODEL_SHARDED], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert "model-sharded ok" in res.stdout

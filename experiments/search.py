@@ -84,7 +84,7 @@ def _save_state(workdir: Path, ev) -> None:
             "n_params": r.n_params, "objective": r.objective, "rse": r.rse, "wall_s": r.wall_s,
             "batch": r.batch} for r in ev.log]
     arrays = {f"{r.index}_{k}": np.asarray(c)
-              for r in ev.log for k, c in enumerate(ev.cache[r.structure].cores)}
+              for r in ev.log for k, c in enumerate(ev.fits[r.index])}
     tmp = workdir / f"{STATE}.tmp.npz"
     np.savez(tmp, **arrays)
     tmp.replace(workdir / f"{STATE}.npz")

@@ -18,14 +18,21 @@ through one :class:`~tnlib.search.engine.Evaluator`, which counts evaluations ex
   permutation.
 - :func:`tnls`: local sampling (Li et al. 2022, "Permutation search of tensor network
   structures via local sampling"): sample structures in a neighbourhood of the
-  incumbent (every rank moved by at most ``radius``, a random transposition of the
-  permutation), move to the best sample when it improves the objective.
+  incumbent (each rank moved, with probability ``p_move``, by a nonzero step of at
+  most ``radius``; a random transposition of the permutation), move to the best sample
+  when it improves the objective. Moving only a few ranks per sample keeps the
+  samples local on long rings (moving all of them at once makes a single-rank step
+  exponentially unlikely in the order).
 - :func:`tnale`: alternating local enumeration (Li et al. 2023): update one structure
   variable at a time (one edge rank, or the permutation) by evaluating every value in
   its neighbourhood with the others fixed; sweeps go forward and backward over the
   variables (round trip); the first ``n_wide`` sweeps use the larger radius
-  ``radius[0]``, later ones ``radius[1]``; stop after a sweep without change at the
-  small radius.
+  ``radius[0]``, later ones ``radius[1]``. A fit is random and can miss (an unlucky
+  start leaves a good neighbour with a large error, and a cached answer is never
+  revisited), so when a sweep at the small radius changes nothing, the incumbent's
+  neighbours are refitted from fresh random starts (each refit a counted evaluation,
+  at most ``n_refit`` times per structure) and the sweeps go on if one of them now
+  improves; otherwise the search stops.
 - :func:`greedy`: greedy rank growth (Hashemizadeh et al. 2020, "Adaptive learning of
   tensor network structures"): start from rank one everywhere, try raising each edge
   rank by one, warm-starting from the incumbent's fitted cores (the new slices start
@@ -86,7 +93,7 @@ def _check_pos(name, v, low=1):
 
 def tnale(problem: Problem, seed, *, max_evals: int | None = None, init=None,
           radius: tuple[int, int] = (2, 1), n_wide: int = 1, max_sweeps: int = 50,
-          batched: bool = True, max_batch: int = 64, min_batch: int = 1,
+          n_refit: int = 1, batched: bool = True, max_batch: int = 64, min_batch: int = 1,
           replay=None, on_batch=None) -> SearchResult:
     """Alternating local enumeration (TnALE) from ``init`` (default: every rank
     ``ceil(max_rank / 2)``; a Structure or an adjacency matrix).
@@ -95,11 +102,16 @@ def tnale(problem: Problem, seed, *, max_evals: int | None = None, init=None,
     searched): all values within ``radius`` of the current one are evaluated in one
     batch and the best is kept if it lowers the objective. Sweeps alternate forward
     and backward; the first ``n_wide`` use ``radius[0]``, the rest ``radius[1]``.
-    The search ends after a sweep at ``radius[1]`` without change, after
-    ``max_sweeps`` sweeps or when ``max_evals`` is spent.
+    When a sweep at ``radius[1]`` changes nothing, every neighbour of the incumbent
+    (each variable moved within ``radius[1]``) that has been refitted fewer than
+    ``n_refit`` times is fitted again from fresh starts (:meth:`Evaluator.refit`,
+    counted); if the best of them lowers the objective the search moves there and
+    sweeps on, else it ends. It also ends after ``max_sweeps`` sweeps or when
+    ``max_evals`` is spent. ``n_refit=0`` disables refitting.
     """
     sp = problem.space
     _check_pos("max_sweeps", max_sweeps)
+    _check_pos("n_refit", n_refit, 0)
     if len(radius) != 2 or any(isinstance(r, bool) or not isinstance(r, int) or r < 1
                                for r in radius):
         raise ValueError(f"radius must be two ints >= 1 (first sweeps, later sweeps), "
@@ -109,6 +121,16 @@ def tnale(problem: Problem, seed, *, max_evals: int | None = None, init=None,
     x = _start(sp, init, sp.uniform(-(-sp.max_rank // 2)))
     cur = ev.evaluate([x])[0]
     variables = list(range(len(sp.edges))) + (["perm"] if sp.search_perm else [])
+
+    def neighbours(x, v, r):
+        if v == "perm":
+            return [Structure(x.ranks, _swap(x.perm, i, j))
+                    for i, j in itertools.combinations(range(sp.n_nodes), 2)]
+        lo, hi = max(1, x.ranks[v] - r), min(sp.max_rank, x.ranks[v] + r)
+        return [Structure(x.ranks[:v] + (q,) + x.ranks[v + 1:], x.perm)
+                for q in range(lo, hi + 1) if q != x.ranks[v]]
+
+    refits: dict[Structure, int] = {}
     for sweep in range(max_sweeps):
         r = radius[0] if sweep < n_wide else radius[1]
         order = variables if sweep % 2 == 0 else variables[::-1]
@@ -116,18 +138,21 @@ def tnale(problem: Problem, seed, *, max_evals: int | None = None, init=None,
         for v in order:
             if ev.exhausted:
                 break
-            if v == "perm":
-                cands = [Structure(x.ranks, _swap(x.perm, i, j))
-                         for i, j in itertools.combinations(range(sp.n_nodes), 2)]
-            else:
-                lo, hi = max(1, x.ranks[v] - r), min(sp.max_rank, x.ranks[v] + r)
-                cands = [Structure(x.ranks[:v] + (q,) + x.ranks[v + 1:], x.perm)
-                         for q in range(lo, hi + 1) if q != x.ranks[v]]
-            best = _best(ev.evaluate(cands))
+            best = _best(ev.evaluate(neighbours(x, v, r)))
             if best is not None and best.objective < cur.objective:
                 x, cur, changed = best.structure, best, True
-        if ev.exhausted or (not changed and r == radius[1]):
+        if ev.exhausted:
             break
+        if not changed and r == radius[1]:
+            again = [s for v in variables for s in neighbours(x, v, r)
+                     if refits.get(s, 0) < n_refit and (e := ev.lookup(s)) is not None
+                     and e.index >= 0]
+            for s in again:
+                refits[s] = refits.get(s, 0) + 1
+            best = _best(ev.refit(again)) if again else None
+            if best is None or best.objective >= cur.objective:
+                break
+            x, cur = best.structure, best
     return ev.result("tnale")
 
 
@@ -135,21 +160,28 @@ def tnale(problem: Problem, seed, *, max_evals: int | None = None, init=None,
 
 
 def tnls(problem: Problem, seed, *, max_evals: int | None = None, init=None,
-         n_samples: int = 16, radius: int = 1, max_iter: int = 100, patience: int = 5,
-         batched: bool = True, max_batch: int = 64, min_batch: int = 1,
-          replay=None, on_batch=None) -> SearchResult:
+         n_samples: int = 16, radius: int = 1, p_move: float | None = None,
+         max_iter: int = 100, patience: int = 5, batched: bool = True, max_batch: int = 64,
+         min_batch: int = 1, replay=None, on_batch=None) -> SearchResult:
     """Local sampling (TNLS) from ``init`` (default: every rank ``ceil(max_rank / 2)``).
 
-    Each iteration draws ``n_samples`` structures around the incumbent (every rank
-    moved by a uniform integer in ``[-radius, radius]``, and when the permutation is
-    searched a random transposition with probability one half), evaluates them as one
-    batch and moves to the best if it lowers the objective. Stops after ``patience``
-    iterations without improvement, ``max_iter`` iterations or ``max_evals``.
+    Each iteration draws ``n_samples`` structures around the incumbent (each rank
+    moved with probability ``p_move``, default ``min(1, 2 / #edges)``, by a uniform
+    nonzero integer in ``[-radius, radius]``, and when the permutation is searched a
+    random transposition with probability one half; a draw equal to the incumbent is
+    redrawn), evaluates them as one batch and moves to the best if it lowers the
+    objective. Stops after ``patience`` iterations without improvement, ``max_iter``
+    iterations or ``max_evals``.
     """
     sp = problem.space
     for name, v in (("n_samples", n_samples), ("radius", radius), ("max_iter", max_iter),
                     ("patience", patience)):
         _check_pos(name, v)
+    n_e = len(sp.edges)
+    p_move = min(1.0, 2.0 / max(n_e, 1)) if p_move is None else p_move
+    if isinstance(p_move, bool) or not isinstance(p_move, int | float) or \
+            not 0 < p_move <= 1:
+        raise ValueError(f"p_move must be a probability in (0, 1], got {p_move!r}")
     ev, rng = _setup(problem, seed, max_evals, batched, max_batch, min_batch,
                    replay, on_batch)
     x = _start(sp, init, sp.uniform(-(-sp.max_rank // 2)))
@@ -161,7 +193,8 @@ def tnls(problem: Problem, seed, *, max_evals: int | None = None, init=None,
         samples = []
         for _ in range(n_samples):
             for _ in range(10):  # redraw the incumbent itself
-                ranks = np.asarray(x.ranks) + rng.integers(-radius, radius + 1, len(x.ranks))
+                step = rng.integers(1, radius + 1, n_e) * rng.choice((-1, 1), n_e)
+                ranks = np.asarray(x.ranks) + np.where(rng.random(n_e) < p_move, step, 0)
                 perm = x.perm
                 if sp.search_perm and rng.random() < 0.5:
                     i, j = rng.choice(sp.n_nodes, 2, replace=False)

@@ -23,9 +23,10 @@ mode fits the same function one candidate at a time (for comparison); both modes
 candidate ``i``'s start from ``fold_in(key, i)``, so they agree up to rounding.
 
 :class:`Evaluator` counts evaluations exactly (a structure seen before is answered from
-its cache and not counted; infeasible ones are not fitted), keeps a log of every
-evaluation (structure, parameters, objective, RSE, wall time) and stops at
-``max_evals``.
+its cache and not counted; infeasible ones are not fitted; an explicit
+:meth:`Evaluator.refit` from fresh starts is a new, counted evaluation), keeps a log of
+every evaluation (structure, parameters, objective, RSE, wall time) and the fitted
+cores of each, and stops at ``max_evals``.
 """
 
 from __future__ import annotations
@@ -285,26 +286,28 @@ def _als_sweep(cores, xn, masks, lay: _Layout, ridge):
     return network._balance(tuple(cores))
 
 
-def _make_fit_one(lay: _Layout, cfg: FitConfig, loss, has_init: bool):
+def _make_fit_one(lay: _Layout, cfg: FitConfig, loss):
     n = len(lay.node_dims)
 
-    def start(key, masks, init, dtype):
-        keys = jax.random.split(key, n)
+    def start(key, masks, init, noise_scale, dtype):
+        # one draw for all cores (one random-bits kernel to compile, not one per core)
+        sizes_all = [math.prod(m.shape) for m in masks]
+        z = jax.random.normal(key, (sum(sizes_all),), dtype)
+        offsets = np.cumsum([0] + sizes_all)
         out = []
         for k, m in enumerate(masks):
             # network.random's scale for the candidate's own (unpadded) sizes
             sizes = jnp.sum(m > 0).astype(dtype)
             nk = jnp.sum(jnp.max(m.reshape(m.shape[0], -1), axis=1) > 0).astype(dtype)
             std = 1.0 / jnp.sqrt(nk * jnp.sqrt(sizes / nk))
-            noise = std * jax.random.normal(keys[k], m.shape, dtype)
-            if has_init:
-                c = init[k] + jnp.where(init[k] == 0, 0.1 * noise, 0)
-            else:
-                c = noise
+            noise = std * z[offsets[k]:offsets[k + 1]].reshape(m.shape)
+            # a cold start (init all zero, noise_scale 1) is the noise itself, exactly
+            c = init[k] + jnp.where(init[k] == 0, noise_scale * noise, 0)
             out.append(c * m)
         return tuple(out)
 
-    def fit_one(x, em, pm, key, init):
+    def fit_one(x, em, pm, base_key, index, init, noise_scale):
+        key = jax.random.fold_in(base_key, index)
         masks = _core_masks(lay, em, pm)
         if loss is not None:
             dtype = em.dtype
@@ -315,8 +318,8 @@ def _make_fit_one(lay: _Layout, cfg: FitConfig, loss, has_init: bool):
             safe = jnp.where(xnorm > 0, xnorm, 1.0)
             xn, per_core = x / safe, safe ** (1.0 / n)
         masks = tuple(m.astype(dtype) for m in masks)
-        if has_init:
-            init = tuple(c.astype(dtype) / per_core for c in init)
+        init = tuple(c.astype(dtype) / per_core for c in init)
+        noise_scale = noise_scale.astype(dtype)
 
         def err_of(cs):
             if loss is not None:
@@ -324,7 +327,7 @@ def _make_fit_one(lay: _Layout, cfg: FitConfig, loss, has_init: bool):
             return jnp.sum((xn - network.contract(cs, lay.spec)) ** 2)
 
         def run(k):
-            cs = start(k, masks, init, dtype)
+            cs = start(k, masks, init, noise_scale, dtype)
             if cfg.method == "als":
                 ridge = cfg.ridge if cfg.ridge is not None else (
                     1e-10 if dtype == jnp.float64 else 1e-6)
@@ -348,13 +351,15 @@ def _make_fit_one(lay: _Layout, cfg: FitConfig, loss, has_init: bool):
 
 
 @functools.lru_cache(maxsize=64)
-def _fitter(lay: _Layout, cfg: FitConfig, loss, has_init: bool, batched: bool,
-            shared_x: bool):
-    fit_one = _make_fit_one(lay, cfg, loss, has_init)
+def _fitter(lay: _Layout, cfg: FitConfig, loss, batched: bool, shared_x: bool):
+    """The jitted fit of one candidate (``batched=False``) or of a batch (vmapped).
+
+    Cold and warm starts share one compiled function: a cold start passes zero cores
+    and ``noise_scale`` 1, a warm start the incumbent's cores and 0.1."""
+    fit_one = _make_fit_one(lay, cfg, loss)
     if not batched:
         return jax.jit(fit_one)
-    axes = (None if shared_x else 0, 0, 0, 0, 0 if has_init else None)
-    return jax.jit(jax.vmap(fit_one, in_axes=axes))
+    return jax.jit(jax.vmap(fit_one, in_axes=(None if shared_x else 0, 0, 0, None, 0, 0, 0)))
 
 
 def _bucket(n: int, min_batch: int, max_batch: int) -> int:
@@ -421,13 +426,18 @@ class Evaluator:
       max_batch: the largest batch; larger requests are split.
       min_batch: the smallest bucket: batches are padded to the next power of two in
         ``[min_batch, max_batch]`` (so at most ``log2(max_batch / min_batch) + 2``
-        compilations, however many generations run).
+        compilations, however many generations run; cold and warm starts share them).
       replay: ``(EvalRecord, cores)`` pairs of an earlier run with the same problem and
         key: a structure found there is answered from it (counted and logged as the
-        evaluation it was, not refitted), so a deterministic search resumes where it
+        evaluation it was, not refitted; a structure fitted ``m`` times there answers
+        its first ``m`` fits in order), so a deterministic search resumes where it
         stopped.
       on_batch: called as ``on_batch(evaluator)`` after every fitted batch (to save
         the state).
+
+    State: ``count`` (evaluations so far), ``log`` (one :class:`EvalRecord` each),
+    ``fits`` (the fitted padded cores of evaluation ``i`` at ``fits[i]``), ``cache``
+    (the best fit per structure) and ``best``.
     """
 
     def __init__(self, problem: Problem, key, *, batched: bool = True,
@@ -453,7 +463,11 @@ class Evaluator:
         self.cache: dict[Structure, Evaluation] = {}
         self.best: Evaluation | None = None
         self._lay = _layout(self.space)
-        self._replay = {rec.structure: (rec, cores) for rec, cores in (replay or ())}
+        self._x = None  # the padded target, once
+        self.fits: list[tuple] = []  # the fitted cores of every evaluation, by index
+        self._replay: dict[Structure, list] = {}
+        for rec, cores in sorted(replay or (), key=lambda rc: rc[0].index):
+            self._replay.setdefault(rec.structure, []).append((rec, cores))
         self.on_batch = on_batch
 
     @property
@@ -486,59 +500,95 @@ class Evaluator:
                 break
             todo.append(s)
             todo_init.append(None if init is None else init[i])
+        self._fit_all(todo, None if init is None else todo_init)
+        return [self.cache.get(s) for s in structures]
+
+    def refit(self, structures: Sequence[Structure]) -> list[Evaluation | None]:
+        """Fit ``structures`` again from fresh random starts (evaluation ``i`` starts
+        from ``fold_in(key, i)``, so a refit never repeats an earlier start).
+
+        A fit is random and can miss; a search that suspects it (TnALE when a sweep
+        stalls) asks for another. Each refit is a new evaluation: counted, logged and
+        bounded by ``max_evals``. The cache then answers the better of the fits (lower
+        objective; the earlier on ties). Structures never evaluated or infeasible are
+        skipped (use :meth:`evaluate`). Returns the cached (best) Evaluation per
+        structure, None for those not refitted because the budget ran out.
+        """
+        structures = [Structure(tuple(int(r) for r in s.ranks), tuple(int(p) for p in s.perm))
+                      for s in structures]
+        todo = []
+        for s in structures:
+            e = self.cache.get(s)
+            if e is None or e.index < 0 or s in todo:
+                continue
+            if self.max_evals is not None and self.count + len(todo) >= self.max_evals:
+                break
+            todo.append(s)
+        self._fit_all(todo, None)
+        done = set(todo)
+        return [self.cache[s] if s in done else None for s in structures]
+
+    def _fit_all(self, todo: list[Structure], todo_init) -> None:
+        """Fit ``todo`` (answering from the replay what it holds) in batches."""
         fresh, fresh_init = [], []
-        for s, i in zip(todo, todo_init, strict=True):
-            if s in self._replay:
-                rec, cores = self._replay[s]
+        for j, s in enumerate(todo):
+            if self._replay.get(s):
+                rec, cores = self._replay[s].pop(0)
                 self._record(s, rec.rse, tuple(cores), rec.wall_s, rec.batch)
             else:
                 fresh.append(s)
-                fresh_init.append(i)
-        todo, todo_init = fresh, fresh_init
+                fresh_init.append(None if todo_init is None else todo_init[j])
         step = self.max_batch if self.batched else 1
-        for start in range(0, len(todo), step):
-            self._run(todo[start:start + step],
-                      None if init is None else todo_init[start:start + step])
-        return [self.cache.get(s) for s in structures]
+        for start in range(0, len(fresh), step):
+            self._run(fresh[start:start + step],
+                      None if todo_init is None else fresh_init[start:start + step])
 
     def _run(self, batch: list[Structure], init) -> None:
         sp, prob = self.space, self.problem
         n_real = len(batch)
         masks = [_masks_np(sp, s) for s in batch]
-        first = self.count
-        keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
-            self.key, jnp.arange(first, first + n_real))
+        index = np.arange(self.count, self.count + n_real, dtype=np.int32)
         shared = prob.target is None or not sp.search_perm
         if prob.target is None:
             xs = None
         elif shared:
-            xs = _target_for(sp, prob.target, sp.perm)
+            if self._x is None:
+                self._x = _target_for(sp, prob.target, sp.perm)
+            xs = self._x
         else:
-            xs = jnp.stack([_target_for(sp, prob.target, s.perm) for s in batch])
-        dt = prob.target.dtype if prob.target is not None else jnp.result_type(float)
-        em = jnp.asarray(np.stack([m[0] for m in masks]), dt)
-        pm = jnp.asarray(np.stack([m[1] for m in masks]), dt)
-        ini = None if init is None else tuple(
-            jnp.stack([jnp.asarray(c[k]) for c in init]) for k in range(sp.n_nodes))
+            xs = np.stack([np.asarray(_target_for(sp, prob.target, s.perm)) for s in batch])
+        dt = np.dtype(prob.target.dtype if prob.target is not None
+                      else jnp.result_type(float))
+        # host arrays: the candidates' masks, starts and keys (one transfer per call)
+        em = np.stack([m[0] for m in masks]).astype(dt)
+        pm = np.stack([m[1] for m in masks]).astype(dt)
+        lay = self._lay
+        shapes = [(d,) + (lay.max_rank,) * len(inc)
+                  for d, inc in zip(lay.node_dims, lay.incident, strict=True)]
+        if init is None:
+            ini = tuple(np.zeros((n_real,) + sh, dt) for sh in shapes)
+            scale = np.ones(n_real, dt)
+        else:
+            ini = tuple(np.stack([np.asarray(c[k], dt) for c in init]) for k in range(sp.n_nodes))
+            scale = np.full(n_real, 0.1, dt)
         t0 = time.perf_counter()
         if self.batched:
             size = _bucket(n_real, self.min_batch, self.max_batch)
 
             def padb(a):
-                return None if a is None else jnp.concatenate(
-                    [a, jnp.repeat(a[-1:], size - n_real, axis=0)])
+                return np.concatenate([a, np.repeat(a[-1:], size - n_real, axis=0)])
 
-            f = _fitter(self._lay, prob.fit, prob.loss, ini is not None, True, shared)
-            cores, errs = f(xs if shared else padb(xs), padb(em), padb(pm), padb(keys),
-                            None if ini is None else tuple(padb(c) for c in ini))
+            f = _fitter(self._lay, prob.fit, prob.loss, True, shared)
+            cores, errs = f(xs if shared else padb(xs), padb(em), padb(pm), self.key,
+                            padb(index), tuple(padb(c) for c in ini), padb(scale))
             cores, errs = jax.device_get((cores, errs))
             per = [(tuple(c[i] for c in cores), float(errs[i])) for i in range(n_real)]
         else:
-            f = _fitter(self._lay, prob.fit, prob.loss, ini is not None, False, True)
+            f = _fitter(self._lay, prob.fit, prob.loss, False, True)
             per = []
             for i in range(n_real):
-                out = f(xs if shared else xs[i], em[i], pm[i], keys[i],
-                        None if ini is None else tuple(c[i] for c in ini))
+                out = f(xs if shared else xs[i], em[i], pm[i], self.key, index[i],
+                        tuple(c[i] for c in ini), scale[i])
                 cs, err = jax.device_get(out)
                 per.append((tuple(cs), float(err)))
         wall = (time.perf_counter() - t0) / n_real
@@ -553,8 +603,11 @@ class Evaluator:
         n_params = self.space.num_params(s)
         obj = objective(n_params, self.space.size, err, self.problem.lam)
         ev = Evaluation(s, obj, err, n_params, self.count, cs)
-        self.cache[s] = ev
+        old = self.cache.get(s)
+        if old is None or old.index < 0 or obj < old.objective:
+            self.cache[s] = ev
         self.log.append(EvalRecord(self.count, s, n_params, obj, err, wall, batch_id))
+        self.fits.append(cs)
         self.count += 1
         if self.best is None or obj < self.best.objective:
             self.best = ev

@@ -4,7 +4,7 @@ sweeps, the training method of Stoudenmire & Schwab (2016); the counterpart of
 
     tnlib run configs/mps_mnist_sweep.py                # bonds up to 120 (the paper's chi)
     tnlib run configs/mps_mnist_sweep.py:max_bond=20    # another maximum bond dimension
-    tnlib run configs/mps_mnist_sweep.py:smoke          # a few seconds (used by the test suite)
+    tnlib run configs/mps_mnist_sweep.py:smoke          # 7x7 images, a few seconds (tests)
 
 Arguments (comma-separated): ``max_bond=<int>`` (default 120), ``smoke``. Every update
 takes full-batch gradient steps over the 50k training images (the environments of
@@ -55,10 +55,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 1
     c.train.keep_checkpoints = 3
 
-    if opts["smoke"]:
+    if opts["smoke"]:  # 7x7 images, no validation split: one eval batch shape
+        c.data.downsample = 4
+        c.data.use_validation_for_training = True
         c.data.n_train = 200
         c.data.n_test = 200
         c.model.max_bond = min(c.model.max_bond, 4)
         c.train.num_sweeps = 1
         c.train.local_steps = 2
+        c.train.eval_batch_size = 200
     return c

@@ -7,9 +7,13 @@ training set's environments cached, truncated SVD with ``model.max_bond`` and
 ``train.cutoff``. One logged step is one sweep (right to the end and back); each
 line of ``metrics.jsonl`` carries the train / validation / test loss and accuracy
 and the bond dimensions kept (``bond_dims``, all ``L + 1`` of them). A checkpoint
-(orbax) is written after every ``train.checkpoint_every`` sweeps and a run started
-again resumes from the last one; the environments are recomputed from the model, so
-a resumed run continues exactly as an uninterrupted one.
+(orbax, with a SHA-256 manifest: :func:`tnlib.experiments.training.save_checkpoint`)
+is written after every ``train.checkpoint_every`` sweeps and a run started again
+resumes from the last one that verifies (a damaged one is set aside with a
+:class:`~tnlib.experiments.records.CheckpointWarning` and the previous one used); the
+environments are recomputed from the model, so a resumed run continues exactly as an
+uninterrupted one. While it runs, the run directory is locked
+(:func:`~tnlib.experiments.records.lock_run_dir`): a second run on it fails at once.
 
 :func:`to_classifier` / :func:`from_classifier` convert to and from
 :class:`tnlib.models.MPSClassifier`, so a sweep-trained model can be evaluated,
@@ -18,6 +22,8 @@ saved or fine-tuned with the gradient-training code.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import sys
@@ -36,15 +42,34 @@ from tqdm.auto import tqdm
 from tnlib import sweep as sw
 from tnlib.models.mps import FEATURE_MAPS, MPSClassifier, local_feature_map
 
+from . import config as config_lib
 from . import data as data_lib
 from . import records, training
 from .classification import _check_resumable, _summary_line, load_data
-from .config import ConfigError, validate
+from .config import ConfigError, check_keys, validate
 
-__all__ = ["check_config", "from_classifier", "to_classifier", "train_and_evaluate"]
+__all__ = ["MODEL_KEYS", "TRAIN_KEYS", "check_config", "evaluate", "from_classifier",
+           "to_classifier", "train_and_evaluate"]
 
+# Keys of config.model and config.train the task reads (any other is a ConfigError).
+MODEL_KEYS = ("name", "max_bond", "init_bond", "local_dim", "feature_map", "init_std")
+TRAIN_KEYS = ("num_sweeps", "loss", "lr", "momentum", "schedule", "end_lr_factor",
+              "local_steps", "cutoff", "eval_batch_size", "checkpoint_every", "keep_checkpoints")
+# Every key but train.end_lr_factor (read by the cosine schedule only; default 0).
+REQUIRED = ("task", "seed", "data.name", *(f"model.{k}" for k in MODEL_KEYS),
+            *(f"train.{k}" for k in TRAIN_KEYS if k != "end_lr_factor"))
+TYPES: dict[str, type] = {
+    **{k: t for k, t in config_lib.TYPES.items() if k in ("task", "seed") or
+       k.startswith("data.")},
+    "model.name": str, "model.max_bond": int, "model.init_bond": int, "model.local_dim": int,
+    "model.feature_map": str, "model.init_std": float,
+    "train.num_sweeps": int, "train.loss": str, "train.lr": float, "train.momentum": float,
+    "train.schedule": str, "train.end_lr_factor": float, "train.local_steps": int,
+    "train.cutoff": float, "train.eval_batch_size": int, "train.checkpoint_every": int,
+    "train.keep_checkpoints": int,
+}
 RULES = (
-    ("seed", lambda v: v >= 0, "an int >= 0"),
+    *(r for r in config_lib.RULES if r[0] == "seed"),
     ("model.max_bond", lambda v: v >= 1, "an int >= 1"),
     ("model.init_bond", lambda v: v >= 1, "an int >= 1"),
     ("model.local_dim", lambda v: v >= 2, "an int >= 2"),
@@ -65,11 +90,23 @@ RULES = (
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-    """Raise ConfigError for an impossible config, before any data is loaded."""
+    """Raise ConfigError for an impossible config, before any data is loaded.
+
+    Checks (:func:`tnlib.experiments.config.validate` / ``check_keys``, as the
+    classification task): required keys, unknown keys (top level, ``model``,
+    ``train``, the data set's options), types, allowed names and value ranges, then
+    ``init_bond <= max_bond``. The task runs in one process (no ``mesh``).
+    """
     validate(config, choices={"task": ["sweep"], "model.name": ["mps_sweep"],
                               "model.feature_map": FEATURE_MAPS, "train.loss": sw.LOSSES,
                               "train.schedule": ["constant", "cosine"],
-                              "data.name": data_lib.LOADERS}, rules=RULES)
+                              "data.name": data_lib.LOADERS},
+             rules=RULES, types=TYPES, required=REQUIRED)
+    check_keys(config, {"": ("task", "seed", "data", "model", "train"),
+                        "model": MODEL_KEYS, "train": TRAIN_KEYS})
+    if jax.process_count() > 1:
+        raise ConfigError(f"the sweep task runs in one process; this is one of "
+                          f"{jax.process_count()} (start it without jax.distributed)")
     if config.model.init_bond > config.model.max_bond:
         raise ConfigError(f"model.init_bond={config.model.init_bond} exceeds "
                           f"model.max_bond={config.model.max_bond}")
@@ -141,31 +178,39 @@ def to_classifier(mps: sw.LabelledMPS, *, feature_map: str = "cos_sin",
 # --------------------------------------------------------------------------- evaluation
 
 
-def _loss_and_correct(out, y, kind):
-    if kind == "cross_entropy":
+_features = jax.jit(local_feature_map, static_argnums=(1, 2))
+
+
+@functools.partial(jax.jit, static_argnames=("feature_map", "loss"))
+def _eval_batch(mps, x, y, mask, *, feature_map, loss):
+    """Summed loss and number correct over the rows of ``x`` ``(B, L)`` where ``mask``."""
+    out, _ = sw.logits(mps, local_feature_map(x, mps.local_dim, feature_map))
+    if loss == "cross_entropy":
         losses = jax.nn.logsumexp(out, -1) - jnp.take_along_axis(out, y[:, None], -1)[:, 0]
     else:
-        losses = 0.5 * jnp.sum((out - jax.nn.one_hot(y, out.shape[-1])) ** 2, -1)
-    return losses, jnp.argmax(out, -1) == y
+        losses = 0.5 * jnp.sum((out - jax.nn.one_hot(y, out.shape[-1], dtype=out.dtype)) ** 2,
+                               -1)
+    correct = jnp.argmax(out, -1) == y
+    return jnp.sum(jnp.where(mask, losses, 0)), jnp.sum(mask & correct)
 
 
 def evaluate(mps, split, batch_size: int, feature_map: str, loss: str) -> dict[str, float]:
-    """Mean loss (the training loss) and accuracy over ``split``; one compilation."""
+    """Mean loss (the training loss) and accuracy over ``split``; the last batch is
+    padded and masked, so one compilation per batch size."""
     x, y = split
     n = len(x)
     batch_size = min(batch_size, n)
     total_loss, total_correct = 0.0, 0
     for start in range(0, n, batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        valid = len(xb)
-        if valid < batch_size:
-            xb = np.concatenate([xb, np.zeros((batch_size - valid, x.shape[1]), x.dtype)])
-            yb = np.concatenate([yb, np.zeros(batch_size - valid, y.dtype)])
-        feats = local_feature_map(jnp.asarray(xb), mps.local_dim, feature_map)
-        out, _ = sw.logits(mps, feats)
-        losses, correct = _loss_and_correct(out, jnp.asarray(yb), loss)
-        total_loss += float(jnp.sum(losses[:valid]))
-        total_correct += int(jnp.sum(correct[:valid]))
+        mask = np.arange(batch_size) < len(xb)
+        if len(xb) < batch_size:
+            pad = batch_size - len(xb)
+            xb = np.concatenate([xb, np.zeros((pad, x.shape[1]), x.dtype)])
+            yb = np.concatenate([yb, np.zeros(pad, y.dtype)])
+        lsum, correct = _eval_batch(mps, xb, yb, mask, feature_map=feature_map, loss=loss)
+        total_loss += float(lsum)
+        total_correct += int(correct)
     return {"loss": total_loss / n, "acc": total_correct / n}
 
 
@@ -176,21 +221,17 @@ def _state(mps):
     return {"cores": mps.cores, "label": mps.label, "center": mps.center, "ranks": mps.ranks}
 
 
-def _save(mngr, step: int, mps, meta: dict[str, Any]) -> None:
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_state(mps)),
-                                            meta=ocp.args.JsonSave(meta)))
-
-
-def _restore(mngr, mps):
-    step = mngr.latest_step()
-    if step is None:
-        return None
+def _restore(mngr, mps, quarantine: Path):
+    """``(step, mps, meta)`` of the newest good checkpoint (damaged ones set aside), or None."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _state(mps))
-    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                     meta=ocp.args.JsonRestore()))
-    st = out.state
-    return step, sw.LabelledMPS(st["cores"], st["label"], st["center"], st["ranks"]), dict(
-        out.meta)
+    restored = training.restore_checkpoint(mngr, abstract, quarantine=quarantine)
+    if restored is None:
+        return None
+    step, st, meta = restored
+    # orbax returns device-committed arrays, which jit keys apart from the uncommitted
+    # ones a fresh run passes: through the host, the resumed run reuses the compilations
+    st = {k: jnp.asarray(np.asarray(v)) for k, v in st.items()}
+    return step, sw.LabelledMPS(st["cores"], st["label"], st["center"], st["ranks"]), meta
 
 
 def _lr(tc, sweep_index: int) -> float:
@@ -198,7 +239,7 @@ def _lr(tc, sweep_index: int) -> float:
     lr = float(tc.lr)
     if tc.schedule == "constant" or tc.num_sweeps == 1:
         return lr
-    end = lr * float(tc.end_lr_factor)
+    end = lr * float(tc.get("end_lr_factor", 0.0))
     frac = sweep_index / (tc.num_sweeps - 1)
     return end + 0.5 * (lr - end) * (1 + math.cos(math.pi * frac))
 
@@ -213,10 +254,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     and loss, ``steps`` (sweeps done), the training wall time in seconds (summed over
     resumed sessions), the number of parameters kept (sum over the kept bonds) and
     the final ``bond_dims``.
+
+    Holds ``workdir/run.lock`` while it runs (:func:`records.lock_run_dir`), taken
+    before the data are loaded when the directory exists: a second run on the same
+    directory raises :class:`records.RunLockedError` at once. Config errors
+    (:class:`ConfigError`, including those known only after loading the data) are
+    raised before the directory is created.
     """
     check_config(config)
     workdir = Path(workdir)
-    _check_resumable(workdir, config)
+    with contextlib.ExitStack() as stack:
+        if workdir.is_dir():  # fail fast, before loading data
+            stack.enter_context(records.lock_run_dir(workdir))
+            _check_resumable(workdir, config)
+        return _train_locked(config, workdir, stack)
+
+
+def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
+                  stack: contextlib.ExitStack) -> dict[str, Any]:
     mc, tc = config.model, config.train
     splits = load_data(config.data)
     x_train, y_train = splits["train"]
@@ -226,11 +281,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     n_classes = int(max(y.max() for _, y in splits.values())) + 1
     mps = sw.init(jax.random.key(config.seed), n_sites, n_classes, max_bond=mc.max_bond,
                   local_dim=mc.local_dim, init_bond=mc.init_bond, init_std=mc.init_std)
-    workdir.mkdir(parents=True, exist_ok=True)  # only now: config errors leave no trace
+    if not workdir.is_dir():  # only now: config errors leave no trace
+        workdir.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(records.lock_run_dir(workdir))
+        _check_resumable(workdir, config)  # another process may have created it meanwhile
 
     mngr = training.checkpoint_manager(workdir / "checkpoints", tc.keep_checkpoints)
+    stack.callback(mngr.close)
     metrics_path = workdir / "metrics.jsonl"
-    restored = _restore(mngr, mps)
+    restored = _restore(mngr, mps, workdir / "checkpoints.corrupt")
     step, wall_before = 0, 0.0
     if restored is not None:
         step, mps, ck_meta = restored
@@ -256,14 +315,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 out.update({f"{name}_loss": r["loss"], f"{name}_acc": r["acc"]})
         return out
 
-    envs = None
+    envs, pending = None, []
     t0 = time.perf_counter()
     bar = tqdm(total=tc.num_sweeps * updates, initial=step * updates, desc="sweep",
                unit="site", file=sys.stderr, mininterval=1.0, dynamic_ncols=True)
     try:
         while step < tc.num_sweeps:
             if envs is None:
-                feats = local_feature_map(jnp.asarray(x_train), mc.local_dim, mc.feature_map)
+                feats = _features(jnp.asarray(x_train), mc.local_dim, mc.feature_map)
                 envs = sw.environments(mps, feats, jnp.asarray(y_train))
                 del feats
             lr = _lr(tc, step)
@@ -280,16 +339,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             record.update(step=step, epoch=step, lr=lr, wall_s=wall, bond_dims=bond_dims,
                           max_kept_bond=max(bond_dims),
                           mean_bond=float(np.mean(bond_dims[1:-1])),
-                          mean_discarded=float(jnp.mean(infos["discarded"])),
-                          local_loss=float(jnp.mean(infos["loss_after"])))
+                          mean_discarded=float(np.mean(infos["discarded"])),
+                          local_loss=float(np.mean(infos["loss_after"])))
             records.append_metrics(metrics_path, record)
             bar.set_postfix(acc=f"{record['train_acc']:.4f}", chi=max(bond_dims), refresh=False)
             if step % tc.checkpoint_every == 0 or step == tc.num_sweeps:
-                _save(mngr, step, mps, {"step": step, "wall_s": wall, "seed": config.seed})
+                training.commit_checkpoints(mngr, pending)  # the previous save, now complete
+                training.save_checkpoint(mngr, step, _state(mps),
+                                         {"step": step, "wall_s": wall, "seed": config.seed})
+                pending = [step]
     finally:
         bar.close()
-        mngr.wait_until_finished()
-        mngr.close()
+        training.commit_checkpoints(mngr, pending)
 
     history = records.read_metrics(metrics_path)
     if restored is not None and restored[0] == tc.num_sweeps:  # finished earlier: re-evaluate

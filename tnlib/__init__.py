@@ -15,6 +15,7 @@ from tnlib import (
     serialize,
     struct,
     sweep,
+    sweep_born,
     tr,
     tree,
     tt,
@@ -30,8 +31,8 @@ from tnlib.tucker import Tucker
 __version__ = "0.1.0"
 
 __all__ = [
-    "btt", "cp", "linalg", "network", "riemannian", "serialize", "struct", "sweep", "tr", "tree",
-    "tt", "tucker",
+    "btt", "cp", "linalg", "network", "riemannian", "serialize", "struct", "sweep", "sweep_born",
+    "tr", "tree", "tt", "tucker",
     "CP", "Network", "TensorRing", "TensorTrain", "TTMatrix", "TreeTN", "Tucker",
     "__version__",
 ]

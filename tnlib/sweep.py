@@ -182,9 +182,28 @@ def to_cores(mps: LabelledMPS):
     labelled site's core being ``None``. Reads ``ranks`` and ``center``: outside jit."""
     ranks = [int(r) for r in np.asarray(mps.ranks)]
     c = int(mps.center)
-    cores = [None if k == c else mps.cores[k, : ranks[k], :, : ranks[k + 1]]
+    host = np.asarray(mps.cores)  # sliced on the host: no compile per core shape
+    cores = [None if k == c else jnp.asarray(host[k, : ranks[k], :, : ranks[k + 1]])
              for k in range(mps.n_sites)]
-    return cores, mps.label[: ranks[c], :, :, : ranks[c + 1]], c
+    return cores, jnp.asarray(np.asarray(mps.label)[: ranks[c], :, :, : ranks[c + 1]]), c
+
+
+def _right_orthogonal_cores(key, n_sites, d, init_bond, dtype):
+    """Unpadded right-orthogonal cores (on the host) and their bonds ``(L + 1,)``: the
+    product state ``(1, ..., 1) / sqrt(d)`` for ``init_bond=1``, else random cores with
+    bonds ``min(init_bond, d ** min(k, L - k))`` (orthonormal rows from a QR drawn
+    with a NumPy generator seeded by ``key``)."""
+    L = n_sites
+    ranks = [1] + [min(init_bond, d ** min(k, L - k)) for k in range(1, L)] + [1]
+    if init_bond == 1:
+        return [np.full((1, d, 1), 1 / np.sqrt(d), dtype)] * L, ranks
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    cores = []
+    for k in range(L):
+        rl, rr = ranks[k], ranks[k + 1]
+        q, _ = np.linalg.qr(rng.standard_normal((d * rr, rl)))  # orthonormal columns
+        cores.append(q.T.reshape(rl, d, rr).astype(dtype))
+    return cores, ranks
 
 
 def init(key, n_sites: int, n_classes: int, *, max_bond: int, local_dim: int = 2,
@@ -205,19 +224,12 @@ def init(key, n_sites: int, n_classes: int, *, max_bond: int, local_dim: int = 2
         raise ValueError(f"init_bond={init_bond} exceeds max_bond={max_bond}")
     if not init_std >= 0:
         raise ValueError(f"init_std must be >= 0, got {init_std!r}")
-    d, L = local_dim, n_sites
-    ranks = [1] + [min(init_bond, d ** min(k, L - k)) for k in range(1, L)] + [1]
     k_cores, k_label = jax.random.split(key)
-    cores = []
-    if init_bond == 1:
-        cores = [np.full((1, d, 1), 1 / np.sqrt(d), dtype)] * L
-    else:
-        rng = np.random.default_rng(np.asarray(jax.random.key_data(k_cores)).ravel())
-        for k in range(L):
-            rl, rr = ranks[k], ranks[k + 1]
-            q, _ = np.linalg.qr(rng.standard_normal((d * rr, rl)))  # orthonormal columns
-            cores.append(q.T.reshape(rl, d, rr).astype(dtype))
-    label = init_std * jax.random.normal(k_label, (1, d, n_classes, ranks[1]), dtype)
+    cores, ranks = _right_orthogonal_cores(k_cores, n_sites, local_dim, init_bond, dtype)
+    d = local_dim
+    shape = (1, d, n_classes, ranks[1])
+    label = init_std * jax.random.normal(k_label, shape, dtype) if init_std else np.zeros(
+        shape, dtype)
     return from_cores(cores, label, 0, max_bond)
 
 
@@ -247,13 +259,15 @@ def _e0(n, D, dt):
     return jnp.zeros((n, D), dt).at[:, 0].set(1)
 
 
-@jax.jit
-def _environments(mps, feats, labels):
+def _scan_environments(cores, feats, max_bond):
+    """Unit left / right environments ``(L + 1, N, D)`` of ``cores`` ``(L, D, d, D)`` for
+    features ``(L, N, d)`` and their log-scales ``(L + 1, N)``: ``left[j]`` contracts
+    sites ``0..j-1``, ``right[j]`` sites ``j..L-1``. One ``lax.scan`` each way."""
     L, n, _ = feats.shape
-    dt = jnp.promote_types(mps.cores.dtype, jnp.float32)
-    cores = mps.cores.astype(dt)
+    dt = jnp.promote_types(cores.dtype, jnp.float32)
+    cores = cores.astype(dt)
     feats = feats.astype(dt)
-    start = (_e0(n, mps.max_bond, dt), jnp.zeros((n,), dt))
+    start = (_e0(n, max_bond, dt), jnp.zeros((n,), jnp.finfo(dt).dtype))
 
     def go(step):
         def body(carry, inp):
@@ -268,6 +282,13 @@ def _environments(mps, feats, labels):
     left, left_scale = cat(start[0], lv), cat(start[1], ls)
     right = jnp.concatenate([rv, start[0][None]])
     right_scale = jnp.concatenate([rs, start[1][None]])
+    return feats, left, right, left_scale, right_scale
+
+
+@jax.jit
+def _environments(mps, feats, labels):
+    feats, left, right, left_scale, right_scale = _scan_environments(mps.cores, feats,
+                                                                     mps.max_bond)
     return Environments(feats, labels, left, right, left_scale, right_scale)
 
 
@@ -517,17 +538,25 @@ def sweep(mps: LabelledMPS, envs: Environments, *, lr=1.0, momentum=0.0, cutoff=
     :func:`update` for the arguments; ``envs`` is donated). ``callback(info)``, when
     given, is called after every update (a progress bar, say). Returns
     ``(mps, envs, infos)`` where ``infos`` stacks the per-update ``info`` arrays in
-    order; the kept bond dimensions after the sweep are ``mps.ranks``.
+    order (NumPy arrays: a sweep is a host loop); the kept bond dimensions after the
+    sweep are ``mps.ranks``.
     """
+    return _sweep_loop(update, mps, envs, callback, lr=lr, momentum=momentum, cutoff=cutoff,
+                       max_rank=max_rank, steps=steps, loss=loss)
+
+
+def _sweep_loop(update_fn, mps, envs, callback, **kwargs):
+    """``L - 1 - center`` right then ``L - 1`` left calls of ``update_fn(mps, envs,
+    direction=..., **kwargs)``; returns ``(mps, envs, infos)`` with the infos stacked
+    on the host (one transfer, and no eager stack compiled per length and dtype)."""
     L = mps.n_sites
     c = int(mps.center)
     infos = []
     for direction, count in (("right", L - 1 - c), ("left", L - 1)):
         for _ in range(count):
-            mps, envs, info = update(mps, envs, direction=direction, lr=lr, momentum=momentum,
-                                     cutoff=cutoff, max_rank=max_rank, steps=steps, loss=loss)
+            mps, envs, info = update_fn(mps, envs, direction=direction, **kwargs)
             infos.append(info)
             if callback is not None:
                 callback(info)
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *infos) if infos else {}
+    stacked = jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(infos)) if infos else {}
     return mps, envs, stacked

@@ -1,37 +1,81 @@
-"""The sweep task: a ``:smoke`` run, resuming between sweeps, and the conversions to and
-from ``MPSClassifier`` (same predictions; the classification evaluate runs on it)."""
+"""The sweep task: a ``:smoke`` run, its reliability (resuming between sweeps exactly,
+damaged checkpoints set aside, the run lock, config errors naming the key) and the
+conversions to and from ``MPSClassifier`` (same predictions; the classification
+evaluate runs on it).
 
-import json
+One reference run (configs/mps_digits_sweep.py:smoke, two sweeps) is shared by the
+tests of this module; the other runs have its shapes, so nothing compiles twice.
+"""
+
+import contextlib
+import io
+import os
+import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
 import tnlib.sweep as sw
-from tnlib.experiments import classification
+from tnlib.experiments import classification, records, training
 from tnlib.experiments import sweep as task
 from tnlib.experiments.config import ConfigError, apply_overrides, load_config
 from tnlib.models import MPSClassifier
-from tnlib.models.mps import local_feature_map
 
 ROOT = Path(__file__).resolve().parents[2]
+SMOKE = str(ROOT / "configs" / "mps_digits_sweep.py") + ":smoke"
 
 
 def metrics(workdir):
-    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return records.read_metrics(workdir / "metrics.jsonl")
 
 
-def test_smoke_run_logs_bond_dims_and_resumes_between_sweeps(tmp_path, monkeypatch, capsys):
-    """configs/mps_digits_sweep.py:smoke end to end; an interrupted run resumes from its
-    last finished sweep and ends exactly as the uninterrupted one. (The ``:smoke`` run of
-    configs/mps_mnist_sweep.py goes through the same function in test_exp_smoke.py.)"""
-    config, _, _ = load_config(str(ROOT / "configs" / "mps_digits_sweep.py") + ":smoke")
-    summary = task.train_and_evaluate(config, tmp_path / "reference")
-    lines = metrics(tmp_path / "reference")
+def without_wall(lines):
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in lines]
+
+
+def steps(workdir):
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def saved_state(workdir, step):
+    with ocp.StandardCheckpointer() as ckptr:
+        return ckptr.restore(workdir / "checkpoints" / str(step) / "state")
+
+
+def assert_bitwise_equal(a, b):
+    assert sorted(a) == sorted(b)
+    for k in a:
+        x, y = np.asarray(a[k]), np.asarray(b[k])
+        assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes(), k
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config(SMOKE)[0]
+
+
+@pytest.fixture(scope="module")
+def reference(config, tmp_path_factory):
+    """The uninterrupted smoke run."""
+    workdir = tmp_path_factory.mktemp("sweep") / "reference"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        summary = task.train_and_evaluate(config, workdir)
+    return SimpleNamespace(workdir=workdir, summary=summary, lines=metrics(workdir),
+                           out=out.getvalue(), last=saved_state(workdir, steps(workdir)[-1]))
+
+
+def test_smoke_run_logs_bond_dims(config, reference, capsys):
+    """configs/mps_digits_sweep.py:smoke end to end: bond dimensions logged per sweep,
+    checkpoints with manifests; started again, a finished run only re-evaluates, and a
+    different config refuses the directory."""
+    lines, summary, workdir = reference.lines, reference.summary, reference.workdir
     assert [r["step"] for r in lines] == list(range(1, config.train.num_sweeps + 1))
     for r in lines:
         dims = r["bond_dims"]
@@ -39,12 +83,37 @@ def test_smoke_run_logs_bond_dims_and_resumes_between_sweeps(tmp_path, monkeypat
         assert 1 < max(dims) <= config.model.max_bond
         assert {"train_loss", "train_acc", "test_acc", "test_loss", "lr", "wall_s"} <= set(r)
     assert 0 <= summary["test_accuracy"] <= 1 and summary["bond_dims"] == lines[-1]["bond_dims"]
-    for f in ("config.json", "meta.json", "summary.json", "curves.png"):
-        assert (tmp_path / "reference" / f).is_file()
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("test_accuracy=")
-    with pytest.raises(ConfigError, match="different config"):
-        task.train_and_evaluate(apply_overrides(config, ["train.lr=0.5"]), tmp_path / "reference")
+    for f in ("config.json", "meta.json", "summary.json", "curves.png", records.LOCK_FILE):
+        assert (workdir / f).is_file()
+    for s in steps(workdir):
+        assert training.verify_manifest(workdir / "checkpoints" / str(s)) == (True, None)
+    assert reference.out.strip().splitlines()[-1].startswith("test_accuracy=")
 
+    again = task.train_and_evaluate(config, workdir)
+    assert "resumed from step 2" in capsys.readouterr().out
+    assert again["test_accuracy"] == summary["test_accuracy"]
+    assert metrics(workdir) == lines
+    with pytest.raises(ConfigError, match="different config"):
+        task.train_and_evaluate(apply_overrides(config, ["train.lr=0.5"]), workdir)
+
+
+@pytest.mark.slow  # ~6 s of CPU (MNIST loading, its own compilations); digits:smoke above
+def test_mnist_smoke_run(tmp_path):  # runs the same code in the default suite
+    config = load_config(str(ROOT / "configs" / "mps_mnist_sweep.py") + ":smoke")[0]
+    task.check_config(config)
+    summary = task.train_and_evaluate(config, tmp_path)
+    dims = summary["bond_dims"]
+    assert len(dims) == 7 * 7 + 1 and 1 < max(dims) <= config.model.max_bond
+    assert 0 <= summary["test_accuracy"] <= 1 and summary["steps"] == config.train.num_sweeps
+    assert steps(tmp_path) == [config.train.num_sweeps]
+
+
+def test_interrupted_and_damaged_runs_resume_exactly(config, reference, tmp_path, monkeypatch,
+                                                     capsys):
+    """Ctrl-C in sweep 2 leaves checkpoint 1 committed; the run started again resumes
+    from it and ends bitwise equal to the uninterrupted one. Then its newest checkpoint
+    is garbled: it is set aside with a warning, the run resumes from step 1 and again
+    ends bitwise equal."""
     real, calls = sw.sweep, []
 
     def interrupted(*args, **kwargs):
@@ -53,47 +122,98 @@ def test_smoke_run_logs_bond_dims_and_resumes_between_sweeps(tmp_path, monkeypat
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
+    run = tmp_path / "run"
+    monkeypatch.setattr(records, "plot_curves", lambda *args, **kwargs: None)  # not tested here
     monkeypatch.setattr(sw, "sweep", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        task.train_and_evaluate(config, tmp_path / "run")
+        task.train_and_evaluate(config, run)
     monkeypatch.setattr(sw, "sweep", real)
-    assert [r["step"] for r in metrics(tmp_path / "run")] == [1]
-    resumed = task.train_and_evaluate(config, tmp_path / "run")
+    assert [r["step"] for r in metrics(run)] == [1] and steps(run) == [1]
+    assert training.verify_manifest(run / "checkpoints" / "1") == (True, None)
+
+    resumed = task.train_and_evaluate(config, run)
     assert "resumed from step 1" in capsys.readouterr().out
-    assert resumed["test_accuracy"] == summary["test_accuracy"]
-    strip = lambda r: {k: v for k, v in r.items() if k != "wall_s"}  # noqa: E731
-    assert [strip(r) for r in metrics(tmp_path / "run")] == [strip(r) for r in lines]
-    # started again, a finished run only re-evaluates
-    again = task.train_and_evaluate(config, tmp_path / "run")
-    assert "resumed from step 2" in capsys.readouterr().out
-    assert again["test_accuracy"] == summary["test_accuracy"]
-    assert len(metrics(tmp_path / "run")) == len(lines)
+    assert resumed["test_accuracy"] == reference.summary["test_accuracy"]
+    assert without_wall(metrics(run)) == without_wall(reference.lines)
+    assert_bitwise_equal(saved_state(run, 2), reference.last)
+
+    files = [p for p in (run / "checkpoints" / "2" / "state").rglob("*")
+             if p.is_file() and p.parent.name == "d"]
+    garbled = max(files, key=lambda p: p.stat().st_size)
+    data = bytearray(garbled.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    garbled.write_bytes(bytes(data))
+    with pytest.warns(records.CheckpointWarning, match="checkpoint step 2 is corrupt"):
+        task.train_and_evaluate(config, run)
+    assert "resumed from step 1" in capsys.readouterr().out
+    assert [p.name for p in (run / "checkpoints.corrupt").iterdir()] == ["2"]
+    assert without_wall(metrics(run)) == without_wall(reference.lines)
+    assert_bitwise_equal(saved_state(run, 2), reference.last)
+
+
+def test_locked_directory_fails_before_loading_data(config, reference, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(reference.workdir, run)
+    monkeypatch.setattr(task, "load_data", lambda cfg: pytest.fail("loaded the data"))
+    with records.lock_run_dir(run):  # another open file description: as another process
+        with pytest.raises(records.RunLockedError, match=f"{run}.*PID {os.getpid()}"):
+            task.train_and_evaluate(config, run)
+
+
+@pytest.mark.parametrize(
+    "key, value, needle",
+    [("model.max_bnd", 3, "unknown config key 'model.max_bnd'"),
+     ("train.num_sweep", 3, "unknown config key 'train.num_sweep'"),
+     ("mesh", None, "unknown config key 'mesh'"),
+     ("model.max_bond", 2.5, "expected an int"), ("model.max_bond", True, "expected an int"),
+     ("train.lr", "1e-3", "expected a float"), ("train.cutoff", float("nan"), "finite"),
+     ("train.num_sweeps", 0, "an int >= 1"), ("train.momentum", 1.0, "[0, 1)"),
+     ("train.loss", "hinge", "is not one of"), ("train.cutoff", None, "may not be None"),
+     ("model.init_bond", 9, "exceeds model.max_bond")])
+def test_config_errors_name_the_key(config, key, value, needle):
+    c = config.copy_and_resolve_references()
+    with c.ignore_type():  # as a config file would write it (bypassing --set's checks)
+        *parents, leaf = key.split(".")
+        node = c
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as e:
+        task.check_config(c)
+    assert needle in str(e.value)
+
+
+def test_errors_known_after_loading_leave_no_directory(config, tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.n_test=1000 exceeds"):
+        task.train_and_evaluate(apply_overrides(config, ["data.n_test=1000"]), tmp_path / "w")
+    assert not (tmp_path / "w").exists()
 
 
 def test_classifier_conversions_keep_predictions():
-    x = jax.random.uniform(jax.random.key(0), (12, 6), jnp.float32)
-    feats = local_feature_map(x)
-    model = MPSClassifier(6, 3, bond_dim=3, label_site=3, init_std=0.5, rngs=nnx.Rngs(0))
-    out, _ = sw.logits(task.from_classifier(model), feats)
-    ratio = np.asarray(out / model(x))  # a positive factor per sample
-    np.testing.assert_allclose(ratio, ratio[:, :1] * np.ones((1, 3)), rtol=1e-4)
-    assert np.all(ratio > 0)
-
-    # the label at site 0, where sweeps end, converts exactly; evaluate runs on the result
+    """A chain with the label at site 0 (where sweeps end) converts to an
+    ``MPSClassifier`` exactly, and back (the label then sits inside the chain): the
+    outputs differ by a positive factor per sample, so the predictions are the same,
+    and the classification task's evaluate agrees with the sweep task's."""
     rng = np.random.default_rng(1)
+    x = rng.uniform(size=(12, 6)).astype(np.float32)
+    feats = np.stack([np.cos(0.5 * np.pi * x), np.sin(0.5 * np.pi * x)], -1)
     ranks = (1, 2, 3, 3, 3, 2, 1)
     cores = [rng.standard_normal((ranks[k], 2, ranks[k + 1])).astype(np.float32)
              for k in range(6)]
     label = rng.standard_normal((1, 2, 3, 2)).astype(np.float32)
     mps = sw.from_cores(cores, label, 0, max_bond=3)
     model = task.to_classifier(mps)
-    out, _ = sw.logits(mps, feats)
-    ratio = np.asarray(out / model(x))
-    np.testing.assert_allclose(ratio, ratio[:, :1] * np.ones((1, 3)), rtol=1e-4)
-    assert np.all(ratio > 0)
+    assert isinstance(model, MPSClassifier) and model.label_site == 1
+    want = np.asarray(model(jnp.asarray(x)))
+    back = task.from_classifier(model)
+    assert int(back.center) == 1 and back.cores.shape == mps.cores.shape
+    for chain in (mps, back):
+        ratio = np.asarray(sw.logits(chain, feats)[0]) / want  # a positive factor per sample
+        np.testing.assert_allclose(ratio, ratio[:, :1] * np.ones((1, 3)), rtol=1e-4)
+        assert np.all(ratio > 0)
     y = np.arange(12) % 3
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     _, eval_step = classification.make_steps(graphdef, rest, optax.sgd(0.1))
-    split = (np.asarray(x), y.astype(np.int32))
+    split = (x, y.astype(np.int32))
     got = classification.evaluate(eval_step, params, split, 12)["acc"]
     assert got == task.evaluate(mps, split, 12, "cos_sin", "squared")["acc"]

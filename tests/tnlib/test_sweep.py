@@ -1,7 +1,13 @@
 """tnlib.sweep against the dense classifier it represents (float64): outputs and
 bond-tensor outputs, padded vs unpadded chains, a sweep lowering the training loss with
 bonds growing from 1 and capped, and a sweep compiling a number of times that does not
-depend on the chain length."""
+depend on the chain length.
+
+Every jitted function compiles for few shapes: one chain shape (5 sites padded to 6,
+16 samples) is shared by all tests; the padded-vs-unpadded test adds the same chain
+padded to 3, the trace count a chain of 8 sites."""
+
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -15,18 +21,23 @@ D_, C_ = 2, 3  # local dimension, classes of the small chains
 
 
 def random_chain(seed, ranks, center, d=D_, n_classes=C_):
-    """Unpadded random cores with the given bonds and a label core at ``center``."""
-    ks = jax.random.split(key(seed), len(ranks))
-    cores = [jax.random.normal(ks[k], (ranks[k], d, ranks[k + 1]), F64)
+    """Unpadded random cores with the given bonds and a label core at ``center``
+    (NumPy's generator: no compilation per core shape)."""
+    rng = np.random.default_rng(seed)
+    cores = [jnp.asarray(rng.standard_normal((ranks[k], d, ranks[k + 1])))
              for k in range(len(ranks) - 1)]
-    label = jax.random.normal(ks[-1], (ranks[center], d, n_classes, ranks[center + 1]), F64)
+    label = jnp.asarray(rng.standard_normal((ranks[center], d, n_classes, ranks[center + 1])))
     return cores, label
 
 
-def features(seed, n, n_sites, d=D_):
-    x = jax.random.uniform(key(seed), (n, n_sites), F64)
-    c, s = jnp.cos(0.5 * jnp.pi * x), jnp.sin(0.5 * jnp.pi * x)
-    return jnp.stack([c, s] if d == 2 else [c * c, np.sqrt(2) * c * s, s * s], -1)
+def uniform(seed, n, n_sites):
+    return np.random.default_rng(seed).uniform(size=(n, n_sites))
+
+
+def features(seed, n, n_sites):
+    """``(n, n_sites, 2)`` cos / sin features of uniform pixels (float64)."""
+    x = 0.5 * np.pi * uniform(seed, n, n_sites)
+    return jnp.asarray(np.stack([np.cos(x), np.sin(x)], -1))
 
 
 def dense_amplitudes(cores, label, center, feats):
@@ -45,10 +56,43 @@ def dense_amplitudes(cores, label, center, feats):
     return np.einsum(f"{spec_w},{spec_f}->nz", w, *[f[:, k] for k in range(L)])
 
 
-# One chain shape for the whole file (5 sites, bonds up to 3, padded to 6, 16 samples):
-# every jitted function compiles once for it.
+# The shared chain shape: 5 sites, bonds up to 3, padded to 6, N samples; a sweep takes
+# STEPS gradient steps per update (static: the same compilation everywhere).
 RANKS = (1, 2, 3, 3, 2, 1)
-PAD, N = 6, 16
+PAD, N, STEPS = 6, 16, 3
+
+
+def labels(x):
+    """Three classes that depend on both ends of the chain (so bonds must grow)."""
+    z = np.asarray(x[:, 0] + x[:, -1] - x[:, 1] - x[:, -2])
+    return jnp.asarray(np.digitize(z, np.quantile(z, [1 / 3, 2 / 3])), jnp.int32)
+
+
+@pytest.fixture(scope="module")
+def swept():
+    """Sweeps from a product state on chains of 5 (the shared shape) and 8 sites,
+    counting the traces of the update. Module-scoped and requested by every test that
+    sweeps the shared shape, so it is the first to compile it."""
+    traces, out = [], {}
+    real = sw._local_logits
+
+    def counting(*args):
+        traces.append(1)
+        return real(*args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sw, "_local_logits", counting)
+        for n_sites in (5, 8):
+            x = uniform(n_sites, N, n_sites)
+            feats = features(n_sites, N, n_sites)
+            y = labels(x)
+            mps0 = sw.init(key(1), n_sites, C_, max_bond=PAD, dtype=F64)
+            envs = sw.environments(mps0, feats, y)
+            start = len(traces)
+            mps, _, info = sw.sweep(mps0, envs, lr=1.0, steps=STEPS, cutoff=1e-6, max_rank=3)
+            out[n_sites] = SimpleNamespace(before=mps0, after=mps, info=info, feats=feats, y=y,
+                                           traces=len(traces) - start)
+    return out
 
 
 @pytest.mark.parametrize("center", [0, 2])
@@ -64,9 +108,9 @@ def test_outputs_and_bond_tensor_match_dense(center):
         p = center if direction == "right" else center - 1
         B = sw.bond_tensor(mps, direction)
         assert B.shape == (PAD, 2, 2, C_, PAD)
-        got = sw.bond_logits(B, envs.left[p], envs.features[p], envs.features[p + 1],
-                             envs.right[p + 2])
-        close(got * np.exp(envs.left_scale[p] + envs.right_scale[p + 2])[:, None], want)
+        e = jax.device_get(envs)  # indexed on the host
+        got = sw.bond_logits(B, e.left[p], e.features[p], e.features[p + 1], e.right[p + 2])
+        close(got * np.exp(e.left_scale[p] + e.right_scale[p + 2])[:, None], want)
 
 
 def test_to_cores_round_trip_and_errors():
@@ -91,64 +135,48 @@ def test_to_cores_round_trip_and_errors():
         sw.logits(mps, jnp.ones((3, 4, 2)))
     with pytest.raises(ValueError, match="direction"):
         sw.update(mps, None, direction="up")
+    with pytest.raises(ValueError, match="steps"):
+        sw.update(mps, None, direction="left", steps=-1)
 
 
-def test_padded_chain_equals_unpadded():
+def test_padded_chain_equals_unpadded(swept):
     """A sweep with bonds padded to 6 and capped at 3 matches the same chain of shape 3."""
     cores, label = random_chain(3, RANKS, 0)
     feats = features(4, N, 5)
-    y = jnp.arange(N) % C_
+    y = jnp.arange(N, dtype=jnp.int32) % C_
     results = []
     for pad in (3, PAD):
         mps = sw.from_cores(cores, label, 0, max_bond=pad)
         envs = sw.environments(mps, feats, y)
-        mps, _, info = sw.sweep(mps, envs, lr=0.3, cutoff=1e-9, max_rank=3, steps=2)
+        mps, _, info = sw.sweep(mps, envs, lr=0.3, cutoff=1e-9, max_rank=3, steps=STEPS)
         results.append((mps, info))
         assert int(mps.center) == 0
     (small, info_s), (big, info_b) = results
     assert np.asarray(small.ranks).tolist() == np.asarray(big.ranks).tolist()
     close(info_s["loss_after"], info_b["loss_after"], 1e-9)
     close(sw.logits(big, feats)[0], sw.logits(small, feats)[0], 1e-8)
-    r = np.asarray(big.ranks)
+    r, cores = np.asarray(big.ranks), np.asarray(big.cores)
     for k in range(5):  # padding stays exactly zero
-        assert not np.any(np.asarray(big.cores[k, r[k]:])) and not np.any(
-            np.asarray(big.cores[k, :, :, r[k + 1]:]))
+        assert not np.any(cores[k, r[k]:]) and not np.any(cores[k, :, :, r[k + 1]:])
 
 
-def test_sweep_trains_grows_bonds_and_compiles_per_direction_only(monkeypatch):
+def test_sweep_trains_grows_bonds_and_compiles_per_direction_only(swept):
     """A sweep from a product state lowers the training loss, bonds grow from 1 and
-    never pass max_bond, and the update traces as often for 6 sites as for 12."""
-    traces = []
-    real = sw._local_logits
-
-    def counting(*args):
-        traces.append(1)
-        return real(*args)
-
-    monkeypatch.setattr(sw, "_local_logits", counting)
-    counts = []
-    for n_sites in (6, 12):
-        n = 24
-        x = jax.random.uniform(key(n_sites), (n, n_sites), F64)
-        y = (x[:, 0] + x[:, -1] > x[:, 1] + x[:, -2]).astype(jnp.int32)  # uses both ends
-        c, s = jnp.cos(0.5 * jnp.pi * x), jnp.sin(0.5 * jnp.pi * x)
-        feats = jnp.stack([c * c, np.sqrt(2) * c * s, s * s], -1)  # local_dim 3: own shapes
-        mps = sw.init(key(1), n_sites, 2, max_bond=3, local_dim=3, dtype=F64)
-        assert np.asarray(mps.ranks).tolist() == [1] * (n_sites + 1)
-        envs = sw.environments(mps, feats, y)
-
-        start = len(traces)
-        before = sw.logits(mps, feats)[0] if n_sites == 6 else None
-        mps, envs, info = sw.sweep(mps, envs, lr=1.0, steps=3, cutoff=1e-6)
-        counts.append(len(traces) - start)
+    never pass the cap, and the update traces as often for 5 sites as for 8."""
+    for n_sites, run in swept.items():
+        assert np.asarray(run.before.ranks).tolist() == [1] * (n_sites + 1)
+        info = run.info
         # every update's gradient steps lower its local loss, and the sweep the global one
-        assert np.all(np.asarray(info["loss_after"]) < np.asarray(info["loss_before"]))
-        if before is not None:
-            after = sw.logits(mps, feats)[0]
-            ce = [float(jnp.mean(jax.nn.logsumexp(o, -1) - o[jnp.arange(n), y]))
-                  for o in (before, after)]
-            assert ce[1] < ce[0]
-        ranks = np.asarray(mps.ranks)
+        assert np.all(info["loss_after"] < info["loss_before"])
+        ranks = np.asarray(run.after.ranks)
         assert ranks[0] == ranks[-1] == 1 and ranks.max() <= 3 and ranks.max() > 1
-        assert info["rank"].shape == (2 * (n_sites - 1),) and int(mps.center) == 0
-    assert counts[0] == counts[1] > 0
+        assert info["rank"].shape == (2 * (n_sites - 1),) and int(run.after.center) == 0
+        assert info["site"].tolist() == list(range(n_sites - 1)) + list(range(n_sites - 2,
+                                                                               -1, -1))
+    run = swept[5]  # the shared shape: the outputs compile once for the whole file
+    ce = []
+    for mps in (run.before, run.after):
+        out = np.asarray(sw.logits(mps, run.feats)[0])
+        ce.append(np.mean(np.log(np.exp(out).sum(-1)) - out[np.arange(N), run.y]))
+    assert ce[1] < ce[0]
+    assert swept[5].traces == swept[8].traces > 0

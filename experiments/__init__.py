@@ -15,6 +15,7 @@ __all__ = ["TASKS", "get_task"]
 # config.task -> task module (relative to this package).
 TASKS: dict[str, str] = {
     "classification": ".classification",
+    "rank_study": ".rank_study",
     "search": ".search",
     "sweep": ".sweep",
 }

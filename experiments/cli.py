@@ -1,6 +1,7 @@
 """The ``tnlib`` command line.
 
     tnlib run CONFIG[:ARG] [--set key=value ...] [--workdir DIR] [--seed K]
+    tnlib figures NAME|all [--quick] [--workdir-root DIR] [--out DIR] [--plot-only] | --list
 
 Errors in what was asked (unknown keys, wrong types, impossible values, missing
 data sets, a run directory locked by another run) print ``tnlib: error: ...`` to
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the final config and run directory, then exit without training",
     )
+    from .figures import add_parser as add_figures_parser  # light: no JAX at import
+
+    add_figures_parser(sub)
     return parser
 
 
@@ -126,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     try:
+        if args.command == "figures":
+            from .figures import command
+
+            return command(args)
         return run(args)
     except (ConfigError, DataUnavailableError, RunLockedError) as e:
         print(f"tnlib: error: {e}", file=sys.stderr)

@@ -1,0 +1,357 @@
+"""``tnlib figures``: regenerate the paper figures, running whatever results are missing.
+
+Each figure in :data:`FIGURES` names the runs it reads (a config spec ``CONFIG[:ARG]``,
+``--set`` overrides and a seed) in full and in quick mode, and a plot script
+``paper_figures/<name>.py``. :func:`make_figure` first completes every run whose
+directory has no ``summary.json`` (through the same code path as ``tnlib run``:
+``get_task(config.task).train_and_evaluate(config, workdir)``, which resumes a partial
+run from its checkpoint), then calls the script's ``plot(runs, out_dir, quick=...)``,
+which only reads the run directories and writes ``<name>.png``, ``<name>.pdf`` and
+``<name>.md`` (our numbers beside the paper's, with the commit and the device).
+
+Run directories follow ``tnlib run``'s layout, ``<root>/<config stem>/<arg>/seed<k>/``;
+a run with overrides gets ``<arg>+<key=value>+...`` as its argument component, so
+the same result is reachable by hand with
+``tnlib run CONFIG:ARG --set KEY=VALUE ... --workdir DIR`` (:meth:`RunSpec.command`).
+
+Outputs go to ``paper_figures/out/`` in full mode (committed) and to
+``paper_figures/out/quick/`` in quick mode (git-ignored).
+
+This module imports no JAX at import time, so ``tnlib --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from . import records
+from .config import ConfigError, apply_overrides, load_config, parse_spec, run_dir
+
+__all__ = [
+    "FIGURES",
+    "Figure",
+    "RunSpec",
+    "add_parser",
+    "command",
+    "default_out_dir",
+    "ensure_run",
+    "load_script",
+    "make_figure",
+]
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: configs/ and paper_figures/
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One run a figure reads: ``tnlib run CONFIG[:ARG] --set OVERRIDES... --seed SEED``.
+
+    ``config`` is relative to the checkout (``configs/...``) or absolute.
+    """
+
+    config: str
+    overrides: tuple[str, ...] = ()
+    seed: int = 0
+
+    def config_path(self) -> tuple[Path, str | None]:
+        path, arg = parse_spec(self.config)
+        p = Path(path)
+        return (p if p.is_absolute() else ROOT / p), arg
+
+    def workdir(self, root: str | Path) -> Path:
+        """``<root>/<config stem>/<arg>[+<override>...]/seed<k>``."""
+        path, arg = self.config_path()
+        if self.overrides:
+            arg = "+".join([arg or "default", *self.overrides])
+        return run_dir(str(path), arg, self.seed, root=root)
+
+    def load(self):
+        """The config with the overrides and the seed applied."""
+        path, arg = self.config_path()
+        spec = f"{path}:{arg}" if arg else str(path)
+        config, _, _ = load_config(spec)
+        return apply_overrides(config, [*self.overrides, f"seed={self.seed}"])
+
+    def command(self, root: str | Path = "runs") -> str:
+        """The equivalent ``tnlib run`` command line."""
+        parts = ["tnlib run", self.config, *(f"--set {o}" for o in self.overrides)]
+        if self.seed:
+            parts.append(f"--seed {self.seed}")
+        if self.overrides:
+            parts.append(f"--workdir {self.workdir(root)}")
+        return " ".join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    """A paper figure: its runs in full and quick mode and the paper it reproduces."""
+
+    name: str
+    paper: str
+    full: tuple[RunSpec, ...]
+    quick: tuple[RunSpec, ...]
+
+    def runs(self, quick: bool) -> tuple[RunSpec, ...]:
+        return self.quick if quick else self.full
+
+    @property
+    def script(self) -> Path:
+        return ROOT / "paper_figures" / f"{self.name}.py"
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def _mps_bond_dim() -> Figure:
+    chis = (10, 20, 40, 80, 120)
+    # Gradient-trained, and trained by the paper's own DMRG-style sweeps.
+    full = tuple(RunSpec(f"configs/mps_mnist.py:chi={chi}") for chi in chis) + tuple(
+        RunSpec(f"configs/mps_mnist_sweep.py:max_bond={chi}") for chi in chis)
+    quick = tuple(
+        RunSpec(f"configs/mps_mnist.py:chi={chi},smoke",
+                (f"model.bond_dim={chi}", "data.n_train=10000", "train.num_epochs=3",
+                 "train.lr=0.003", "train.warmup_steps=20", "train.eval_every=50"))
+        for chi in (10, 20, 40))
+    return Figure("mps_bond_dim", "Stoudenmire & Schwab 2016", full, quick)
+
+
+SCALING_LAYERS = ("dense", "lowrank", "kronecker", "monarch", "btt", "tt")
+
+
+def _structured_scaling() -> Figure:
+    def runs(widths, smoke):
+        return tuple(RunSpec(f"configs/structured_mlp_mnist.py:layer={layer},width={w}"
+                             + (",smoke" if smoke else ""))
+                     for layer in SCALING_LAYERS for w in widths)
+
+    return Figure("structured_scaling", "Qiu et al. 2024",
+                  runs((64, 128, 256, 512, 1024, 2048), False), runs((64, 256), True))
+
+
+def _structure_search() -> Figure:
+    algos = ("tnale", "tnls", "tnga", "greedy")
+    full = tuple(RunSpec(f"configs/search_planted.py:algo={a}", seed=s)
+                 for a in algos for s in range(5))
+    quick = tuple(RunSpec(f"configs/search_planted.py:algo={a},order=4", seed=s)
+                  for a in algos for s in range(5))
+    return Figure("structure_search", "Li et al. 2023 (TnALE)", full, quick)
+
+
+def _core_shapes() -> Figure:
+    return Figure("core_shapes", "Ghadiri et al. 2023",
+                  (RunSpec("configs/core_shapes.py"),), (RunSpec("configs/core_shapes.py:quick"),))
+
+
+def _tt_layer_compression() -> Figure:
+    def runs(width, tt_ranks, btt_ranks, lr_ranks, smoke):
+        s = ",smoke" if smoke else ""
+        base = f"configs/structured_mlp_mnist.py:width={width},depth=2,n_factors=4"
+        out = [RunSpec(f"{base},layer=dense{s}")]
+        out += [RunSpec(f"{base},layer=tt,rank={r}{s}") for r in tt_ranks]
+        out += [RunSpec(f"{base},layer=btt,rank={r}{s}") for r in btt_ranks]
+        out += [RunSpec(f"{base},layer=lowrank,rank={r}{s}") for r in lr_ranks]
+        return tuple(out)
+
+    return Figure("tt_layer_compression", "Novikov et al. 2015",
+                  runs(1024, (1, 2, 4, 8, 16), (1, 2, 4, 8), (1, 2, 4, 16, 64), False),
+                  runs(256, (1, 4, 8), (1, 4), (1, 2, 8), True))
+
+
+FIGURES: dict[str, Figure] = {f.name: f for f in (
+    _mps_bond_dim(), _structured_scaling(), _structure_search(), _core_shapes(),
+    _tt_layer_compression())}
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    def strip(c):
+        return {k: v for k, v in c.items() if k != "mesh"}
+
+    return strip(a) == strip(b)
+
+
+def ensure_run(spec: RunSpec, root: str | Path, *, log=print) -> Path:
+    """Complete the run of ``spec`` under ``root`` unless its ``summary.json`` exists.
+
+    A finished run whose ``config.json`` differs from what ``spec`` now gives is an
+    error (the config file changed since): delete the directory to redo it.
+    Returns the run directory.
+    """
+    from . import get_task
+
+    workdir = spec.workdir(root)
+    config = spec.load()
+    want = json.loads(config.to_json())
+    done = (workdir / "summary.json").is_file()
+    if done and (workdir / "config.json").is_file():
+        if not _same(records.read_json(workdir / "config.json"), want):
+            raise ConfigError(f"{workdir} holds a finished run of a different config than "
+                              f"{spec.config} now gives; delete that directory to redo it")
+    if done:
+        _write_model_cost(config, workdir)  # a run finished by hand may lack it
+        return workdir
+    task = get_task(config.task)
+    task.check_config(config)
+    log(f"[figures] {spec.command(root)}", flush=True)
+    t0 = time.perf_counter()
+    task.train_and_evaluate(config, workdir)
+    log(f"[figures] done in {time.perf_counter() - t0:.1f} s: {workdir}", flush=True)
+    _write_model_cost(config, workdir)
+    return workdir
+
+
+# Models of the classification task that count their FLOPs (``model.flops()``).
+COSTED_MODELS = ("structured_mlp",)
+
+
+def _write_model_cost(config, workdir: Path) -> None:
+    """``model_cost.json`` (forward FLOPs per example, parameters) for a classification
+    run whose model counts its FLOPs (``StructuredMLP.flops()``): what the scaling
+    figure reads to put training compute on its x axis. Builds the model (no training,
+    no checkpoint read); a no-op for other runs or when the file exists."""
+    if (config.task != "classification" or config.model.name not in COSTED_MODELS
+            or (workdir / "model_cost.json").exists()):
+        return
+    from . import classification
+
+    model = _build(classification, config, workdir)
+    records.write_json(workdir / "model_cost.json", {
+        "flops_per_example": int(model.flops()), "n_params": int(model.num_params()),
+        "source": f"{type(model).__name__}.flops(): forward pass, 2 per multiply-add"})
+
+
+def _build(classification, config, workdir: Path):
+    meta = records.read_json(workdir / "meta.json")
+    splits = classification.load_data(config.data)
+    n_classes = int(max(y.max() for _, y in splits.values())) + 1
+    return classification.build_model(config.model, int(meta["n_sites"]), n_classes,
+                                      config.seed)
+
+
+def load_script(figure: Figure) -> ModuleType:
+    """Import ``paper_figures/<name>.py`` by path."""
+    path = figure.script
+    if not path.is_file():
+        raise ConfigError(f"figure script {path} is missing (tnlib figures needs a checkout "
+                          "of the repository, not an installed wheel)")
+    spec = importlib.util.spec_from_file_location(f"tnlib_figure_{figure.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def default_out_dir(quick: bool) -> Path:
+    """``paper_figures/out`` (full, committed) or ``paper_figures/out/quick`` (ignored)."""
+    out = ROOT / "paper_figures" / "out"
+    return out / "quick" if quick else out
+
+
+def make_figure(name: str, *, quick: bool = False, root: str | Path = "runs",
+                out_dir: str | Path | None = None, plot_only: bool = False,
+                runs: Sequence[RunSpec] | None = None, log=print) -> dict[str, Path]:
+    """Run what figure ``name`` is missing (unless ``plot_only``), then plot it.
+
+    ``runs`` replaces the figure's own list (e.g. smoke-size runs in a test).
+    Returns ``{"png": ..., "pdf": ..., "md": ...}``, the files written to ``out_dir``
+    (default :func:`default_out_dir`).
+    """
+    if name not in FIGURES:
+        raise ConfigError(f"unknown figure {name!r}; known: {', '.join(FIGURES)}")
+    figure = FIGURES[name]
+    script = load_script(figure)
+    specs = tuple(runs) if runs is not None else figure.runs(quick)
+    t0 = time.perf_counter()
+    if not plot_only:
+        for spec in specs:
+            spec.load()  # every config error before the first run starts
+        for spec in specs:
+            ensure_run(spec, root, log=log)
+    found = [{"spec": s.config, "overrides": list(s.overrides), "seed": s.seed,
+              "dir": s.workdir(root), "command": s.command(root)} for s in specs]
+    missing = [str(r["dir"]) for r in found if not (r["dir"] / "summary.json").is_file()]
+    if missing:
+        raise ConfigError(f"figure {name}: {len(missing)} run(s) have no summary.json, e.g. "
+                          f"{missing[0]}; run `tnlib figures {name}` without --plot-only")
+    out = Path(out_dir) if out_dir is not None else default_out_dir(quick)
+    out.mkdir(parents=True, exist_ok=True)
+    files = script.plot(found, out, quick=quick)
+    log(f"[figures] {name}: {time.perf_counter() - t0:.1f} s; wrote "
+        + ", ".join(str(p) for p in files.values()), flush=True)
+    return files
+
+
+# --------------------------------------------------------------------------- CLI
+
+EPILOG = """\
+examples:
+  tnlib figures --list
+  tnlib figures mps_bond_dim --quick       # small runs, minutes on a CPU
+  tnlib figures all                         # every figure at full size (GPU)
+  tnlib figures core_shapes --plot-only     # re-plot from existing run directories
+
+Runs land in <workdir-root>/<config>/<arg>/seed<k>/ exactly as `tnlib run` puts them;
+a run directory with summary.json is reused, a partial one resumes.
+"""
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """Add the ``figures`` subcommand to ``tnlib``'s subparsers ``sub``."""
+    p = sub.add_parser(
+        "figures", help="regenerate a paper figure (runs what is missing first)",
+        description="Regenerate paper figures: complete the runs each one reads, then plot "
+        "paper_figures/out/<name>.png/.pdf/.md (quick: paper_figures/out/quick/).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("names", nargs="*", metavar="NAME", help="figure name(s), or 'all'")
+    p.add_argument("--list", action="store_true", help="list the figures and their runs")
+    p.add_argument("--quick", action="store_true", help="small runs (minutes on a CPU)")
+    p.add_argument("--workdir-root", default="runs", metavar="DIR",
+                   help="where run directories live (default: runs)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: "
+                   "paper_figures/out, or paper_figures/out/quick with --quick)")
+    p.add_argument("--plot-only", action="store_true",
+                   help="do not run anything; plot from the existing run directories")
+    return p
+
+
+def command(args: argparse.Namespace) -> int:
+    """``tnlib figures``: list, or make each named figure; returns the exit status."""
+    if args.list or not args.names:
+        for f in FIGURES.values():
+            print(f"{f.name:22s} {f.paper}: {len(f.full)} runs (quick: {len(f.quick)})")
+            for spec in f.runs(args.quick) if args.list and f.name in args.names else ():
+                print(f"    {spec.command(args.workdir_root)}")
+        if not args.list:
+            print("tnlib figures: error: give a figure name (or 'all'); see --list",
+                  file=sys.stderr)
+            return 2
+        return 0
+    names = list(FIGURES) if args.names == ["all"] else list(args.names)
+    for name in names:
+        if name not in FIGURES:
+            raise ConfigError(f"unknown figure {name!r}; known: {', '.join(FIGURES)}, all")
+    for name in names:
+        make_figure(name, quick=args.quick, root=args.workdir_root, out_dir=args.out,
+                    plot_only=args.plot_only)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tnlib.experiments.figures ...`` (same as ``tnlib figures ...``)."""
+    parser = argparse.ArgumentParser(prog="tnlib")
+    add_parser(parser.add_subparsers(dest="command"))
+    return command(parser.parse_args(["figures", *(argv if argv is not None else sys.argv[1:])]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

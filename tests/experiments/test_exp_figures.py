@@ -1,0 +1,80 @@
+"""``tnlib figures``: every run the registry names has a config its task accepts, and
+the cheapest figure (core_shapes, smoke size) runs end to end: its run is made through
+the task, reused on a second call, resumed when cut short, refused when its config
+changed, and the figure's PNG, PDF and markdown carry our numbers and the paper's
+claim, the commit and the device."""
+
+import json
+
+import pytest
+
+from tnlib.experiments import TASKS, figures, get_task
+from tnlib.experiments.config import ConfigError
+
+
+@pytest.fixture
+def rank_study_task(monkeypatch):
+    # the rank_study registry line may not be applied yet; harmless once it is
+    monkeypatch.setitem(TASKS, "rank_study", ".rank_study")
+
+
+def test_registry_configs_pass_their_task_checks(rank_study_task):
+    assert set(figures.FIGURES) == {"mps_bond_dim", "structured_scaling", "structure_search",
+                                    "core_shapes", "tt_layer_compression"}
+    for fig in figures.FIGURES.values():
+        assert fig.script.is_file(), fig.script
+        for quick in (True, False):
+            specs = fig.runs(quick)
+            assert specs
+            dirs = [s.workdir("runs") for s in specs]
+            assert len(set(dirs)) == len(dirs), fig.name  # no two runs share a directory
+            for spec in specs:
+                config = spec.load()  # config file, argument and overrides
+                get_task(config.task).check_config(config)
+                assert config.seed == spec.seed
+
+
+def test_core_shapes_figure_end_to_end(tmp_path, rank_study_task, capsys):
+    spec = figures.RunSpec("configs/core_shapes.py:smoke")
+    out = tmp_path / "out"
+    files = figures.make_figure("core_shapes", root=tmp_path / "runs", out_dir=out,
+                                runs=[spec], quick=True)
+    assert {k: p.name for k, p in files.items()} == {
+        "png": "core_shapes.png", "pdf": "core_shapes.pdf", "md": "core_shapes.md"}
+    for p in files.values():
+        assert p.is_file() and p.stat().st_size > 0
+    run = spec.workdir(tmp_path / "runs")
+    assert run == tmp_path / "runs" / "core_shapes" / "smoke" / "seed0"
+    summary = json.loads((run / "summary.json").read_text())
+    meta = json.loads((run / "meta.json").read_text())
+    md = files["md"].read_text()
+    # our numbers (as the script formats them) beside the paper's claim and provenance
+    assert f"geometric mean {summary['error_ratio_gmean']:.4f} (paper: ~1" in md
+    for row in summary["rows"]:
+        assert f"{row['error_ratio']:.4f}" in md and str(tuple(row["greedy"]["shape"])) in md
+    assert "Paper: packing core shapes" in md
+    assert (meta["git_commit"] or "unknown")[:12] in md and meta["devices"][0] in md
+    assert "tnlib run configs/core_shapes.py:smoke" in md
+
+    # a second call reuses the finished run (nothing is recomputed) and re-plots
+    capsys.readouterr()
+    figures.make_figure("core_shapes", root=tmp_path / "runs", out_dir=out, runs=[spec])
+    assert "[figures] tnlib run" not in capsys.readouterr().out
+    # a study cut short resumes: the finished case is kept, the missing one recomputed
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text(lines[0] + "\n")
+    (run / "summary.json").unlink()
+    figures.make_figure("core_shapes", root=tmp_path / "runs", out_dir=out, runs=[spec])
+    assert "resumed after 1 cases" in capsys.readouterr().out
+    again = json.loads((run / "summary.json").read_text())
+    assert again["rows"][0] == summary["rows"][0]
+    assert [r["greedy"]["shape"] for r in again["rows"]] == \
+        [r["greedy"]["shape"] for r in summary["rows"]]
+    # a run directory whose config no longer matches is refused, not silently reused
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["study"]["eval_n_iter"] += 1
+    (run / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="different config"):
+        figures.make_figure("core_shapes", root=tmp_path / "runs", out_dir=out, runs=[spec])
+    with pytest.raises(ConfigError, match="unknown figure"):
+        figures.make_figure("nope", root=tmp_path)

@@ -38,6 +38,8 @@ def rank_sequence(rank, count: int, name: str, what: str) -> tuple[int, ...]:
     """``rank`` (an int, or a sequence of ``count`` ints >= 1) as a tuple of ``count``."""
     if isinstance(rank, int) and not isinstance(rank, bool):
         ranks = (rank,) * count
+    elif isinstance(rank, bool) or not hasattr(rank, "__iter__"):
+        raise TypeError(f"{name} must be an int or a sequence of {count} {what}, got {rank!r}")
     else:
         ranks = tuple(rank)
         if len(ranks) != count:

@@ -96,7 +96,7 @@ def rank_bound(dims: Sequence[int]) -> int:
     """``prod(dims) // max(dims)``: every tensor of shape ``dims`` has CP rank at most
     this (one rank-1 term per fibre along the largest mode), so larger ranks are
     redundant and ``als`` rejects them."""
-    dims = tuple(dims)
+    dims = _check_dims(dims)
     return math.prod(dims) // max(dims)
 
 
@@ -174,11 +174,13 @@ def norm(cp: CP):
     """Frobenius norm ``||cp||_F`` from the Hadamard product of the factor Gram
     matrices (never forms the dense tensor)."""
     sq = jnp.real(inner(cp, cp))
-    return jnp.sqrt(jnp.maximum(sq, 0))
+    return linalg._safe_sqrt(jnp.maximum(sq, 0))
 
 
 def num_params(cp: CP) -> int:
     """Number of stored scalars: ``R + sum_k n_k R`` (per network, for a vmapped batch)."""
+    if not isinstance(cp, CP):  # a type check only: a stacked batch has extra axes
+        raise TypeError(f"cp must be a tnlib.cp.CP, got {type(cp).__name__}")
     return cp.rank * (1 + sum(cp.dims))
 
 
@@ -189,7 +191,8 @@ def _mttkrp(x, factors, mode):
     """``X_(mode) @ conj(K)``, ``K`` the Khatri-Rao product of the other factors:
     shape ``(n_mode, R)``, computed by one einsum (the Khatri-Rao matrix is not formed)."""
     L = x.ndim
-    operands = [x, list(range(L))]
+    # the ones vector carries the rank axis L (no other factor does when x has one mode)
+    operands = [x, list(range(L)), jnp.ones((factors[mode].shape[-1],), x.dtype), [L]]
     for j, f in enumerate(factors):
         if j != mode:
             operands += [jnp.conj(f), [j, L]]
@@ -200,9 +203,12 @@ def _psd_solve(m, v):
     """``m @ pinv(v)`` for a Hermitian positive semi-definite ``v`` ``(R, R)``.
 
     Eigenvalues below ``R * eps * lambda_max`` are treated as zero, so a singular
-    ``v`` gives the minimum-norm least-squares solution instead of NaNs.
+    ``v`` gives the minimum-norm least-squares solution instead of NaNs. The
+    eigendecomposition is ``linalg.svd`` (equal to it for a PSD matrix): its broadened
+    derivative stays finite when eigenvalues repeat (``eigh``'s is NaN there, e.g. for
+    the identity Gram matrices of orthonormal factors).
     """
-    w, q = jnp.linalg.eigh(v)
+    q, w, _ = linalg.svd(v)
     eps = jnp.finfo(w.dtype).eps
     cutoff = v.shape[-1] * eps * jnp.maximum(jnp.max(w), jnp.finfo(w.dtype).tiny)
     inv = jnp.where(w > cutoff, 1.0 / jnp.where(w > cutoff, w, 1.0), 0.0)
@@ -227,7 +233,7 @@ def _svd_init(x, rank):
 
 
 def _normalize(f):
-    norms = jnp.linalg.norm(f, axis=0)
+    norms = linalg._safe_sqrt(jnp.sum(jnp.abs(f) ** 2, axis=0))
     safe = jnp.where(norms > 0, norms, 1.0)
     return f / safe.astype(f.dtype), norms
 
@@ -250,7 +256,8 @@ def als(x, rank: int, n_iter: int = 50, key=None, *, return_errors: bool = False
     never increases from sweep to sweep (up to rounding).
 
     Args:
-      x: dense array (float or complex; integers are cast to the default float).
+      x: dense array (float or complex; integers are cast to the default float;
+        bfloat16 / float16 are fitted in float32 and the result cast back).
       rank: static number of components ``R``, at most ``rank_bound(x.shape)``.
       n_iter: static number of sweeps (>= 1).
       key: None (default) initializes each factor from the ``R`` leading left
@@ -268,6 +275,9 @@ def als(x, rank: int, n_iter: int = 50, key=None, *, return_errors: bool = False
         raise ValueError("x must have at least one axis")
     rank = _check_rank(rank, x.shape)
     n_iter = _check_n_iter(n_iter)
+    if linalg._low_precision(x.dtype):  # fit in float32, return x's dtype
+        out = als(x.astype(jnp.float32), rank, n_iter, key, return_errors=return_errors)
+        return jax.tree.map(lambda a: a.astype(x.dtype), out)
     L = x.ndim
     if key is None:
         factors = _svd_init(x, rank)

@@ -41,26 +41,51 @@ def _H(x):
 
 
 def _safe_reciprocal(x, eps):
-    """``1/x`` broadened to ``x / (x**2 + eps**2)``: finite at 0, exact far from it."""
-    return x / (x * x + eps * eps)
+    """``1/x`` broadened to ``x / (x**2 + eps**2)``: finite at 0, exact far from it.
+
+    ``eps`` is zero for an all-zero matrix; the broadened reciprocal is then 0 where
+    ``x`` is 0 (its limit for any ``eps > 0``), never ``0 / 0``."""
+    den = x * x + eps * eps
+    ok = den > 0
+    return jnp.where(ok, x / jnp.where(ok, den, 1), 0)
 
 
-@jax.custom_jvp
+def _low_precision(dtype) -> bool:
+    """bfloat16 / float16: LAPACK has no kernels for them."""
+    return jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
+
+
+def _check_matrix(a):
+    a = jnp.asarray(a)
+    if a.ndim < 2:
+        raise ValueError(f"a must have shape (..., m, n) (a matrix or a batch), got {a.shape}")
+    return a
+
+
 def svd(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Thin SVD ``a = u @ diag(s) @ vh`` with a broadened, always-finite derivative.
 
     Args:
-      a: array of shape ``(..., m, n)``, real or complex.
+      a: array of shape ``(..., m, n)``, real or complex. bfloat16 / float16 inputs
+        are decomposed in float32 and the factors cast back to the input dtype.
 
     Returns:
       ``(u, s, vh)`` with shapes ``(..., m, k)``, ``(..., k)``, ``(..., k, n)``,
       ``k = min(m, n)``, singular values in descending order.
     """
+    a = _check_matrix(a)
+    if _low_precision(a.dtype):
+        return tuple(f.astype(a.dtype) for f in _svd(a.astype(jnp.float32)))
+    return _svd(a)
+
+
+@jax.custom_jvp
+def _svd(a):
     u, s, vh = jnp.linalg.svd(a, full_matrices=False)
     return u, s, vh  # a plain tuple: the JVP rule's output must have the same structure
 
 
-@svd.defjvp
+@_svd.defjvp
 def _svd_jvp(primals, tangents):
     (a,), (da,) = primals, tangents
     u, s, vh = jnp.linalg.svd(a, full_matrices=False)
@@ -134,7 +159,11 @@ def qr(a: jax.Array) -> tuple[jax.Array, jax.Array]:
     ``q`` has shape ``(..., m, k)`` with orthonormal columns, ``r`` ``(..., k, n)``
     upper triangular (trapezoidal when ``m < n``), ``k = min(m, n)``. The derivative
     exists for wide matrices too and stays finite when ``a`` is rank-deficient.
+    bfloat16 / float16 inputs are factored in float32 and cast back.
     """
+    a = _check_matrix(a)
+    if _low_precision(a.dtype):
+        return tuple(f.astype(a.dtype) for f in qr(a.astype(jnp.float32)))
     m, n = a.shape[-2:]
     if m >= n:
         return _qr_tall(a)
@@ -174,7 +203,7 @@ def tail_norms(s: jax.Array) -> jax.Array:
     """``t[k] = sqrt(sum_{i >= k} s_i**2)``: the Frobenius error of keeping ``k`` values."""
     sq = jnp.abs(s) ** 2
     tails = jnp.cumsum(sq[..., ::-1], axis=-1)[..., ::-1]
-    return jnp.sqrt(tails)
+    return _safe_sqrt(tails)  # finite derivative where a tail is exactly zero
 
 
 def tolerance_mask(s: jax.Array, abs_tol) -> jax.Array:
@@ -197,6 +226,19 @@ def tolerance_rank(s, abs_tol) -> int:
             "inside jit pass a static max_rank (a tolerance then only zeroes values)"
         )
     return max(1, int(jnp.sum(tolerance_mask(s, abs_tol))))
+
+
+def _safe_sqrt(x):
+    """``sqrt(x)`` for ``x >= 0`` whose derivative at exactly 0 is 0 (a subgradient of
+    a norm; the plain derivative there is infinite and turns into NaN)."""
+    pos = x > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1)), 0)
+
+
+def _safe_log(x):
+    """``log(x)`` for ``x >= 0``: ``-inf`` at 0 with a zero (not NaN) derivative."""
+    pos = x > 0
+    return jnp.where(pos, jnp.log(jnp.where(pos, x, 1)), -jnp.inf)
 
 
 def is_concrete(x) -> bool:

@@ -369,7 +369,10 @@ def _als_update(cores, k, x, adjacency, perm, ridge):
     others = [m for m in range(n) if m != perm[k]]
     out = "".join(mode_syms[m] for m in others) + terms[k][1:]
     spec = ",".join(t for j, t in enumerate(terms) if j != k) + "->" + out
-    env = contract([c for j, c in enumerate(cores) if j != k], spec)
+    if n == 1:  # a one-node network: no other cores, the environment is the scalar 1
+        env = jnp.ones((), x.dtype)
+    else:
+        env = contract([c for j, c in enumerate(cores) if j != k], spec)
     rank = math.prod(shape[1:])
     e = env.reshape(-1, rank)  # (prod of other modes, bonds of node k)
     rhs = jnp.moveaxis(x, perm[k], 0).reshape(shape[0], -1).T  # (prod others, n_k)
@@ -418,7 +421,8 @@ def fit(x, adjacency, *, perm=None, key=None, n_iter: int = 50, method: str = "a
     """Fit the cores of a network with a fixed structure to a dense tensor ``x``.
 
     Args:
-      x: dense target; ``x.shape[perm[k]] == adjacency[k][k]`` for every node ``k``.
+      x: dense target; ``x.shape[perm[k]] == adjacency[k][k]`` for every node ``k``
+        (bfloat16 / float16 targets are fitted in float32 and the result cast back).
       adjacency: static ``N x N`` structure matrix (sizes on the diagonal, ranks off it).
       perm: node ``k`` carries mode ``perm[k]`` (identity when None).
       key: PRNG key for the random start (``random``); not needed with ``init``.
@@ -448,6 +452,12 @@ def fit(x, adjacency, *, perm=None, key=None, n_iter: int = 50, method: str = "a
     if not jnp.issubdtype(x.dtype, jnp.inexact):
         x = x.astype(jnp.result_type(float))
     adjacency, perm = _check_fit_args(x, adjacency, perm, key, init, method, n_iter)
+    if linalg._low_precision(x.dtype):  # no least squares below float32: fit in float32
+        init32 = None if init is None else jax.tree.map(lambda c: c.astype(jnp.float32), init)
+        net, rse = fit(x.astype(jnp.float32), adjacency, perm=perm, key=key, n_iter=n_iter,
+                       method=method, init=init32, ridge=ridge, learning_rate=learning_rate,
+                       optimizer=optimizer)
+        return jax.tree.map(lambda c: c.astype(x.dtype), net), rse.astype(x.dtype)
     if method == "gradient" and optimizer not in ("adam", "sgd"):
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
     n = len(adjacency)

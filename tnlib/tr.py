@@ -119,6 +119,8 @@ def to_dense(tr: TensorRing):
 
 def num_params(tr: TensorRing) -> int:
     """Number of stored scalars, ``sum_k r_k n_k r_{k+1}`` (per network for a batch)."""
+    if not isinstance(tr, TensorRing):  # a type check only: a stacked batch has extra axes
+        raise TypeError(f"tr must be a tnlib.tr.TensorRing, got {type(tr).__name__}")
     return sum(math.prod(c.shape[-3:]) for c in tr.cores)
 
 
@@ -165,7 +167,7 @@ def norm(tr: TensorRing):
         s = jnp.where(s > 0, s, 1.0)
         env, acc = env / s, acc + jnp.log(s).astype(real)
     sq = jnp.maximum(jnp.real(jnp.einsum("abab->", env)), 0)
-    return jnp.sqrt(sq) * jnp.exp(0.5 * acc)
+    return linalg._safe_sqrt(sq) * jnp.exp(0.5 * acc)
 
 
 # ------------------------------------------------------------------------- TR-SVD
@@ -354,7 +356,8 @@ def als(x, ranks, n_iter: int = 20, key=None, *, return_errors: bool = False):
     sweep to sweep (up to rounding).
 
     Args:
-      x: dense array (float or complex).
+      x: dense array (float or complex; bfloat16 / float16 are fitted in float32 and
+        the result cast back).
       ranks: static int (every bond) or sequence of ``L`` ring ranks
         ``(r_0, ..., r_{L-1})``; ``r_k * r_{k+1}`` may not exceed the product of the
         other mode sizes (the error names the largest allowed value).
@@ -376,6 +379,9 @@ def als(x, ranks, n_iter: int = 20, key=None, *, return_errors: bool = False):
     _check_als_ranks(ranks, x.shape)
     if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
         raise ValueError(f"n_iter must be a Python int >= 1 (static), got {n_iter!r}")
+    if linalg._low_precision(x.dtype):  # fit in float32, return x's dtype
+        out = als(x.astype(jnp.float32), ranks, n_iter, key, return_errors=return_errors)
+        return jax.tree.map(lambda a: a.astype(x.dtype), out)
     cores = tuple(_init_cores(x, ranks, key))
     x_norm = jnp.linalg.norm(x.ravel())
     errors = jnp.zeros((n_iter,), jnp.finfo(x.dtype).dtype)

@@ -431,6 +431,8 @@ def to_dense(t):
 
 def num_params(t) -> int:
     """Number of scalars stored in one network (read from trailing axes)."""
+    if not isinstance(t, TreeTN):  # a type check only: a stacked batch has extra axes
+        raise TypeError(f"t must be a TreeTN, got {type(t).__name__}")
     total = sum(math.prod(u.shape[-2:]) for u in t.leaves)
     for node, b in zip(_interior(t.tree), t.transfers, strict=True):
         total += math.prod(b.shape[-(len(node) + 1):])
@@ -480,7 +482,7 @@ def log_norm(t):
     """``log ||t||_F`` via rescaled Gram matrices: finite when the norm itself is not."""
     check(t)
     g, acc = _gram(t, t)
-    return 0.5 * (jnp.log(jnp.abs(jnp.real(g[0, 0]))) + acc)
+    return 0.5 * (linalg._safe_log(jnp.abs(jnp.real(g[0, 0]))) + acc)
 
 
 @jax.jit
@@ -543,6 +545,7 @@ def singular_values(t) -> dict:
     (modes of ``t`` as rows) for every non-root node, computed from the network
     (orthogonalize, then SVDs of small matrices from the root down); zeros beyond
     the node's rank are not listed."""
+    check(t)
     return dict(zip(nodes(t.tree)[:-1], _singular_values(t), strict=True))
 
 

@@ -352,7 +352,8 @@ def log_norm(tt):
         for core in tt.cores:
             carry, _ = step(carry, core)
         env, acc = carry
-    return 0.5 * (acc + jnp.log(jnp.abs(env[0, 0])))
+    # -inf for the zero tensor, with a zero (not NaN) derivative
+    return 0.5 * (acc + linalg._safe_log(jnp.abs(jnp.real(env[0, 0]))))
 
 
 def norm(tt):
@@ -369,8 +370,11 @@ def orthogonalize(tt: TensorTrain, center: int) -> TensorTrain:
 
     Cores left of ``center`` become left-orthogonal (their ``(r*n, r')`` unfolding
     has orthonormal columns), cores right of it right-orthogonal. ``center=L-1``
-    gives the left-canonical form, ``center=0`` the right-canonical one. Bonds
-    larger than their unfolding allows shrink (exactly; the tensor is unchanged).
+    gives the left-canonical form, ``center=0`` the right-canonical one. Redundant
+    bonds shrink exactly (the tensor is unchanged) on the orthogonalized side: bond
+    ``k`` (between sites ``k`` and ``k+1``) to at most ``prod(dims[:k+1])`` left of
+    ``center``, to at most ``prod(dims[k+1:])`` from ``center`` on; ``round`` bounds
+    every bond by both.
     """
     check(tt)
     if isinstance(tt, TTMatrix):

@@ -47,8 +47,24 @@ LOSSES = ("cross_entropy", "squared")
 _DIRECTIONS = ("right", "left")
 
 
+class _PaddedChain:
+    """Sizes of a padded chain, read from its stacked ``cores`` ``(L, D, d, D)``."""
+
+    @property
+    def n_sites(self) -> int:
+        return self.cores.shape[-4]
+
+    @property
+    def max_bond(self) -> int:
+        return self.cores.shape[-1]
+
+    @property
+    def local_dim(self) -> int:
+        return self.cores.shape[-2]
+
+
 @pytree_dataclass
-class LabelledMPS:
+class LabelledMPS(_PaddedChain):
     """An MPS classifier in padded form.
 
     Fields:
@@ -65,18 +81,6 @@ class LabelledMPS:
     label: jax.Array
     center: jax.Array
     ranks: jax.Array
-
-    @property
-    def n_sites(self) -> int:
-        return self.cores.shape[-4]
-
-    @property
-    def max_bond(self) -> int:
-        return self.cores.shape[-1]
-
-    @property
-    def local_dim(self) -> int:
-        return self.cores.shape[-2]
 
     @property
     def n_classes(self) -> int:

@@ -40,6 +40,7 @@ from tnlib.sweep import (
     _check_int,
     _left_step,
     _local_logits,
+    _PaddedChain,
     _right_orthogonal_cores,
     _right_step,
     _scan_environments,
@@ -56,7 +57,7 @@ __all__ = [
 
 
 @pytree_dataclass
-class BornMPS:
+class BornMPS(_PaddedChain):
     """An MPS Born machine in padded, mixed canonical form.
 
     Fields:
@@ -71,18 +72,6 @@ class BornMPS:
     cores: jax.Array
     center: jax.Array
     ranks: jax.Array
-
-    @property
-    def n_sites(self) -> int:
-        return self.cores.shape[-4]
-
-    @property
-    def max_bond(self) -> int:
-        return self.cores.shape[-1]
-
-    @property
-    def local_dim(self) -> int:
-        return self.cores.shape[-2]
 
 
 @pytree_dataclass

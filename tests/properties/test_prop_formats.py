@@ -192,28 +192,6 @@ def test_tr_matches_dense(dtype, dims, rank, seed):
     close(tr.to_dense(fit), np.asarray(upcast(tr.to_dense(b))), dtype, factor=20)
 
 
-@covers("tucker.to_dense", "tucker.inner", "tree.to_dense", "tree.inner", "cp.to_dense",
-        "cp.inner", "tr.to_dense", "tr.inner")
-def test_formats_batched():
-    """A batch of two through vmap equals the members one by one (nested batch shapes:
-    test_prop_tt)."""
-    keys = jax.random.split(key(0), 2)
-    dims = (2, 3, 2)
-    vv = jax.vmap
-    makers = [(tucker, lambda k: tucker.random(k, dims, 2, F64)),
-              (tree, lambda k: tree.random(k, dims, 2, dtype=F64)),
-              (cp, lambda k: cp.random(k, dims, 3, F64)),
-              (tr, lambda k: tr.random(k, dims, 2, F64))]
-    for mod, mk in makers:
-        batch = vv(mk)(keys)
-        dense, inner = vv(lambda t, mod=mod: (mod.to_dense(t), mod.inner(t, t)))(batch)
-        assert dense.shape == (2, *dims)
-        one = np.asarray(mod.to_dense(mk(keys[1])))
-        close(dense[1], one, F64)
-        close(inner[1], np.vdot(one, one), F64)
-    # (jit of hooi / als / round is checked in tests/tnlib; recompiling here costs seconds)
-
-
 @covers("tucker.random", "tucker.hosvd", "tucker.from_dense", "tucker.hooi",
         "tucker.mode_product", "tucker.inner", "tucker.check", "tucker.to_dense",
         "tucker.norm", "tucker.num_params", "tucker.multilinear_singular_values",

@@ -1,0 +1,45 @@
+"""StructuredMLP: every hidden-layer kind against the same network composed by hand
+from its layers' dense kernels, FLOP and parameter counts by hand, and bad arguments."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from tnlib.models import StructuredMLP
+from tnlib.models.mlp import LAYERS
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_forward_equals_dense_composition_and_counts(layer):
+    m = StructuredMLP(16, 3, width=64, depth=3, layer=layer, rank=2, n_factors=2,
+                      param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+    x = np.random.default_rng(0).normal(size=(5, 16))
+    h = jax.nn.relu(x @ m.inp.kernel[...] + m.inp.bias[...])
+    for lay in m.hidden:
+        kernel = lay.kernel[...] if layer == "dense" else lay.to_dense()
+        h = jax.nn.relu(h @ kernel + lay.bias[...])
+    np.testing.assert_allclose(m(x), h @ m.out.kernel[...] + m.out.bias[...], rtol=1e-10,
+                               atol=1e-10)
+    n_hidden = sum(int(p.size) for p in jax.tree.leaves(nnx.state(m.hidden, nnx.Param)))
+    assert m.num_params() == (16 * 64 + 64) + n_hidden + (64 * 3 + 3)
+    dense_flops = 2 * (16 * 64 + 64 * 3)
+    per_hidden = {"dense": 2 * 64 * 64, "lowrank": 2 * 2 * (64 + 64),
+                  "kronecker": 2 * (8 * 8 * 8 + 8 * 8 * 8),  # 64 = 8 x 8 on both sides
+                  "monarch": 2 * 1 * (8 * 8 * 8 + 8 * 8 * 8),
+                  "btt": 2 * 2 * (8 * 8 * 8 + 8 * 8 * 8),
+                  # TT 8 x 8, rank 2: site 1 (1, 8, 8, 2) on 8 x 8, site 2 (2, 8, 8, 1)
+                  "tt": 2 * (1 * 8 * 8 * 8 * 2) + 2 * (2 * 8 * 8 * 8 * 1)}
+    assert m.flops() == dense_flops + 2 * per_hidden[layer]
+
+
+def test_bad_arguments_name_them():
+    with pytest.raises(ValueError, match="layer must be one of"):
+        StructuredMLP(4, 2, layer="conv", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="width"):
+        StructuredMLP(4, 2, width=0, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="needs a rank"):
+        StructuredMLP(4, 2, width=16, layer="btt", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="no 3 factors"):
+        StructuredMLP(4, 2, width=7, layer="tt", rank=2, rngs=nnx.Rngs(0))

@@ -28,12 +28,14 @@ def low_rank(dims, rank, seed=0):
         "tucker.hosvd", "tucker.norm")
 def test_gradients_correct_at_exact_low_rank():
     x = low_rank((2, 3, 2), 1)  # unfoldings of rank 1: zero singular values kept
-    check_grads(lambda x: tt.norm(tt.from_dense(x, max_rank=3)), (x,), **KW)
-    check_grads(lambda x: tt.log_norm(tt.round(tt.from_dense(x), max_rank=2)), (x,), **KW)
-    check_grads(lambda x: tucker.to_dense(tucker.hosvd(x)), (x,), **KW)
+    jit = jax.jit  # compiled once: finite differences call each function many times
+    check_grads(jit(lambda x: tt.norm(tt.from_dense(x, max_rank=3))), (x,), **KW)
+    check_grads(jit(lambda x: tt.log_norm(tt.round(tt.from_dense(x), max_rank=2))), (x,), **KW)
+    check_grads(jit(lambda x: tucker.to_dense(tucker.hosvd(x))), (x,), **KW)
     # redundant bonds (rank 4 > the bound 2): rounding to the bound is exact and smooth
     t = tt.random(key(1), (2, 2, 2), 4, F64)
-    check_grads(lambda c: tt.to_dense(tt.round(tt.TensorTrain(c), max_rank=2)), (t.cores,), **KW)
+    check_grads(jit(lambda c: tt.to_dense(tt.round(tt.TensorTrain(c), max_rank=2))), (t.cores,),
+                **KW)
 
 
 @covers("linalg.svd", "linalg.qr", "linalg.tail_norms", "tree.from_dense", "tree.round",
@@ -51,9 +53,9 @@ def test_gradients_finite_at_repeated_and_zero_values():
           lambda a: jnp.sum(btt.to_dense(btt.BlockTT.from_dense(a, (2, 2), (2, 2), 2))),
           lambda a: jnp.sum(jnp.sin(tree.to_dense(tree.round(tree.from_dense(a), 3)))),
           lambda a: tt.norm(tt.from_dense(a)) + tt.log_norm(tt.from_dense(a + 1))]
-    for f in fs:
-        for a in (eye, rank_def, z, jnp.kron(jnp.eye(2, dtype=F64), x[:, :2, 0])):
-            finite(jax.grad(f)(a), "gradient")
+    inputs = jnp.stack([eye, rank_def, z, jnp.kron(jnp.eye(2, dtype=F64), x[:, :2, 0])])
+    for f in fs:  # one compilation per function, the four inputs as a batch
+        finite(jax.jit(jax.vmap(jax.grad(f)))(inputs), "gradient")
     # the zero tensor: log-norm -inf (not NaN) with a zero gradient
     assert tt.log_norm(tt.from_dense(z)) == -jnp.inf
     finite(jax.grad(lambda a: tt.log_norm(tt.from_dense(a)))(z))

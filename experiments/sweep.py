@@ -68,24 +68,19 @@ TYPES: dict[str, type] = {
     "train.cutoff": float, "train.eval_batch_size": int, "train.checkpoint_every": int,
     "train.keep_checkpoints": int,
 }
+# The rules this task shares with classification come from config.RULES; the rest are
+# the sweep's own.
+_SHARED = ("seed", "model.local_dim", "model.init_std", "data.downsample", "data.n_train",
+           "data.n_test", "train.lr", "train.end_lr_factor", "train.eval_batch_size",
+           "train.checkpoint_every", "train.keep_checkpoints")
 RULES = (
-    *(r for r in config_lib.RULES if r[0] == "seed"),
+    *(r for r in config_lib.RULES if r[0] in _SHARED),
     ("model.max_bond", lambda v: v >= 1, "an int >= 1"),
     ("model.init_bond", lambda v: v >= 1, "an int >= 1"),
-    ("model.local_dim", lambda v: v >= 2, "an int >= 2"),
-    ("model.init_std", lambda v: v >= 0, "a float >= 0"),
-    ("data.downsample", lambda v: v >= 1, "an int >= 1"),
-    ("data.n_train", lambda v: v >= 1, "None (all) or an int >= 1"),
-    ("data.n_test", lambda v: v >= 1, "None (all) or an int >= 1"),
     ("train.num_sweeps", lambda v: v >= 1, "an int >= 1"),
-    ("train.lr", lambda v: v > 0, "a float > 0"),
-    ("train.end_lr_factor", lambda v: 0 <= v <= 1, "a float in [0, 1]"),
     ("train.local_steps", lambda v: v >= 0, "an int >= 0"),
     ("train.momentum", lambda v: 0 <= v < 1, "a float in [0, 1)"),
     ("train.cutoff", lambda v: 0 <= v < 1, "a float in [0, 1)"),
-    ("train.eval_batch_size", lambda v: v >= 1, "an int >= 1"),
-    ("train.checkpoint_every", lambda v: v >= 1, "an int >= 1"),
-    ("train.keep_checkpoints", lambda v: v >= 1, "an int >= 1"),
 )
 
 

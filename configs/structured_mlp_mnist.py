@@ -76,6 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.eval_every = 0
     c.train.checkpoint_every = 1000
     c.train.keep_checkpoints = 2
+    c.train.mup = True  # each structured core's learning rate scaled as muP prescribes
 
     if opts["smoke"]:
         c.data.n_train = 5000

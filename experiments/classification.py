@@ -92,7 +92,7 @@ def model_options(name: str) -> list[str]:
 
 REQUIRED = ("task", "seed", "data.name", "model.name") + tuple(
     f"train.{k}" for k in training.TRAIN_KEYS if k not in ("end_lr_factor", "weight_decay",
-                                                           "grad_clip_norm"))
+                                                           "grad_clip_norm", "mup"))
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -298,6 +298,10 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
         _check_resumable(workdir, config)  # another process may have created it meanwhile
     schedule = training.make_schedule(tc, total_steps)
     optimizer = training.make_optimizer(tc, schedule)
+    if tc.get("mup", False):  # per-core muP learning-rate multipliers of structured layers
+        from tnlib.models import structured_optimizer
+
+        optimizer = structured_optimizer(model, optimizer)
     opt_state = sharding.replicate(optimizer.init(params), mesh)
     rest = sharding.replicate(rest, mesh)
     main = sharding.is_main_process()  # process 0 writes the records; all save checkpoints

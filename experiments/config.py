@@ -252,7 +252,7 @@ TYPES: dict[str, type] = {
     "train.lr": float, "train.schedule": str, "train.end_lr_factor": float,
     "train.warmup_steps": int, "train.weight_decay": float, "train.grad_clip_norm": float,
     "train.log_every": int, "train.eval_every": int, "train.checkpoint_every": int,
-    "train.keep_checkpoints": int,
+    "train.keep_checkpoints": int, "train.mup": bool,
 }
 
 

@@ -109,8 +109,11 @@ def plot(runs, out_dir, *, quick: bool = False):
     ds = runs[0]["config"]["data"]
     why = ("Differences from the paper: MNIST instead of CIFAR-10 (not available offline), "
            f"inputs {'28x28' if ds['downsample'] == 1 else 'pooled by ' + str(ds['downsample'])}"
-           ", plain Adam with the layers' muP initialization but without the per-core muP "
-           "learning-rate multipliers, one learning rate for every width, and "
+           + (", Adam with the layers' muP initialization and per-core muP learning-rate "
+              "multipliers (train.mup)" if runs[0]["config"]["train"].get("mup") else
+              ", plain Adam with the layers' muP initialization but without the per-core muP "
+              "learning-rate multipliers")
+           + ", one learning rate for every width, and "
            f"{runs[0]['config']['train']['num_epochs']} epochs. MNIST is nearly separable by "
            "small MLPs, so train losses reach small values where minibatch noise is large.")
     sections = [f"Paper: {PAPER_CLAIM}.", "", f"Ours: {headline}.", "",

@@ -225,3 +225,14 @@ def test_combinations_known_after_loading_stop_before_any_work(changes, key, nee
         classification.train_and_evaluate(digits(**changes), tmp_path / "w")
     assert needle in str(e.value)
     assert not (tmp_path / "w").exists()
+
+
+def test_mup_flag_is_a_checked_bool():
+    from tnlib.experiments import classification
+
+    root = Path(__file__).resolve().parents[2]
+    c, _, _ = cfg.load_config(f"{root}/configs/structured_mlp_mnist.py:smoke")
+    assert c.train.mup is True
+    classification.check_config(cfg.apply_overrides(c, ["train.mup=False"]))
+    with pytest.raises(ConfigError, match="train.mup"):
+        cfg.apply_overrides(c, ["train.mup=1"])

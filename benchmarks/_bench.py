@@ -1,0 +1,114 @@
+"""Shared pieces of the side-by-side benchmarks: timing, run metadata, output files.
+
+Every benchmark times our code and a peer on the same inputs in one process, after
+warm-up, and writes ``benchmarks/out/<name>.json`` plus ``<name>.md`` (git-ignored;
+copy the table into ``benchmarks/README.md`` under the command that produced it).
+
+    from _bench import median_seconds, meta, write
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import pathlib
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+
+OUT = pathlib.Path(__file__).parent / "out"
+
+
+def _block(x):
+    """Wait for ``x``: JAX arrays (``block_until_ready``), torch tensors (a CUDA sync
+    when on the GPU), anything else as is; pytrees and tuples are walked."""
+    try:
+        import jax
+
+        leaves = jax.tree.leaves(x)
+    except ImportError:  # pragma: no cover - jax is a dependency
+        leaves = [x]
+    for leaf in leaves:
+        if hasattr(leaf, "block_until_ready"):
+            leaf.block_until_ready()
+        elif type(leaf).__module__.startswith("torch") and getattr(leaf, "is_cuda", False):
+            import torch
+
+            torch.cuda.synchronize()
+    return x
+
+
+def median_seconds(fn: Callable, *args, warmup: int = 2, repeats: int = 7,
+                   min_time: float = 0.0) -> float:
+    """Median wall time of ``fn(*args)`` (result waited for) after ``warmup`` calls.
+
+    With ``min_time`` > 0 each sample loops until it has run that long and reports the
+    time per call, so microsecond-scale operations are not dominated by timer noise.
+    """
+    for _ in range(warmup):
+        _block(fn(*args))
+    samples = []
+    for _ in range(repeats):
+        n, t0 = 0, time.perf_counter()
+        while True:
+            _block(fn(*args))
+            n += 1
+            elapsed = time.perf_counter() - t0
+            if elapsed >= min_time:
+                break
+        samples.append(elapsed / n)
+    return statistics.median(samples)
+
+
+def version(pkg: str) -> str:
+    try:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True, cwd=OUT.parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def meta(peers: Iterable[str] = ()) -> dict:
+    """Device, versions (jax and each peer package) and commit of this run."""
+    import jax
+
+    dev = jax.devices()[0]
+    return {"device": f"{dev.platform}:{getattr(dev, 'device_kind', dev)}",
+            "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "jax": jax.__version__,
+            "versions": {p: version(p) for p in peers}, "commit": commit()}
+
+
+def meta_line(m: dict) -> str:
+    peers = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    return (f"device {m['device']}, jax {m['jax']}" + (f", {peers}" if peers else "")
+            + f", commit {m['commit']}")
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write(name: str, payload: dict, md: str) -> pathlib.Path:
+    """Write ``out/<name>.json`` and ``out/<name>.md``; print the markdown."""
+    OUT.mkdir(exist_ok=True)
+    (OUT / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str))
+    (OUT / f"{name}.md").write_text(md + "\n")
+    print(md)
+    return OUT / f"{name}.md"

@@ -5,6 +5,7 @@ sweeps, the training method of Stoudenmire & Schwab (2016); the counterpart of
     tnlib run configs/mps_mnist_sweep.py                # bonds up to 120 (the paper's chi)
     tnlib run configs/mps_mnist_sweep.py:max_bond=20    # another maximum bond dimension
     tnlib run configs/mps_mnist_sweep.py:smoke          # 7x7 images, a few seconds (tests)
+    tnlib run configs/mps_mnist_sweep.py --set mesh.data=4    # samples split over 4 GPUs
 
 Arguments (comma-separated): ``max_bond=<int>`` (default 120), ``smoke``. Every update
 takes full-batch gradient steps over the 50k training images (the environments of
@@ -41,6 +42,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.local_dim = 2
     c.model.feature_map = "cos_sin"
     c.model.init_std = 1e-3  # noise of the first label core
+
+    # Devices: the training samples (and their environments) split over `data` (-1: all
+    # devices; it must divide the training set), the chain replicated (`model` stays 1).
+    c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})
 
     c.train = ml_collections.ConfigDict()
     c.train.num_sweeps = 4

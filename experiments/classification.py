@@ -353,6 +353,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
             xb, yb = sharding.shard_batch(mesh, x_train[idx], y_train[idx])
             params, opt_state, loss, acc = train_step(params, opt_state, xb, yb)
             step += 1
+            sharding.throttle(mesh, step, loss)  # bounded queue of SPMD steps (XLA:CPU)
             losses.append(loss)
             accs.append(acc)
             bar.update(1)

@@ -36,6 +36,7 @@ __all__ = [
     "replicate",
     "shard_batch",
     "shard_params",
+    "throttle",
 ]
 
 DATA, MODEL = "data", "model"
@@ -182,3 +183,24 @@ def replicate(tree, mesh: Mesh):
         return jax.device_put(leaf, NamedSharding(mesh, PartitionSpec()))
 
     return jax.tree.map(place, tree)
+
+
+# At most this many multi-device steps queued ahead of the devices (see ``throttle``).
+MAX_IN_FLIGHT = 16
+
+
+def throttle(mesh: Mesh, step: int, value, every: int = MAX_IN_FLIGHT):
+    """On a mesh of more than one device, wait for ``value`` every ``every`` steps.
+
+    XLA:CPU runs the per-device parts of multi-device programs on one pool of
+    ``max(cores, devices)`` threads and lets the host queue at most 32 programs per
+    device, taking that semaphore *on a pool thread*. When the host runs further
+    ahead, pool threads block on the semaphore while parts of the running program
+    wait for a free thread, and the devices that did start it wait forever in its
+    all-reduce (``rendezvous.cc: ... Expected 8 threads to join``): a deadlock seen
+    with simulated CPU devices. Waiting every 16 steps never lets the queue fill; on
+    GPUs it costs one dispatch latency per 16 steps. Returns ``value``.
+    """
+    if mesh.size > 1 and step % every == 0:
+        jax.block_until_ready(value)
+    return value

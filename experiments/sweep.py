@@ -15,6 +15,19 @@ environments are recomputed from the model, so a resumed run continues exactly a
 uninterrupted one. While it runs, the run directory is locked
 (:func:`~tnlib.experiments.records.lock_run_dir`): a second run on it fails at once.
 
+Devices. The ``mesh`` section (:mod:`tnlib.experiments.sharding`; default all devices
+on ``data``) splits the training samples, their cached environments and every
+evaluation batch over ``mesh.data``; the chain is replicated. Each update is one
+SPMD program: the bond gradient is summed over the devices (an all-reduce inside the
+gradient-step loop, same trip count everywhere) and every device computes the same
+SVD split of the replicated bond tensor. The host waits for each update before
+dispatching the next when the mesh has more than one device: XLA:CPU's simulated
+devices deadlock when the host queues many collective programs ahead (see
+``_bounded_dispatch``). A ``model`` axis larger than 1 is a config error (the bond
+tensors are small), and so is a training set that does not split evenly over
+``mesh.data`` (no sample is dropped). Only process 0 writes records; checkpoints
+restore onto any mesh.
+
 :func:`to_classifier` / :func:`from_classifier` convert to and from
 :class:`tnlib.models.MPSClassifier`, so a sweep-trained model can be evaluated,
 saved or fine-tuned with the gradient-training code.
@@ -44,7 +57,7 @@ from tnlib.models.mps import FEATURE_MAPS, MPSClassifier, local_feature_map
 
 from . import config as config_lib
 from . import data as data_lib
-from . import records, training
+from . import records, sharding, training
 from .classification import _check_resumable, _summary_line, load_data
 from .config import ConfigError, check_keys, validate
 
@@ -90,18 +103,16 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     Checks (:func:`tnlib.experiments.config.validate` / ``check_keys``, as the
     classification task): required keys, unknown keys (top level, ``model``,
     ``train``, the data set's options), types, allowed names and value ranges, then
-    ``init_bond <= max_bond``. The task runs in one process (no ``mesh``).
+    ``init_bond <= max_bond``, and the ``mesh`` (:func:`check_mesh`).
     """
     validate(config, choices={"task": ["sweep"], "model.name": ["mps_sweep"],
                               "model.feature_map": FEATURE_MAPS, "train.loss": sw.LOSSES,
                               "train.schedule": ["constant", "cosine"],
                               "data.name": data_lib.LOADERS},
              rules=RULES, types=TYPES, required=REQUIRED)
-    check_keys(config, {"": ("task", "seed", "data", "model", "train"),
+    check_keys(config, {"": ("task", "seed", "data", "model", "train", "mesh"),
                         "model": MODEL_KEYS, "train": TRAIN_KEYS})
-    if jax.process_count() > 1:
-        raise ConfigError(f"the sweep task runs in one process; this is one of "
-                          f"{jax.process_count()} (start it without jax.distributed)")
+    check_mesh(config)
     if config.model.init_bond > config.model.max_bond:
         raise ConfigError(f"model.init_bond={config.model.init_bond} exceeds "
                           f"model.max_bond={config.model.max_bond}")
@@ -112,6 +123,33 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if unknown:
         raise ConfigError(f"data.{unknown[0]}: data set {config.data.name!r} has no such option; "
                           f"it takes {data_lib.loader_options(config.data.name)}")
+
+
+def check_mesh(config: ml_collections.ConfigDict, n_train: int | None = None) -> int:
+    """The size of ``mesh.data`` for this run's devices; ConfigError naming the key
+    when the mesh does not fit the devices, has another axis larger than 1 (the
+    sweep splits only the samples), or does not divide the training samples
+    (``n_train``, default ``data.n_train`` when given)."""
+    cfg = config.get("mesh")
+    for name, size in (dict(cfg) if cfg is not None else {}).items():
+        if name != sharding.DATA and size not in (1, -1) and not isinstance(size, bool):
+            raise ConfigError(f"mesh.{name}={size!r}: the sweep task splits only the training "
+                              f"samples (over mesh.{sharding.DATA}) and keeps the chain "
+                              f"replicated; set mesh.{name}=1")
+    shape = sharding.mesh_shape(cfg, jax.device_count())
+    for name, size in shape.items():
+        if name != sharding.DATA and size > 1:
+            raise ConfigError(f"mesh.{name}=-1 gives {size} devices: the sweep task splits "
+                              f"only the training samples; set mesh.{name}=1")
+    n_data = shape[sharding.DATA]
+    given = config.data.get("n_train")
+    n_train = given if n_train is None else n_train
+    if n_train is not None and n_train % n_data:
+        raise ConfigError(f"data.n_train={given!r}: the {n_train} training samples do not split "
+                          f"over the {n_data} devices of mesh.{sharding.DATA} (none is "
+                          f"dropped); set data.n_train to a multiple of {n_data} or "
+                          f"mesh.{sharding.DATA} to a divisor of {n_train}")
+    return n_data
 
 
 # --------------------------------------------------------------------------- conversion
@@ -189,12 +227,17 @@ def _eval_batch(mps, x, y, mask, *, feature_map, loss):
     return jnp.sum(jnp.where(mask, losses, 0)), jnp.sum(mask & correct)
 
 
-def evaluate(mps, split, batch_size: int, feature_map: str, loss: str) -> dict[str, float]:
+def evaluate(mps, split, batch_size: int, feature_map: str, loss: str,
+             mesh=None) -> dict[str, float]:
     """Mean loss (the training loss) and accuracy over ``split``; the last batch is
-    padded and masked, so one compilation per batch size."""
+    padded and masked, so one compilation per batch size. With ``mesh``, batches are
+    split over its ``data`` axis (the batch size rounded up to a multiple of it)."""
     x, y = split
     n = len(x)
     batch_size = min(batch_size, n)
+    if mesh is not None:
+        n_data = mesh.shape[sharding.DATA]
+        batch_size = -(-batch_size // n_data) * n_data
     total_loss, total_correct = 0.0, 0
     for start in range(0, n, batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
@@ -203,6 +246,8 @@ def evaluate(mps, split, batch_size: int, feature_map: str, loss: str) -> dict[s
             pad = batch_size - len(xb)
             xb = np.concatenate([xb, np.zeros((pad, x.shape[1]), x.dtype)])
             yb = np.concatenate([yb, np.zeros(pad, y.dtype)])
+        if mesh is not None:
+            xb, yb, mask = sharding.shard_batch(mesh, xb, yb, mask)
         lsum, correct = _eval_batch(mps, xb, yb, mask, feature_map=feature_map, loss=loss)
         total_loss += float(lsum)
         total_correct += int(correct)
@@ -216,17 +261,35 @@ def _state(mps):
     return {"cores": mps.cores, "label": mps.label, "center": mps.center, "ranks": mps.ranks}
 
 
-def _restore(mngr, mps, quarantine: Path):
-    """``(step, mps, meta)`` of the newest good checkpoint (damaged ones set aside), or None."""
+def _restore(mngr, mps, quarantine: Path, mesh=None):
+    """``(step, mps, meta)`` of the newest good checkpoint (damaged ones set aside), or
+    None; the chain is replicated over ``mesh`` when given, whatever mesh wrote it."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _state(mps))
     restored = training.restore_checkpoint(mngr, abstract, quarantine=quarantine)
     if restored is None:
         return None
     step, st, meta = restored
-    # orbax returns device-committed arrays, which jit keys apart from the uncommitted
-    # ones a fresh run passes: through the host, the resumed run reuses the compilations
+    # through the host and replicated over this run's mesh as a fresh run's chain is (a
+    # checkpoint of any mesh fits), so the resumed run reuses the fresh run's compilations
     st = {k: jnp.asarray(np.asarray(v)) for k, v in st.items()}
-    return step, sw.LabelledMPS(st["cores"], st["label"], st["center"], st["ranks"]), meta
+    mps = sw.LabelledMPS(st["cores"], st["label"], st["center"], st["ranks"])
+    return step, (mps if mesh is None else sharding.replicate(mps, mesh)), meta
+
+
+def _bounded_dispatch(mesh, callback):
+    """The per-update callback of :func:`tnlib.sweep.sweep`, which on a mesh of more
+    than one device also waits for each update before the next is queued
+    (:func:`~tnlib.experiments.sharding.throttle`: XLA:CPU's simulated devices deadlock
+    when the host queues many collective programs ahead; a sweep queues ``2 (L - 1)``
+    updates per sweep). On GPUs that costs one dispatch latency per update."""
+    if mesh.size == 1:
+        return callback
+
+    def wait(info):
+        sharding.throttle(mesh, 0, info["loss_after"], every=1)
+        callback(info)
+
+    return wait
 
 
 def _lr(tc, sweep_index: int) -> float:
@@ -250,16 +313,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     resumed sessions), the number of parameters kept (sum over the kept bonds) and
     the final ``bond_dims``.
 
-    Holds ``workdir/run.lock`` while it runs (:func:`records.lock_run_dir`), taken
-    before the data are loaded when the directory exists: a second run on the same
-    directory raises :class:`records.RunLockedError` at once. Config errors
-    (:class:`ConfigError`, including those known only after loading the data) are
-    raised before the directory is created.
+    Holds ``workdir/run.lock`` while it runs (:func:`records.lock_run_dir`; process 0
+    of a multi-process run), taken before the data are loaded when the directory
+    exists: a second run on the same directory raises :class:`records.RunLockedError`
+    at once. Config errors (:class:`ConfigError`, including those known only after
+    loading the data) are raised before the directory is created.
     """
     check_config(config)
     workdir = Path(workdir)
     with contextlib.ExitStack() as stack:
-        if workdir.is_dir():  # fail fast, before loading data
+        if workdir.is_dir() and sharding.is_main_process():  # fail fast, before loading data
             stack.enter_context(records.lock_run_dir(workdir))
             _check_resumable(workdir, config)
         return _train_locked(config, workdir, stack)
@@ -273,57 +336,69 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
     n_train, n_sites = x_train.shape
     if n_sites < 2:
         raise ConfigError(f"the data have {n_sites} pixel(s); sweeping needs at least 2")
+    check_mesh(config, n_train)
+    mesh = sharding.make_mesh(config.get("mesh"))
+    main = sharding.is_main_process()  # process 0 writes the records; all save checkpoints
     n_classes = int(max(y.max() for _, y in splits.values())) + 1
     mps = sw.init(jax.random.key(config.seed), n_sites, n_classes, max_bond=mc.max_bond,
                   local_dim=mc.local_dim, init_bond=mc.init_bond, init_std=mc.init_std)
+    mps = sharding.replicate(mps, mesh)
     if not workdir.is_dir():  # only now: config errors leave no trace
         workdir.mkdir(parents=True, exist_ok=True)
-        stack.enter_context(records.lock_run_dir(workdir))
+        if main:
+            stack.enter_context(records.lock_run_dir(workdir))
         _check_resumable(workdir, config)  # another process may have created it meanwhile
 
     mngr = training.checkpoint_manager(workdir / "checkpoints", tc.keep_checkpoints)
     stack.callback(mngr.close)
     metrics_path = workdir / "metrics.jsonl"
-    restored = _restore(mngr, mps, workdir / "checkpoints.corrupt")
+    restored = _restore(mngr, mps, workdir / "checkpoints.corrupt", mesh)
     step, wall_before = 0, 0.0
     if restored is not None:
         step, mps, ck_meta = restored
         wall_before = float(ck_meta.get("wall_s", 0.0))
-        records.truncate_metrics(metrics_path, step)
-        print(f"resumed from step {step}", flush=True)
-    else:
+        if main:
+            records.truncate_metrics(metrics_path, step)
+            print(f"resumed from step {step}", flush=True)
+    elif main:
         metrics_path.unlink(missing_ok=True)
-    records.write_json(workdir / "config.json", json.loads(config.to_json()))
-    meta_path = workdir / "meta.json"
-    previous = records.read_json(meta_path) if meta_path.exists() and restored else None
-    meta = records.make_meta(previous, start_step=step, devices=[str(d) for d in jax.devices()])
     updates = 2 * (n_sites - 1)
-    meta.update(task=config.task, n_train=n_train, n_sites=n_sites, total_steps=tc.num_sweeps,
-                updates_per_sweep=updates, max_bond=mc.max_bond)
-    records.write_json(meta_path, meta)
+    if main:
+        records.write_json(workdir / "config.json", json.loads(config.to_json()))
+        meta_path = workdir / "meta.json"
+        previous = records.read_json(meta_path) if meta_path.exists() and restored else None
+        meta = records.make_meta(previous, start_step=step,
+                                 devices=[str(d) for d in jax.devices()])
+        meta.update(task=config.task, n_train=n_train, n_sites=n_sites,
+                    total_steps=tc.num_sweeps, updates_per_sweep=updates, max_bond=mc.max_bond,
+                    mesh=dict(mesh.shape), processes=jax.process_count())
+        records.write_json(meta_path, meta)
 
     def eval_all(mps) -> dict[str, float]:
         out = {}
         for name in ("train", "validation", "test"):
             if name in splits:
-                r = evaluate(mps, splits[name], tc.eval_batch_size, mc.feature_map, tc.loss)
+                r = evaluate(mps, splits[name], tc.eval_batch_size, mc.feature_map, tc.loss,
+                             mesh)
                 out.update({f"{name}_loss": r["loss"], f"{name}_acc": r["acc"]})
         return out
 
-    envs, pending = None, []
+    envs, pending, last_record = None, [], {}
     t0 = time.perf_counter()
     bar = tqdm(total=tc.num_sweeps * updates, initial=step * updates, desc="sweep",
-               unit="site", file=sys.stderr, mininterval=1.0, dynamic_ncols=True)
+               unit="site", file=sys.stderr, mininterval=1.0, dynamic_ncols=True,
+               disable=not main)
+    callback = _bounded_dispatch(mesh, lambda _: bar.update(1))
     try:
         while step < tc.num_sweeps:
-            if envs is None:
-                feats = _features(jnp.asarray(x_train), mc.local_dim, mc.feature_map)
-                envs = sw.environments(mps, feats, jnp.asarray(y_train))
-                del feats
+            if envs is None:  # samples and their environments split over mesh.data
+                xs, ys = sharding.shard_batch(mesh, x_train, y_train)
+                feats = _features(xs, mc.local_dim, mc.feature_map)
+                envs = sw.environments(mps, feats, ys)
+                del feats, xs
             lr = _lr(tc, step)
             mps, envs, infos = sw.sweep(mps, envs, lr=lr, momentum=tc.momentum, cutoff=tc.cutoff,
-                                        steps=tc.local_steps, loss=tc.loss,
-                                        callback=lambda _: bar.update(1))
+                                        steps=tc.local_steps, loss=tc.loss, callback=callback)
             step += 1
             record: dict[str, Any] = eval_all(mps)
             if not math.isfinite(record["train_loss"]):
@@ -336,7 +411,9 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
                           mean_bond=float(np.mean(bond_dims[1:-1])),
                           mean_discarded=float(np.mean(infos["discarded"])),
                           local_loss=float(np.mean(infos["loss_after"])))
-            records.append_metrics(metrics_path, record)
+            last_record = record
+            if main:
+                records.append_metrics(metrics_path, record)
             bar.set_postfix(acc=f"{record['train_acc']:.4f}", chi=max(bond_dims), refresh=False)
             if step % tc.checkpoint_every == 0 or step == tc.num_sweeps:
                 training.commit_checkpoints(mngr, pending)  # the previous save, now complete
@@ -347,11 +424,10 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
         bar.close()
         training.commit_checkpoints(mngr, pending)
 
-    history = records.read_metrics(metrics_path)
     if restored is not None and restored[0] == tc.num_sweeps:  # finished earlier: re-evaluate
         final, wall = eval_all(mps), wall_before
     else:
-        final, wall = history[-1], history[-1]["wall_s"]
+        final, wall = last_record, last_record["wall_s"]
     bond_dims = [int(r) for r in np.asarray(mps.ranks)]
     n_params = sum(a * mc.local_dim * b for a, b in zip(bond_dims, bond_dims[1:], strict=False))
     n_params += bond_dims[int(mps.center)] * bond_dims[int(mps.center) + 1] * mc.local_dim * (
@@ -362,8 +438,9 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
     if "validation_acc" in final:
         summary.update(validation_accuracy=final["validation_acc"],
                        validation_loss=final["validation_loss"])
-    records.write_json(workdir / "summary.json", summary)
-    records.plot_curves(history, workdir / "curves.png",
-                        title=f"MPS sweeps (chi <= {mc.max_bond}) on {config.data.name}")
-    print(_summary_line(summary), flush=True)
+    if main:
+        records.write_json(workdir / "summary.json", summary)
+        records.plot_curves(records.read_metrics(metrics_path), workdir / "curves.png",
+                            title=f"MPS sweeps (chi <= {mc.max_bond}) on {config.data.name}")
+        print(_summary_line(summary), flush=True)
     return summary

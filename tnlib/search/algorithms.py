@@ -48,15 +48,15 @@ import itertools
 import jax
 import numpy as np
 
-from tnlib.search.engine import Evaluation, Evaluator, Problem, SearchResult
-from tnlib.search.space import SearchSpace, Structure
+from tnlib.search.engine import Evaluation, Evaluator, Problem, SearchResult, _as_key
+from tnlib.search.space import SearchSpace, Structure, _check_structure
 
 __all__ = ["tnga", "tnls", "tnale", "greedy"]
 
 
 def _setup(problem: Problem, seed, max_evals, batched: bool, max_batch: int, min_batch: int,
            replay=None, on_batch=None):
-    key = jax.random.PRNGKey(seed) if isinstance(seed, int) else seed
+    key = _as_key(seed, "seed")
     k_eval, k_host = jax.random.split(key)
     host = int(jax.random.randint(k_host, (), 0, 2**31 - 1))
     ev = Evaluator(problem, k_eval, batched=batched, max_evals=max_evals, max_batch=max_batch,
@@ -68,7 +68,7 @@ def _start(space: SearchSpace, init, default: Structure) -> Structure:
     if init is None:
         return default
     if isinstance(init, Structure):
-        return space.structure(space.adjacency(init), init.perm)
+        return _check_structure(space, init, "init")
     return space.structure(init)
 
 
@@ -239,6 +239,10 @@ def tnga(problem: Problem, seed, *, max_evals: int | None = None, pop_size: int 
         raise ValueError(f"n_elite={n_elite} must be smaller than pop_size={pop_size}")
     if not 0 < keep <= 1:
         raise ValueError(f"keep must be in (0, 1], got {keep}")
+    for name, v in (("p_crossover", p_crossover), ("p_mutation", p_mutation)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)
+                              or not 0 <= v <= 1):
+            raise ValueError(f"{name} must be a probability in [0, 1], got {v!r}")
     ev, rng = _setup(problem, seed, max_evals, batched, max_batch, min_batch,
                    replay, on_batch)
     n_e = len(sp.edges)

@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax.numpy as jnp
 import numpy as np
 
 from tnlib import tucker
@@ -96,7 +97,8 @@ def _as_array(x, name: str = "x", min_ndim: int = 1) -> np.ndarray:
     except Exception as e:  # noqa: BLE001 - any conversion failure is a type error
         raise TypeError(f"{name} must be an array, got {type(x).__name__}") from e
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
-                                   or arr.dtype == np.bool_):
+                                   or arr.dtype == np.bool_
+                                   or jnp.issubdtype(arr.dtype, jnp.floating)):  # bfloat16
         raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
     if arr.ndim < min_ndim:
         raise ValueError(f"{name} must have at least {min_ndim} axis, got shape {arr.shape}")

@@ -44,7 +44,7 @@ import numpy as np
 
 from tnlib import network
 from tnlib.network import Network
-from tnlib.search.space import SearchSpace, Structure, search_space
+from tnlib.search.space import SearchSpace, Structure, _check_structure, search_space
 
 __all__ = [
     "FitConfig", "Problem", "problem", "objective", "Evaluation", "EvalRecord",
@@ -80,7 +80,15 @@ class Problem:
 
 
 def objective(n_params: int, size: int, rse, lam: float):
-    """``n_params / size + lam * rse``: the TNGA / TNLS / TnALE objective."""
+    """``n_params / size + lam * rse``: the TNGA / TNLS / TnALE objective.
+
+    ``n_params`` (int >= 0) and ``size`` (int >= 1) are counts; ``lam`` must be >= 0.
+    """
+    for name, v, low in (("n_params", n_params, 0), ("size", size, 1)):
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+    if isinstance(lam, int | float | np.number) and not lam >= 0:
+        raise ValueError(f"lam must be a number >= 0, got {lam!r}")
     return n_params / size + lam * rse
 
 
@@ -97,16 +105,29 @@ def problem(target=None, *, max_rank: int, loss: Callable | None = None, dims=No
     fit is masked Adam on the loss). The search space arguments are those of
     :func:`~tnlib.search.space.search_space`. ``method`` defaults to ``"als"`` for a
     target and ``"adam"`` for a loss; ``n_iter`` to 30 ALS sweeps or 500 Adam steps.
-    ``dtype`` casts the target (default: its own floating dtype).
+    ``dtype`` casts the target (default: its own floating dtype; integers become
+    the default float). The fits are real (float32 / float64): a complex target or
+    ``dtype`` is a TypeError, a half-precision one (bfloat16, float16) is fitted in
+    float32 (XLA has no half-precision linear solves), a non-finite target a ValueError.
     """
     if (target is None) == (loss is None):
         raise ValueError("give exactly one of target (a dense tensor) and loss (a callable)")
     if target is not None:
         target = jnp.asarray(target)
+        if jnp.issubdtype(target.dtype, jnp.complexfloating):
+            raise TypeError(f"target must be real (the fits are real), got dtype "
+                            f"{target.dtype}")
         if dtype is not None:
+            if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
+                raise TypeError(f"dtype must be a real floating dtype (the fits are real), "
+                                f"got {jnp.dtype(dtype)}")
             target = target.astype(dtype)
         elif not jnp.issubdtype(target.dtype, jnp.floating):
             target = target.astype(jnp.result_type(float))
+        if jnp.finfo(target.dtype).bits < 32:
+            target = target.astype(jnp.float32)
+        if not bool(jnp.all(jnp.isfinite(target))):
+            raise ValueError("target must be finite (it has NaN or inf entries)")
         if dims is not None and tuple(dims) != tuple(target.shape):
             raise ValueError(f"dims {tuple(dims)} do not match the target's shape "
                              f"{tuple(target.shape)}")
@@ -131,6 +152,12 @@ def problem(target=None, *, max_rank: int, loss: Callable | None = None, dims=No
             raise ValueError(f"{name} must be an int >= {0 if name == 'n_iter' else 1}, got {v!r}")
     if not (isinstance(lam, int | float) and lam >= 0):
         raise ValueError(f"lam must be a number >= 0, got {lam!r}")
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, int | float) or \
+            not learning_rate > 0:
+        raise ValueError(f"learning_rate must be a number > 0, got {learning_rate!r}")
+    if ridge is not None and (isinstance(ridge, bool) or not isinstance(ridge, int | float)
+                              or not ridge >= 0):
+        raise ValueError(f"ridge must be None or a number >= 0, got {ridge!r}")
     return Problem(space, target, loss, float(lam),
                    FitConfig(method, n_iter, restarts, float(learning_rate), ridge))
 
@@ -165,9 +192,16 @@ def _layout(space: SearchSpace) -> _Layout:
     return _Layout(node_dims, len(space.edges), r, incident, adj, network.einsum_spec(adj))
 
 
+def _check_space(space) -> SearchSpace:
+    if not isinstance(space, SearchSpace):
+        raise TypeError(f"space must be a tnlib.search.SearchSpace (see search_space), got "
+                        f"{type(space).__name__}")
+    return space
+
+
 def padded_adjacency(space: SearchSpace) -> tuple[tuple[int, ...], ...]:
     """Structure matrix of the padded network: every support edge at ``max_rank``."""
-    return _layout(space).adjacency
+    return _layout(_check_space(space)).adjacency
 
 
 def _masks_np(space: SearchSpace, s: Structure) -> tuple[np.ndarray, np.ndarray]:
@@ -192,9 +226,24 @@ def _core_masks(lay: _Layout, em, pm):
     return tuple(out)
 
 
+def _check_padded(space: SearchSpace, cores, name: str = "cores") -> tuple:
+    """``cores`` as a tuple of arrays with the padded layout's shapes, or ValueError."""
+    lay = _layout(space)
+    shapes = tuple((d,) + (lay.max_rank,) * len(inc)
+                   for d, inc in zip(lay.node_dims, lay.incident, strict=True))
+    cores = tuple(cores)
+    got = tuple(tuple(jnp.shape(c)) for c in cores)
+    if got != shapes:
+        raise ValueError(f"{name} must be the padded cores of the search space, shapes "
+                         f"{shapes}, got {got}")
+    return cores
+
+
 def mask(space: SearchSpace, s: Structure, cores) -> tuple:
     """Padded cores multiplied by the masks of ``s``: the padded network then equals
     ``unpad(space, s, cores)`` exactly."""
+    s = _check_structure(_check_space(space), s, "s")
+    cores = _check_padded(space, cores)
     em, pm = _masks_np(space, s)
     ms = _core_masks(_layout(space), em, pm)
     return tuple(c * m.astype(c.dtype) for c, m in zip(cores, ms, strict=True))
@@ -203,6 +252,8 @@ def mask(space: SearchSpace, s: Structure, cores) -> tuple:
 def unpad(space: SearchSpace, s: Structure, cores) -> Network:
     """The :class:`~tnlib.network.Network` of structure ``s`` held in padded ``cores``
     (their leading slices; rank-one bonds dropped)."""
+    s = _check_structure(_check_space(space), s, "s")
+    cores = _check_padded(space, cores)
     lay = _layout(space)
     out = []
     for k, c in enumerate(cores):
@@ -216,7 +267,9 @@ def unpad(space: SearchSpace, s: Structure, cores) -> Network:
 
 def pad(space: SearchSpace, net: Network) -> tuple:
     """Padded cores (zeros beyond the network's ranks and sizes) holding ``net``."""
-    s = space.structure(net.adjacency, net.perm, "net")
+    if not isinstance(net, Network):
+        raise TypeError(f"net must be a tnlib.network.Network, got {type(net).__name__}")
+    s = _check_space(space).structure(net.adjacency, net.perm, "net")
     lay = _layout(space)
     out = []
     for k, c in enumerate(net.cores):
@@ -362,6 +415,20 @@ def _fitter(lay: _Layout, cfg: FitConfig, loss, batched: bool, shared_x: bool):
     return jax.jit(jax.vmap(fit_one, in_axes=(None if shared_x else 0, 0, 0, None, 0, 0, 0)))
 
 
+def _as_key(seed, name: str = "key"):
+    """A PRNG key from an int seed (Python or NumPy) or a key (typed, or raw ``uint32[2]``)."""
+    if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
+        return jax.random.PRNGKey(int(seed))
+    dtype, shape = getattr(seed, "dtype", None), getattr(seed, "shape", None)
+    if dtype is not None and shape is not None:
+        if jnp.issubdtype(dtype, jax.dtypes.prng_key) and tuple(shape) == ():
+            return seed
+        if dtype == np.uint32 and tuple(shape) == (2,):
+            return jnp.asarray(seed)
+    raise TypeError(f"{name} must be an int seed or a PRNG key (jax.random.key / PRNGKey), "
+                    f"got {seed!r}")
+
+
 def _bucket(n: int, min_batch: int, max_batch: int) -> int:
     b = 1
     while b < max(n, min_batch):
@@ -450,7 +517,7 @@ class Evaluator:
             raise ValueError(f"max_evals must be an int >= 1 or None, got {max_evals!r}")
         self.problem = problem
         self.space = problem.space
-        self.key = jax.random.PRNGKey(key) if isinstance(key, int) else key
+        self.key = _as_key(key)
         self.batched = batched
         self.max_evals = max_evals
         if not 1 <= min_batch <= max_batch:
@@ -486,8 +553,12 @@ class Evaluator:
         Returns one :class:`Evaluation` per structure, None for those left over when
         the budget ran out.
         """
-        structures = [Structure(tuple(int(r) for r in s.ranks), tuple(int(p) for p in s.perm))
-                      for s in structures]
+        structures = [_check_structure(self.space, s, "structures") for s in structures]
+        if init is not None:
+            if len(init) != len(structures):
+                raise ValueError(f"init must hold one set of padded cores per structure "
+                                 f"({len(structures)}), got {len(init)}")
+            init = [_check_padded(self.space, c, "init") for c in init]
         todo, todo_init = [], []
         for i, s in enumerate(structures):
             if s in self.cache or s in todo:
@@ -514,8 +585,7 @@ class Evaluator:
         skipped (use :meth:`evaluate`). Returns the cached (best) Evaluation per
         structure, None for those not refitted because the budget ran out.
         """
-        structures = [Structure(tuple(int(r) for r in s.ranks), tuple(int(p) for p in s.perm))
-                      for s in structures]
+        structures = [_check_structure(self.space, s, "structures") for s in structures]
         todo = []
         for s in structures:
             e = self.cache.get(s)

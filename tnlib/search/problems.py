@@ -115,12 +115,16 @@ def image_tensor(name: str = "camera", shape=(4,) * 8, dtype=jnp.float32):
         import skimage.transform
     except ImportError as e:
         raise ImportError("image_tensor needs scikit-image: pip install scikit-image") from e
+    shape = tuple(shape)
+    if not shape or any(isinstance(d, bool) or not isinstance(d, int | np.integer) or d < 1
+                        for d in shape):
+        raise ValueError(f"shape must be a non-empty sequence of ints >= 1, got {shape}")
     shape = tuple(int(d) for d in shape)
     half = len(shape) // 2
     rows, cols = math.prod(shape[:half]), math.prod(shape[half:])
     loader = getattr(skimage.data, name, None)
     if loader is None:
-        raise ValueError(f"skimage.data has no image {name!r}")
+        raise ValueError(f"name={name!r}: skimage.data has no image {name!r}")
     img = np.asarray(loader(), dtype=np.float64)
     if img.ndim == 3:
         img = img[..., :3].mean(-1)

@@ -94,14 +94,17 @@ class SearchSpace:
         """The Structure of an ``N x N`` adjacency matrix (validated against the space).
 
         Raises ValueError when the matrix is not symmetric, its diagonal does not match
-        the mode sizes under ``perm``, it has an edge outside the support, or a rank
-        above ``max_rank``.
+        the mode sizes under ``perm``, it has an edge outside the support, a rank above
+        ``max_rank``, or ``perm`` differs from the space's when it is not searched.
         """
         adj = network._check_adjacency(adjacency, name)
         n = self.n_nodes
         if len(adj) != n:
             raise ValueError(f"{name} has {len(adj)} nodes but the target has {n} modes")
         perm = self.perm if perm is None else network._check_perm(perm, n, f"{name} perm")
+        if not self.search_perm and perm != self.perm:
+            raise ValueError(f"{name} perm {perm} differs from the search space's fixed perm "
+                             f"{self.perm} (search_perm=False)")
         want = self.node_dims(perm)
         got = tuple(adj[k][k] for k in range(n))
         if got != want:
@@ -117,6 +120,26 @@ class SearchSpace:
                 raise ValueError(f"{name} has rank {r} on edge ({i}, {j}) above "
                                  f"max_rank={self.max_rank}")
         return Structure(tuple(adj[i][j] for i, j in self.edges), tuple(perm))
+
+
+def _check_structure(space: SearchSpace, s, name: str = "structure") -> Structure:
+    """``s`` as a Structure of ``space`` (ints), or ValueError naming ``name``: one rank
+    in ``1..max_rank`` per support edge and a permutation of the nodes."""
+    try:
+        ranks, perm = s
+        ranks = tuple(ranks)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be a Structure (ranks, perm), got {s!r}") from e
+    if len(ranks) != len(space.edges) or any(
+            isinstance(r, bool) or not isinstance(r, int | np.integer) or not
+            1 <= r <= space.max_rank for r in ranks):
+        raise ValueError(f"{name} must hold one rank in 1..{space.max_rank} per support edge "
+                         f"({len(space.edges)} edges), got ranks {ranks}")
+    perm = network._check_perm(perm, space.n_nodes, f"{name} perm")
+    if not space.search_perm and perm != space.perm:
+        raise ValueError(f"{name} perm {perm} differs from the search space's fixed perm "
+                         f"{space.perm} (search_perm=False)")
+    return Structure(tuple(int(r) for r in ranks), perm)
 
 
 def _edges_of(edges, n: int) -> tuple[tuple[int, int], ...]:

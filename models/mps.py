@@ -31,6 +31,7 @@ __all__ = ["MPSClassifier", "local_feature_map"]
 
 FEATURE_MAPS = ("cos_sin", "linear")
 READOUTS = ("linear", "born")
+CONTRACTIONS = ("auto", "scan", "tree")
 
 
 def local_feature_map(x, local_dim: int = 2, kind: str = "cos_sin"):
@@ -74,6 +75,9 @@ class MPSClassifier(nnx.Module):
         left and right environments (the label core's scale sets the temperature);
         ``"born"``: logits are ``log |amplitude|^2`` (class probabilities by the
         Born rule). Both are invariant to the chain's overall scale.
+      contraction: ``"auto"``, ``"scan"`` or ``"tree"``: how each chain is contracted
+        (``tnlib.tt.sweep_features``); ``"auto"`` applies ``tnlib.tt.feature_method``
+        to the chain length, bond and batch size. All give the same outputs.
       dtype: computation dtype (default: the parameters').
       param_dtype: parameter dtype.
       rngs: ``nnx.Rngs`` with a ``params`` stream.
@@ -85,8 +89,8 @@ class MPSClassifier(nnx.Module):
     def __init__(self, n_sites: int, n_classes: int = 10, *, bond_dim: int = 10,
                  local_dim: int = 2, label_site: int | None = None,
                  feature_map: str = "cos_sin", init_std: float = 1e-2,
-                 readout: str = "linear", dtype=None, param_dtype=jnp.float32,
-                 rngs: nnx.Rngs):
+                 readout: str = "linear", contraction: str = "auto", dtype=None,
+                 param_dtype=jnp.float32, rngs: nnx.Rngs):
         for name, value, low in (("n_sites", n_sites, 1), ("n_classes", n_classes, 1),
                                  ("bond_dim", bond_dim, 1), ("local_dim", local_dim, 2)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -103,11 +107,13 @@ class MPSClassifier(nnx.Module):
             raise ValueError(f"feature_map 'linear' needs local_dim=2, got {local_dim}")
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        if contraction not in CONTRACTIONS:
+            raise ValueError(f"contraction must be one of {CONTRACTIONS}, got {contraction!r}")
         if not init_std >= 0:
             raise ValueError(f"init_std must be >= 0, got {init_std!r}")
         self.n_sites, self.n_classes = n_sites, n_classes
         self.bond_dim, self.local_dim, self.label_site = bond_dim, local_dim, label_site
-        self.feature_map, self.readout = feature_map, readout
+        self.feature_map, self.readout, self.contraction = feature_map, readout, contraction
         self.dtype, self.param_dtype = dtype, param_dtype
         k_left, k_label, k_right = jax.random.split(rngs.params(), 3)
         n_right = n_sites - label_site
@@ -141,10 +147,12 @@ class MPSClassifier(nnx.Module):
         e0 = jnp.zeros((self.bond_dim,), dt).at[0].set(1)
         # Right chain swept from its open end: reverse the sites, swap the bonds.
         right_rev = jnp.transpose(right[::-1], (0, 3, 2, 1))
+        ml, mr = (tt.feature_method(n, self.bond_dim, feats.shape[0], self.contraction)
+                  for n in (k, self.n_sites - k))
 
         def one(f):
-            lv, ls = tt.sweep_features(left, f[:k], e0) if k > 0 else (e0, 0.0)
-            rv, rs = (tt.sweep_features(right_rev, f[k:][::-1], e0)
+            lv, ls = tt.sweep_features(left, f[:k], e0, method=ml) if k > 0 else (e0, 0.0)
+            rv, rs = (tt.sweep_features(right_rev, f[k:][::-1], e0, method=mr)
                       if k < self.n_sites else (e0, 0.0))
             amp = jnp.einsum("a,acb,b->c", lv, label, rv)
             return amp, ls + rs

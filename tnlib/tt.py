@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from tnlib import linalg
+from tnlib import _features, linalg
 from tnlib._validate import check_cores as _check_cores
 from tnlib._validate import check_dims as _check_dims
 from tnlib._validate import rank_sequence as _rank_sequence
@@ -34,7 +34,7 @@ from tnlib.struct import pytree_dataclass
 __all__ = [
     "TensorTrain", "TTMatrix", "random", "from_dense", "to_dense", "inner", "norm",
     "log_norm", "add", "scale", "hadamard", "orthogonalize", "round", "matvec", "matmul",
-    "stack", "sweep_features", "contract_features", "check",
+    "stack", "sweep_features", "contract_features", "feature_method", "check",
 ]
 
 
@@ -507,27 +507,39 @@ def _acc_dtype(dtype):
     return jnp.promote_types(jnp.finfo(dtype).dtype, jnp.float32)
 
 
-def _feature_step(carry, inputs):
-    vec, acc = carry
-    core, feat = inputs
-    mat = jnp.einsum("n,anb->ab", feat, core)
-    vec = vec @ mat
-    nrm = jnp.linalg.norm(vec)
-    nrm = jnp.where(nrm > 0, nrm, 1.0)
-    return (vec / nrm, acc + jnp.log(nrm).astype(acc.dtype)), None
+def feature_method(n_sites: int, bond: int, batch: int = 1, method: str = "auto") -> str:
+    """``"scan"`` or ``"tree"``: the path ``sweep_features(..., method=method)`` takes.
+
+    ``"auto"`` chooses the log-depth ``"tree"`` for a single chain (``batch`` 1) of
+    at least 128 sites and bond at least 8, else the sequential ``"scan"`` (the tree
+    does ``bond`` times the work, which a batch of chains already parallelizes).
+    Measured on a CPU (see ``tnlib/_features.py``); to be revisited on GPU.
+    """
+    return _features.choose(method, n_sites, bond, batch)
 
 
-def sweep_features(cores, features, vector):
+_feature_step = _features.feature_step  # the scan step (benchmarks/compile_time.py unrolls it)
+
+
+def sweep_features(cores, features, vector, *, method: str = "auto"):
     """Sweep a row vector through stacked cores contracted with per-site features.
 
     Args:
       cores: ``(L, r, n, r)`` stacked cores.
       features: ``(L, n)`` one feature vector per site.
       vector: ``(r,)`` starting row vector.
+      method: ``"scan"``: one ``lax.scan``, ``L`` steps of ``O(r^2 n)`` work, compile
+        time independent of L. ``"tree"``: the site matrices ``sum_n f_n A[:, n, :]``
+        of all sites at once, multiplied pairwise in ``ceil(log2 L)`` levels of
+        batched matmuls (``O(L r^3)`` work, log depth). ``"auto"`` (default) is
+        ``feature_method(L, r)``, the rule for one chain; inside ``vmap`` over a
+        batch pass ``method=feature_method(L, r, batch)``.
 
     Returns:
       ``(v, log_scale)``: ``v`` has unit norm (or is zero) and the exact result is
-      ``v * exp(log_scale)``. One ``lax.scan``: compile time is independent of L.
+      ``v * exp(log_scale)``. Both methods return the same function (the same
+      values and gradients up to rounding); each keeps running log-scales (in at
+      least float32) so 1000-site chains stay finite in float32 / bfloat16.
     """
     if cores.ndim != 4 or features.shape != (cores.shape[0], cores.shape[2]):
         raise ValueError(
@@ -536,13 +548,13 @@ def sweep_features(cores, features, vector):
         )
     if vector.shape != (cores.shape[1],):
         raise ValueError(f"vector must have shape ({cores.shape[1]},), got {vector.shape}")
+    method = _features.choose(method, cores.shape[0], cores.shape[1])
     dt = _compute_dtype(jnp.result_type(cores, features, vector))
-    carry = (vector.astype(dt), jnp.zeros((), _acc_dtype(dt)))
-    (vec, acc), _ = jax.lax.scan(_feature_step, carry, (cores.astype(dt), features.astype(dt)))
-    return vec, acc
+    sweep = _features.scan_sweep if method == "scan" else _features.tree_sweep
+    return sweep(cores.astype(dt), features.astype(dt), vector.astype(dt), _acc_dtype(dt))
 
 
-def contract_features(tt: TensorTrain, features):
+def contract_features(tt: TensorTrain, features, *, method: str = "auto"):
     """Contract an MPS with one feature vector per site: ``sum tt[i] prod_k f_k[i_k]``.
 
     This is the MPS classifier's contraction (Stoudenmire & Schwab 2016).
@@ -550,11 +562,12 @@ def contract_features(tt: TensorTrain, features):
     Args:
       tt: a ``TensorTrain`` with mode sizes ``(n, ..., n)`` or any sizes.
       features: ``(L, n)`` array (uniform sizes) or a sequence of ``L`` vectors.
+      method: as in ``sweep_features``; non-uniform chains run it unrolled
+        (``"auto"`` decides from the largest bond).
 
     Returns:
       ``(mantissa, log_scale)`` with value ``mantissa * exp(log_scale)`` and
-      ``|mantissa|`` of order one, finite for hundreds of sites in float32. Uniform
-      chains go through one ``lax.scan``; others through an unrolled loop.
+      ``|mantissa|`` of order one, finite for hundreds of sites in float32.
     """
     check(tt)
     if isinstance(features, jax.Array) or hasattr(features, "shape"):
@@ -570,15 +583,21 @@ def contract_features(tt: TensorTrain, features):
         if [f.shape for f in feats] != [(n,) for n in tt.dims]:
             raise ValueError(f"features must be vectors of sizes {tt.dims}, got "
                              f"{[f.shape for f in feats]}")
+    method = _features.choose(method, tt.n_sites, max(tt.ranks))
     stacked = stack(tt)
     if stacked is not None:
         r = stacked.shape[1]
         start = jnp.zeros((r,), stacked.dtype).at[0].set(1)
-        vec, acc = sweep_features(stacked, jnp.stack(feats), start)
+        vec, acc = sweep_features(stacked, jnp.stack(feats), start, method=method)
         return vec[0], acc
     dt = _compute_dtype(jnp.result_type(tt.dtype, *feats))
+    cores = [c.astype(dt) for c in tt.cores]
+    feats = [f.astype(dt) for f in feats]
+    if method == "tree":
+        vec, acc = _features.tree_chain(cores, feats, jnp.ones((1,), dt), _acc_dtype(dt))
+        return vec[0], acc
     carry = (jnp.ones((1,), dt), jnp.zeros((), _acc_dtype(dt)))
-    for core, f in zip(tt.cores, feats, strict=True):
-        carry, _ = _feature_step(carry, (core.astype(dt), f.astype(dt)))
+    for core, f in zip(cores, feats, strict=True):
+        carry, _ = _feature_step(carry, (core, f))
     vec, acc = carry
     return vec[0], acc

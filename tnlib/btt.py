@@ -31,7 +31,8 @@ Each type has ``T.random(key, ...)`` and ``T.from_dense(w, ...)`` (the best
 Frobenius-norm projection of a dense matrix onto the structure); the module
 functions ``matvec``, ``to_dense``, ``num_params``, ``flops`` and ``lr_multipliers``
 accept any of them (``functools.singledispatch``, one registered implementation per
-type).
+type). ``matvec`` is two batched ``lax.dot_general`` GEMMs; bfloat16 / float16 inputs
+accumulate in float32 and return their own dtype (``matvec`` docstring).
 
 Initialization (``random``): every core has i.i.d. ``N(0, sigma^2)`` entries with
 ``sigma^2 = 1 / fan_in(core)``, where the fan-in of a core is the number of terms it
@@ -57,6 +58,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from tnlib import linalg
 from tnlib._validate import as_inexact as _as_inexact
@@ -361,14 +363,63 @@ def _flatten_x(w, x):
     return x.reshape(-1, w.d_in), x.shape[:-1]
 
 
+def _dtypes(*arrays):
+    """``(dt, acc)``: the promoted dtype of the operands and the dtype the products
+    accumulate in (float32 for 16-bit floats, ``dt`` itself otherwise)."""
+    dt = jnp.result_type(*arrays)
+    return dt, (jnp.dtype(jnp.float32) if jnp.finfo(dt).bits < 32 else dt)
+
+
+def _dot(a, b, contract, batch=((), ()), acc=None):
+    """``lax.dot_general`` accumulating in ``acc``; output dims: batch, ``a``'s free,
+    ``b``'s free."""
+    return lax.dot_general(a, b, (contract, batch), preferred_element_type=acc)
+
+
+def _btt_apply(left, right, x3, acc):
+    """The two BTT stages on ``x3`` ``(B, n1, n2)`` as batched GEMMs (``dot_general``);
+    the stage-1 result is rounded to the input dtype; returns ``(B, m1, m2)``.
+
+    Rank 1 (Monarch): the batch ``B`` is the GEMMs' row (M) dimension and no activation is
+    transposed before the products: stage 1, batched over ``q``, ``z[q, b, i] = sum_p
+    x3[b, p, q] left[q, i, p]`` ``(n2, B, m1)``; stage 2, batched over ``i``,
+    ``y[i, b, j] = sum_q z[q, b, i] right[i, j, q]`` ``(m1, B, m2)``.
+    Rank > 1: the batch is the column (N) dimension: ``x3`` as ``(n2, n1, B)``, stage 1
+    ``(n2, m1 r, B)``, regrouped to ``(m1, n2 r, B)``, stage 2 ``(m1, m2, B)``. On the
+    CPU each layout was the faster one at its ranks (``benchmarks/btt_layout.py``):
+    batch-as-rows moves ``r``-element runs when it regroups the intermediate,
+    batch-as-columns ``B``-element runs.
+    """
+    n2, m1, n1, r = left.shape
+    m2 = right.shape[1]
+    if r == 1:
+        z = _dot(x3, left[..., 0], ((1,), (2,)), ((2,), (0,)), acc).astype(x3.dtype)
+        y = _dot(z, right[..., 0], ((0,), (2,)), ((2,), (0,)), acc)
+        return y.transpose(1, 0, 2).astype(x3.dtype)
+    xs = x3.transpose(2, 1, 0)  # (n2, n1, B)
+    lmat = left.transpose(0, 1, 3, 2).reshape(n2, m1 * r, n1)
+    z = _dot(lmat, xs, ((2,), (1,)), ((0,), (0,)), acc).astype(x3.dtype)  # (n2, m1 r, B)
+    zs = z.reshape(n2, m1, r, -1).transpose(1, 0, 2, 3).reshape(m1, n2 * r, -1)
+    y = _dot(right.reshape(m1, m2, n2 * r), zs, ((2,), (1,)), ((0,), (0,)), acc)
+    return y.transpose(2, 0, 1).astype(x3.dtype)
+
+
 @functools.singledispatch
 def matvec(w, x):
     """``y = x @ to_dense(w).T`` for ``x`` ``(..., d_in)``; ``y`` ``(..., d_out)``.
 
-    Computed with batched matrix multiplies, never forming the dense matrix:
-    ``LowRank``: ``(x @ v^T) @ u^T``; ``Kronecker``: ``a @ (X @ b^T)`` with ``X`` the
-    ``(n1, n2)`` reshape of each vector; ``BlockTT``: the two stages of the module
-    docstring. Costs are given by ``flops``.
+    Computed with two batched matrix multiplies (``lax.dot_general``), never forming the
+    dense matrix: ``LowRank``: ``(x @ v^T) @ u^T``; ``Kronecker``: ``X @ b^T`` then
+    ``a`` applied to the rows, with ``X`` the ``(n1, n2)`` reshape of each vector;
+    ``BlockTT``: the two stages of the module docstring, each a batched GEMM (the batch
+    of vectors is the GEMMs' row dimension for Monarch, their column dimension for rank
+    > 1, whichever measured faster; ``_btt_apply``). Costs are given by ``flops``.
+
+    Precision: ``x`` and the cores are promoted to a common dtype ``dt``, the output has
+    dtype ``dt``. For 16-bit floats (bfloat16, float16) every product accumulates in
+    float32 (``preferred_element_type``); the intermediate between the two multiplies
+    and the output are rounded back to ``dt`` (so both GEMMs take 16-bit inputs). Other
+    dtypes compute in ``dt`` throughout.
     """
     check(w)
 
@@ -376,7 +427,10 @@ def matvec(w, x):
 @matvec.register
 def _(w: LowRank, x):
     xf, lead = _flatten_x(w, x)
-    y = jnp.matmul(jnp.matmul(xf, w.v.T), w.u.T)
+    dt, acc = _dtypes(xf, w.u, w.v)
+    xf, u, v = xf.astype(dt), w.u.astype(dt), w.v.astype(dt)
+    t = _dot(xf, v, ((1,), (1,)), acc=acc).astype(dt)  # (B, r)
+    y = _dot(t, u, ((1,), (1,)), acc=acc).astype(dt)  # (B, d_out)
     return y.reshape(*lead, w.d_out)
 
 
@@ -384,21 +438,21 @@ def _(w: LowRank, x):
 def _(w: Kronecker, x):
     xf, lead = _flatten_x(w, x)
     (m1, m2), (n1, n2) = w.out_factors, w.in_factors
-    t = jnp.matmul(xf.reshape(-1, n1, n2), w.b.T)  # (B, n1, m2)
-    y = jnp.matmul(w.a, t)  # (B, m1, m2)
-    return y.reshape(*lead, m1 * m2)
+    dt, acc = _dtypes(xf, w.a, w.b)
+    x3, a, b = xf.reshape(-1, n1, n2).astype(dt), w.a.astype(dt), w.b.astype(dt)
+    t = _dot(x3, b, ((2,), (1,)), acc=acc).astype(dt)  # (B, n1, m2)
+    y = _dot(t, a, ((1,), (1,)), acc=acc).astype(dt)  # (B, m2, m1)
+    return y.transpose(0, 2, 1).reshape(*lead, m1 * m2)
 
 
 @matvec.register
 def _(w: BlockTT, x):
     xf, lead = _flatten_x(w, x)
-    (m1, m2), (n1, n2), r = w.out_factors, w.in_factors, w.rank
-    xs = xf.reshape(-1, n1, n2).transpose(2, 1, 0)  # (n2, n1, B)
-    lmat = w.left.transpose(0, 1, 3, 2).reshape(n2, m1 * r, n1)
-    z = jnp.matmul(lmat, xs).reshape(n2, m1, r, -1)  # stage 1, batched over n2
-    zs = z.transpose(1, 0, 2, 3).reshape(m1, n2 * r, -1)  # (m1, n2 r, B)
-    y = jnp.matmul(w.right.reshape(m1, m2, n2 * r), zs)  # stage 2, batched over m1
-    return y.transpose(2, 0, 1).reshape(*lead, m1 * m2)
+    (m1, m2), (n1, n2) = w.out_factors, w.in_factors
+    dt, acc = _dtypes(xf, w.left, w.right)
+    x3 = xf.reshape(-1, n1, n2).astype(dt)
+    y = _btt_apply(w.left.astype(dt), w.right.astype(dt), x3, acc)
+    return y.reshape(*lead, m1 * m2)
 
 
 # ------------------------------------------------------------------ dense and counts

@@ -130,9 +130,13 @@ def manifold_dim(x) -> int:
         q * q for q in r[1:-1])
 
 
-def _check_tangent(x, xi, name: str = "xi"):
+def _check_tangent_type(xi, name: str = "xi"):
     if not isinstance(xi, Tangent):
         raise TypeError(f"{name} must be a Tangent, got {type(xi).__name__}")
+
+
+def _check_tangent(x, xi, name: str = "xi"):
+    _check_tangent_type(xi, name)
     shapes = [tuple(d.shape) for d in xi.deltas]
     want = [tuple(c.shape) for c in x.cores]
     if shapes != want:
@@ -140,9 +144,20 @@ def _check_tangent(x, xi, name: str = "xi"):
     return xi
 
 
-def _check_real(x, what: str):
+def _check_real(x, what: str, name: str = "x"):
     if jnp.issubdtype(x.dtype, jnp.complexfloating):
-        raise TypeError(f"{what} takes real tensor trains, got dtype {x.dtype}")
+        raise TypeError(f"{name}: {what} takes real tensor trains, got dtype {x.dtype}")
+
+
+def _check_pair(a, b):
+    """``a`` and ``b`` are Tangents with deltas of the same shapes (at the same point)."""
+    for name, t in (("a", a), ("b", b)):
+        if not isinstance(t, Tangent):
+            raise TypeError(f"{name} must be a Tangent, got {type(t).__name__}")
+    sa, sb = [tuple(d.shape) for d in a.deltas], [tuple(d.shape) for d in b.deltas]
+    if sa != sb:
+        raise ValueError(f"a and b must be tangents at the same point: a has deltas {sa}, "
+                         f"b has {sb}")
 
 
 # ---------------------------------------------------------------------------- frames
@@ -341,6 +356,9 @@ def _target_ranks(x, max_rank) -> tuple[int, ...]:
     if isinstance(max_rank, int) and not isinstance(max_rank, bool):
         want = (max_rank,) * (L - 1)
     else:
+        if not isinstance(max_rank, tuple | list):
+            raise ValueError(f"max_rank must be an int or {L - 1} internal ranks, got "
+                             f"{max_rank!r}")
         want = tuple(max_rank)
         if len(want) != L - 1:
             raise ValueError(f"max_rank must be an int or {L - 1} internal ranks, got {want}")
@@ -399,21 +417,25 @@ def transport(x: TensorTrain, xi: Tangent, x_new: TensorTrain) -> Tangent:
 def inner(a: Tangent, b: Tangent):
     """``<a, b>`` of two tangents at the same point: ``sum_k <delta^a_k, delta^b_k>``
     (exact thanks to the gauge and the orthonormal frame; conjugates ``a``)."""
+    _check_pair(a, b)
     return sum(jnp.vdot(p, q) for p, q in zip(a.deltas, b.deltas, strict=True))
 
 
 def norm(xi: Tangent):
     """Frobenius norm of the tangent vector ``xi``."""
+    _check_tangent_type(xi)
     return jnp.sqrt(sum(jnp.sum(jnp.abs(d) ** 2) for d in xi.deltas))
 
 
 def add(a: Tangent, b: Tangent) -> Tangent:
     """``a + b`` for two tangents at the same point."""
+    _check_pair(a, b)
     return Tangent(tuple(p + q for p, q in zip(a.deltas, b.deltas, strict=True)))
 
 
 def scale(xi: Tangent, alpha) -> Tangent:
     """``alpha * xi``."""
+    _check_tangent_type(xi)
     return Tangent(tuple(alpha * d for d in xi.deltas))
 
 
@@ -438,6 +460,7 @@ class AdamState(NamedTuple):
     count: jax.Array
     mu: Any      # first moment as a rank-2r TensorTrain at the previous point
     nu: jax.Array  # second moment: mean squared gradient entry, () or (L,) per site
+    # (in at least float32)
 
 
 def _zero_trace(x: TensorTrain) -> TensorTrain:
@@ -452,7 +475,7 @@ def _check_update_args(grads, params, who: str) -> _Frame:
         raise ValueError(f"{who}.update needs params (the current TensorTrain): "
                          "update(grads, state, params)")
     check_point(params, "params")
-    _check_real(params, who)
+    _check_real(params, who, "params")
     if isinstance(grads, Tangent):
         _check_tangent(params, grads, "grads")
     elif isinstance(grads, TensorTrain):
@@ -558,7 +581,9 @@ def riemannian_adam(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: floa
     def init(params):
         check_point(params, "params")
         shape = () if second_moment == "global" else (params.n_sites,)
-        real = jnp.finfo(params.dtype).dtype
+        # at least float32: in bfloat16, b2 = 0.999 rounds to 1 and the bias correction
+        # 1 - b2**t would be 0
+        real = jnp.finfo(jnp.promote_types(params.dtype, jnp.float32)).dtype
         return AdamState(jnp.zeros((), jnp.int32), _zero_trace(params), jnp.zeros(shape, real))
 
     def update(grads, state, params=None):
@@ -577,7 +602,7 @@ def riemannian_adam(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: floa
         if second_moment == "global":
             denom = jnp.broadcast_to(denom, (len(g),))
         c1 = 1 / (1 - b1 ** t)
-        ds = tuple(c1 * d / denom[k] for k, d in enumerate(m))
+        ds = tuple((c1 * d / denom[k]).astype(d.dtype) for k, d in enumerate(m))
         lr = _learning_rate(learning_rate, state.count)
         mu = TensorTrain(_tangent_cores(fr, m, plus_point=False))
         return _step(fr, params, ds, lr), AdamState(count, mu, nu)

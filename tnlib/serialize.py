@@ -19,6 +19,8 @@ Layout of the dictionary:
   container layout (nested tuples/lists, ``None``) with the dtype and shape of
   each array. Bytes rather than a string array because orbax's tensorstore
   backend has no string dtype.
+  The record carries a ``"crc32"`` of its own canonical JSON, so a corrupted record
+  is an error, never a silently different object (records without it still load).
 - one entry per array leaf, keyed by field name and position: ``"cores.0"``,
   ``"core"``, ``"factors.2"``.
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -126,10 +129,13 @@ def _encode_static(value: Any, field: str) -> Any:
     )
 
 
-def _decode_static(value: Any) -> Any:
+def _decode_static(value: Any, field: str) -> Any:
     # Static fields are hashable, so they never hold lists: every JSON list was a tuple.
     if isinstance(value, list):
-        return tuple(_decode_static(v) for v in value)
+        return tuple(_decode_static(v, field) for v in value)
+    if isinstance(value, dict):
+        raise ValueError(f"d[{META_KEY!r}]: static field {field!r} holds a JSON object {value!r}; "
+                         "static values are None, bool, int, float, str or lists of them")
     return value
 
 
@@ -178,8 +184,18 @@ def to_arrays(obj) -> dict[str, np.ndarray]:
             "static": statics, "children": children}
     if META_KEY in out:  # a field named like the record itself
         raise TypeError(f"field name {META_KEY!r} is reserved")
+    meta["crc32"] = _crc(meta)
     out[META_KEY] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
     return out
+
+
+_META_FIELDS = {"format", "version", "type", "static", "children", "crc32"}
+
+
+def _crc(meta: dict) -> int:
+    """CRC-32 of the canonical JSON of the record without its ``"crc32"`` entry."""
+    body = {k: v for k, v in meta.items() if k != "crc32"}
+    return zlib.crc32(json.dumps(body, sort_keys=True).encode())
 
 
 # ----------------------------------------------------------------------------- decode
@@ -189,14 +205,17 @@ def _read_meta(d: Mapping[str, Any]) -> dict[str, Any]:
     if META_KEY not in d:
         raise ValueError(f"d: no {META_KEY!r} entry; not written by tnlib.serialize.to_arrays")
     raw = np.asarray(d[META_KEY])
-    if raw.dtype == np.uint8 and raw.ndim == 1:
-        text = raw.tobytes().decode("utf-8")
-    elif raw.ndim == 0 and raw.dtype.kind in "SU":
-        item = raw.item()
-        text = item.decode("utf-8") if isinstance(item, bytes) else item
-    else:
-        raise ValueError(f"d[{META_KEY!r}]: expected a 1-D uint8 array of JSON, got "
-                         f"{raw.dtype} of shape {raw.shape}")
+    try:
+        if raw.dtype == np.uint8 and raw.ndim == 1:
+            text = raw.tobytes().decode("utf-8")
+        elif raw.ndim == 0 and raw.dtype.kind in "SU":
+            item = raw.item()
+            text = item.decode("utf-8") if isinstance(item, bytes) else item
+        else:
+            raise ValueError(f"d[{META_KEY!r}]: expected a 1-D uint8 array of JSON, got "
+                             f"{raw.dtype} of shape {raw.shape}")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"d[{META_KEY!r}]: not UTF-8 text ({e})") from None
     try:
         meta = json.loads(text)
     except json.JSONDecodeError as e:
@@ -206,16 +225,41 @@ def _read_meta(d: Mapping[str, Any]) -> dict[str, Any]:
     if meta.get("version") != FORMAT_VERSION:
         raise ValueError(f"d[{META_KEY!r}]: format version {meta.get('version')!r}; this "
                          f"tnlib reads version {FORMAT_VERSION}")
+    unknown = sorted(set(meta) - _META_FIELDS)
+    if unknown:
+        raise ValueError(f"d[{META_KEY!r}]: unknown record entries {unknown}")
+    for part in ("static", "children"):
+        if not isinstance(meta.get(part), dict):
+            raise ValueError(f"d[{META_KEY!r}]: {part!r} must be a JSON object, got "
+                             f"{meta.get(part)!r}")
     return meta
 
 
-def _decode_child(layout: Any, d: Mapping[str, Any], used: set[str], to_jax: bool) -> Any:
+def _check_crc(meta: dict) -> None:
+    if "crc32" in meta and meta["crc32"] != _crc(meta):
+        raise ValueError(f"d[{META_KEY!r}]: checksum mismatch (crc32 {meta['crc32']!r}, "
+                         f"content {_crc(meta)}): the record is corrupted")
+
+
+def _bad_layout(layout, field: str):
+    return ValueError(f"d[{META_KEY!r}]: malformed layout {layout!r} of child field {field!r}")
+
+
+def _decode_child(layout: Any, d: Mapping[str, Any], used: set[str], to_jax: bool,
+                  field: str) -> Any:
     if layout is None:
         return None
-    if "tuple" in layout:
-        return tuple(_decode_child(v, d, used, to_jax) for v in layout["tuple"])
-    if "list" in layout:
-        return [_decode_child(v, d, used, to_jax) for v in layout["list"]]
+    if not isinstance(layout, dict):
+        raise _bad_layout(layout, field)
+    for kind, make in (("tuple", tuple), ("list", list)):
+        if kind in layout:
+            if set(layout) != {kind} or not isinstance(layout[kind], list):
+                raise _bad_layout(layout, field)
+            return make(_decode_child(v, d, used, to_jax, field) for v in layout[kind])
+    if set(layout) != {"array", "dtype", "shape"} or not isinstance(layout["array"], str) or (
+            not isinstance(layout["dtype"], str)) or not isinstance(layout["shape"], list) or (
+            not all(type(n) is int and n >= 0 for n in layout["shape"])):
+        raise _bad_layout(layout, field)
     key = layout["array"]
     if key not in d:
         raise ValueError(f"d: missing array {key!r} (the {META_KEY} record lists it)")
@@ -256,7 +300,7 @@ def from_arrays(d: Mapping[str, Any], *, to_jax: bool = True):
     """
     meta = _read_meta(d)
     name = meta.get("type")
-    if name not in TYPES:
+    if not isinstance(name, str) or name not in TYPES:
         raise ValueError(f"d: unknown type name {name!r}; known: {', '.join(TYPES)}")
     cls = TYPES[name]
     static = tuple(getattr(cls, "__tnlib_static__", ()))
@@ -267,13 +311,14 @@ def from_arrays(d: Mapping[str, Any], *, to_jax: bool = True):
         if got != names:
             raise ValueError(f"d: {name} record has {part} fields {sorted(got)}, "
                              f"expected {sorted(names)}")
+    _check_crc(meta)
     used: set[str] = set()
     obj = object.__new__(cls)  # like pytree unflatten: never re-run __init__
     for f in fields:
         if f in static:
-            value = _decode_static(meta["static"][f])
+            value = _decode_static(meta["static"][f], f)
         else:
-            value = _decode_child(meta["children"][f], d, used, to_jax)
+            value = _decode_child(meta["children"][f], d, used, to_jax, f)
         object.__setattr__(obj, f, value)
     extra = sorted(set(d.keys()) - used - {META_KEY})
     if extra:

@@ -37,6 +37,9 @@ def pytree_dataclass(cls: type[T] | None = None, *, static: Iterable[str] = ()):
             cores: tuple
             center: int | None = None
     """
+    if isinstance(static, str):  # tuple("cores") would be its letters
+        raise TypeError(f"static must be an iterable of field names, got the string {static!r}; "
+                        f"write static=({static!r},)")
     static = tuple(static)
 
     def wrap(cls):

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tnlib.linalg import is_concrete
 from tnlib.struct import pytree_dataclass
 
 __all__ = [
@@ -121,6 +122,32 @@ def _check_features(mps: LabelledMPS, features, name="features"):
         raise ValueError(f"{name} must have shape (N, n_sites, local_dim) = (N, {want[0]}, "
                          f"{want[1]}), got {features.shape}")
     return features
+
+
+def _check_center(mps, direction):
+    """The label / centre can move in ``direction`` (checked when ``center`` is concrete:
+    under jit the bounds are the caller's business)."""
+    if not is_concrete(mps.center):
+        return
+    c, L = int(mps.center), mps.n_sites
+    if not 0 <= c < L:
+        raise ValueError(f"mps.center must be in [0, {L - 1}], got {c}")
+    if direction == "right" and c > L - 2:
+        raise ValueError(f"mps.center={c} is the last site: direction='right' needs "
+                         f"center <= {L - 2}")
+    if direction == "left" and c < 1:
+        raise ValueError("mps.center=0 is the first site: direction='left' needs center >= 1")
+
+
+def _check_max_rank(max_rank):
+    """A concrete ``max_rank`` is a positive int (traced values are the caller's business)."""
+    if max_rank is None or not is_concrete(max_rank):
+        return
+    if isinstance(max_rank, bool | np.bool_) or not (
+            isinstance(max_rank, int | np.integer) or (
+                isinstance(max_rank, jax.Array | np.ndarray) and max_rank.ndim == 0
+                and jnp.issubdtype(max_rank.dtype, jnp.integer))) or int(max_rank) < 1:
+        raise ValueError(f"max_rank must be an int >= 1 (or None for max_bond), got {max_rank!r}")
 
 
 def _check_update_args(direction, loss, steps):
@@ -366,6 +393,7 @@ def bond_tensor(mps: LabelledMPS, direction: str = "right"):
     """The bond tensor ``B`` ``(D, d, d, C, D)`` of the label's site and its neighbour:
     sites ``(center, center+1)`` for ``"right"``, ``(center-1, center)`` for ``"left"``."""
     _check_update_args(direction, "squared", 0)
+    _check_center(mps, direction)
     c = mps.center
     return _bond(mps, c if direction == "right" else c - 1, direction)
 
@@ -425,12 +453,15 @@ def split_bond(B, direction: str, max_rank, cutoff):
         m = B.reshape(D * d, d * C * D)
     else:
         m = jnp.transpose(B, (0, 1, 3, 2, 4)).reshape(D * d * C, d * D)
-    u, s, vh = jnp.linalg.svd(m, full_matrices=False)
+    low = jnp.issubdtype(m.dtype, jnp.floating) and jnp.finfo(m.dtype).bits < 32
+    u, s, vh = jnp.linalg.svd(m.astype(jnp.float32) if low else m, full_matrices=False)
+    if low:  # LAPACK has no bfloat16 / float16 kernels
+        u, s, vh = u.astype(m.dtype), s.astype(m.dtype), vh.astype(m.dtype)
+    total = jnp.sum(s**2)  # ||B||^2, the values past D included
     u, s, vh = u[:, :D], s[:D], vh[:D]
     idx = jnp.arange(D)
     keep = ((idx < max_rank) & (s > cutoff * s[0])).at[0].set(True)
     kept = jnp.where(keep, s, 0)
-    total = jnp.sum(s**2)
     discarded = jnp.where(total > 0, 1 - jnp.sum(kept**2) / jnp.where(total > 0, total, 1), 0)
     u = u * keep.astype(u.dtype)
     vh = vh * keep[:, None].astype(vh.dtype)
@@ -513,14 +544,16 @@ def update(mps: LabelledMPS, envs: Environments, *, direction: str, lr=1.0, mome
     Args:
       mps: the model; the label moves from ``center`` to ``center + 1`` (``"right"``,
         needs ``center <= L - 2``) or ``center - 1`` (``"left"``, ``center >= 1``).
-        Under jit these bounds are the caller's business (``sweep`` keeps them).
+        Outside jit a label that cannot move raises ValueError; under jit these bounds
+        are the caller's business (``sweep`` keeps them). Real dtypes only (TypeError).
       envs: the cached environments (from :func:`environments`); **donated**: use
         the returned ones afterwards.
       direction: ``"right"`` or ``"left"`` (static: one compilation each).
       lr: gradient-descent step size on ``B`` (traced).
       momentum: Nesterov momentum of the steps on ``B`` (traced; 0: plain descent).
       cutoff: relative singular-value threshold of the split (traced).
-      max_rank: cap on the kept bond (traced; default and upper bound ``D``).
+      max_rank: cap on the kept bond (traced; default and upper bound ``D``; a
+        concrete value must be an int >= 1).
       steps: number of gradient steps (static).
       loss: ``"cross_entropy"`` or ``"squared"`` (static).
 
@@ -528,6 +561,20 @@ def update(mps: LabelledMPS, envs: Environments, *, direction: str, lr=1.0, mome
     ``loss_after`` the gradient steps (before truncation), the kept ``rank``, the
     ``discarded`` relative weight and the bond's left ``site``.
     """
+    _check_training(mps, max_rank)
+    _check_center(mps, direction)
+    return _update_unchecked(mps, envs, direction=direction, lr=lr, momentum=momentum,
+                             cutoff=cutoff, max_rank=max_rank, steps=steps, loss=loss)
+
+
+def _check_training(mps, max_rank):
+    if jnp.issubdtype(jnp.result_type(mps.cores, mps.label), jnp.complexfloating):
+        raise TypeError(f"mps: the classifier trains real chains (the losses need real "
+                        f"outputs), got dtype {jnp.result_type(mps.cores, mps.label)}")
+    _check_max_rank(max_rank)
+
+
+def _update_unchecked(mps, envs, *, direction, lr, momentum, cutoff, max_rank, steps, loss):
     _check_update_args(direction, loss, steps)
     max_rank = mps.max_bond if max_rank is None else max_rank
     return _update_jit(mps, envs, lr, momentum, cutoff, max_rank, direction=direction,
@@ -545,8 +592,10 @@ def sweep(mps: LabelledMPS, envs: Environments, *, lr=1.0, momentum=0.0, cutoff=
     order (NumPy arrays: a sweep is a host loop); the kept bond dimensions after the
     sweep are ``mps.ranks``.
     """
-    return _sweep_loop(update, mps, envs, callback, lr=lr, momentum=momentum, cutoff=cutoff,
-                       max_rank=max_rank, steps=steps, loss=loss)
+    _check_training(mps, max_rank)
+    _check_update_args("right", loss, steps)
+    return _sweep_loop(_update_unchecked, mps, envs, callback, lr=lr, momentum=momentum,
+                       cutoff=cutoff, max_rank=max_rank, steps=steps, loss=loss)
 
 
 def _sweep_loop(update_fn, mps, envs, callback, **kwargs):
@@ -555,6 +604,8 @@ def _sweep_loop(update_fn, mps, envs, callback, **kwargs):
     on the host (one transfer, and no eager stack compiled per length and dtype)."""
     L = mps.n_sites
     c = int(mps.center)
+    if not 0 <= c < L:
+        raise ValueError(f"mps.center must be in [0, {L - 1}], got {c}")
     infos = []
     for direction, count in (("right", L - 1 - c), ("left", L - 1)):
         for _ in range(count):

@@ -37,7 +37,9 @@ import numpy as np
 from tnlib.struct import pytree_dataclass
 from tnlib.sweep import (
     _DIRECTIONS,
+    _check_center,
     _check_int,
+    _check_max_rank,
     _left_step,
     _local_logits,
     _PaddedChain,
@@ -256,6 +258,7 @@ def bond_tensor(mps: BornMPS, direction: str = "right"):
     ``(center, center+1)`` for ``"right"``, ``(center-1, center)`` for ``"left"``.
     In canonical form ``||B||^2 = Z``."""
     _check_direction(direction)
+    _check_center(mps, direction)
     c = mps.center
     return _bond(mps, c if direction == "right" else c - 1)
 
@@ -361,7 +364,8 @@ def update(mps: BornMPS, envs: BornEnvironments, *, direction: str, lr=0.1, mome
 
     Args:
       mps: the model; the centre moves to ``center + 1`` (``"right"``, needs
-        ``center <= L - 2``) or ``center - 1`` (``"left"``, ``center >= 1``).
+        ``center <= L - 2``) or ``center - 1`` (``"left"``, ``center >= 1``; outside
+        jit a centre that cannot move raises ValueError).
       envs: the cached environments (from :func:`environments`); **donated**.
       direction: ``"right"`` or ``"left"`` (static: one compilation each).
       lr: gradient step size on the unit-norm ``B`` (traced).
@@ -375,6 +379,13 @@ def update(mps: BornMPS, envs: BornEnvironments, *, direction: str, lr=0.1, mome
     kept ``rank``, the ``discarded`` relative weight and the bond's left ``site``.
     The new centre core has unit norm (``Z = 1``).
     """
+    _check_max_rank(max_rank)
+    _check_center(mps, direction)
+    return _update_unchecked(mps, envs, direction=direction, lr=lr, momentum=momentum,
+                             cutoff=cutoff, max_rank=max_rank, steps=steps)
+
+
+def _update_unchecked(mps, envs, *, direction, lr, momentum, cutoff, max_rank, steps):
     _check_direction(direction)
     _check_int("steps", steps, 0)
     max_rank = mps.max_bond if max_rank is None else max_rank
@@ -390,5 +401,7 @@ def sweep(mps: BornMPS, envs: BornEnvironments, *, lr=0.1, momentum=0.0, cutoff=
     called after every update. Returns ``(mps, envs, infos)``, ``infos`` the per-update
     ``info`` stacked in order (NumPy arrays); the kept bonds are ``mps.ranks``.
     """
-    return _sweep_loop(update, mps, envs, callback, lr=lr, momentum=momentum, cutoff=cutoff,
-                       max_rank=max_rank, steps=steps)
+    _check_max_rank(max_rank)
+    _check_int("steps", steps, 0)
+    return _sweep_loop(_update_unchecked, mps, envs, callback, lr=lr, momentum=momentum,
+                       cutoff=cutoff, max_rank=max_rank, steps=steps)

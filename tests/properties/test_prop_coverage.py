@@ -12,7 +12,8 @@ from props import COVERED
 
 MODULES = [
     "tnlib.tt", "tnlib.tucker", "tnlib.tree", "tnlib.cp", "tnlib.tr", "tnlib.network",
-    "tnlib.btt", "tnlib.linalg",
+    "tnlib.btt", "tnlib.linalg", "tnlib.riemannian", "tnlib.sweep", "tnlib.sweep_born",
+    "tnlib.serialize", "tnlib.struct", "tnlib.search",
 ]
 
 HERE = pathlib.Path(__file__).parent

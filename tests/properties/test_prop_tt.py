@@ -126,7 +126,7 @@ def test_ttmatrix_matches_dense(dtype, sizes, rank, seed):
     close(tt.to_dense(tt.add(m, m)), 2 * M, dtype, factor=2)
 
 
-@covers("tt.stack", "tt.contract_features", "tt.sweep_features")
+@covers("tt.stack", "tt.contract_features", "tt.sweep_features", "tt.feature_method")
 @pytest.mark.parametrize("dtype", ALL_DTYPES, ids=dtype_id)
 @settings(max_examples=1)
 @given(st.integers(1, 5), st.integers(1, 3), st.integers(1, 3), seeds)
@@ -146,6 +146,13 @@ def test_tt_features_match_dense(dtype, L, n, rank, seed):
     # a sequence of vectors gives the same
     mant2, logs2 = tt.contract_features(t, [feats[k] for k in range(L)])
     close(np.asarray(upcast(mant2)) * np.exp(np.asarray(logs2, np.float64)), val, dtype, 2)
+    # the log-depth path is the same function; the rule picks one of the two paths
+    mant3, logs3 = tt.contract_features(t, feats, method="tree")
+    close(np.asarray(upcast(mant3)) * np.exp(np.asarray(logs3, np.float64)), val, dtype, 2)
+    for m in ("scan", "tree"):
+        assert tt.feature_method(L, rank, 1, m) == m
+    assert tt.feature_method(L, rank, seed % 4 + 1) in ("scan", "tree")
+    raises(lambda: tt.feature_method(L, rank, 1, "fast"), "method")
     s = tt.stack(t)
     uniform = L >= 2 and len(set(t.ranks[1:-1])) == 1
     if not uniform:
@@ -154,9 +161,10 @@ def test_tt_features_match_dense(dtype, L, n, rank, seed):
     r = t.ranks[1]
     assert s.shape == (L, r, n, r) and s.dtype == jnp.dtype(dtype)
     e0 = jnp.zeros((r,), dtype).at[0].set(1)
-    vec, acc = tt.sweep_features(s, feats, e0)
-    close(np.asarray(upcast(vec[0])) * np.exp(np.asarray(acc, np.float64)), ref, dtype, 2,
-          scale=max(1.0, abs(ref)))
+    for m in ("scan", "tree"):
+        vec, acc = tt.sweep_features(s, feats, e0, method=m)
+        close(np.asarray(upcast(vec[0])) * np.exp(np.asarray(acc, np.float64)), ref, dtype, 2,
+              scale=max(1.0, abs(ref)))
 
 
 @covers("tt.random", "tt.to_dense", "tt.inner", "tt.round", "tt.log_norm")

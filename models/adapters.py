@@ -86,7 +86,7 @@ def _orthonormal(key, shapes, dtype):
     sizes = [n * r for n, r in shapes]
     draws = jnp.split(jax.random.normal(key, (sum(sizes),), dtype),
                       list(itertools.accumulate(sizes[:-1])))
-    return [jnp.linalg.qr(d.reshape(sh))[0] for d, sh in zip(draws, shapes, strict=True)]
+    return [linalg.qr(d.reshape(sh))[0] for d, sh in zip(draws, shapes, strict=True)]
 
 
 def _check_x(x, width, what):

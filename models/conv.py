@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tnlib import cp, tucker
+from tnlib import cp, linalg, tucker
 from tnlib.models.structured import _double_precision
 
 __all__ = ["TuckerConv", "CPConv"]
@@ -125,8 +125,8 @@ def _tucker_init(key, c_in, c_out, kernel_size, ranks, init_scale, dtype):
     program per shape instead of many eager ops."""
     (kh, kw), (r_in, r_out) = kernel_size, ranks
     k_in, k_core, k_out = jax.random.split(key, 3)
-    u_in = jnp.linalg.qr(jax.random.normal(k_in, (c_in, r_in), dtype))[0]
-    u_out = jnp.linalg.qr(jax.random.normal(k_out, (c_out, r_out), dtype))[0]
+    u_in = linalg.qr(jax.random.normal(k_in, (c_in, r_in), dtype))[0]
+    u_out = linalg.qr(jax.random.normal(k_out, (c_out, r_out), dtype))[0]
     std = init_scale * jnp.sqrt(c_out / (kh * kw * r_in * r_out))
     core = std.astype(dtype) * jax.random.normal(k_core, (kh, kw, r_in, r_out), dtype)
     return u_in, core, u_out

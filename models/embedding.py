@@ -84,12 +84,12 @@ class TTEmbedding(nnx.Module):
         if not init_scale > 0:
             raise ValueError(f"init_scale must be > 0, got {init_scale!r}")
         n_sites = len(vocab_factors)
-        if isinstance(rank, int) and not isinstance(rank, bool):
+        if isinstance(rank, int) and not isinstance(rank, bool) and rank >= 1:
             ranks = (rank,) * (n_sites - 1)
         elif isinstance(rank, tuple | list):
             ranks = tuple(rank)
-        else:
-            raise ValueError(f"rank must be an int or {n_sites - 1} ints, got {rank!r}")
+        else:  # also with one site, where no bond uses the rank
+            raise ValueError(f"rank must be an int >= 1 or {n_sites - 1} ints, got {rank!r}")
         if len(ranks) != n_sites - 1 or any(
             isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in ranks
         ):

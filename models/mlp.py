@@ -113,13 +113,17 @@ class StructuredMLP(nnx.Module):
         if layer not in LAYERS:
             raise ValueError(f"layer must be one of {LAYERS}, got {layer!r}")
         kw = {"dtype": dtype, "param_dtype": param_dtype}
-        self.layer = layer
+        self.layer, self.in_features = layer, in_features
         self.inp = nnx.Linear(in_features, width, rngs=rngs, **kw)
         self.hidden = nnx.List([_hidden(layer, width, rank, n_factors, kw, rngs)
                                 for _ in range(depth - 1)])
         self.out = nnx.Linear(width, n_classes, rngs=rngs, **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        """``x`` ``(..., in_features)`` -> logits ``(..., n_classes)``."""
+        x = jnp.asarray(x)
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x must have shape (..., {self.in_features}), got {x.shape}")
         h = jax.nn.relu(self.inp(x))
         for lay in self.hidden:
             h = jax.nn.relu(lay(h))

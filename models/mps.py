@@ -41,6 +41,8 @@ def local_feature_map(x, local_dim: int = 2, kind: str = "cos_sin"):
     ``phi_s(x) = sqrt(C(d-1, s)) cos(pi x / 2)^(d-1-s) sin(pi x / 2)^s``, which has
     unit norm for every ``x``. ``linear`` is ``[1 - x, x]`` (``local_dim`` 2 only).
     """
+    if isinstance(local_dim, bool) or not isinstance(local_dim, int) or local_dim < 1:
+        raise ValueError(f"local_dim must be an int >= 1, got {local_dim!r}")
     if kind == "cos_sin":
         c, s = jnp.cos(0.5 * jnp.pi * x), jnp.sin(0.5 * jnp.pi * x)
         d = local_dim

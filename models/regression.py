@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx import rnglib
 
-from tnlib import cp, tucker
+from tnlib import cp, linalg, tucker
 from tnlib.models.structured import _double_precision
 
 __all__ = ["TensorRegression"]
@@ -111,7 +111,7 @@ def _init(key, form, dims, rank, target, dtype):
         s = target ** (0.5 / len(dims))
         return None, [a * (s / math.sqrt(n * rank ** (1.0 / len(dims))))
                       for a, n in zip(arrays, dims, strict=True)]
-    factors = [jnp.linalg.qr(a)[0] for a in arrays[:-1]]
+    factors = [linalg.qr(a)[0] for a in arrays[:-1]]
     return math.sqrt(target / math.prod(rank)) * arrays[-1], factors
 
 

@@ -13,7 +13,7 @@ from props import COVERED
 MODULES = [
     "tnlib.tt", "tnlib.tucker", "tnlib.tree", "tnlib.cp", "tnlib.tr", "tnlib.network",
     "tnlib.btt", "tnlib.linalg", "tnlib.riemannian", "tnlib.sweep", "tnlib.sweep_born",
-    "tnlib.serialize", "tnlib.struct", "tnlib.search",
+    "tnlib.serialize", "tnlib.struct", "tnlib.search", "tnlib.models",
 ]
 
 HERE = pathlib.Path(__file__).parent

@@ -1,36 +1,73 @@
-"""jit compile time of MPS feature contraction against chain length.
+"""jit compile time of MPS feature contraction against chain length, ours and the peers.
 
-Measures, for L in (16, 64, 256, 1024) sites (bond 10, local dim 2):
-  * ``scan``: ``tnlib.tt.sweep_features`` on stacked ``(L, r, n, r)`` cores, the path
-    the MPS classifier uses (one ``lax.scan``);
-  * ``contract_features``: the public function on a ``TensorTrain`` (a tuple of L
-    cores, stacked inside the jitted function, then the scan);
-  * ``unrolled``: the same sweep as a Python loop over the sites (what the scan
-    replaces), up to 256 sites (it grows linearly).
-Compile time is ``jit(f).lower(*args).compile()`` wall time (tracing included), the
-median of 3 fresh compilations (caches cleared before each). Writes
-``benchmarks/out/compile_time.json`` and a markdown table.
+Contracts an MPS (bond 10, local dim 2, float32) with one feature vector per site (the
+MPS classifier's contraction) for L in (16, 64, 256, 1024) sites:
 
-    python benchmarks/compile_time.py
+  * ``scan``: ``tnlib.tt.sweep_features(..., method="scan")`` on stacked ``(L, r, n, r)``
+    cores (one ``lax.scan``);
+  * ``tree``: ``sweep_features(..., method="tree")``, the log-depth pairwise product
+    (when this tnlib has it);
+  * ``contract_features``: the public function on a ``TensorTrain`` (a tuple of L cores,
+    stacked inside the jitted function; the method its ``auto`` rule picks);
+  * ``unrolled``: the scan's step as a Python loop over the sites, up to 256 sites;
+  * ``quimb``: ``jax.jit`` of a function that builds a quimb ``MatrixProductState`` from
+    the L cores (JAX arrays, autoray's jax backend) and the product state
+    ``MPS_product_state`` of the features, and returns their overlap ``mps.H @ prod``;
+  * ``tensornetwork``: ``jax.jit`` of a function that wraps the cores in a
+    ``FiniteMPS`` (JAX backend) and contracts them with the features in one ``tn.ncon``
+    call, labels ordered so that each site's feature is absorbed before the next bond.
+
+Every contender's value is checked against ours at the smallest L (relative difference
+< 1e-3 in float32). Compile time is ``jit(f).lower(*args).compile()`` wall time
+(tracing included) after ``jax.clear_caches()``: the median of 3 compilations for scan,
+tree and contract_features, one for the others. The unrolled path and the peers grow
+with L: a length is skipped when the previous length's time scaled linearly to it
+exceeds CAP_S (60 s); the skipped lengths are recorded as the cap. Writes
+``benchmarks/out/compile_time.json`` and ``.md``.
+
+    python benchmarks/compile_time.py [--quick]   # --quick: 8 and 16 sites
 """
 
 from __future__ import annotations
 
-import json
-import pathlib
-import platform
+import argparse
+import inspect
+import os
 import statistics
-import subprocess
+import sys
 import time
+import warnings
 
-import jax
-import jax.numpy as jnp
+# before jax / numpy are imported: they read the thread settings at import
+if "--single-thread" in sys.argv:  # one thread for XLA, OpenMP and BLAS, ours and peers alike
+    os.environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                      XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen"
+                                 "=false intra_op_parallelism_threads=1").strip())
 
-from tnlib import tt
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from _bench import markdown_table, meta, meta_line, write  # noqa: E402
+
+from tnlib import tt  # noqa: E402
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+import quimb.tensor as qtn  # noqa: E402
+import tensornetwork as tn  # noqa: E402
 
 BOND, LOCAL = 10, 2
 LENGTHS = (16, 64, 256, 1024)
 UNROLL_MAX = 256
+CAP_S = 60.0
+TOL = 1e-3  # float32, and the value is a sum with cancellations
+HAS_METHOD = "method" in inspect.signature(tt.sweep_features).parameters
+
+
+def _sweep(method):
+    if not HAS_METHOD:
+        return tt.sweep_features
+    return lambda cores, feats, start: tt.sweep_features(cores, feats, start, method=method)
 
 
 def _unrolled(cores, feats, start):
@@ -38,6 +75,36 @@ def _unrolled(cores, feats, start):
     for k in range(cores.shape[0]):
         (vec, acc), _ = tt._feature_step((vec, acc), (cores[k], feats[k]))
     return vec, acc
+
+
+def _quimb(arrays, feats):
+    mps = qtn.MatrixProductState(arrays, shape="lrp")
+    prod = qtn.MPS_product_state([feats[k] for k in range(feats.shape[0])])
+    return mps.H @ prod
+
+
+def _tensornetwork(cores, feats):
+    mps = tn.FiniteMPS(list(cores), canonicalize=False, backend="jax")
+    L = len(cores)
+    tensors, labels = [], []
+    for k, core in enumerate(mps.tensors):
+        phys = 2 * k + 1
+        left = -1 if k == 0 else 2 * k
+        right = -2 if k == L - 1 else 2 * k + 2
+        tensors += [core, feats[k]]
+        labels += [[left, phys, right], [phys]]
+    return tn.ncon(tensors, labels, backend="jax")[0, 0]
+
+
+def _value(method, out):
+    """The contraction's value from each contender's output."""
+    if method in ("scan", "tree", "unrolled"):
+        vec, acc = out
+        return float(vec[0] * jnp.exp(acc))
+    if method == "contract_features":
+        mant, acc = out
+        return float(mant * jnp.exp(acc))
+    return float(np.asarray(out))
 
 
 def compile_seconds(f, *args, repeats=3):
@@ -51,53 +118,102 @@ def compile_seconds(f, *args, repeats=3):
     return statistics.median(times)
 
 
+def contenders(L):
+    """``{name: (function, args, repeats)}`` for an L-site chain."""
+    chain = tt.random(jax.random.PRNGKey(0), (LOCAL,) * L, BOND, jnp.float32)
+    # features near the "flat" state scaled so the value stays O(1) at 16 sites
+    feats = jnp.ones((L, LOCAL), jnp.float32) + 0.1 * jax.random.normal(
+        jax.random.PRNGKey(1), (L, LOCAL), jnp.float32)
+    stacked = tt.stack(chain)
+    start = jnp.zeros((BOND,), jnp.float32).at[0].set(1)
+    c = [jnp.asarray(x) for x in chain.cores]
+    q_arrays = [c[0][0].T] + [x.transpose(0, 2, 1) for x in c[1:-1]] + [c[-1][..., 0]]
+    out = {"scan": (_sweep("scan"), (stacked, feats, start), 3)}
+    if HAS_METHOD:
+        out["tree"] = (_sweep("tree"), (stacked, feats, start), 3)
+    out["contract_features"] = (tt.contract_features, (chain, feats), 3)
+    out["unrolled"] = (_unrolled, (stacked, feats, start), 1)
+    out["quimb"] = (_quimb, (q_arrays, feats), 1)
+    out["tensornetwork"] = (_tensornetwork, (c, feats), 1)
+    return out
+
+
+def _meta_text(m):
+    return meta_line(m) + f", threads {m['threads']}, load average (1/5/15 min) {m['load']}"
+
+
 def main():
-    rows = []
-    key = jax.random.PRNGKey(0)
-    for L in LENGTHS:
-        chain = tt.random(key, (LOCAL,) * L, BOND, jnp.float32)
-        stacked = tt.stack(chain)
-        feats = jnp.ones((L, LOCAL), jnp.float32) / jnp.sqrt(2.0)
-        start = jnp.zeros((BOND,), jnp.float32).at[0].set(1)
-        row = {"sites": L,
-               "scan_s": compile_seconds(tt.sweep_features, stacked, feats, start),
-               "contract_features_s": compile_seconds(tt.contract_features, chain, feats)}
-        if L <= UNROLL_MAX:
-            row["unrolled_s"] = compile_seconds(_unrolled, stacked, feats, start, repeats=1)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--single-thread", action="store_true",
+                    help="one thread for XLA, OpenMP and BLAS (read before the imports)")
+    ap.add_argument("--quick", action="store_true", help="8 and 16 sites, one compilation")
+    args = ap.parse_args()
+    lengths = (8, 16) if args.quick else LENGTHS
+    rows, caps, last, agreement = [], {}, {}, {}
+    for L in lengths:
+        row = {"sites": L}
+        for name, (f, fargs, repeats) in contenders(L).items():
+            if name == "unrolled" and L > UNROLL_MAX:
+                caps.setdefault(name, f"not run beyond {UNROLL_MAX} sites")
+                continue
+            if name in last:
+                prev_L, prev_s = last[name]
+                predicted = prev_s * L / prev_L
+                if predicted > CAP_S and name not in ("scan", "tree", "contract_features"):
+                    caps.setdefault(name, f"largest L = {prev_L}: {L} sites predicted "
+                                          f"{predicted:.0f} s > {CAP_S:.0f} s")
+                    continue
+            if L == lengths[0]:
+                agreement[name] = _value(name, jax.jit(f)(*fargs))
+            row[f"{name}_s"] = compile_seconds(f, *fargs, repeats=1 if args.quick else repeats)
+            last[name] = (L, row[f"{name}_s"])
+            if row[f"{name}_s"] > CAP_S and name not in ("scan", "tree", "contract_features"):
+                caps.setdefault(name, f"{L} sites took {row[f'{name}_s']:.0f} s > {CAP_S:.0f} s "
+                                      "(longer lengths not run)")
+                last[name] = (L, float("inf"))
         rows.append(row)
         print(row, flush=True)
+    ref = agreement["scan"]
+    rel = {k: abs(v - ref) / abs(ref) for k, v in agreement.items()}
+    bad = {k: v for k, v in rel.items() if not v < TOL}
+    assert not bad, f"values at {lengths[0]} sites differ from the scan's: {bad} (ref {ref})"
+
+    names = [n for n in ("scan", "tree", "contract_features", "unrolled", "quimb",
+                         "tensornetwork") if any(f"{n}_s" in r for r in rows)]
+    hi, lo = lengths[-1], 64 if 64 in lengths else lengths[0]
     by = {r["sites"]: r for r in rows}
-    ratio_scan = by[1024]["scan_s"] / by[64]["scan_s"]
-    ratio_cf = by[1024]["contract_features_s"] / by[64]["contract_features_s"]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    meta = {"device": str(jax.devices()[0]), "jax": jax.__version__,
-            "machine": platform.processor() or platform.machine(), "commit": commit,
-            "bond_dim": BOND, "local_dim": LOCAL}
-    out = pathlib.Path(__file__).parent / "out"
-    out.mkdir(exist_ok=True)
-    (out / "compile_time.json").write_text(json.dumps({"meta": meta, "rows": rows,
-                                                       "ratio_1024_over_64": {
-                                                           "scan": ratio_scan,
-                                                           "contract_features": ratio_cf}},
-                                                      indent=2))
-    lines = ["| sites | scan (s) | contract_features (s) | unrolled (s) |",
-             "|---:|---:|---:|---:|"]
-    for r in rows:
-        unrolled = f"{r['unrolled_s']:.3f}" if "unrolled_s" in r else "-"
-        lines.append(f"| {r['sites']} | {r['scan_s']:.3f} | {r['contract_features_s']:.3f} "
-                     f"| {unrolled} |")
-    lines.append("")
-    lines.append(f"compile(1024) / compile(64): scan {ratio_scan:.2f}x, "
-                 f"contract_features {ratio_cf:.2f}x  ({meta['device']}, jax {jax.__version__}, "
-                 f"commit {commit})")
-    table = "\n".join(lines)
-    (out / "compile_time.md").write_text(table + "\n")
-    print(table)
+    growth = {}
+    for n in names:
+        key = f"{n}_s"
+        if key in by.get(hi, {}) and key in by.get(lo, {}):
+            growth[n] = {"ratio": by[hi][key] / by[lo][key], "over": f"{hi}/{lo}"}
+        else:  # capped: the growth up to the largest length it reached
+            done = [r["sites"] for r in rows if key in r and r["sites"] > lo]
+            if done and key in by.get(lo, {}):
+                top = max(done)
+                growth[n] = {"ratio": by[top][key] / by[lo][key], "over": f"{top}/{lo}"}
+    m = meta(("quimb", "tensornetwork", "autoray", "cotengra"))
+    m["threads"] = "1 (--single-thread)" if args.single_thread else "default"
+    m["load"] = " / ".join(f"{x:.1f}" for x in os.getloadavg())  # 1, 5, 15 min
+    command = "python benchmarks/compile_time.py" + (" --quick" if args.quick else "")
+    header = ["sites", *[f"{n} (s)" for n in names]]
+    body = [[r["sites"], *[r.get(f"{n}_s", "-") for n in names]] for r in rows]
+    growth_txt = ", ".join(f"{n} {g['ratio']:.2f}x" + ("" if g["over"] == f"{hi}/{lo}"
+                                                       else f" (L={g['over']})")
+                           for n, g in growth.items())
+    md = "\n".join([
+        f"`{command}` (bond {BOND}, local dim {LOCAL}, float32; jit lower+compile wall "
+        "time after clearing caches, median of 3 for scan / tree / contract_features, "
+        f"one compilation for the others; values agree with the scan's to < {TOL:g} "
+        f"at {lengths[0]} sites)", "",
+        markdown_table(header, body), "",
+        f"compile({hi}) / compile({lo}): {growth_txt}", "",
+        *[f"- {n}: {c}" for n, c in caps.items()], "", _meta_text(m)])
+    payload = {"meta": m, "command": command, "bond_dim": BOND, "local_dim": LOCAL,
+               "cap_s": CAP_S, "rows": rows, "caps": caps, "growth": growth,
+               "agreement_rel_diff": rel, "tnlib_has_method_arg": HAS_METHOD}
+    write("compile_time" + ("_quick" if args.quick else ""), payload, md)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

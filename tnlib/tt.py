@@ -464,7 +464,9 @@ def matmul(ttm: TTMatrix, tt: TensorTrain) -> TensorTrain:
         raise ValueError(f"ttm.col_dims {ttm.col_dims} do not match tt.dims {tt.dims}")
     cores = []
     for a, b in zip(ttm.cores, tt.cores, strict=True):
-        z = jnp.einsum("amnb,cnd->acmbd", a, b)
+        # contract in dot order, then one explicit transpose: 2-6x faster on CPU than
+        # einsum straight to "acmbd" (benchmarks/peers_tt.py, 32 sites, bond 64 x 4)
+        z = jnp.einsum("amnb,cnd->ambcd", a, b).transpose(0, 3, 1, 2, 4)
         cores.append(z.reshape(a.shape[0] * b.shape[0], a.shape[1], a.shape[-1] * b.shape[-1]))
     return TensorTrain(tuple(cores))
 

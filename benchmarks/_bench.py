@@ -5,20 +5,57 @@ warm-up, and writes ``benchmarks/out/<name>.json`` plus ``<name>.md`` (git-ignor
 copy the table into ``benchmarks/README.md`` under the command that produced it).
 
     from _bench import median_seconds, meta, write
+
+Threads: every script accepts ``--threads N`` and ``--single-thread`` (= ``--threads
+1``), applied by ``threads_from_argv()`` *before* jax / numpy / torch are imported (they
+read the settings at import): on a machine shared with other jobs, oversubscribed BLAS
+and XLA thread pools distort timings by 10-100x.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import pathlib
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 
 OUT = pathlib.Path(__file__).parent / "out"
+
+
+def threads_from_argv(argv: list[str] | None = None) -> int | None:
+    """Read ``--threads N`` / ``--single-thread`` from ``argv`` (default ``sys.argv``) and
+    set XLA's CPU intra-op threads and OpenMP / OpenBLAS / MKL to ``N``; call it before
+    importing jax or numpy. Returns ``N``, or None when neither flag is given."""
+    argv = sys.argv if argv is None else argv
+    n = None
+    for i, arg in enumerate(argv):
+        if arg == "--single-thread":
+            n = 1
+        elif arg == "--threads" and i + 1 < len(argv):
+            n = int(argv[i + 1])
+        elif arg.startswith("--threads="):
+            n = int(arg.split("=", 1)[1])
+    if n is not None:
+        os.environ.update(OMP_NUM_THREADS=str(n), OPENBLAS_NUM_THREADS=str(n),
+                          MKL_NUM_THREADS=str(n))
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen={str(n > 1).lower()}"
+            f" intra_op_parallelism_threads={n}").strip()
+    return n
+
+
+def add_thread_args(parser) -> None:
+    """``--threads N`` and ``--single-thread`` on an argparse parser (already applied by
+    ``threads_from_argv``; declared so argparse accepts and documents them)."""
+    parser.add_argument("--threads", type=int, default=None,
+                        help="XLA / OpenMP / BLAS (and torch) threads (default: all cores)")
+    parser.add_argument("--single-thread", action="store_true", help="same as --threads 1")
 
 
 def _block(x):

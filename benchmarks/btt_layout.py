@@ -32,13 +32,17 @@ import argparse
 import itertools
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from _bench import markdown_table, meta, meta_line, write
-from jax import lax
+from _bench import threads_from_argv
 
-from tnlib import btt
+THREADS = threads_from_argv()  # before jax is imported
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from _bench import add_thread_args, markdown_table, meta, meta_line, write  # noqa: E402
+from jax import lax  # noqa: E402
+
+from tnlib import btt  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)  # float64 reference of the accuracy table
 
@@ -195,6 +199,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="width 1024 only, 3 rounds")
     parser.add_argument("--rounds", type=int, default=None)
+    add_thread_args(parser)
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 5)
     widths = (1024,) if args.quick else (1024, 4096)

@@ -39,15 +39,14 @@ import time
 import warnings
 
 # before jax / numpy are imported: they read the thread settings at import
-if "--single-thread" in sys.argv:  # one thread for XLA, OpenMP and BLAS, ours and peers alike
-    os.environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                      XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen"
-                                 "=false intra_op_parallelism_threads=1").strip())
+from _bench import threads_from_argv  # noqa: E402
+
+THREADS = threads_from_argv()  # one thread for XLA, OpenMP and BLAS, ours and peers alike
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from _bench import markdown_table, meta, meta_line, write  # noqa: E402
+from _bench import add_thread_args, markdown_table, meta, meta_line, write  # noqa: E402
 
 from tnlib import tt  # noqa: E402
 
@@ -144,8 +143,7 @@ def _meta_text(m):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--single-thread", action="store_true",
-                    help="one thread for XLA, OpenMP and BLAS (read before the imports)")
+    add_thread_args(ap)
     ap.add_argument("--quick", action="store_true", help="8 and 16 sites, one compilation")
     args = ap.parse_args()
     lengths = (8, 16) if args.quick else LENGTHS
@@ -193,7 +191,7 @@ def main():
                 top = max(done)
                 growth[n] = {"ratio": by[top][key] / by[lo][key], "over": f"{top}/{lo}"}
     m = meta(("quimb", "tensornetwork", "autoray", "cotengra"))
-    m["threads"] = "1 (--single-thread)" if args.single_thread else "default"
+    m["threads"] = THREADS or "default"
     m["load"] = " / ".join(f"{x:.1f}" for x in os.getloadavg())  # 1, 5, 15 min
     command = "python benchmarks/compile_time.py" + (" --quick" if args.quick else "")
     header = ["sites", *[f"{n} (s)" for n in names]]

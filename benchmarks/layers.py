@@ -44,30 +44,16 @@ import math
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(__file__))
+from _bench import threads_from_argv  # noqa: E402
 
-def _threads_from_argv() -> int | None:
-    """``--threads N`` has to reach XLA before jax is imported: read it from argv here."""
-    for i, arg in enumerate(sys.argv):
-        if arg == "--threads" and i + 1 < len(sys.argv):
-            return int(sys.argv[i + 1])
-        if arg.startswith("--threads="):
-            return int(arg.split("=", 1)[1])
-    return None
-
-
-THREADS = _threads_from_argv()
-if THREADS is not None:  # XLA CPU: N intra-op threads (1: no Eigen thread pool at all)
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + f" --xla_cpu_multi_thread_eigen={str(THREADS > 1).lower()}"
-                               + f" intra_op_parallelism_threads={THREADS}")
+THREADS = threads_from_argv()  # before jax and torch are imported
 
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(__file__))
-from _bench import markdown_table, median_seconds, meta, meta_line, write  # noqa: E402
+from _bench import add_thread_args, markdown_table, median_seconds, meta, meta_line, write  # noqa: E402
 
 from tnlib import btt, tt  # noqa: E402
 
@@ -229,8 +215,7 @@ def main(argv=None):
     parser.add_argument("--batches", type=int, nargs="*", default=None)
     parser.add_argument("--dtypes", nargs="*", default=list(DTYPES), choices=list(DTYPES))
     parser.add_argument("--tltorch-widths", type=int, nargs="*", default=None)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch and XLA CPU intra-op threads (default: all cores)")
+    add_thread_args(parser)
     parser.add_argument("--device", default=None,
                         help="torch device (default cuda when available, else cpu)")
     args = parser.parse_args(argv)
@@ -248,7 +233,7 @@ def main(argv=None):
     tl_widths = args.tltorch_widths if args.tltorch_widths is not None else tl_widths
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cores = os.cpu_count() or 1
-    threads = args.threads or cores
+    threads = THREADS or cores
     torch.set_num_threads(threads)
     repeats = 3 if args.quick else 5
     min_time = 0.02 if args.quick else 0.1
@@ -263,7 +248,7 @@ def main(argv=None):
              bf16_dot_accumulates_wider_than_bf16=acc_wide, load_average=os.getloadavg(),
              quick=args.quick)
     cmd = ("python benchmarks/layers.py" + (" --quick" if args.quick else "")
-           + (f" --threads {args.threads}" if args.threads else ""))
+           + (f" --threads {THREADS}" if THREADS else ""))
     gf = 1e-9
     table = markdown_table(
         ["width", "batch", "dtype", "layer", "params", "fwd ms", "fwd GFLOP/s",
@@ -291,11 +276,11 @@ def main(argv=None):
         f"tensorly-torch FactorizedLinear (rank={TLTORCH_RANK}) against torch.nn.Linear, "
         f"float32, torch device {device}, {m['torch_threads']} threads:", "", tl_table, "",
         f"{meta_line(m)}; cpu cores {cores}, XLA and torch intra-op threads {threads}"
-        + ("" if args.threads else " (XLA default pool)")
+        + ("" if THREADS else " (XLA default pool)")
         + f", load average at end {m['load_average'][0]:.2f}",
     ])
     name = ("layers" + ("_quick" if args.quick else "")
-            + (f"_threads{args.threads}" if args.threads else ""))
+            + (f"_threads{THREADS}" if THREADS else ""))
     write(name, {"meta": m, "rows": rows, "tltorch_rows": tl_rows}, md)
 
 

@@ -46,32 +46,18 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(__file__))
+from _bench import threads_from_argv  # noqa: E402
 
-def _threads_from_argv() -> int | None:
-    """``--threads N`` has to reach XLA before jax is imported: read it from argv here."""
-    for i, arg in enumerate(sys.argv):
-        if arg == "--threads" and i + 1 < len(sys.argv):
-            return int(sys.argv[i + 1])
-        if arg.startswith("--threads="):
-            return int(arg.split("=", 1)[1])
-    return None
-
-
-THREADS = _threads_from_argv()
-if THREADS is not None:  # XLA CPU: N intra-op threads (1: no Eigen thread pool at all)
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + f" --xla_cpu_multi_thread_eigen={str(THREADS > 1).lower()}"
-                               + f" intra_op_parallelism_threads={THREADS}")
+THREADS = threads_from_argv()  # before jax and torch are imported
 
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from _bench import add_thread_args, markdown_table, median_seconds, meta, meta_line, write  # noqa: E402
 from flax import nnx  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(__file__))
-from _bench import markdown_table, median_seconds, meta, meta_line, write  # noqa: E402
 
 from tnlib.models import MPSClassifier, local_feature_map  # noqa: E402
 
@@ -302,8 +288,7 @@ def run_config(batch, device, repeats, sanity_steps=5):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="batch 100 only, 3 repeats")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch and XLA CPU intra-op threads (default: all cores)")
+    add_thread_args(parser)
     parser.add_argument("--device", default=None,
                         help="torch device (default cuda when available, else cpu)")
     parser.add_argument("--batches", type=int, nargs="*", default=None)
@@ -312,7 +297,7 @@ def main(argv=None):
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cores = os.cpu_count() or 1
-    threads = args.threads or cores
+    threads = THREADS or cores
     torch.set_num_threads(threads)
     batches = args.batches or ((100,) if args.quick else (100, 500))
     repeats = 3 if args.quick else 7
@@ -323,7 +308,7 @@ def main(argv=None):
              threads=threads, xla_flags=os.environ.get("XLA_FLAGS", ""),
              load_average=os.getloadavg(), quick=args.quick)
     cmd = ("python benchmarks/mps_train.py" + (" --quick" if args.quick else "")
-           + (f" --threads {args.threads}" if args.threads else ""))
+           + (f" --threads {THREADS}" if THREADS else ""))
     header = ["batch", "ours samples/s", "TK pairwise samples/s", "TK inline samples/s",
               "ours / best TK", "ours step (ms)", "ours compile (s)",
               "proposal samples/s", "proposal / best TK"]
@@ -341,11 +326,11 @@ def main(argv=None):
         "", table, "",
         f"{meta_line(m)}; torch device {device}, "
         f"cpu cores {cores}, XLA and torch intra-op threads {threads}"
-        + ("" if args.threads else " (XLA default pool)")
+        + ("" if THREADS else " (XLA default pool)")
         + f", load average at end {m['load_average'][0]:.2f}",
     ])
     write("mps_train" + ("_quick" if args.quick else "")
-          + (f"_threads{args.threads}" if args.threads else ""), {"meta": m, "rows": rows}, md)
+          + (f"_threads{THREADS}" if THREADS else ""), {"meta": m, "rows": rows}, md)
 
 
 if __name__ == "__main__":

@@ -373,7 +373,7 @@ class TTLinear(_Structured):
                                  for c in self.cores))
 
     def _apply(self, ttm, x):
-        return jax.vmap(tt.matvec, (None, 0))(ttm, x)
+        return tt.matvec(ttm, x)
 
     @property
     def ranks(self) -> tuple[int, ...]:

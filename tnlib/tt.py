@@ -433,25 +433,30 @@ def round(tt: TensorTrain, max_rank: int | None = None, rtol: float | None = Non
 
 
 def matvec(ttm: TTMatrix, x):
-    """``ttm @ x`` for one dense vector ``x`` of length ``prod(col_dims)``.
+    """``ttm @ x`` for ``x`` of shape ``(..., prod(col_dims))`` (one vector or a batch).
 
-    Contracts one site at a time (never forms the dense matrix). For a batch,
-    ``jax.vmap(matvec, (None, 0))(ttm, xs)``.
+    Contracts one site at a time, never forming the dense matrix: the state is
+    ``(B, n_k, ..., n_L, m_1, ..., m_{k-1}, r)``; each site moves ``n_k`` next to the
+    bond and is one ``(B ..., r n_k) @ (r n_k, m_k r')`` GEMM, the batch in its rows.
+    Returns ``(..., prod(row_dims))``.
     """
     check(ttm, "ttm")
     if not isinstance(ttm, TTMatrix):
         raise TypeError(f"ttm must be a TTMatrix, got {type(ttm).__name__}")
     x = jnp.asarray(x)
     n_in = ttm.shape[1]
-    if x.shape != (n_in,):
-        raise ValueError(f"x must have shape ({n_in},) = prod(col_dims {ttm.col_dims}), "
-                         f"got {x.shape}; vmap over leading batch axes")
-    t = x.reshape(1, ttm.col_dims[0], -1)
-    for k, core in enumerate(ttm.cores):
-        t = jnp.einsum("anX,amnb->bXm", t, core)
-        nxt = ttm.col_dims[k + 1] if k + 1 < ttm.n_sites else 1
-        t = t.reshape(core.shape[-1], nxt, -1)
-    return t.reshape(-1)
+    if x.ndim == 0 or x.shape[-1] != n_in:
+        raise ValueError(f"x must have shape (..., {n_in}) with {n_in} = prod(col_dims "
+                         f"{ttm.col_dims}), got {x.shape}")
+    lead = x.shape[:-1]
+    s = x.reshape((-1,) + tuple(ttm.col_dims) + (1,))
+    for core in ttm.cores:
+        a, m, n, b = core.shape
+        s = jnp.moveaxis(s, 1, -1)  # (B, rest, a, n_k)
+        rest = s.shape[1:-2]
+        s = jnp.matmul(s.reshape(-1, a * n), core.transpose(0, 2, 1, 3).reshape(a * n, m * b))
+        s = s.reshape((-1,) + rest + (m, b))
+    return s.reshape(lead + (ttm.shape[0],))
 
 
 def matmul(ttm: TTMatrix, tt: TensorTrain) -> TensorTrain:

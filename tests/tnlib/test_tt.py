@@ -110,6 +110,8 @@ def test_ttmatrix_from_dense_roundtrip_and_matvec_matmul():
         close(run(mode, tt.matvec, r, v), R @ v)
     vs = jax.random.normal(key(4), (5, 24), F64)
     close(jax.vmap(tt.matvec, (None, 0))(r, vs), vs @ R.T)
+    close(jax.jit(tt.matvec)(r, vs), vs @ R.T)  # leading batch axes, the batch in the GEMMs
+    close(tt.matvec(r, vs.reshape(5, 1, 24)), (vs @ R.T).reshape(5, 1, 12))
     x = make((3, 2, 4), 2, 5)
     close(tt.to_dense(tt.matmul(r, x)).ravel(), R @ tt.to_dense(x).ravel())
 
@@ -328,7 +330,7 @@ def test_mismatched_dims_and_shapes():
     with pytest.raises(ValueError, match="row_dims"):
         tt.from_dense(jnp.ones((6, 6)), row_dims=(2, 3), col_dims=(2, 2))
     ttm = tt.random(key(0), (2, 3), 2, F64, col_dims=(3, 2))
-    with pytest.raises(ValueError, match=r"x must have shape \(6,\)"):
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 6\)"):
         tt.matvec(ttm, jnp.ones(5))
     with pytest.raises(ValueError, match="features"):
         tt.contract_features(make((2, 2), 2, 0), jnp.ones((3, 2)))

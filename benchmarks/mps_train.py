@@ -23,13 +23,9 @@ core divided by ``exp(mean log(cos + sin))`` over the batch so TensorKrowch's un
 product stays of order one (ours is invariant to that scale: its linear readout is
 computed from unit-norm environments).
 
-"proposal" times the same model and step with the per-site contraction laid out as one
-batched GEMM ``(B, r) @ (r, n r)`` per site (``_gemm_sweep`` here, not in tnlib): the
-change proposed for ``tnlib.tt.sweep_features`` / ``MPSClassifier``.
-
 Sanity checks (asserted): logits of shape ``(batch, 10)``; TensorKrowch's logits equal
-ours times ``exp(log_scale)`` (same function); the proposal's logits equal ours; a few
-steps on the batch lower the loss for every model.
+ours times ``exp(log_scale)`` (same function); a few steps on the batch lower the loss
+for every model.
 
 Torch's intra-op threads are set to the machine's core count; XLA's CPU thread pool uses
 all cores by default. ``--device cuda`` puts the torch models on the GPU (ours runs on
@@ -59,7 +55,7 @@ import optax  # noqa: E402
 from _bench import add_thread_args, markdown_table, median_seconds, meta, meta_line, write  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from tnlib.models import MPSClassifier, local_feature_map  # noqa: E402
+from tnlib.models import MPSClassifier  # noqa: E402
 
 N_SITES, N_CLASSES, LOCAL, BOND, LR = 196, 10, 2, 32, 1e-3
 LABEL_SITE = N_SITES // 2
@@ -90,52 +86,6 @@ def ours_step_fn(model):
     def loss_fn(p, x, y):
         logits = nnx.merge(graphdef, p)(x)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-    @jax.jit
-    def step(p, opt_state, x, y):
-        loss, g = jax.value_and_grad(loss_fn)(p, x, y)
-        updates, opt_state = tx.update(g, opt_state, p)
-        return optax.apply_updates(p, updates), opt_state, loss
-
-    return step, params, tx.init(params)
-
-
-def _gemm_sweep(cores, feats):
-    """Proposal, not tnlib's path: sweep a batch through stacked cores ``(L, r, n, r)``
-    with one ``(B, r) @ (r, n r)`` GEMM per site, then the feature contraction, instead
-    of ``vmap`` over per-sample sweeps that form each sample's ``(r, r)`` site matrix."""
-    batch, r, n = feats.shape[0], cores.shape[1], cores.shape[2]
-    v0 = jnp.zeros((batch, r), feats.dtype).at[:, 0].set(1)
-
-    def step(carry, inputs):
-        v, acc = carry
-        core, f = inputs
-        t = (v @ core.reshape(r, n * r)).reshape(batch, n, r)
-        v = jnp.einsum("bnr,bn->br", t, f)
-        nrm = jnp.linalg.norm(v, axis=-1, keepdims=True)
-        nrm = jnp.where(nrm > 0, nrm, 1.0)
-        return (v / nrm, acc + jnp.log(nrm[:, 0])), None
-
-    (v, acc), _ = jax.lax.scan(step, (v0, jnp.zeros((batch,), feats.dtype)),
-                               (cores, feats.transpose(1, 0, 2)))
-    return v, acc
-
-
-def proposal_logits(p, x):
-    """Our model's linear-readout logits through ``_gemm_sweep`` (same parameters)."""
-    f = local_feature_map(x, LOCAL)
-    lv, _ = _gemm_sweep(p["left"], f[:, :LABEL_SITE])
-    right_rev = jnp.transpose(p["right"][::-1], (0, 3, 2, 1))
-    rv, _ = _gemm_sweep(right_rev, f[:, LABEL_SITE:][:, ::-1])
-    return jnp.einsum("ba,acd,bd->bc", lv, p["label"], rv)
-
-
-def proposal_step_fn(model):
-    params = {k: getattr(model, k).get_value() for k in ("left", "right", "label")}
-    tx = optax.adam(LR)
-
-    def loss_fn(p, x, y):
-        return optax.softmax_cross_entropy_with_integer_labels(proposal_logits(p, x), y).mean()
 
     @jax.jit
     def step(p, opt_state, x, y):
@@ -248,23 +198,6 @@ def run_config(batch, device, repeats, sanity_steps=5):
 
     row["ours_s"] = median_seconds(ours_call, warmup=2, repeats=repeats)
 
-    # the batched-GEMM sweep proposed for tnlib (same function, asserted)
-    pstep, pparams, pstate = proposal_step_fn(model)
-    err = np.max(np.abs(np.asarray(jax.jit(proposal_logits)(pparams, xj)) - np.asarray(logits)))
-    assert err <= 1e-4 * np.max(np.abs(np.asarray(logits))), f"proposal logits differ: {err}"
-    p, s, losses = pparams, pstate, []
-    for _ in range(sanity_steps):
-        p, s, loss = pstep(p, s, xj, yj)
-        losses.append(float(loss))
-    assert decreasing(losses), f"proposal: loss did not decrease {losses}"
-    pst = [pparams, pstate]
-
-    def proposal_call():
-        pst[0], pst[1], loss = pstep(pst[0], pst[1], xj, yj)
-        return loss
-
-    row["proposal_s"] = median_seconds(proposal_call, warmup=2, repeats=repeats)
-
     xt = torch.tensor(x, device=device)
     yt = torch.tensor(y, dtype=torch.long, device=device)
     for name, inline in (("tk_pairwise", False), ("tk_inline", True)):
@@ -276,11 +209,10 @@ def run_config(batch, device, repeats, sanity_steps=5):
         row[f"{name}_loss"] = [losses[0], losses[-1]]
         row[f"{name}_s"] = median_seconds(tstep, xt, yt, warmup=1, repeats=repeats)
 
-    for name in ("ours", "proposal", "tk_pairwise", "tk_inline"):
+    for name in ("ours", "tk_pairwise", "tk_inline"):
         row[f"{name}_samples_per_s"] = batch / row[f"{name}_s"]
     row["tk_best"] = min(("tk_pairwise", "tk_inline"), key=lambda n: row[f"{n}_s"])
     row["ratio_ours_over_tk"] = row[f"{row['tk_best']}_s"] / row["ours_s"]
-    row["ratio_proposal_over_tk"] = row[f"{row['tk_best']}_s"] / row["proposal_s"]
     print({k: v for k, v in row.items() if not k.endswith("_loss")}, flush=True)
     return row
 
@@ -310,19 +242,16 @@ def main(argv=None):
     cmd = ("python benchmarks/mps_train.py" + (" --quick" if args.quick else "")
            + (f" --threads {THREADS}" if THREADS else ""))
     header = ["batch", "ours samples/s", "TK pairwise samples/s", "TK inline samples/s",
-              "ours / best TK", "ours step (ms)", "ours compile (s)",
-              "proposal samples/s", "proposal / best TK"]
+              "ours / best TK", "ours step (ms)", "ours compile (s)"]
     table = markdown_table(header, [
         [r["batch"], r["ours_samples_per_s"], r["tk_pairwise_samples_per_s"],
          r["tk_inline_samples_per_s"], r["ratio_ours_over_tk"], 1e3 * r["ours_s"],
-         r["ours_compile_s"], r["proposal_samples_per_s"], r["ratio_proposal_over_tk"]]
+         r["ours_compile_s"]]
         for r in rows])
     md = "\n".join([
         f"`{cmd}` (196 sites + label, bond {BOND}, in_dim 2, 10 classes, float32, Adam; "
         "median of repeated steps after warm-up; TK = TensorKrowch MPSLayer, auto_stack, "
-        "traced; pairwise = its default inline_mats=False, inline = inline_mats=True; "
-        "proposal = the same model and step with a batched-GEMM sweep written in this "
-        "script, not yet tnlib's path)",
+        "traced; pairwise = its default inline_mats=False, inline = inline_mats=True)",
         "", table, "",
         f"{meta_line(m)}; torch device {device}, "
         f"cpu cores {cores}, XLA and torch intra-op threads {threads}"

@@ -1,10 +1,13 @@
 """Tucker core shapes under a parameter budget: spectral DP against the true-loss greedy.
 
 For real image tensors and digits-as-a-tensor, at several budgets (fractions of the
-tensor's size), compares three ways to pick a Tucker core shape:
+tensor's size), compares these ways to pick a Tucker core shape:
 
   * ``core_shapes``: ``tnlib.search.core_shapes`` (multilinear singular values + an
     exact DP for the Tucker packing surrogate of Ghadiri et al. 2023);
+  * ``core_shapes_refine``: ``core_shapes(..., refine=1)``: the DP's shape, then the
+    shape with the smallest exact HOSVD error within +-1 of it on every mode (singular
+    vectors from the same Gram eigendecompositions, one small projection);
   * ``core_shapes_hosvd``: ``core_shapes(..., objective="hosvd")``, the shape with the
     smallest exact HOSVD error (prefix sums of the full HOSVD core's energy);
   * ``greedy``: ``tnlib.search.core_shapes.greedy_core_shapes`` (from rank 1, raise the
@@ -15,9 +18,12 @@ tensor's size), compares three ways to pick a Tucker core shape:
 
 Every shape is scored the same way: relative error ``||x - t|| / ||x||`` of
 ``tnlib.tucker.hooi(x, shape, n_iter=10)`` in float64 (the HOSVD error too). Runtime
-is wall time of the selection call (core_shapes: median of 3 after a warm-up, which
-greedy: one call). Writes ``benchmarks/out/core_shapes.json`` and ``.md`` with error
-ratios ``err(method) / err(greedy)`` and speedups ``time(greedy) / time(method)``.
+is wall time of the selection call (the spectral methods: one warm-up call, then the
+median of 5; greedy: one call). BLAS runs single-threaded (``OPENBLAS_NUM_THREADS=1``
+unless set): on a loaded 2-core machine multithreaded OpenBLAS made some small
+eigendecompositions and SVDs 100x slower, for every method. Writes
+``benchmarks/out/core_shapes.json`` and ``.md`` with error ratios
+``err(method) / err(greedy)`` and speedups ``time(greedy) / time(method)``.
 
 Data: scikit-image's bundled images (camera, astronaut) when scikit-image is
 installed, else scikit-learn's bundled sample images (china, flower); digits from
@@ -33,13 +39,17 @@ import importlib
 import importlib.metadata
 import json
 import math
+import os
 import pathlib
 import platform
 import statistics
 import subprocess
 import time
 
-import jax
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # before numpy loads BLAS; see the docstring
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -109,6 +119,8 @@ def rel_errors(x, shape, norm):
 
 def timed(f, repeats):
     times, out = [], None
+    if repeats > 1:
+        f()  # warm-up
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = f()
@@ -121,12 +133,15 @@ def run_case(name, x, fractions, greedy_hosvd=False):
     dims, size, norm = x.shape, x.size, float(np.linalg.norm(x))
     for frac in fractions:
         budget = max(int(frac * size), 1 + sum(dims))
-        sel, t_dp = timed(lambda b=budget: cs.core_shapes(x, b), 3)
-        hsel, t_hs = timed(lambda b=budget: cs.core_shapes(x, b, objective="hosvd"), 3)
+        sel, t_dp = timed(lambda b=budget: cs.core_shapes(x, b), 5)
+        rsel, t_rf = timed(lambda b=budget: cs.core_shapes(x, b, refine=1), 5)
+        hsel, t_hs = timed(lambda b=budget: cs.core_shapes(x, b, objective="hosvd"), 5)
         gsel, t_g = timed(lambda b=budget: cs.greedy_core_shapes(x, b), 1)
-        shapes = {"core_shapes": sel.ranks, "core_shapes_hosvd": hsel.ranks,
-                  "greedy": gsel.ranks, "uniform": uniform_shape(dims, budget)}
-        times = {"core_shapes": t_dp, "core_shapes_hosvd": t_hs, "greedy": t_g}
+        shapes = {"core_shapes": sel.ranks, "core_shapes_refine": rsel.ranks,
+                  "core_shapes_hosvd": hsel.ranks, "greedy": gsel.ranks,
+                  "uniform": uniform_shape(dims, budget)}
+        times = {"core_shapes": t_dp, "core_shapes_refine": t_rf, "core_shapes_hosvd": t_hs,
+                 "greedy": t_g}
         if greedy_hosvd:
             ghs, t_h = timed(lambda b=budget: cs.greedy_core_shapes(x, b, method="hosvd"), 1)
             shapes["greedy_hosvd"], times["greedy_hosvd"] = ghs.ranks, t_h
@@ -141,15 +156,17 @@ def run_case(name, x, fractions, greedy_hosvd=False):
                            "seconds": times.get(method)}
         ref = row["greedy"]["rel_error_hooi"]
         row["error_ratio"] = row["core_shapes"]["rel_error_hooi"] / ref
+        row["error_ratio_refine"] = row["core_shapes_refine"]["rel_error_hooi"] / ref
         row["error_ratio_hosvd"] = row["core_shapes_hosvd"]["rel_error_hooi"] / ref
         row["error_ratio_uniform"] = row["uniform"]["rel_error_hooi"] / ref
         row["speedup"] = t_g / t_dp
+        row["speedup_refine"] = t_g / t_rf
         row["speedup_hosvd"] = t_g / t_hs
         if greedy_hosvd:
             row["speedup_vs_greedy_hosvd"] = times["greedy_hosvd"] / t_dp
         rows.append(row)
-        keys = ("tensor", "budget", "error_ratio", "error_ratio_hosvd", "speedup",
-                "speedup_hosvd")
+        keys = ("tensor", "budget", "error_ratio", "error_ratio_refine", "error_ratio_hosvd",
+                "speedup", "speedup_refine", "speedup_hosvd")
         print(json.dumps({k: row[k] for k in keys}), flush=True)
     return rows
 
@@ -174,16 +191,18 @@ def _summary(rows, key, speed_key):
 def markdown(rows, meta):
     lines = [
         "| tensor | budget (frac) | greedy shape | greedy err | greedy (s) | core_shapes shape "
-        "| err ratio | speedup | core_shapes_hosvd shape | err ratio | speedup | uniform shape "
-        "| err ratio |",
-        "|---|---:|---|---:|---:|---|---:|---:|---|---:|---:|---|---:|",
+        "| err ratio | speedup | refine=1 shape | err ratio | speedup "
+        "| core_shapes_hosvd shape | err ratio | speedup | uniform shape | err ratio |",
+        "|---|---:|---|---:|---:|---|---:|---:|---|---:|---:|---|---:|---:|---|---:|",
     ]
     for r in rows:
         c, h, g, u = r["core_shapes"], r["core_shapes_hosvd"], r["greedy"], r["uniform"]
+        f = r["core_shapes_refine"]
         lines.append(
             f"| {r['tensor']} | {r['budget']} ({r['budget_fraction']:.0%}) | "
             f"{tuple(g['shape'])} | {g['rel_error_hooi']:.4f} | {g['seconds']:.2f} | "
             f"{tuple(c['shape'])} | {r['error_ratio']:.4f} | {r['speedup']:.0f}x | "
+            f"{tuple(f['shape'])} | {r['error_ratio_refine']:.4f} | {r['speedup_refine']:.0f}x | "
             f"{tuple(h['shape'])} | {r['error_ratio_hosvd']:.4f} | {r['speedup_hosvd']:.0f}x | "
             f"{tuple(u['shape'])} | {r['error_ratio_uniform']:.4f} |"
         )
@@ -191,9 +210,11 @@ def markdown(rows, meta):
         "",
         "err = relative error ||x - t|| / ||x|| of a 10-sweep HOOI (tnlib.tucker.hooi, "
         "float64) at each shape; err ratio = err(method) / err(greedy); speedup = "
-        "time(greedy) / time(method), selection only (greedy: one call; others: median of 3).",
+        "time(greedy) / time(method), selection only (greedy: one call; others: median of 5 "
+        "after a warm-up), BLAS single-threaded.",
         "",
         f"- core_shapes (surrogate DP): {_summary(rows, 'error_ratio', 'speedup')}",
+        f"- core_shapes refine=1: {_summary(rows, 'error_ratio_refine', 'speedup_refine')}",
         f"- core_shapes_hosvd: {_summary(rows, 'error_ratio_hosvd', 'speedup_hosvd')}",
         "",
         f"({meta['device']}, {meta['machine']}, jax {meta['jax']}, numpy {meta['numpy']}, "

@@ -16,6 +16,12 @@ Both engine modes are compiled first (compilation excluded) and then timed in
 same machine load; the table reports the median rate over the rounds. Writes
 ``benchmarks/out/search_batched.json`` and ``.md``.
 
+``--pieces`` adds where the time goes: the three parts of a masked ALS core update
+(the right-hand side ``E^T x``: the target contracted with the other cores; the Gram
+``E^T E``; the ``d x d`` linear solve) timed alone, jitted, for one candidate's
+restarts (vmap over 2) and for a whole bucket (vmap over ``2 * --batch``), in
+microseconds per fit and sweep (all cores).
+
     python benchmarks/search_batched.py                 # orders 4 and 6, --n 128
     python benchmarks/search_batched.py --quick         # order 4, --n 32, 2 rounds
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pathlib
 import platform
@@ -31,10 +38,11 @@ import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from tnlib import network
-from tnlib.search import Evaluator, problem, problems
+from tnlib.search import Evaluator, _fit, problem, problems
 
 OUT = pathlib.Path(__file__).parent / "out"
 
@@ -65,6 +73,63 @@ def per_structure_rate(prob, cands, n_iter):
         jax.block_until_ready(f(keys))
     dt = time.perf_counter() - t0
     return len(cands) / dt, dt
+
+
+def _per_fit_us(f, args, n_fits, reps=20):
+    """Microseconds per fit of ``f(*args)`` (jitted; ``reps`` calls in one loop; best of 5)."""
+    def loop(*a):
+        def body(i, acc):  # perturb the inputs so XLA cannot hoist the work
+            return acc + jnp.sum(f(*[t * (1 + i * 1e-7).astype(t.dtype) for t in a]))
+        return jax.lax.fori_loop(0, reps, body, jnp.zeros((), jnp.float32))
+    g = jax.jit(loop)
+    jax.block_until_ready(g(*args))
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        jax.block_until_ready(g(*args))
+        times.append(time.perf_counter() - t0)
+    return min(times) / reps / n_fits * 1e6
+
+
+def pieces(order, batch):
+    """Microseconds per fit and sweep of the parts of a masked ALS sweep, for one
+    candidate's restarts (2 fits) and for a bucket (``2 * batch`` fits)."""
+    p = problems.planted_ring(jax.random.PRNGKey(0), order, 4)
+    prob = problem(p.tensor, max_rank=4, edges="ring", n_iter=30, restarts=2)
+    lay = _fit._layout(prob.space)
+    specs = _fit._als_specs(lay.spec)
+    x = jnp.asarray(p.tensor, jnp.float32)
+    x = x / jnp.linalg.norm(x)
+    shapes = [(d,) + (lay.max_rank,) * len(inc) for d, inc in zip(lay.node_dims, lay.incident,
+                                                                  strict=True)]
+    d = max(math.prod(s[1:]) for s in shapes)
+
+    def rhs_all(*cs):
+        return sum(jnp.sum(network.contract([x] + [c for j, c in enumerate(cs) if j != k], r))
+                   for k, (r, _) in enumerate(specs))
+
+    def gram_all(*cs):
+        return sum(jnp.sum(network.contract([c for j, c in enumerate(cs) if j != k] * 2, g))
+                   for k, (_, g) in enumerate(specs))
+
+    def solve_all(g, b):  # one solve per core, as in a sweep
+        return sum(jnp.sum(jnp.linalg.solve(g * (1 + k * 1e-7), b)) for k in range(order))
+
+    out = {}
+    for label, fits in (("one candidate (2 restarts)", 2), (f"bucket of {batch}", 2 * batch)):
+        keys = jax.random.split(jax.random.PRNGKey(1), len(shapes) + 1)
+        cs = [jax.random.normal(k, (fits,) + s, jnp.float32)
+              for k, s in zip(keys, shapes, strict=False)]
+        a = jax.random.normal(keys[-1], (fits, d, d), jnp.float32)
+        g = a @ jnp.swapaxes(a, 1, 2) + d * jnp.eye(d, dtype=jnp.float32)
+        b = a[..., :4]
+        row = {"rhs": _per_fit_us(jax.vmap(rhs_all), cs, fits),
+               "gram": _per_fit_us(jax.vmap(gram_all), cs, fits),
+               "solve": _per_fit_us(jax.vmap(solve_all), (g, b), fits)}
+        out[label] = row
+        print(f"order {order} {label}: " + ", ".join(f"{k} {v:.1f} us" for k, v in row.items()),
+              flush=True)
+    return out
 
 
 def measure(order, n, batch, rounds, n_structure):
@@ -104,11 +169,16 @@ def main():
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--n-structure", type=int, default=4,
                     help="candidates timed with per-structure jit (it compiles each)")
+    ap.add_argument("--pieces", action="store_true",
+                    help="also time the parts of an ALS sweep (rhs, Gram, solve) alone")
     args = ap.parse_args()
     n = args.n or (32 if args.quick else 128)
     orders = args.orders or ([4] if args.quick else [4, 6])
     rounds = args.rounds or (2 if args.quick else 3)
     results = [measure(o, n, args.batch, rounds, args.n_structure) for o in orders]
+    if args.pieces:
+        for r in results:
+            r["pieces_us_per_fit_sweep"] = pieces(r["order"], args.batch)
     meta = {"mode_size": 4, "max_rank": 4, "fit": {"method": "als", "n_iter": 30,
             "restarts": 2}, "dtype": "float32", "device": str(jax.devices()[0]),
             "platform": platform.platform(), "cpu_count": os.cpu_count()}
@@ -132,6 +202,15 @@ def main():
             p = r["per_structure_jit_per_s"]
             md.append(f"| {o} | per-structure jit (network.fit, compile included) | "
                       f"{r['per_structure_jit_n']} | {p:.2f} | {b / p:.0f}x |")
+    if args.pieces:
+        md += ["", "Where the time goes: microseconds per fit and ALS sweep (all cores) of each "
+               "part alone, jitted, float32.", "",
+               "| order | batch | rhs (x with the other cores) | Gram | solve (LU) | sum |",
+               "|---|---|---|---|---|---|"]
+        for r in results:
+            for label, row in r["pieces_us_per_fit_sweep"].items():
+                md.append(f"| {r['order']} | {label} | {row['rhs']:.1f} | {row['gram']:.1f} | "
+                          f"{row['solve']:.1f} | {sum(row.values()):.1f} |")
     md.append("")
     (OUT / "search_batched.md").write_text("\n".join(md))
     print("\n".join(md))

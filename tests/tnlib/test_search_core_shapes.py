@@ -95,6 +95,22 @@ def test_core_shapes_recovers_planted_tucker(dims, ranks, complex_):
     sel = cs.core_shapes(x, budget, objective="hosvd")
     assert sel.ranks == ranks and sel.method == "core_shapes_hosvd"
     assert sel.rel_error == pytest.approx(np_hosvd_rel_error(x, ranks), rel=1e-6)
+    sel = cs.core_shapes(x, budget, refine=1)
+    assert sel.ranks == ranks and sel.method == "core_shapes_surrogate_refine1"
+    assert sel.rel_error == pytest.approx(np_hosvd_rel_error(x, ranks), rel=1e-6)
+
+
+def test_refine_covering_every_shape_is_the_hosvd_optimum_tall_and_complex():
+    # mode 0 is longer than the other modes together: its vectors come from the short side
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((9, 2, 3)) + 1j * rng.standard_normal((9, 2, 3))
+    x[:, :, 0] *= 3.0
+    for budget in (30, 45, 70):
+        full = cs.core_shapes(x, budget, refine=9)
+        exact = cs.core_shapes(x, budget, objective="hosvd")
+        assert full.ranks == exact.ranks
+        assert full.rel_error == pytest.approx(exact.rel_error, rel=1e-9, abs=1e-12)
+        assert full.rel_error == pytest.approx(np_hosvd_rel_error(x, full.ranks), rel=1e-6)
 
 
 def test_greedy_recovers_planted_tucker_and_matches_tucker_module():
@@ -193,6 +209,16 @@ def test_dp_is_optimal_for_its_surrogate_and_respects_budget(problem):
     assert exact.rel_error == pytest.approx(best, rel=1e-6, abs=1e-7)
     assert np_hosvd_rel_error(x, exact.ranks, bases) == pytest.approx(best, rel=1e-9, abs=1e-12)
     assert best <= hosvd_err + 1e-12
+    # refine=w: the exact-HOSVD optimum over the box of +-w around the DP's shape
+    for w in (1, 2):
+        ref = cs.core_shapes(x, budget, refine=w)
+        assert ref.params == cs.tucker_params(dims, ref.ranks) <= budget
+        assert max(abs(a - b) for a, b in zip(ref.ranks, sel.ranks, strict=True)) <= w
+        box = min(np_hosvd_rel_error(x, s, bases) for s in feasible_tucker_shapes(dims, budget)
+                  if max(abs(a - b) for a, b in zip(s, sel.ranks, strict=True)) <= w)
+        assert ref.rel_error == pytest.approx(box, rel=1e-6, abs=1e-7)
+        assert np_hosvd_rel_error(x, ref.ranks, bases) == pytest.approx(box, rel=1e-9, abs=1e-12)
+        assert best - 1e-12 <= ref.rel_error <= hosvd_err + 1e-7
 
     lo, hi = sum(dims), x.size + 1
     budget = lo + int(frac * (hi - lo))
@@ -274,6 +300,11 @@ def test_errors():
         cs.core_shapes(np.array([["a", "b"]]), 20)
     with pytest.raises(ValueError, match="objective must be 'surrogate' or 'hosvd'"):
         cs.core_shapes(x, 40, objective="hooi")
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="refine must be an int >= 0"):
+            cs.core_shapes(x, 40, refine=bad)
+    with pytest.raises(ValueError, match="refine applies to objective='surrogate'"):
+        cs.core_shapes(x, 40, objective="hosvd", refine=1)
     with pytest.raises(ValueError, match="method must be 'hooi' or 'hosvd'"):
         cs.greedy_core_shapes(x, 40, method="als")
     with pytest.raises(ValueError, match="n_iter must be an int >= 1"):

@@ -23,6 +23,7 @@ for the surrogate (tested against brute-force enumeration). ``objective="hosvd"`
 minimizes the exact truncated-HOSVD error instead: with the full HOSVD core ``C``
 the HOSVD at shape ``r`` keeps ``||C[:r_1, ..., :r_N]||^2``, so one N-dimensional
 prefix sum of ``|C|^2`` scores every shape (one HOSVD's cost; no packing bound).
+``refine=w`` runs the same exact scoring only in the box of +-w around the DP's shape.
 
 ``greedy_core_shapes`` is the paper's baseline: from rank one everywhere, raise the
 rank of the mode whose increment most reduces the true Tucker loss (HOOI or HOSVD
@@ -150,17 +151,30 @@ def _gram(mat: np.ndarray) -> np.ndarray:
     return mat @ mat.conj().T
 
 
-def _squared_spectrum(mat: np.ndarray) -> np.ndarray:
+def _squared_spectrum(mat: np.ndarray, r: int = 0):
     """Squared singular values of ``mat`` (descending, ``min(m, n)`` of them): the
     eigenvalues of the Gram matrix on its short side. Cheaper than an SVD of a wide
     unfolding and exact to ``eps * ||mat||^2``, the scale the energies are compared at;
     values below ``k * eps * s_max^2`` (rounding noise) are set to 0.
     (``jnp.linalg.svd(compute_uv=False)`` would also allocate a ``max(m, n)^2`` buffer
-    on CPU: gigabytes for the unfoldings of a modest tensor.)"""
-    short = mat if mat.shape[0] <= mat.shape[1] else mat.T
-    sq = np.linalg.eigvalsh(_gram(short))[::-1]
+    on CPU: gigabytes for the unfoldings of a modest tensor.) With ``r > 0`` also
+    returns the ``r`` leading left singular vectors, from the same eigendecomposition
+    (columns of singular value 0 are zero)."""
+    wide = mat.shape[0] <= mat.shape[1]
+    short = mat if wide else mat.T
+    if r:
+        sq, vecs = np.linalg.eigh(_gram(short))
+        sq, vecs = sq[::-1], vecs[:, ::-1][:, :r]
+    else:
+        sq = np.linalg.eigvalsh(_gram(short))[::-1]
     floor = sq.size * np.finfo(np.float64).eps * max(float(sq[0]), 0.0)
-    return np.where(sq > floor, sq, 0.0)
+    sq = np.where(sq > floor, sq, 0.0)
+    if not r:
+        return sq
+    if not wide:  # eigenvectors of conj(mat^H mat): left vectors are mat v / s
+        s = np.sqrt(sq[:r])
+        vecs = (mat @ vecs.conj()) / np.where(s > 0, s, 1.0) * (s > 0)
+    return sq, vecs
 
 
 def _leading_vectors(mat: np.ndarray, r: int) -> np.ndarray:
@@ -177,6 +191,17 @@ def _tucker_tails(x: np.ndarray) -> list[np.ndarray]:
     ``tnlib.tucker.multilinear_singular_values``)."""
     return [_tails(_squared_spectrum(np.moveaxis(x, k, 0).reshape(x.shape[k], -1)))
             for k in range(x.ndim)]
+
+
+def _tucker_tails_and_bases(x: np.ndarray, caps) -> tuple[list, list]:
+    """Tails as :func:`_tucker_tails`, and the ``caps[k]`` leading left singular vectors
+    of each unfolding, from the same Gram eigendecompositions."""
+    tails, bases = [], []
+    for k in range(x.ndim):
+        sq, vecs = _squared_spectrum(np.moveaxis(x, k, 0).reshape(x.shape[k], -1), caps[k])
+        tails.append(_tails(sq))
+        bases.append(vecs)
+    return tails, bases
 
 
 def _tt_tails(x: np.ndarray) -> list[np.ndarray]:
@@ -229,12 +254,13 @@ def _prune(key: np.ndarray, cost: np.ndarray, loss: np.ndarray) -> np.ndarray:
     Exact (integer ranks of the losses, no float offsets)."""
     if key.size == 0:
         return np.zeros(0, np.int64)
-    _, group = np.unique(key, return_inverse=True)
     _, level = np.unique(loss, return_inverse=True)
-    order = np.lexsort((level, cost, group))
+    order = np.lexsort((level, cost, key))
     n_levels = int(level.max()) + 1
+    sorted_key = key[order]
+    group = np.cumsum(np.concatenate([[0], sorted_key[1:] != sorted_key[:-1]]))
     # groups in descending blocks: a running minimum never leaks into the next group
-    v = (int(group.max()) - group[order]).astype(np.int64) * n_levels + level[order]
+    v = (int(group[-1]) - group).astype(np.int64) * n_levels + level[order]
     running = np.minimum.accumulate(v)
     keep = np.concatenate([[True], v[1:] < running[:-1]])
     return order[keep]
@@ -289,22 +315,35 @@ def _tucker_dp(dims, tails, budget: int, consistent: bool) -> tuple[int, ...]:
     return tuple(_trace(parents, choices, best))
 
 
-def _hosvd_energy_search(x, dims, budget: int, consistent: bool) -> tuple[tuple, float]:
+def _caps(dims, budget: int) -> list[int]:
+    """Largest usable rank per mode: a mode's rank r alone costs r + n r + sum_{j != k} n_j."""
+    return [min(n, math.prod(dims) // n, (budget - sum(dims) + n) // (n + 1)) for n in dims]
+
+
+def _hosvd_energy_search(x, dims, budget: int, consistent: bool, bases=None,
+                         low=None) -> tuple[tuple, float]:
     """Shape with the smallest exact HOSVD error under the budget, by enumeration.
 
     With the full HOSVD core ``C = x x_k U_k^H`` (all singular vectors), the HOSVD at
     shape ``r`` keeps ``||C[:r_1, ..., :r_N]||^2``: a prefix sum of ``|C|^2``, so one
     N-dimensional cumulative sum scores every shape at once (``O(prod_k n_k)``; the
-    grid is first cut to the ranks the budget allows on each mode)."""
-    # a mode's rank r alone costs r + n r + sum_{j != k} n_j
-    caps = [min(n, math.prod(dims) // n, (budget - sum(dims) + n) // (n + 1)) for n in dims]
-    bases = [_leading_vectors(np.moveaxis(x, k, 0).reshape(dims[k], -1), caps[k])
-             for k in range(x.ndim)]
+    grid is first cut to the ranks the budget allows on each mode). ``bases`` (leading
+    singular vectors per mode, ``c_k`` columns) and ``low`` restrict the search to the
+    box ``low_k <= r_k <= c_k`` (a local search: the projection is cheap when the
+    ``c_k`` are small)."""
+    if bases is None:
+        caps = _caps(dims, budget)
+        bases = [_leading_vectors(np.moveaxis(x, k, 0).reshape(dims[k], -1), caps[k])
+                 for k in range(x.ndim)]
+    caps = [b.shape[1] for b in bases]
+    low = [1] * len(dims) if low is None else low
     core = _project(x, bases)
     kept = np.abs(core) ** 2
     for k in range(x.ndim):
         kept = np.cumsum(kept, axis=k)
-    grids = np.meshgrid(*(np.arange(1, c + 1) for c in caps), indexing="ij", sparse=True)
+    kept = kept[tuple(slice(lo - 1, None) for lo in low)]
+    grids = np.meshgrid(*(np.arange(lo, c + 1) for lo, c in zip(low, caps, strict=True)),
+                        indexing="ij", sparse=True)
     prod, linear, largest = 1, 0, 1
     for g, n in zip(grids, dims, strict=True):
         prod, linear, largest = prod * g, linear + n * g, np.maximum(largest, g)
@@ -316,11 +355,12 @@ def _hosvd_energy_search(x, dims, budget: int, consistent: bool) -> tuple[tuple,
     loss = np.where(ok, normsq - kept, np.inf)
     ties = np.flatnonzero(loss == loss.min())
     index = np.unravel_index(ties[np.argmin(params.ravel()[ties])], kept.shape)
-    return tuple(int(i) + 1 for i in index), max(float(loss[index]), 0.0)
+    return (tuple(int(i) + lo for i, lo in zip(index, low, strict=True)),
+            max(float(loss[index]), 0.0))
 
 
 def core_shapes(x, budget: int, *, objective: str = "surrogate",
-                consistent: bool = True) -> RankSelection:
+                consistent: bool = True, refine: int = 0) -> RankSelection:
     """Tucker core shape of ``x`` under a parameter budget, from its multilinear
     singular values (Ghadiri et al. 2023's Tucker packing, solved exactly).
 
@@ -340,11 +380,16 @@ def core_shapes(x, budget: int, *, objective: str = "surrogate",
       objective: ``"surrogate"`` (default) or ``"hosvd"``.
       consistent: keep only shapes with ``r_k <= prod_{j != k} r_j`` (a core mode
         larger than the product of the others cannot be used; default True).
+      refine: with ``"surrogate"``, ``refine = w > 0`` then moves to the shape with the
+        smallest exact HOSVD error in the box ``r_k - w <= r'_k <= r_k + w`` around the
+        DP's shape (same budget and constraints; singular vectors from the same Gram
+        eigendecompositions, one projection onto ``r_k + w`` of them per mode: a
+        local, cheap version of ``"hosvd"``). Default 0: the DP's shape.
 
     Returns:
       ``RankSelection`` with ``ranks`` the core shape; ``rel_error`` is the predicted
       relative error bound ``sqrt(sum_k tail_k) / ||x||`` (``"surrogate"``) or the
-      HOSVD's relative error (``"hosvd"``); ``rel_error_lower`` is
+      HOSVD's relative error (``"hosvd"``, or ``refine > 0``); ``rel_error_lower`` is
       ``sqrt(max_k tail_k) / ||x||`` (no Tucker with that shape does better).
       Energies are exact to ``~eps * ||x||^2``.
     """
@@ -353,16 +398,31 @@ def core_shapes(x, budget: int, *, objective: str = "surrogate",
     budget = _check_budget(budget, 1 + sum(dims), f"a Tucker decomposition of a {dims} tensor")
     if objective not in ("surrogate", "hosvd"):
         raise ValueError(f"objective must be 'surrogate' or 'hosvd', got {objective!r}")
-    tails = _tucker_tails(x)
+    if isinstance(refine, bool) or not isinstance(refine, int | np.integer) or refine < 0:
+        raise ValueError(f"refine must be an int >= 0, got {refine!r}")
+    if refine and objective != "surrogate":
+        raise ValueError("refine applies to objective='surrogate' only")
+    caps = _caps(dims, budget)
+    if refine:  # the DP needs only the tails; the refinement, leading vectors as well
+        tails, bases = _tucker_tails_and_bases(x, [max(c, 1) for c in caps])
+    else:
+        tails = _tucker_tails(x)
     normsq = float(tails[0][0])
-    if objective == "surrogate":
+    if objective == "hosvd":
+        ranks, total = _hosvd_energy_search(x, dims, budget, consistent)
+    else:
         ranks = _tucker_dp(dims, tails, budget, consistent)
         total = _bounds(tails, ranks)[0]
-    else:
-        ranks, total = _hosvd_energy_search(x, dims, budget, consistent)
+        if refine:
+            top = [min(r + refine, c, b.shape[1]) for r, c, b in zip(ranks, caps, bases,
+                                                                     strict=True)]
+            ranks, total = _hosvd_energy_search(
+                x, dims, budget, consistent, [b[:, :t] for b, t in zip(bases, top, strict=True)],
+                [max(r - refine, 1) for r in ranks])
     worst = _bounds(tails, ranks)[1]
+    method = f"core_shapes_{objective}" + (f"_refine{refine}" if refine else "")
     return RankSelection(ranks, tucker_params(dims, ranks), budget, _rel(total, normsq),
-                         _rel(worst, normsq), 0, f"core_shapes_{objective}")
+                         _rel(worst, normsq), 0, method)
 
 
 # ----------------------------------------------------------------- Tucker (greedy)

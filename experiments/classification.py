@@ -266,14 +266,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     check_config(config)
     workdir = Path(workdir)
     with contextlib.ExitStack() as stack:
-        if workdir.is_dir() and sharding.is_main_process():  # fail fast, before loading data
-            stack.enter_context(records.lock_run_dir(workdir))
+        checked = False
+        if workdir.is_dir():  # fail fast, before loading data
+            if sharding.is_main_process():
+                stack.enter_context(records.lock_run_dir(workdir))
             _check_resumable(workdir, config)
-        return _train_locked(config, workdir, stack)
+            checked = True
+        return _train_locked(config, workdir, stack, checked)
 
 
 def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
-                  stack: contextlib.ExitStack) -> dict[str, Any]:
+                  stack: contextlib.ExitStack, checked: bool) -> dict[str, Any]:
     tc = config.train
     splits = load_data(config.data)
     x_train, y_train = splits["train"]
@@ -291,11 +294,13 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     params = sharding.shard_params(model, params, mesh)
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
-    if not workdir.is_dir():  # only now: config errors leave no trace
+    if not checked:  # only now: config errors leave no trace
+        # Another process of this run (or another run) may have created it meanwhile:
+        # process 0 takes the lock whichever process made the directory.
         workdir.mkdir(parents=True, exist_ok=True)
         if sharding.is_main_process():
             stack.enter_context(records.lock_run_dir(workdir))
-        _check_resumable(workdir, config)  # another process may have created it meanwhile
+        _check_resumable(workdir, config)
     schedule = training.make_schedule(tc, total_steps)
     optimizer = training.make_optimizer(tc, schedule)
     if tc.get("mup", False):  # per-core muP learning-rate multipliers of structured layers

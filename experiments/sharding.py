@@ -58,8 +58,19 @@ def initialize_distributed(environ: Mapping[str, str] | None = None) -> bool:
     Triggers: ``JAX_COORDINATOR_ADDRESS`` (with ``JAX_NUM_PROCESSES`` and
     ``JAX_PROCESS_ID``), or a SLURM / Open MPI launch with more than one task. Must
     run before anything touches the devices.
+
+    Before initializing, selects gloo (over TCP) for the collectives between CPU
+    processes (``jax_cpu_collectives_implementation``) where it is unset (recent JAX
+    defaults to gloo; unset, collectives across CPU processes are unavailable). A value
+    the user set (``"mpi"``, or ``JAX_CPU_COLLECTIVES_IMPLEMENTATION`` in the
+    environment) is kept. The option configures only JAX's CPU client, so it changes
+    nothing for GPU or TPU devices.
     """
     env = os.environ if environ is None else environ
+    multi = "JAX_COORDINATOR_ADDRESS" in env or any(
+        int(env.get(var, "1") or "1") > 1 for var in _MULTI_PROCESS_ENV[1:])
+    if multi and jax.config.jax_cpu_collectives_implementation in (None, "none"):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if "JAX_COORDINATOR_ADDRESS" in env:
         kwargs = {}
         if "JAX_NUM_PROCESSES" in env:
@@ -102,6 +113,11 @@ def mesh_shape(cfg: Mapping | None, n_devices: int) -> dict[str, int]:
                           f"({jax.default_backend()}); lower the mesh sizes")
     if free:
         cfg[free[0]] = n_devices // fixed
+    if jax.process_count() > 1 and int(np.prod(list(cfg.values()))) != n_devices:
+        raise ConfigError(f"mesh={dict(cfg)} uses {int(np.prod(list(cfg.values())))} of the "
+                          f"{n_devices} devices, but a run of {jax.process_count()} processes "
+                          "must use them all (every process steps the mesh); use -1 for one "
+                          "axis")
     return cfg
 
 
@@ -118,8 +134,11 @@ def shard_batch(mesh: Mesh, *arrays):
     """Split host arrays of the global batch over the mesh's ``data`` axis.
 
     Single process: ``device_put`` of the whole batch. Several processes: each
-    passes the full global batch (the data order is a pure function of the seed)
-    and contributes its own rows, ``jax.make_array_from_process_local_data``.
+    passes the full global batch (the data order is a pure function of the seed, so
+    every process computes the same one) and copies to its own devices only the rows
+    their shards hold (``jax.make_array_from_callback``). Which rows those are
+    follows from the mesh, whatever the order of its axes and devices: a process
+    need not hold one contiguous block of the batch.
     """
     n = mesh.shape[DATA]
     out = []
@@ -131,9 +150,8 @@ def shard_batch(mesh: Mesh, *arrays):
         if jax.process_count() == 1:
             out.append(jax.device_put(a, sharding))
         else:
-            rows = a.shape[0] // jax.process_count()
-            local = a[jax.process_index() * rows:(jax.process_index() + 1) * rows]
-            out.append(jax.make_array_from_process_local_data(sharding, local, a.shape))
+            out.append(jax.make_array_from_callback(a.shape, sharding,
+                                                    lambda index, a=a: a[index]))
     return out[0] if len(out) == 1 else tuple(out)
 
 

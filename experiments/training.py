@@ -222,6 +222,14 @@ def _set_aside(step_dir: Path, quarantine: Path) -> Path:
     return dest
 
 
+def _sync_processes(name: str) -> None:
+    """Barrier across the processes of a multi-process run (nothing in a single one)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def restore_checkpoint(
     mngr: ocp.CheckpointManager,
     abstract_state: Any,
@@ -235,7 +243,9 @@ def restore_checkpoint(
     ``quarantine`` with a :class:`CheckpointWarning` naming the step and the file, and
     the previous step is tried. A step whose manifest matches but that orbax cannot
     restore into ``abstract_state`` raises :class:`CheckpointError` (a code change,
-    not a damaged disk: nothing is moved).
+    not a damaged disk: nothing is moved). In a multi-process run every process calls
+    this (orbax restores collectively) and reaches the same verdicts from the shared
+    files; process 0 alone moves a bad step, the others wait for it at a barrier.
     """
     for step in sorted(mngr.all_steps(), reverse=True):
         step_dir = checkpoint_path(mngr, step)
@@ -253,7 +263,11 @@ def restore_checkpoint(
                         "another --workdir"
                     ) from e
                 problem = f"orbax cannot read it: {type(e).__name__}: {str(e)[:300]}"
-        dest = _set_aside(step_dir, Path(quarantine))
+        if jax.process_index() == 0:  # one mover; the others wait for the move
+            dest = _set_aside(step_dir, Path(quarantine))
+        else:
+            dest = Path(quarantine) / step_dir.name
+        _sync_processes(f"tnlib set aside checkpoint {step}")
         msg = (f"checkpoint step {step} is corrupt or truncated: {problem}; moved it to "
                f"{dest} and trying the previous checkpoint")
         warnings.warn(msg, CheckpointWarning, stacklevel=2)

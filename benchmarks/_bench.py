@@ -114,21 +114,25 @@ def commit() -> str:
         return "unknown"
 
 
-def meta(peers: Iterable[str] = ()) -> dict:
-    """Device, versions (jax and each peer package) and commit of this run."""
+def meta(peers: Iterable[str] = (), threads: int | None = None) -> dict:
+    """Device, versions (jax and each peer package), commit, threads (``threads_from_argv``'s
+    value; None: the libraries' defaults) and load average (1 / 5 / 15 min) of this run."""
     import jax
 
     dev = jax.devices()[0]
     return {"device": f"{dev.platform}:{getattr(dev, 'device_kind', dev)}",
             "cpu": platform.processor() or platform.machine(),
             "python": platform.python_version(), "jax": jax.__version__,
-            "versions": {p: version(p) for p in peers}, "commit": commit()}
+            "versions": {p: version(p) for p in peers}, "commit": commit(),
+            "threads": threads or "default",
+            "load": " / ".join(f"{x:.1f}" for x in os.getloadavg())}
 
 
 def meta_line(m: dict) -> str:
     peers = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     return (f"device {m['device']}, jax {m['jax']}" + (f", {peers}" if peers else "")
-            + f", commit {m['commit']}")
+            + f", commit {m['commit']}, threads {m.get('threads', 'default')}, load average "
+            f"(1/5/15 min) {m.get('load', '?')}")
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

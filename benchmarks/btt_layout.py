@@ -203,7 +203,7 @@ def main():
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 5)
     widths = (1024,) if args.quick else (1024, 4096)
-    m = meta()
+    m = meta(threads=THREADS)
     h1, r1, rec1 = timing_rows(widths, (1, 2, 4), (256, 1024), (jnp.float32, jnp.bfloat16),
                                rounds)
     h2, r2, rec2 = accuracy_rows(rounds)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import os
 import statistics
 import sys
 import time
@@ -137,10 +136,6 @@ def contenders(L):
     return out
 
 
-def _meta_text(m):
-    return meta_line(m) + f", threads {m['threads']}, load average (1/5/15 min) {m['load']}"
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_thread_args(ap)
@@ -190,9 +185,7 @@ def main():
             if done and key in by.get(lo, {}):
                 top = max(done)
                 growth[n] = {"ratio": by[top][key] / by[lo][key], "over": f"{top}/{lo}"}
-    m = meta(("quimb", "tensornetwork", "autoray", "cotengra"))
-    m["threads"] = THREADS or "default"
-    m["load"] = " / ".join(f"{x:.1f}" for x in os.getloadavg())  # 1, 5, 15 min
+    m = meta(("quimb", "tensornetwork", "autoray", "cotengra"), threads=THREADS)
     command = "python benchmarks/compile_time.py" + (" --quick" if args.quick else "")
     header = ["sites", *[f"{n} (s)" for n in names]]
     body = [[r["sites"], *[r.get(f"{n}_s", "-") for n in names]] for r in rows]
@@ -206,7 +199,7 @@ def main():
         f"at {lengths[0]} sites)", "",
         markdown_table(header, body), "",
         f"compile({hi}) / compile({lo}): {growth_txt}", "",
-        *[f"- {n}: {c}" for n, c in caps.items()], "", _meta_text(m)])
+        *[f"- {n}: {c}" for n, c in caps.items()], "", meta_line(m)])
     payload = {"meta": m, "command": command, "bond_dim": BOND, "local_dim": LOCAL,
                "cap_s": CAP_S, "rows": rows, "caps": caps, "growth": growth,
                "agreement_rel_diff": rel, "tnlib_has_method_arg": HAS_METHOD}

@@ -242,7 +242,7 @@ def main(argv=None):
     rows = bench_jax(widths, batches, args.dtypes, repeats, min_time)
     tl_rows = bench_tltorch(tl_widths, batches[0], device, repeats, min_time)
 
-    m = meta(peers=("torch", "tensorly-torch", "tensorly"))
+    m = meta(peers=("torch", "tensorly-torch", "tensorly"), threads=THREADS)
     m.update(torch_device=device, torch_threads=torch.get_num_threads(), cpu_count=cores,
              threads=threads, xla_flags=os.environ.get("XLA_FLAGS", ""),
              bf16_dot_accumulates_wider_than_bf16=acc_wide, load_average=os.getloadavg(),

@@ -235,7 +235,7 @@ def main(argv=None):
     repeats = 3 if args.quick else 7
     rows = [run_config(b, device, repeats) for b in batches]
 
-    m = meta(peers=("tensorkrowch", "torch", "flax", "optax"))
+    m = meta(peers=("tensorkrowch", "torch", "flax", "optax"), threads=THREADS)
     m.update(torch_device=device, torch_threads=torch.get_num_threads(), cpu_count=cores,
              threads=threads, xla_flags=os.environ.get("XLA_FLAGS", ""),
              load_average=os.getloadavg(), quick=args.quick)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 import warnings
 
@@ -167,11 +166,7 @@ def table(rows, m, command):
         f"/ our time, > 1 means tnlib is faster; our reconstruction error is at most "
         f"tensorly's x {RATIO} in every row)", "",
         markdown_table(header, body), "",
-        "tensorly (jax) modes: " + "; ".join(modes) + ".", "", _meta_text(m)])
-
-
-def _meta_text(m):
-    return meta_line(m) + f", threads {m['threads']}, load average (1/5/15 min) {m['load']}"
+        "tensorly (jax) modes: " + "; ".join(modes) + ".", "", meta_line(m)])
 
 
 def main():
@@ -191,9 +186,7 @@ def main():
                  + [("hooi", d, r) for d, r in tucker_sizes]
                  + [("cp_als", d, r) for d, r in cp_sizes])
     rows = [bench(kind, dims, rank, args.quick) for kind, dims, rank in cases]
-    m = meta(("tensorly", "numpy"))
-    m["threads"] = THREADS or "default"
-    m["load"] = " / ".join(f"{x:.1f}" for x in os.getloadavg())  # 1, 5, 15 min
+    m = meta(("tensorly", "numpy"), threads=THREADS)
     command = "python benchmarks/peers_decomp.py" + (" --quick" if args.quick else "")
     payload = {"meta": m, "command": command, "dtype": "float64", "n_iter": N_ITER,
                "error_ratio_bound": RATIO, "rows": rows}

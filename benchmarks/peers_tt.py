@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-import os
 import sys
 import warnings
 
@@ -433,12 +432,8 @@ def table(rows, m, command):
              markdown_table(header, body), ""]
     lines += [f"{mark} {note}" for note, mark in notes.items()]
     lines += ["", "Modes of the JAX-backend peers: " + "; ".join(modes) + ". tensornetwork is"
-              " always ncon under jax.jit.", "", _meta_text(m)]
+              " always ncon under jax.jit.", "", meta_line(m)]
     return "\n".join(lines)
-
-
-def _meta_text(m):
-    return meta_line(m) + f", threads {m['threads']}, load average (1/5/15 min) {m['load']}"
 
 
 def main():
@@ -461,9 +456,7 @@ def main():
         bench_round(run, L, n, chi)
     for L, n, chi in mm_sizes:
         bench_matmul(run, L, n, chi)
-    m = meta(PACKAGES)
-    m["threads"] = THREADS or "default"
-    m["load"] = " / ".join(f"{x:.1f}" for x in os.getloadavg())  # 1, 5, 15 min
+    m = meta(PACKAGES, threads=THREADS)
     command = "python benchmarks/peers_tt.py" + (" --quick" if args.quick else "")
     payload = {"meta": m, "command": command, "dtype": "float64", "tolerance": TOL,
                "mpo_bond": MPO_BOND, "rows": run.rows}

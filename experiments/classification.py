@@ -330,15 +330,10 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
         metrics_path.unlink(missing_ok=True)
     train_step, eval_step = make_steps(graphdef, rest, optimizer)
     if main:
-        records.write_json(workdir / "config.json", json.loads(config.to_json()))
-        meta_path = workdir / "meta.json"
-        previous = records.read_json(meta_path) if meta_path.exists() and restored else None
-        meta = records.make_meta(previous, start_step=step,
-                                 devices=[str(d) for d in jax.devices()])
-        meta.update(task=config.task, n_params=n_params, n_train=n_train, n_sites=n_sites,
-                    total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-                    mesh=dict(mesh.shape), processes=jax.process_count())
-        records.write_json(meta_path, meta)
+        records.write_run_start(workdir, config, restored=restored, step=step,
+            task=config.task, n_params=n_params, n_train=n_train, n_sites=n_sites,
+            total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+            mesh=dict(mesh.shape), processes=jax.process_count())
 
     def eval_all(params) -> dict[str, float]:
         out = {}

@@ -195,6 +195,21 @@ def make_meta(
     }
 
 
+def write_run_start(workdir: Path, config, *, restored: bool, step: int,
+                    **fields: Any) -> None:
+    """Write ``config.json`` and ``meta.json`` (``make_meta`` plus ``fields``) at the
+    start of a run or a resumed session; the previous sessions are kept when
+    ``restored``. Process 0 only."""
+    import jax
+
+    write_json(workdir / "config.json", json.loads(config.to_json()))
+    meta_path = workdir / "meta.json"
+    previous = read_json(meta_path) if meta_path.exists() and restored else None
+    meta = make_meta(previous, start_step=step, devices=[str(d) for d in jax.devices()])
+    meta.update(fields)
+    write_json(meta_path, meta)
+
+
 # --------------------------------------------------------------------------- metrics
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
 import sys
 import time
@@ -369,15 +368,10 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
         metrics_path.unlink(missing_ok=True)
     updates = 2 * (n_sites - 1)
     if main:
-        records.write_json(workdir / "config.json", json.loads(config.to_json()))
-        meta_path = workdir / "meta.json"
-        previous = records.read_json(meta_path) if meta_path.exists() and restored else None
-        meta = records.make_meta(previous, start_step=step,
-                                 devices=[str(d) for d in jax.devices()])
-        meta.update(task=config.task, n_train=n_train, n_sites=n_sites,
-                    total_steps=tc.num_sweeps, updates_per_sweep=updates, max_bond=mc.max_bond,
-                    mesh=dict(mesh.shape), processes=jax.process_count())
-        records.write_json(meta_path, meta)
+        records.write_run_start(workdir, config, restored=restored, step=step,
+            task=config.task, n_train=n_train, n_sites=n_sites,
+            total_steps=tc.num_sweeps, updates_per_sweep=updates, max_bond=mc.max_bond,
+            mesh=dict(mesh.shape), processes=jax.process_count())
 
     def eval_all(mps) -> dict[str, float]:
         out = {}

@@ -32,8 +32,16 @@ def point(seed=0, dims=DIMS, ranks=RANKS, dtype=jnp.float64):
                                                                           strict=True)))
 
 
+@jax.jit
+def _dense(x, xi):
+    return tucker.to_dense(rm.to_tangent(x, xi))
+
+
 def dense(x, xi):
-    return np.asarray(tucker.to_dense(rm.to_tangent(x, xi)))
+    return np.asarray(_dense(x, xi))
+
+
+project = jax.jit(rm.project)  # compiled once per shape: eigh / QR op by op are slow
 
 
 @jax.jit
@@ -71,8 +79,8 @@ def test_projection_is_the_orthogonal_projector_onto_a_space_of_the_manifold_dim
 def test_tangent_algebra_matches_dense():
     x = point(1)
     k1, k2 = jax.random.split(jax.random.PRNGKey(2))
-    a = rm.project(x, jax.random.normal(k1, x.dims, jnp.float64))
-    b = rm.project(x, jax.random.normal(k2, x.dims, jnp.float64))
+    a = project(x, jax.random.normal(k1, x.dims, jnp.float64))
+    b = project(x, jax.random.normal(k2, x.dims, jnp.float64))
     da, db = dense(x, a), dense(x, b)
     np.testing.assert_allclose(rm.inner(a, b), np.vdot(da, db), rtol=1e-10)
     np.testing.assert_allclose(rm.norm(a), np.linalg.norm(da), rtol=1e-10)
@@ -88,7 +96,7 @@ def test_gradient_routes_agree_under_jit():
     def loss(t):
         return jnp.sum(jnp.sin(tucker.to_dense(t)) * z)
 
-    want = rm.project(x, jnp.cos(tucker.to_dense(x)) * z)  # the Euclidean gradient, densely
+    want = project(x, jnp.cos(tucker.to_dense(x)) * z)  # the Euclidean gradient, densely
     by_cores = jax.jit(lambda t: rm.project_core_grad(t, jax.grad(loss)(t)))(x)
     by_rgrad = jax.jit(lambda t: rm.riemannian_grad(loss, t))(x)
     value, by_vg = rm.riemannian_value_and_grad(loss, x)
@@ -101,7 +109,7 @@ def test_gradient_routes_agree_under_jit():
 @covers("riemannian.retract", "riemannian.transport")
 def test_retraction_keeps_ranks_and_is_second_order():
     x = point(5)
-    xi = rm.project(x, jax.random.normal(jax.random.PRNGKey(6), x.dims, jnp.float64))
+    xi = project(x, jax.random.normal(jax.random.PRNGKey(6), x.dims, jnp.float64))
     xd, d = np.asarray(tucker.to_dense(x)), dense(x, xi)
     errs = []
     for t in (1e-2, 1e-3):
@@ -153,9 +161,9 @@ def test_bad_points_and_tangents_raise():
     with pytest.raises(TypeError, match="x: riemannian_grad takes real"):
         rm.riemannian_grad(lambda t: 0.0, point(0, DIMS, RANKS, jnp.complex128))
     with pytest.raises(TypeError, match="x must be a TensorTrain, got Tucker"):
-        rm.to_tangent_tt(point(), rm.project(point(), jnp.zeros(DIMS)))
+        rm.to_tangent_tt(point(), project(point(), jnp.zeros(DIMS)))
     with pytest.raises(ValueError, match="max_rank must be an int or 3 ranks"):
-        rm.retract(point(), rm.project(point(), jnp.zeros(DIMS)), max_rank=(2, 2))
+        rm.retract(point(), project(point(), jnp.zeros(DIMS)), max_rank=(2, 2))
     with pytest.raises(ValueError, match="mode 0"):
         rm.project(tucker.random(jax.random.PRNGKey(0), (4, 2, 2), (4, 1, 1)),
                    jnp.zeros((4, 2, 2)))

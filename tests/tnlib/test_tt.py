@@ -119,7 +119,8 @@ def test_ttmatrix_from_dense_roundtrip_and_matvec_matmul():
 # ---------------------------------------------------------------------- algebra
 
 
-@pytest.mark.parametrize("mode", MODES)
+# eager: op-by-op dispatch of every example (~25 s); the same checks run compiled by default
+@pytest.mark.parametrize("mode", [pytest.param("eager", marks=pytest.mark.slow), "jit"])
 @settings(max_examples=6)
 @given(chains)
 def test_algebra_matches_dense(mode, args):
@@ -285,11 +286,11 @@ def test_gradients_finite_at_degenerate_spectra():
     # A tensor of exact TT-rank 1 truncated at rank 3: zero and repeated singular values.
     t = make((3, 3, 3), 1, 0)
     x = tt.to_dense(t)
-    g = jax.grad(lambda x: jnp.sum(tt.to_dense(tt.from_dense(x, max_rank=3)) ** 2))(x)
+    g = jax.jit(jax.grad(lambda x: jnp.sum(tt.to_dense(tt.from_dense(x, max_rank=3)) ** 2)))(x)
     assert np.all(np.isfinite(np.asarray(g)))
     close(g, 2 * x, 1e-8)  # the truncation is exact here, so d/dx ||x||^2 = 2x
     doubled = tt.add(t, t)
-    gr = jax.grad(lambda s: tt.norm(tt.round(s, max_rank=2)))(doubled)
+    gr = jax.jit(jax.grad(lambda s: tt.norm(tt.round(s, max_rank=2))))(doubled)
     assert all(np.all(np.isfinite(np.asarray(c))) for c in gr.cores)
 
 

@@ -138,7 +138,10 @@ def lock_run_dir(workdir: Path) -> Iterator[Path]:
 
 
 def git_state(directory: Path) -> dict[str, Any]:
-    """``{"commit": sha or None, "dirty": bool or None}`` of the checkout holding ``directory``."""
+    """``{"commit": sha or None, "dirty": bool or None}`` of the checkout holding ``directory``.
+
+    ``dirty`` means tracked files differ from the commit; untracked files (run outputs,
+    figures being written) do not count."""
 
     def git(*args: str) -> str | None:
         try:
@@ -151,7 +154,7 @@ def git_state(directory: Path) -> dict[str, Any]:
         return out.stdout
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain") if commit else None
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
     return {
         "commit": commit.strip() if commit else None,
         "dirty": bool(status.strip()) if status is not None else None,

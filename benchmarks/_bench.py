@@ -99,6 +99,19 @@ def median_seconds(fn: Callable, *args, warmup: int = 2, repeats: int = 7,
     return statistics.median(samples)
 
 
+def jit_or_eager(fn, *args):
+    """``(callable, mode)``: ``jax.jit(fn)`` when it traces and runs on ``args``, else
+    ``fn`` itself (eager; a peer whose code cannot be traced)."""
+    import jax
+
+    jitted = jax.jit(fn)
+    try:
+        jax.block_until_ready(jitted(*args))
+        return jitted, "jit"
+    except Exception as e:  # noqa: BLE001 - any tracing failure means eager
+        return fn, f"eager ({type(e).__name__})"
+
+
 def version(pkg: str) -> str:
     try:
         return importlib.metadata.version(pkg)

@@ -40,7 +40,15 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from _bench import add_thread_args, markdown_table, median_seconds, meta, meta_line, write  # noqa: E402
+from _bench import (  # noqa: E402
+    add_thread_args,
+    jit_or_eager,
+    markdown_table,
+    median_seconds,
+    meta,
+    meta_line,
+    write,
+)
 
 from tnlib import cp, tucker  # noqa: E402
 
@@ -53,15 +61,6 @@ from tensorly.decomposition import tucker as tl_tucker  # noqa: E402
 PEERS = ("tensorly (numpy)", "tensorly (jax)")
 N_ITER = 10
 RATIO = 1.001
-
-
-def _jit_or_eager(fn, *args):
-    jitted = jax.jit(fn)
-    try:
-        jax.block_until_ready(jitted(*args))
-        return jitted, "jit"
-    except Exception as e:  # noqa: BLE001 - any tracing failure means eager
-        return fn, f"eager ({type(e).__name__})"
 
 
 def _rel_err(x, dense):
@@ -132,7 +131,7 @@ def bench(kind, dims, rank, quick):
         backend = "jax" if name.endswith("(jax)") else "numpy"
         with tl.backend_context(backend):
             if backend == "jax":
-                fn, mode = _jit_or_eager(peer, x)
+                fn, mode = jit_or_eager(peer, x)
                 arg = x
             else:
                 fn, mode, arg = peer, "eager", x_np

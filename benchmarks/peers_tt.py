@@ -58,7 +58,15 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from _bench import add_thread_args, markdown_table, median_seconds, meta, meta_line, write  # noqa: E402
+from _bench import (  # noqa: E402
+    add_thread_args,
+    jit_or_eager,
+    markdown_table,
+    median_seconds,
+    meta,
+    meta_line,
+    write,
+)
 
 from tnlib import tt  # noqa: E402
 
@@ -97,20 +105,9 @@ MISSING = {
 # --------------------------------------------------------------------------- helpers
 
 
-def _jit_or_eager(fn, *args):
-    """``(callable, mode)``: ``jax.jit(fn)`` when it traces and runs on ``args``, else
-    ``fn`` itself (eager)."""
-    jitted = jax.jit(fn)
-    try:
-        jax.block_until_ready(jitted(*args))
-        return jitted, "jit"
-    except Exception as e:  # noqa: BLE001 - any tracing failure means eager
-        return fn, f"eager ({type(e).__name__})"
-
-
 def _jax_peer(name, fn, args):
     """A peer entry ``(name, callable, args, mode)`` jitted when ``fn`` traces."""
-    f, mode = _jit_or_eager(fn, *args)
+    f, mode = jit_or_eager(fn, *args)
     return name, f, args, mode
 
 
@@ -308,8 +305,8 @@ def bench_inner_norm(run: Runner, L, n, chi):
         peers_inner.append(("tensorly (numpy)", _tl_inner, (na, nb), "eager, dense"))
         peers_norm.append(("tensorly (numpy)", _tl_norm, (na,), "eager, dense"))
         tl.set_backend("jax")
-        fi, mi = _jit_or_eager(_tl_inner, ca, cb)
-        fn_, mn = _jit_or_eager(_tl_norm, ca)
+        fi, mi = jit_or_eager(_tl_inner, ca, cb)
+        fn_, mn = jit_or_eager(_tl_norm, ca)
         peers_inner.append(("tensorly (jax)", fi, (ca, cb), mi + ", dense"))
         peers_norm.append(("tensorly (jax)", fn_, (ca,), mn + ", dense"))
 
@@ -334,9 +331,9 @@ def bench_tt_svd(run: Runner, dims, r):
     ref = np.asarray(tt.to_dense(ours(x)))
 
     tl.set_backend("jax")
-    f_tlj, m_tlj = _jit_or_eager(functools.partial(_tl_tt_svd, r=r), x)
+    f_tlj, m_tlj = jit_or_eager(functools.partial(_tl_tt_svd, r=r), x)
     tl.set_backend("numpy")
-    f_qj, m_qj = _jit_or_eager(functools.partial(_q_from_dense_arrays, dims=dims, r=r), x)
+    f_qj, m_qj = jit_or_eager(functools.partial(_q_from_dense_arrays, dims=dims, r=r), x)
     template = _q_from_dense(x_np, dims, r)
     peers = [("quimb (numpy)", functools.partial(_q_from_dense, dims=dims, r=r), (x_np,),
               "eager"),
@@ -365,7 +362,7 @@ def bench_round(run: Runner, L, n, chi):
     ref = ours(c)
     qc_np, qc_j = _quimb_mps_arrays(c), _quimb_mps_arrays(c, jnp)
     template = _q_round(qc_np, chi)
-    f_qj, m_qj = _jit_or_eager(functools.partial(_q_round_arrays, chi=chi), qc_j)
+    f_qj, m_qj = jit_or_eager(functools.partial(_q_round_arrays, chi=chi), qc_j)
     peers = [("quimb (numpy)", functools.partial(_q_round, chi=chi), (qc_np,), "eager"),
              ("quimb (jax)", f_qj, (qc_j,), m_qj)]
 
@@ -386,7 +383,7 @@ def bench_matmul(run: Runner, L, n, chi):
     wa_np, xa_np = _quimb_mpo_arrays(w), _quimb_mps_arrays(a)
     wa_j, xa_j = _quimb_mpo_arrays(w, jnp), _quimb_mps_arrays(a, jnp)
     template = _q_matmul(wa_np, xa_np)
-    f_qj, m_qj = _jit_or_eager(_q_matmul_arrays, wa_j, xa_j)
+    f_qj, m_qj = jit_or_eager(_q_matmul_arrays, wa_j, xa_j)
     peers = [("tensornetwork", jax.jit(_tn_matmul), (list(w.cores), list(a.cores)), "jit"),
              ("quimb (numpy)", _q_matmul, (wa_np, xa_np), "eager"),
              ("quimb (jax)", f_qj, (wa_j, xa_j), m_qj)]

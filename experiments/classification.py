@@ -246,11 +246,6 @@ def _check_resumable(workdir: Path, config: ml_collections.ConfigDict) -> None:
         )
 
 
-def _summary_line(s: dict[str, Any]) -> str:
-    return (f"test_accuracy={s['test_accuracy']:.4f} test_loss={s['test_loss']:.4f} "
-            f"steps={s['steps']} wall_s={s['wall_s']:.1f}")
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Train ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluate.
 
@@ -395,15 +390,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
     else:  # the last step always logs an evaluation
         final = {k: v for k, v in last_record.items() if k.startswith(("test_", "validation_"))}
         wall = last_record["wall_s"]
-    summary = {"test_accuracy": final["test_acc"], "test_loss": final["test_loss"],
-               "steps": step, "wall_s": wall, "n_params": n_params, "n_train": n_train,
-               "n_test": len(splits["test"][0])}
-    if "validation_acc" in final:
-        summary.update(validation_accuracy=final["validation_acc"],
-                       validation_loss=final["validation_loss"])
-    if main:
-        records.write_json(workdir / "summary.json", summary)
-        records.plot_curves(records.read_metrics(metrics_path), workdir / "curves.png",
-                            title=f"{config.model.name} on {config.data.name}")
-        print(_summary_line(summary), flush=True)
-    return summary
+    return records.finish_run(
+        workdir, final, main=main, title=f"{config.model.name} on {config.data.name}",
+        steps=step, wall_s=wall, n_params=n_params, n_train=n_train,
+        n_test=len(splits["test"][0]))

@@ -198,6 +198,24 @@ def make_meta(
     }
 
 
+def finish_run(workdir: Path, final: Mapping[str, Any], *, main: bool, title: str,
+               **fields: Any) -> dict[str, Any]:
+    """The run's summary from its last evaluation ``final`` (``test_*`` and, when
+    present, ``validation_*`` entries) and ``fields`` (steps, wall_s, ...); process 0
+    writes ``summary.json`` and ``curves.png`` and prints the summary line. Returns it."""
+    summary = {"test_accuracy": final["test_acc"], "test_loss": final["test_loss"], **fields}
+    if "validation_acc" in final:
+        summary.update(validation_accuracy=final["validation_acc"],
+                       validation_loss=final["validation_loss"])
+    if main:
+        write_json(workdir / "summary.json", summary)
+        plot_curves(read_metrics(workdir / "metrics.jsonl"), workdir / "curves.png", title=title)
+        print(f"test_accuracy={summary['test_accuracy']:.4f} "
+              f"test_loss={summary['test_loss']:.4f} steps={summary['steps']} "
+              f"wall_s={summary['wall_s']:.1f}", flush=True)
+    return summary
+
+
 def write_run_start(workdir: Path, config, *, restored: bool, step: int,
                     **fields: Any) -> None:
     """Write ``config.json`` and ``meta.json`` (``make_meta`` plus ``fields``) at the

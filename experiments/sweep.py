@@ -57,7 +57,7 @@ from tnlib.models.mps import FEATURE_MAPS, MPSClassifier, local_feature_map
 from . import config as config_lib
 from . import data as data_lib
 from . import records, sharding, training
-from .classification import _check_resumable, _summary_line, load_data
+from .classification import _check_resumable, load_data
 from .config import ConfigError, check_keys, validate
 
 __all__ = ["MODEL_KEYS", "TRAIN_KEYS", "check_config", "evaluate", "from_classifier",
@@ -431,15 +431,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
     n_params = sum(a * mc.local_dim * b for a, b in zip(bond_dims, bond_dims[1:], strict=False))
     n_params += bond_dims[int(mps.center)] * bond_dims[int(mps.center) + 1] * mc.local_dim * (
         n_classes - 1)
-    summary = {"test_accuracy": final["test_acc"], "test_loss": final["test_loss"],
-               "steps": step, "wall_s": wall, "n_params": n_params, "n_train": n_train,
-               "n_test": len(splits["test"][0]), "bond_dims": bond_dims}
-    if "validation_acc" in final:
-        summary.update(validation_accuracy=final["validation_acc"],
-                       validation_loss=final["validation_loss"])
-    if main:
-        records.write_json(workdir / "summary.json", summary)
-        records.plot_curves(records.read_metrics(metrics_path), workdir / "curves.png",
-                            title=f"MPS sweeps (chi <= {mc.max_bond}) on {config.data.name}")
-        print(_summary_line(summary), flush=True)
-    return summary
+    return records.finish_run(
+        workdir, final, main=main, title=f"MPS sweeps (chi <= {mc.max_bond}) on {config.data.name}",
+        steps=step, wall_s=wall, n_params=n_params, n_train=n_train,
+        n_test=len(splits["test"][0]), bond_dims=bond_dims)

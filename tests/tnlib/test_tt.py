@@ -43,7 +43,7 @@ def ncon_dense(t):
 # ------------------------------------------------------------------- construction
 
 
-@settings(max_examples=6)
+@settings(max_examples=4)
 @given(chains)
 def test_random_dense_matches_ncon_and_shapes(args):
     dims, rank, seed = args
@@ -54,7 +54,7 @@ def test_random_dense_matches_ncon_and_shapes(args):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@settings(max_examples=6)
+@settings(max_examples=4)
 @given(chains)
 def test_from_dense_exact_roundtrip(mode, args):
     dims, _, seed = args
@@ -63,7 +63,7 @@ def test_from_dense_exact_roundtrip(mode, args):
     close(out, x)
 
 
-@settings(max_examples=6)
+@settings(max_examples=4)
 @given(chains)
 def test_from_dense_recovers_planted_rank(args):
     dims, rank, seed = args
@@ -73,7 +73,7 @@ def test_from_dense_recovers_planted_rank(args):
     close(tt.to_dense(f), x, 1e-9)
 
 
-@settings(max_examples=6)
+@settings(max_examples=4)
 @given(chains, st.sampled_from([0.0, 1e-3, 0.1, 0.3, 0.7]))
 def test_from_dense_rtol_bound(args, rtol):
     dims, _, seed = args
@@ -121,7 +121,7 @@ def test_ttmatrix_from_dense_roundtrip_and_matvec_matmul():
 
 # eager: op-by-op dispatch of every example (~25 s); the same checks run compiled by default
 @pytest.mark.parametrize("mode", [pytest.param("eager", marks=pytest.mark.slow), "jit"])
-@settings(max_examples=6)
+@settings(max_examples=4)
 @given(chains)
 def test_algebra_matches_dense(mode, args):
     dims, rank, seed = args
@@ -172,7 +172,7 @@ def test_eval_shape_and_tree_map():
 
 
 @pytest.mark.parametrize("mode", MODES)
-@settings(max_examples=6)
+@settings(max_examples=4)
 @given(chains)
 def test_orthogonalize(mode, args):
     dims, rank, seed = args
@@ -200,7 +200,7 @@ def test_round_removes_redundancy_at_static_rank(mode):
     close(tt.to_dense(r), 2 * tt.to_dense(t))
 
 
-@settings(max_examples=6)
+@settings(max_examples=4)
 @given(chains, st.sampled_from([1e-6, 0.05, 0.3]))
 def test_round_rtol_bound(args, rtol):
     dims, rank, seed = args

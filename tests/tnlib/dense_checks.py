@@ -4,10 +4,14 @@ the dense reference, and running a function eagerly or under jit."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 F64 = jnp.float64
 TOL = 1e-10
-MODES = ["eager", "jit"]
+# Parametrize with MODES: the compiled pass runs in `make test`; the eager pass (the same
+# checks, op by op: several times slower) runs with the slow set in `make test-all`.
+# Eager execution stays covered by default elsewhere (the README tour, the layer tests).
+MODES = [pytest.param("eager", marks=pytest.mark.slow), "jit"]
 
 
 def key(i=0):

@@ -106,7 +106,7 @@ def test_ttmatrix_from_dense_roundtrip_and_matvec_matmul():
     r = tt.random(key(2), (2, 3, 2), 3, F64, col_dims=(3, 2, 4))
     R = tt.to_dense(r)
     v = jax.random.normal(key(3), (24,), F64)
-    for mode in MODES:
+    for mode in ("eager", "jit"):
         close(run(mode, tt.matvec, r, v), R @ v)
     vs = jax.random.normal(key(4), (5, 24), F64)
     close(jax.vmap(tt.matvec, (None, 0))(r, vs), vs @ R.T)
@@ -119,8 +119,7 @@ def test_ttmatrix_from_dense_roundtrip_and_matvec_matmul():
 # ---------------------------------------------------------------------- algebra
 
 
-# eager: op-by-op dispatch of every example (~25 s); the same checks run compiled by default
-@pytest.mark.parametrize("mode", [pytest.param("eager", marks=pytest.mark.slow), "jit"])
+@pytest.mark.parametrize("mode", MODES)
 @settings(max_examples=4)
 @given(chains)
 def test_algebra_matches_dense(mode, args):

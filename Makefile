@@ -19,10 +19,10 @@ demo: $(STAMP)
 	$(BIN)/tnlib run configs/mps_digits.py
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal tests
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m '' tests
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m '' tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check tnlib models experiments configs tests benchmarks paper_figures

@@ -173,3 +173,13 @@ def test_bad_points_and_tangents_raise():
             jnp.zeros(f.shape) for f in x.factors)))
     with pytest.raises(ValueError, match="g"):
         rm.project(x, jnp.zeros((5, 4, 5)))
+
+
+def test_projection_and_retraction_under_vmap_match_one_by_one():
+    x = point(9)
+    zs = jax.random.normal(jax.random.PRNGKey(10), (3,) + x.dims, jnp.float64)
+    batched = jax.jit(jax.vmap(lambda z: rm.retract(x, rm.scale(rm.project(x, z), 1e-2))))(zs)
+    for k in range(3):
+        one = rm.retract(x, rm.scale(project(x, zs[k]), 1e-2))
+        np.testing.assert_allclose(tucker.to_dense(jax.tree.map(lambda a, k=k: a[k], batched)),
+                                   tucker.to_dense(one), atol=1e-10)

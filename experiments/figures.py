@@ -259,10 +259,15 @@ def default_out_dir(quick: bool) -> Path:
 
 def make_figure(name: str, *, quick: bool = False, root: str | Path = "runs",
                 out_dir: str | Path | None = None, plot_only: bool = False,
-                runs: Sequence[RunSpec] | None = None, log=print) -> dict[str, Path]:
+                allow_missing: bool = False, runs: Sequence[RunSpec] | None = None,
+                log=print) -> dict[str, Path]:
     """Run what figure ``name`` is missing (unless ``plot_only``), then plot it.
 
     ``runs`` replaces the figure's own list (e.g. smoke-size runs in a test).
+    ``allow_missing`` (with ``plot_only``) plots the runs that finished and lists the
+    others, with their commands, in a "Not run" section of the ``.md``: a partial figure
+    that says it is partial (e.g. the sizes a CPU could finish). At least one run must
+    have finished.
     Returns ``{"png": ..., "pdf": ..., "md": ...}``, the files written to ``out_dir``
     (default :func:`default_out_dir`).
     """
@@ -279,16 +284,29 @@ def make_figure(name: str, *, quick: bool = False, root: str | Path = "runs",
             ensure_run(spec, root, log=log)
     found = [{"spec": s.config, "overrides": list(s.overrides), "seed": s.seed,
               "dir": s.workdir(root), "command": s.command(root)} for s in specs]
-    missing = [str(r["dir"]) for r in found if not (r["dir"] / "summary.json").is_file()]
-    if missing:
-        raise ConfigError(f"figure {name}: {len(missing)} run(s) have no summary.json, e.g. "
-                          f"{missing[0]}; run `tnlib figures {name}` without --plot-only")
+    missing = [r for r in found if not (r["dir"] / "summary.json").is_file()]
+    if missing and (not allow_missing or len(missing) == len(found)):
+        raise ConfigError(f"figure {name}: {len(missing)} of {len(found)} run(s) have no "
+                          f"summary.json, e.g. {missing[0]['dir']}; run `tnlib figures "
+                          f"{name}` without --plot-only"
+                          + ("" if allow_missing else " (or plot the rest with --allow-missing)"))
     out = Path(out_dir) if out_dir is not None else default_out_dir(quick)
     out.mkdir(parents=True, exist_ok=True)
-    files = script.plot(found, out, quick=quick)
+    files = script.plot([r for r in found if r not in missing], out, quick=quick)
+    if missing:
+        _note_missing(files["md"], missing, len(found))
     log(f"[figures] {name}: {time.perf_counter() - t0:.1f} s; wrote "
         + ", ".join(str(p) for p in files.values()), flush=True)
     return files
+
+
+def _note_missing(md: Path, missing: Sequence[dict[str, Any]], total: int) -> None:
+    """Append the runs a partial figure lacks (``allow_missing``) to its ``.md``."""
+    lines = ["", f"## Not run ({len(missing)} of {total} runs)", "",
+             "This figure is partial: it plots only the runs that finished. The missing "
+             "ones, each reproducible with its command:", "",
+             *(f"- `{r['command']}`" for r in missing), ""]
+    md.write_text(md.read_text().rstrip("\n") + "\n" + "\n".join(lines))
 
 
 # --------------------------------------------------------------------------- CLI
@@ -299,6 +317,7 @@ examples:
   tnlib figures mps_bond_dim --quick       # small runs, minutes on a CPU
   tnlib figures all                         # every figure at full size (GPU)
   tnlib figures core_shapes --plot-only     # re-plot from existing run directories
+  tnlib figures mps_bond_dim --plot-only --allow-missing   # plot the finished runs only
 
 Runs land in <workdir-root>/<config>/<arg>/seed<k>/ exactly as `tnlib run` puts them;
 a run directory with summary.json is reused, a partial one resumes.
@@ -321,6 +340,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "paper_figures/out, or paper_figures/out/quick with --quick)")
     p.add_argument("--plot-only", action="store_true",
                    help="do not run anything; plot from the existing run directories")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="with --plot-only: plot the finished runs and list the missing ones "
+                   "in the .md (a partial figure)")
     return p
 
 
@@ -342,7 +364,7 @@ def command(args: argparse.Namespace) -> int:
             raise ConfigError(f"unknown figure {name!r}; known: {', '.join(FIGURES)}, all")
     for name in names:
         make_figure(name, quick=args.quick, root=args.workdir_root, out_dir=args.out,
-                    plot_only=args.plot_only)
+                    plot_only=args.plot_only, allow_missing=args.allow_missing)
     return 0
 
 

@@ -70,6 +70,22 @@ def test_core_shapes_figure_end_to_end(tmp_path, rank_study_task, capsys):
     assert again["rows"][0] == summary["rows"][0]
     assert [r["greedy"]["shape"] for r in again["rows"]] == \
         [r["greedy"]["shape"] for r in summary["rows"]]
+    # --plot-only with a run missing is an error; --allow-missing plots the rest and
+    # says in the markdown which run is missing and how to make it
+    other = figures.RunSpec("configs/core_shapes.py:smoke", seed=1)
+    with pytest.raises(ConfigError, match="1 of 2 run.*--allow-missing"):
+        figures.make_figure("core_shapes", root=tmp_path / "runs", out_dir=out,
+                            runs=[spec, other], plot_only=True)
+    files = figures.make_figure("core_shapes", root=tmp_path / "runs", out_dir=out,
+                                runs=[spec, other], plot_only=True, allow_missing=True)
+    md = files["md"].read_text()
+    assert "## Not run (1 of 2 runs)" in md
+    assert f"- `{other.command(tmp_path / 'runs')}`" in md.split("## Not run")[1]
+    assert f"{again['rows'][0]['error_ratio']:.4f}" in md.split("## Not run")[0]
+    assert not other.workdir(tmp_path / "runs").exists()  # nothing was run
+    with pytest.raises(ConfigError, match="2 of 2 run"):  # nothing to plot at all
+        figures.make_figure("core_shapes", root=tmp_path / "none", out_dir=out,
+                            runs=[spec, other], plot_only=True, allow_missing=True)
     # a run directory whose config no longer matches is refused, not silently reused
     cfg = json.loads((run / "config.json").read_text())
     cfg["study"]["eval_n_iter"] += 1

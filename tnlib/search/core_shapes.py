@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tnlib import tucker
+from tnlib.search._core_shapes_dp import tt_dp, tucker_dp
 
 __all__ = [
     "RankSelection", "core_shapes", "greedy_core_shapes", "tt_ranks", "greedy_tt_ranks",
@@ -92,7 +93,8 @@ class RankSelection:
 
 
 def _as_array(x, name: str = "x", min_ndim: int = 1) -> np.ndarray:
-    """A finite, non-empty float64 / complex128 numpy array with ``>= min_ndim`` axes."""
+    """A finite, non-empty float64 / complex128 numpy array with ``>= min_ndim`` axes
+    (``x`` itself, not a copy, when it already is one)."""
     try:
         arr = np.asarray(x)
     except Exception as e:  # noqa: BLE001 - any conversion failure is a type error
@@ -105,7 +107,7 @@ def _as_array(x, name: str = "x", min_ndim: int = 1) -> np.ndarray:
         raise ValueError(f"{name} must have at least {min_ndim} axis, got shape {arr.shape}")
     if arr.size == 0:
         raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
-    arr = arr.astype(np.complex128 if np.iscomplexobj(arr) else np.float64)
+    arr = arr.astype(np.complex128 if np.iscomplexobj(arr) else np.float64, copy=False)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite (it has NaN or inf entries)")
     return arr
@@ -162,15 +164,10 @@ def _squared_spectrum(mat: np.ndarray, r: int = 0):
     (columns of singular value 0 are zero)."""
     wide = mat.shape[0] <= mat.shape[1]
     short = mat if wide else mat.T
-    if r:
-        sq, vecs = np.linalg.eigh(_gram(short))
-        sq, vecs = sq[::-1], vecs[:, ::-1][:, :r]
-    else:
-        sq = np.linalg.eigvalsh(_gram(short))[::-1]
-    floor = sq.size * np.finfo(np.float64).eps * max(float(sq[0]), 0.0)
-    sq = np.where(sq > floor, sq, 0.0)
     if not r:
-        return sq
+        return _gram_spectrum(_gram(short))
+    sq, vecs = np.linalg.eigh(_gram(short))
+    sq, vecs = _clip_noise(sq[::-1]), vecs[:, ::-1][:, :r]
     if not wide:  # eigenvectors of conj(mat^H mat): left vectors are mat v / s
         s = np.sqrt(sq[:r])
         vecs = (mat @ vecs.conj()) / np.where(s > 0, s, 1.0) * (s > 0)
@@ -186,11 +183,72 @@ def _leading_vectors(mat: np.ndarray, r: int) -> np.ndarray:
     return vecs[:, ::-1][:, :r]
 
 
+def _clip_noise(sq: np.ndarray) -> np.ndarray:
+    """Descending eigenvalues of a Gram matrix with those below ``k * eps * s_max^2``
+    (rounding noise, negative ones included) set to 0."""
+    floor = sq.size * np.finfo(np.float64).eps * max(float(sq[0]), 0.0)
+    return np.where(sq > floor, sq, 0.0)
+
+
+def _gram_spectrum(gram: np.ndarray) -> np.ndarray:
+    """Squared singular values (descending) from a Gram matrix of the short side."""
+    return _clip_noise(np.linalg.eigvalsh(gram)[::-1])
+
+
+_GROUP = 64  # trailing modes whose joint size is at most this share one Gram matrix
+
+
+def _tucker_grams(x: np.ndarray) -> list[np.ndarray]:
+    """Per mode, the Gram matrix of the mode-``k`` unfolding on its short side (up to
+    conjugation; its eigenvalues are the squared singular values), with few copies of
+    ``x``: mode 0 from ``x.reshape(n_0, -1)``; the trailing modes of joint size at most
+    ``_GROUP`` (or all others, when mode 0 is longer than they are together) as partial
+    traces of one Gram of ``x.reshape(-1, R)``, whose tall shape BLAS handles better than
+    one thin Gram per mode; a middle mode ``x.reshape(a, n_k, b)`` as ``sum_a X_a X_a^H``
+    (one batched product) when ``a <= 256`` and ``b >= 32``, else from the moved-axis
+    copy."""
+    dims, size, n_modes = x.shape, x.size, x.ndim
+    grams: list = [None] * n_modes
+    first = n_modes  # the shared Gram covers modes first..N-1
+    if dims[0] ** 2 > size:  # mode 0 is tall: its short side is that shared Gram
+        first = 1
+    else:
+        while (first > 1 and math.prod(dims[first - 1:]) <= _GROUP
+               and dims[first - 1] ** 2 <= size):  # tall modes need their short side
+            first -= 1
+        first = first if n_modes - first >= 2 else n_modes
+    if first < n_modes:
+        mat = x.reshape(-1, math.prod(dims[first:]))
+        shared = mat.T @ mat.conj()  # [c, c'] = sum_i x[i, c] conj(x[i, c'])
+        if first == 1 and dims[0] ** 2 > size:
+            grams[0] = shared
+        for k in range(first, n_modes):
+            a, b = math.prod(dims[first:k]), math.prod(dims[k + 1:])
+            grams[k] = np.einsum("anbamb->nm", shared.reshape(a, dims[k], b, a, dims[k], b))
+    for k, n in enumerate(dims):
+        if grams[k] is not None:
+            continue
+        a, b = math.prod(dims[:k]), size // (math.prod(dims[:k]) * n)
+        if n > a * b:  # tall middle or last mode: the short side, as _squared_spectrum
+            short = np.moveaxis(x, k, -1).reshape(-1, n)
+            grams[k] = short @ short.conj().T
+        elif k == 0:
+            grams[k] = _gram(x.reshape(n, -1))
+        elif b == 1:
+            mat = x.reshape(-1, n)
+            grams[k] = mat.T @ mat.conj()
+        elif a <= 256 and b >= 32:  # few, wide blocks: cheaper than the copy
+            blocks = x.reshape(a, n, b)
+            grams[k] = np.matmul(blocks, blocks.conj().transpose(0, 2, 1)).sum(axis=0)
+        else:
+            grams[k] = _gram(np.moveaxis(x, k, 0).reshape(n, -1))
+    return grams
+
+
 def _tucker_tails(x: np.ndarray) -> list[np.ndarray]:
     """Tails of the mode-``k`` unfoldings (the spectra of
-    ``tnlib.tucker.multilinear_singular_values``)."""
-    return [_tails(_squared_spectrum(np.moveaxis(x, k, 0).reshape(x.shape[k], -1)))
-            for k in range(x.ndim)]
+    ``tnlib.tucker.multilinear_singular_values``), from :func:`_tucker_grams`."""
+    return [_tails(_gram_spectrum(g)) for g in _tucker_grams(x)]
 
 
 def _tucker_tails_and_bases(x: np.ndarray, caps) -> tuple[list, list]:
@@ -245,74 +303,7 @@ def tt_surrogate(x, ranks) -> float:
     return _bounds(tails, ranks[1:-1])[0]
 
 
-# --------------------------------------------------------------------- Pareto pruning
-
-
-def _prune(key: np.ndarray, cost: np.ndarray, loss: np.ndarray) -> np.ndarray:
-    """Indices of the states not dominated within their ``key``: a state is kept when
-    every other state with the same key and no larger ``cost`` has a larger ``loss``.
-    Exact (integer ranks of the losses, no float offsets)."""
-    if key.size == 0:
-        return np.zeros(0, np.int64)
-    _, level = np.unique(loss, return_inverse=True)
-    order = np.lexsort((level, cost, key))
-    n_levels = int(level.max()) + 1
-    sorted_key = key[order]
-    group = np.cumsum(np.concatenate([[0], sorted_key[1:] != sorted_key[:-1]]))
-    # groups in descending blocks: a running minimum never leaks into the next group
-    v = (int(group[-1]) - group).astype(np.int64) * n_levels + level[order]
-    running = np.minimum.accumulate(v)
-    keep = np.concatenate([[True], v[1:] < running[:-1]])
-    return order[keep]
-
-
-def _trace(parents: list[np.ndarray], choices: list[np.ndarray], index: int) -> list[int]:
-    ranks = []
-    for par, ch in zip(reversed(parents), reversed(choices), strict=True):
-        ranks.append(int(ch[index]))
-        index = int(par[index])
-    return ranks[::-1]
-
-
 # ---------------------------------------------------------------------- Tucker (DP)
-
-
-def _tucker_dp(dims, tails, budget: int, consistent: bool) -> tuple[int, ...]:
-    """Exact minimizer of ``sum_k tails[k][r_k]`` under the Tucker budget.
-
-    After mode ``k`` a state is (core product ``p``, largest rank ``m``, factor
-    parameters ``f``, loss); feasibility needs ``p + f + sum_{j > k} n_j <= budget``.
-    Two states with the same ``(p, m)`` have the same future, so the one with more
-    ``f`` and no smaller loss is dropped. ``consistent`` keeps only shapes with
-    ``r_k <= prod_{j != k} r_j`` (``max r^2 <= prod r``): a larger rank is unusable."""
-    n_modes = len(dims)
-    rest = np.cumsum([0, *dims[::-1]])[::-1][1:]  # rest[k] = sum_{j > k} n_j
-    p = np.ones(1, np.int64)
-    m = np.ones(1, np.int64)
-    f = np.zeros(1, np.int64)
-    loss = np.zeros(1)
-    parents, choices = [], []
-    for k in range(n_modes):
-        r = np.arange(1, len(tails[k]), dtype=np.int64)
-        new_p = (p[:, None] * r[None, :]).ravel()
-        new_f = (f[:, None] + dims[k] * r[None, :]).ravel()
-        ok = new_p + new_f + rest[k] <= budget
-        parent = np.repeat(np.arange(p.size), r.size)[ok]
-        choice = np.tile(r, p.size)[ok]
-        p, f = new_p[ok], new_f[ok]
-        m = np.maximum(m[parent], choice) if consistent else m[parent]
-        loss = loss[parent] + tails[k][choice]
-        if k == n_modes - 1:
-            fits = (m * m <= p) if consistent else np.ones(p.size, bool)
-            keep = np.flatnonzero(fits)
-        else:
-            keep = _prune(p * (max(len(t) for t in tails) + 1) + m, f, loss)
-        p, m, f, loss = p[keep], m[keep], f[keep], loss[keep]
-        parents.append(parent[keep])
-        choices.append(choice[keep])
-    params = p + f
-    best = int(np.lexsort((params, loss))[0])
-    return tuple(_trace(parents, choices, best))
 
 
 def _caps(dims, budget: int) -> list[int]:
@@ -411,7 +402,7 @@ def core_shapes(x, budget: int, *, objective: str = "surrogate",
     if objective == "hosvd":
         ranks, total = _hosvd_energy_search(x, dims, budget, consistent)
     else:
-        ranks = _tucker_dp(dims, tails, budget, consistent)
+        ranks = tucker_dp(dims, tails, budget, consistent)
         total = _bounds(tails, ranks)[0]
         if refine:
             top = [min(r + refine, c, b.shape[1]) for r, c, b in zip(ranks, caps, bases,
@@ -525,39 +516,6 @@ def greedy_core_shapes(x, budget: int, *, method: str = "hooi", n_iter: int = 2
 # ------------------------------------------------------------------------------- TT
 
 
-def _tt_dp(dims, tails, budget: int) -> tuple[int, ...]:
-    """Exact minimizer of ``sum_k tails[k][r_k]`` over bond ranks under the TT budget.
-
-    A state after bond ``k`` is (``r_k``, parameters of cores ``1..k``, loss); bonds
-    are kept consistent (``r_k <= r_{k-1} n_k`` and ``r_{k-1} <= n_k r_k``: a larger
-    bond cannot be realized) and states with the same ``r_k`` are pruned to the
-    Pareto front of (parameters, loss)."""
-    n_sites = len(dims)
-    rest = np.cumsum([0, *dims[::-1]])[::-1][1:]  # rest[k] = sum_{j > k} n_j
-    r_prev = np.ones(1, np.int64)
-    cost = np.zeros(1, np.int64)
-    loss = np.zeros(1)
-    parents, choices = [], []
-    for k in range(n_sites - 1):  # bond k sits between sites k and k + 1
-        r = np.arange(1, len(tails[k]), dtype=np.int64)
-        a, b = r_prev[:, None], r[None, :]
-        new_cost = (cost[:, None] + a * dims[k] * b).ravel()
-        # the next core costs at least r_k n_{k+1}, the later ones at least n_j
-        ok = ((b <= a * dims[k]) & (a <= dims[k] * b)).ravel()
-        ok &= new_cost + (b * dims[k + 1]).repeat(r_prev.size, 0).ravel() + rest[k + 1] <= budget
-        parent = np.repeat(np.arange(r_prev.size), r.size)[ok]
-        choice = np.tile(r, r_prev.size)[ok]
-        cost, loss = new_cost[ok], loss[parent] + tails[k][choice]
-        keep = _prune(choice, cost, loss)
-        r_prev, cost, loss = choice[keep], cost[keep], loss[keep]
-        parents.append(parent[keep])
-        choices.append(choice[keep])
-    params = cost + r_prev * dims[-1]
-    fits = np.flatnonzero((params <= budget) & (r_prev <= dims[-1]))
-    best = int(fits[np.lexsort((params[fits], loss[fits]))[0]])
-    return (1, *_trace(parents, choices, best), 1)
-
-
 def tt_ranks(x, budget: int) -> RankSelection:
     """TT bond ranks of ``x`` under a parameter budget, from the singular values of its
     sequential unfoldings (the ``core_shapes`` idea for tensor trains).
@@ -580,7 +538,7 @@ def tt_ranks(x, budget: int) -> RankSelection:
     budget = _check_budget(budget, sum(dims), f"a tensor train of a {dims} tensor")
     tails = _tt_tails(x)
     normsq = float(np.vdot(x, x).real)
-    ranks = _tt_dp(dims, tails, budget)
+    ranks = tt_dp(dims, tails, budget)
     total, worst = _bounds(tails, ranks[1:-1])
     return RankSelection(ranks, tt_params(dims, ranks), budget, _rel(total, normsq),
                          _rel(worst, normsq), 0, "tt_ranks")

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from tnlib import _features, linalg
+from tnlib import _features, _tt_sweeps, linalg
 from tnlib._validate import check_cores as _check_cores
 from tnlib._validate import check_dims as _check_dims
 from tnlib._validate import rank_sequence as _rank_sequence
@@ -303,57 +303,39 @@ def hadamard(a, b):
     return TensorTrain(tuple(cores))
 
 
-def _transfer(env, x, y):
-    """One step of ``<x|y>``: ``env (ra, rb)`` through conj(x) ``(ra,n,ra')`` and y."""
-    t = jnp.einsum("ab,bnd->and", env, y)
-    return jnp.einsum("anc,and->cd", jnp.conj(x), t)
+_transfer = _tt_sweeps.transfer  # one step of <x|y> (also used by tnlib._riemannian_tt)
+_compute_dtype = _tt_sweeps.compute_dtype  # at least float32
+_acc_dtype = _tt_sweeps.acc_dtype  # the running log-scale's real dtype
 
 
 def inner(a, b):
-    """``<a, b> = sum conj(a) * b`` (the first argument is conjugated)."""
+    """``<a, b> = sum conj(a) * b`` (the first argument is conjugated).
+
+    Transfer-matrix sweep; the ends of the chain, where the dense unfolding is no
+    larger than the bond environment, are contracted densely (one GEMM per site)."""
     check(a, "a")
     check(b, "b")
     _check_same_dims(a, b)
     if isinstance(a, TTMatrix):
         a, b = (TensorTrain(tuple(c.reshape(c.shape[0], -1, c.shape[-1]) for c in t.cores))
                 for t in (a, b))
-    env = jnp.ones((1, 1), jnp.result_type(a.dtype, b.dtype))
-    for x, y in zip(a.cores, b.cores, strict=True):
-        env = _transfer(env, x, y)
-    return env[0, 0]
+    dt = jnp.result_type(a.dtype, b.dtype)
+    return _tt_sweeps.inner([c.astype(dt) for c in a.cores], [c.astype(dt) for c in b.cores])
 
 
 def log_norm(tt):
     """``log ||tt||_F``, computed with a running rescaling: finite for any length.
 
-    Chains of uniform bond dimension are swept with ``lax.scan`` over stacked cores.
+    Chains of uniform bond dimension and at least ``_tt_sweeps.SCAN_MIN_SITES`` (64)
+    sites are swept with ``lax.scan`` over stacked cores (compile time independent of
+    the length); shorter ones site by site (faster on CPU). Computed in at least
+    float32 (bfloat16 / float16 cores are promoted).
     """
     check(tt)
     if isinstance(tt, TTMatrix):
         tt = TensorTrain(tuple(c.reshape(c.shape[0], -1, c.shape[-1]) for c in tt.cores))
-    dt = _compute_dtype(tt.dtype)
-    real = _acc_dtype(dt)
-
-    def step(carry, core):
-        env, acc = carry
-        core = core.astype(dt)
-        env = _transfer(env, core, core)
-        s = jnp.max(jnp.abs(env))
-        s = jnp.where(s > 0, s, 1.0)
-        return (env / s, acc + jnp.log(s).astype(real)), None
-
-    stacked = stack(tt)
-    r = tt.cores[0].shape[-1] if stacked is not None else 1
-    env0 = jnp.zeros((r, r), dt).at[0, 0].set(1)
-    carry = (env0, jnp.zeros((), real))
-    if stacked is not None:
-        (env, acc), _ = jax.lax.scan(step, carry, stacked)
-    else:
-        for core in tt.cores:
-            carry, _ = step(carry, core)
-        env, acc = carry
-    # -inf for the zero tensor, with a zero (not NaN) derivative
-    return 0.5 * (acc + linalg._safe_log(jnp.abs(jnp.real(env[0, 0]))))
+    long = tt.n_sites >= _tt_sweeps.SCAN_MIN_SITES
+    return _tt_sweeps.log_norm(tt.cores, stack(tt) if long else None)
 
 
 def norm(tt):
@@ -417,7 +399,14 @@ def round(tt: TensorTrain, max_rank: int | None = None, rtol: float | None = Non
         abs_tol = rtol * jnp.linalg.norm(cores[-1].ravel()) / math.sqrt(L - 1)
     for k in range(L - 1, 0, -1):
         _, n, r = cores[k].shape
-        u, s, vh = linalg.svd(cores[k].reshape(-1, n * r))
+        mat = cores[k].reshape(-1, n * r)
+        if mat.shape[0] < mat.shape[1]:
+            # wide: decompose the transpose, which LAPACK reduces by its own QR, and
+            # spare linalg.svd's extra QR and product (mat = vht^T s ut^T)
+            ut, s, vht = linalg.svd(mat.T)
+            u, vh = vht.T, ut.T
+        else:
+            u, s, vh = linalg.svd(mat)
         keep = s.shape[-1] if max_rank is None else min(max_rank, s.shape[-1])
         if abs_tol is not None and max_rank is None:
             keep = linalg.tolerance_rank(s, abs_tol)
@@ -460,20 +449,21 @@ def matvec(ttm: TTMatrix, x):
 
 
 def matmul(ttm: TTMatrix, tt: TensorTrain) -> TensorTrain:
-    """``ttm @ tt``: a TT-matrix applied to a TT; ranks multiply (round afterwards)."""
+    """``ttm @ tt``: a TT-matrix applied to a TT; ranks multiply (round afterwards).
+
+    Output core ``k`` has shape ``(a c, m, b d)`` for cores ``(a, m, n, b)`` and
+    ``(c, n, d)``, dtype ``jnp.result_type`` of the two (bfloat16 / float16 computed
+    in float32 for mode sizes up to 8)."""
     check(ttm, "ttm")
     check(tt, "tt")
     if not isinstance(ttm, TTMatrix) or not isinstance(tt, TensorTrain):
         raise TypeError("matmul(ttm, tt) takes a TTMatrix and a TensorTrain")
     if ttm.col_dims != tt.dims:
         raise ValueError(f"ttm.col_dims {ttm.col_dims} do not match tt.dims {tt.dims}")
-    cores = []
-    for a, b in zip(ttm.cores, tt.cores, strict=True):
-        # contract in dot order, then one explicit transpose: 2-6x faster on CPU than
-        # einsum straight to "acmbd" (benchmarks/peers_tt.py, 32 sites, bond 64 x 4)
-        z = jnp.einsum("amnb,cnd->ambcd", a, b).transpose(0, 3, 1, 2, 4)
-        cores.append(z.reshape(a.shape[0] * b.shape[0], a.shape[1], a.shape[-1] * b.shape[-1]))
-    return TensorTrain(tuple(cores))
+    # site k: (a, m, n, b) x (c, n, d) -> (a c, m, b d); small n as one fused
+    # multiply-add loop writing the output in order (see tnlib/_tt_sweeps.py)
+    return TensorTrain(tuple(_tt_sweeps.matmul_core(a, b)
+                             for a, b in zip(ttm.cores, tt.cores, strict=True)))
 
 
 # ---------------------------------------------------- long chains and feature maps
@@ -500,18 +490,6 @@ def stack(tt: TensorTrain):
         parts.append(jnp.stack(tt.cores[1:-1]).astype(dt))
     parts.append(last[None].astype(dt))
     return jnp.concatenate(parts, axis=0)
-
-
-def _compute_dtype(dtype):
-    """Sweeps compute in at least float32: bfloat16 / float16 cores are stored as
-    given but accumulated in float32, as accelerator matmuls do."""
-    return jnp.promote_types(dtype, jnp.float32)
-
-
-def _acc_dtype(dtype):
-    """Real dtype of the running log-scale: at least float32 (a bfloat16 sum over
-    hundreds of sites would lose the scale)."""
-    return jnp.promote_types(jnp.finfo(dtype).dtype, jnp.float32)
 
 
 def feature_method(n_sites: int, bond: int, batch: int = 1, method: str = "auto") -> str:

@@ -282,6 +282,10 @@ def make_figure(name: str, *, quick: bool = False, root: str | Path = "runs",
             spec.load()  # every config error before the first run starts
         for spec in specs:
             ensure_run(spec, root, log=log)
+    else:  # runs finished by `tnlib run` may lack the files a figure derives from them
+        for spec in specs:
+            if (spec.workdir(root) / "summary.json").is_file():
+                _write_model_cost(spec.load(), spec.workdir(root))
     found = [{"spec": s.config, "overrides": list(s.overrides), "seed": s.seed,
               "dir": s.workdir(root), "command": s.command(root)} for s in specs]
     missing = [r for r in found if not (r["dir"] / "summary.json").is_file()]

@@ -83,8 +83,10 @@ def plot(runs, out_dir, *, quick: bool = False):
     dense = fronts.get("dense")
     comp_rows, headline = [], "dense or BTT runs are missing"
     if dense is not None and hi > lo:
-        grid = [math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * k / 19)
-                for k in range(20)]
+        # log-spaced, with the ends exactly lo and hi (exp(log(lo)) can fall an ulp
+        # outside a frontier, where the interpolation is undefined)
+        grid = [lo] + [math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * k / 19)
+                       for k in range(1, 19)] + [hi]
         for layer, front in fronts.items():
             at_hi, d_hi = _at(front, hi), _at(dense, hi)
             wins = sum(_at(front, c) < _at(dense, c) for c in grid)

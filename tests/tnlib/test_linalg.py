@@ -14,7 +14,12 @@ KW = dict(order=1, modes=("fwd", "rev"), atol=1e-6, rtol=1e-6)
 
 
 def rand(shape, seed=0, dtype=F64):
-    return jax.random.normal(jax.random.PRNGKey(seed), shape, dtype)
+    """Gaussian entries drawn by numpy (jax.random compiles a sampler for every shape)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        x = (x + 1j * rng.standard_normal(shape)) / np.sqrt(2)
+    return jnp.asarray(x, dtype)
 
 
 @pytest.mark.parametrize("shape", [(5, 3), (3, 5), (4, 4), (2, 6, 3)])
@@ -31,10 +36,13 @@ def test_svd_reconstructs_and_matches_numpy(shape, dtype):
 def test_svd_gradients_match_finite_differences(shape):
     a = rand(shape, 2)
     # Gauge-invariant functions of the factors: singular values, projectors, truncation.
-    check_grads(lambda a: linalg.svd(a)[1], (a,), **KW)
-    check_grads(lambda a: (lambda u, s, vh: u[:, :2] @ (s[:2, None] * vh[:2]))(*linalg.svd(a)),
-                (a,), **KW)
-    check_grads(lambda a: jnp.abs(linalg.svd(a)[0][:, 0]), (a,), **KW)
+    # Jitted: check_grads evaluates each function and its derivatives several times, and
+    # a compiled function is reused where an eager one re-dispatches every op.
+    jit = jax.jit
+    check_grads(jit(lambda a: linalg.svd(a)[1]), (a,), **KW)
+    check_grads(jit(lambda a: (lambda u, s, vh: u[:, :2] @ (s[:2, None] * vh[:2]))(
+        *linalg.svd(a))), (a,), **KW)
+    check_grads(jit(lambda a: jnp.abs(linalg.svd(a)[0][:, 0])), (a,), **KW)
 
 
 def test_svd_gradients_agree_with_jax_when_nondegenerate():
@@ -42,23 +50,25 @@ def test_svd_gradients_agree_with_jax_when_nondegenerate():
     f_ours = lambda a: jnp.sum(jnp.sin(linalg.svd(a)[0] * linalg.svd(a)[2][:, :1].T))
     f_jax = lambda a: jnp.sum(jnp.sin(jnp.linalg.svd(a, full_matrices=False)[0]
                                       * jnp.linalg.svd(a, full_matrices=False)[2][:, :1].T))
-    np.testing.assert_allclose(jax.grad(f_ours)(a), jax.grad(f_jax)(a), atol=1e-8)
+    np.testing.assert_allclose(jax.jit(jax.grad(f_ours))(a), jax.jit(jax.grad(f_jax))(a),
+                               atol=1e-8)
 
 
 def test_svd_gradient_finite_for_repeated_and_zero_singular_values():
-    q1, _ = jnp.linalg.qr(rand((6, 6), 4))
-    q2, _ = jnp.linalg.qr(rand((5, 5), 5))
-    s = jnp.array([2.0, 1.0, 1.0, 0.0, 0.0])  # repeated and zero values
-    a = q1[:, :5] @ jnp.diag(s) @ q2.T
-    jax_grad = jax.grad(lambda a: jnp.sum(jnp.linalg.svd(a, full_matrices=False)[0]))(a)
+    q1, _ = np.linalg.qr(np.asarray(rand((6, 6), 4)))  # built in numpy: no eager op to compile
+    q2, _ = np.linalg.qr(np.asarray(rand((5, 5), 5)))
+    s = np.array([2.0, 1.0, 1.0, 0.0, 0.0])  # repeated and zero values
+    a = jnp.asarray(q1[:, :5] @ np.diag(s) @ q2.T)
+    # (derivatives jitted: one program each instead of op-by-op dispatch)
+    jax_grad = jax.jit(jax.grad(lambda a: jnp.sum(jnp.linalg.svd(a, full_matrices=False)[0])))(a)
     # the failure we guard against: JAX's own derivative is infinite or astronomically large
     jg = np.asarray(jax_grad)
     assert not np.all(np.isfinite(jg)) or np.abs(jg).max() > 1e10
     for k in (2, 3, 5):
         f = lambda a, k=k: jnp.sum(linalg.truncated_svd(a, k)[0] ** 3)
-        assert np.all(np.isfinite(np.asarray(jax.grad(f)(a))))
+        assert np.all(np.isfinite(np.asarray(jax.jit(jax.grad(f))(a))))
     # Gauge-invariant quantity: exact gradient of ||A_k||_F^2 is 2 A_k when s_k > s_{k+1}.
-    g = jax.grad(lambda a: jnp.sum(linalg.truncated_svd(a, 3)[1] ** 2))(a)
+    g = jax.jit(jax.grad(lambda a: jnp.sum(linalg.truncated_svd(a, 3)[1] ** 2)))(a)
     np.testing.assert_allclose(g, 2 * a, atol=1e-10)
 
 
@@ -72,13 +82,13 @@ def test_qr_tall_square_wide(shape):
     np.testing.assert_allclose(jnp.swapaxes(q, -1, -2) @ q, np.broadcast_to(np.eye(k), q.shape[:-2]
                                + (k, k)), atol=1e-12)
     assert np.allclose(np.tril(np.asarray(r)[..., :, :k], -1), 0)
-    check_grads(lambda a: linalg.qr(a)[0] @ linalg.qr(a)[1], (a,), **KW)
-    check_grads(lambda a: linalg.qr(a)[1], (a,), **KW)
+    check_grads(jax.jit(lambda a: linalg.qr(a)[0] @ linalg.qr(a)[1]), (a,), **KW)  # compiled once
+    check_grads(jax.jit(lambda a: linalg.qr(a)[1]), (a,), **KW)
 
 
 def test_qr_gradient_finite_when_rank_deficient():
     a = rand((5, 1), 7) @ rand((1, 3), 8)  # rank 1, R has zero diagonal entries
-    g = jax.grad(lambda a: jnp.sum(linalg.qr(a)[0][:, 0]) + jnp.sum(linalg.qr(a)[1][0]))(a)
+    g = jax.jit(jax.grad(lambda a: jnp.sum(linalg.qr(a)[0][:, 0]) + jnp.sum(linalg.qr(a)[1][0])))(a)
     assert np.all(np.isfinite(np.asarray(g)))
 
 

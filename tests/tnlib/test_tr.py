@@ -99,12 +99,15 @@ def test_random_vmap_batch_and_eval_shape():
 
 def test_check_grads():
     a, b = make((3, 2, 4), (2, 3, 2), 0), make((3, 2, 4), 2, 1)
+    # numpy leaves: check_grads perturbs the inputs with numpy arithmetic (on jax arrays
+    # every perturbation would compile an eager add / subtract per core shape)
+    a, b = jax.tree.map(np.asarray, (a, b))
     kw = dict(order=1, modes=("rev", "fwd"), atol=1e-6, rtol=1e-6)
     # jitted so the many small derivative programs compile once each (CPU budget)
     check_grads(jax.jit(tr.to_dense), (a,), **kw)
     check_grads(jax.jit(tr.inner), (a, b), **kw)
     check_grads(jax.jit(tr.norm), (a,), **kw)
-    x = normal(9, (3, 4, 3))
+    x = np.asarray(normal(9, (3, 4, 3)))
     check_grads(jax.jit(lambda x: tr.to_dense(tr.from_dense(x, max_rank=2))), (x,),
                 **dict(kw, modes=("rev",)))
 

@@ -412,14 +412,15 @@ def _refit(x):
 def test_check_grads():
     # Reverse mode transposes the linearization that forward mode evaluates, so "rev"
     # alone checks the custom SVD/QR derivatives too; compiling the derivative
-    # programs is what these checks cost, so each is done once.
+    # programs is what these checks cost, so each is done once, on jitted functions
+    # (check_grads evaluates them several times; eagerly every op would be re-dispatched).
     a, b = net(GRAD_TREE, 2, dims=(2, 3, 2)), net(GRAD_TREE, 3, 1, dims=(2, 3, 2))
     kw = dict(order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
     contractions = lambda a, b: (tree.to_dense(a), tree.inner(a, b), tree.norm(a))  # noqa: E731
-    check_grads(contractions, (a, b), **kw)
-    check_grads(_refit, (gaussian((3, 2, 2), 18),), **kw)
+    check_grads(jax.jit(contractions), (a, b), **kw)
+    check_grads(jax.jit(_refit), (gaussian((3, 2, 2), 18),), **kw)
     # round = orthogonalize (QR) + node SVDs + projections
-    check_grads(lambda t: tree.to_dense(tree.round(t, max_rank=2)), (b,), **kw)
+    check_grads(jax.jit(lambda t: tree.to_dense(tree.round(t, max_rank=2))), (b,), **kw)
 
 
 def test_gradients_finite_at_degenerate_spectra():

@@ -24,8 +24,22 @@ chains = st.tuples(
 )
 
 
-def make(dims, rank, seed, dtype=F64):
-    return tt.random(key(seed), dims, rank, dtype)
+def make(dims, rank, seed, dtype=F64, col_dims=None):
+    """A TT with ``tt.random``'s shapes and scaling, drawn by numpy: eager jax.random
+    compiles a sampler for every core shape (``tt.random`` itself is tested below)."""
+    shapes = jax.eval_shape(lambda k: tt.random(k, dims, rank, dtype, col_dims=col_dims), key(0))
+    rng = np.random.default_rng(seed)
+    cores = tuple(
+        jnp.asarray(rng.standard_normal(c.shape)
+                    / math.sqrt(math.prod(c.shape[1:-1]) * math.sqrt(c.shape[0] * c.shape[-1])),
+                    dtype)
+        for c in shapes.cores)
+    return type(shapes)(cores)
+
+
+def gauss(seed, shape):
+    """A float64 Gaussian array drawn by numpy (see ``make``)."""
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(tuple(shape)), F64)
 
 
 def ncon_dense(t):
@@ -47,7 +61,7 @@ def ncon_dense(t):
 @given(chains)
 def test_random_dense_matches_ncon_and_shapes(args):
     dims, rank, seed = args
-    t = make(dims, rank, seed)
+    t = tt.random(key(seed), dims, rank, F64)
     assert t.dims == tuple(dims)
     assert t.ranks[0] == t.ranks[-1] == 1
     close(tt.to_dense(t), ncon_dense(t))
@@ -58,7 +72,7 @@ def test_random_dense_matches_ncon_and_shapes(args):
 @given(chains)
 def test_from_dense_exact_roundtrip(mode, args):
     dims, _, seed = args
-    x = jax.random.normal(key(seed), tuple(dims), F64)
+    x = gauss(seed, tuple(dims))
     out = run(mode, lambda x: tt.to_dense(tt.from_dense(x)), x)
     close(out, x)
 
@@ -77,7 +91,7 @@ def test_from_dense_recovers_planted_rank(args):
 @given(chains, st.sampled_from([0.0, 1e-3, 0.1, 0.3, 0.7]))
 def test_from_dense_rtol_bound(args, rtol):
     dims, _, seed = args
-    x = jax.random.normal(key(seed), tuple(dims), F64)
+    x = gauss(seed, tuple(dims))
     f = tt.from_dense(x, rtol=rtol)
     err = jnp.linalg.norm(tt.to_dense(f) - x) / jnp.linalg.norm(x)
     assert float(err) <= rtol + 1e-12
@@ -91,7 +105,7 @@ def test_from_dense_rtol_shrinks_ranks_and_is_minimal_on_low_rank():
 
 
 def test_from_dense_rtol_and_max_rank_under_jit_zeroes_only():
-    x = jax.random.normal(key(3), (4, 4, 4), F64)
+    x = gauss(3, (4, 4, 4))
     f = jax.jit(lambda x: tt.from_dense(x, max_rank=4, rtol=0.5))(x)
     assert f.ranks == (1, 4, 4, 1)  # static shapes
     err = jnp.linalg.norm(tt.to_dense(f) - x) / jnp.linalg.norm(x)
@@ -99,16 +113,16 @@ def test_from_dense_rtol_and_max_rank_under_jit_zeroes_only():
 
 
 def test_ttmatrix_from_dense_roundtrip_and_matvec_matmul():
-    m = jax.random.normal(key(1), (2 * 3 * 2, 3 * 2 * 4), F64)
+    m = gauss(1, (2 * 3 * 2, 3 * 2 * 4))
     ttm = tt.from_dense(m, row_dims=(2, 3, 2), col_dims=(3, 2, 4))
     assert isinstance(ttm, tt.TTMatrix) and ttm.shape == m.shape
     close(tt.to_dense(ttm), m)
-    r = tt.random(key(2), (2, 3, 2), 3, F64, col_dims=(3, 2, 4))
+    r = make((2, 3, 2), 3, 2, col_dims=(3, 2, 4))
     R = tt.to_dense(r)
-    v = jax.random.normal(key(3), (24,), F64)
+    v = gauss(3, (24,))
     for mode in ("eager", "jit"):
         close(run(mode, tt.matvec, r, v), R @ v)
-    vs = jax.random.normal(key(4), (5, 24), F64)
+    vs = gauss(4, (5, 24))
     close(jax.vmap(tt.matvec, (None, 0))(r, vs), vs @ R.T)
     close(jax.jit(tt.matvec)(r, vs), vs @ R.T)  # leading batch axes, the batch in the GEMMs
     close(tt.matvec(r, vs.reshape(5, 1, 24)), (vs @ R.T).reshape(5, 1, 12))
@@ -151,7 +165,7 @@ def test_operations_under_vmap_over_a_batch_of_trains():
     close(jax.vmap(tt.inner)(batch, batch), jnp.sum(dense**2, axis=(1, 2, 3)))
     rounded = jax.vmap(lambda t: tt.to_dense(tt.round(tt.add(t, t), max_rank=2)))(batch)
     close(rounded, 2 * dense)
-    feats = jax.random.normal(key(8), (4, 3, 4), F64)  # non-uniform dims: list path
+    feats = gauss(8, (4, 3, 4))  # non-uniform dims: list path
     vals = jax.vmap(lambda t, f: tt.contract_features(t, [f[0, :3], f[1, :2], f[2]]))(
         batch, feats)
     ref = jnp.einsum("zabc,za,zb,zc->z", dense, feats[:, 0, :3], feats[:, 1, :2], feats[:, 2])
@@ -212,7 +226,7 @@ def test_round_rtol_bound(args, rtol):
 
 def test_round_max_rank_is_quasi_optimal():
     # TT-rounding error is within sqrt(L-1) of the best error at that rank for each bond.
-    x = jax.random.normal(key(2), (4, 4, 4, 4), F64)
+    x = gauss(2, (4, 4, 4, 4))
     full = tt.from_dense(x)
     r = tt.round(full, max_rank=3)
     err = float(jnp.linalg.norm(tt.to_dense(r) - x))
@@ -230,7 +244,7 @@ def test_round_max_rank_is_quasi_optimal():
 @pytest.mark.parametrize("dims,rank", [((2,) * 6, 3), ((3, 3, 3, 3), 2), ((2, 3, 2), (2, 3))])
 def test_contract_features_matches_dense_and_ncon(mode, dims, rank):
     t = make(dims, rank, 4)
-    feats = [jax.random.normal(key(10 + k), (n,), F64) for k, n in enumerate(dims)]
+    feats = [gauss(10 + k, (n,)) for k, n in enumerate(dims)]
     arg = jnp.stack(feats) if len(set(dims)) == 1 else feats
     mant, log_scale = run(mode, tt.contract_features, t, arg)
     dense = tt.to_dense(t)
@@ -262,10 +276,13 @@ def test_stack_pads_boundaries_exactly():
 
 def test_check_grads_core_operations():
     a, b = make((3, 2, 4), 2, 0), make((3, 2, 4), 3, 1)
-    feats = jax.random.normal(key(3), (3, 2), F64)
+    feats = gauss(3, (3, 2))
     u = make((2, 2, 2), 2, 5)
-    ttm = tt.random(key(6), (2, 3), 2, F64, col_dims=(3, 2))
-    v = jax.random.normal(key(7), (6,), F64)
+    ttm = make((2, 3), 2, 6, col_dims=(3, 2))
+    v = gauss(7, (6,))
+    # numpy leaves: check_grads perturbs the inputs with numpy arithmetic (on jax arrays
+    # every perturbation would compile an eager add / subtract per shape)
+    a, b, feats, u, ttm, v = jax.tree.map(np.asarray, (a, b, feats, u, ttm, v))
     kw = dict(order=1, modes=("rev", "fwd"), atol=1e-6, rtol=1e-6)
     jit = jax.jit  # one compilation per function instead of op-by-op dispatch
     check_grads(jit(tt.inner), (a, b), **kw)
@@ -277,7 +294,7 @@ def test_check_grads_core_operations():
     check_grads(jit(tt.matvec), (ttm, v), **kw)
     check_grads(jit(lambda t: tt.to_dense(tt.orthogonalize(t, 1))), (a,), **kw)
     check_grads(jit(lambda t: tt.to_dense(tt.round(t, max_rank=2))), (b,), **kw)
-    x = jax.random.normal(key(9), (3, 4, 3), F64)
+    x = np.asarray(gauss(9, (3, 4, 3)))
     check_grads(jit(lambda x: tt.to_dense(tt.from_dense(x, max_rank=2))), (x,), **kw)
 
 

@@ -85,6 +85,13 @@ def plot(runs, out_dir, *, quick: bool = False):
             why += (f" The {SERIES.get(task, task)} error is not monotone in the bond "
                     f"dimension ({'; '.join(ups)}): one seed per point, and the schedule follows "
                     f"one rule, not tuned per point (learning rates {lrs}).")
+    sweeps = [r for _, _, r in ours if r["config"]["task"] == "sweep"]
+    if sweeps:
+        t = sweeps[0]["config"]["train"]
+        why += (f" The DMRG-style runs make {t['num_sweeps']} sweeps of {t['local_steps']} "
+                f"gradient steps per bond (step {t['lr']:g}, momentum {t['momentum']:g}, "
+                f"{t['loss']} cost, singular values below {t['cutoff']:g} of the largest "
+                "dropped): our settings, not matched to the paper's.")
     if quick:
         r0 = ours[0][2]
         why += (f" Quick mode trains on {r0['summary']['n_train']} images for "

@@ -29,3 +29,24 @@ def close(a, b, tol=TOL):
 def run(mode, f, *args):
     """``f(*args)`` eagerly (``mode="eager"``) or through ``jax.jit`` (``"jit"``)."""
     return f(*args) if mode == "eager" else jax.jit(f)(*args)
+
+
+def np_tt(dims, rank, seed, dtype=F64, col_dims=None):
+    """A TT (or TT-matrix) with ``tt.random``'s shapes and scaling, drawn by numpy
+    (complex dtypes get independent real and imaginary parts): eager ``jax.random``
+    compiles a sampler for every core shape (``tt.random`` itself is tested in
+    test_tt.py)."""
+    import math
+
+    from tnlib import tt
+
+    shapes = jax.eval_shape(lambda k: tt.random(k, dims, rank, dtype, col_dims=col_dims), key(0))
+    rng = np.random.default_rng(seed)
+    cores = []
+    for c in shapes.cores:
+        x = rng.standard_normal(c.shape)
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            x = (x + 1j * rng.standard_normal(c.shape)) / math.sqrt(2)
+        std = 1.0 / math.sqrt(math.prod(c.shape[1:-1]) * math.sqrt(c.shape[0] * c.shape[-1]))
+        cores.append(jnp.asarray(std * x, dtype))
+    return type(shapes)(tuple(cores))

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensornetwork as tn
-from dense_checks import F64, MODES, close, key, run
+from dense_checks import F64, MODES, close, key, np_tt, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
@@ -24,17 +24,7 @@ chains = st.tuples(
 )
 
 
-def make(dims, rank, seed, dtype=F64, col_dims=None):
-    """A TT with ``tt.random``'s shapes and scaling, drawn by numpy: eager jax.random
-    compiles a sampler for every core shape (``tt.random`` itself is tested below)."""
-    shapes = jax.eval_shape(lambda k: tt.random(k, dims, rank, dtype, col_dims=col_dims), key(0))
-    rng = np.random.default_rng(seed)
-    cores = tuple(
-        jnp.asarray(rng.standard_normal(c.shape)
-                    / math.sqrt(math.prod(c.shape[1:-1]) * math.sqrt(c.shape[0] * c.shape[-1])),
-                    dtype)
-        for c in shapes.cores)
-    return type(shapes)(cores)
+make = np_tt  # numpy-drawn TTs with tt.random's shapes and scaling
 
 
 def gauss(seed, shape):

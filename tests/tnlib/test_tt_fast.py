@@ -7,7 +7,7 @@ and grad, bfloat16 / float32 long chains finite."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-from dense_checks import F64, close, key
+from dense_checks import F64, close, key, np_tt
 from jax.test_util import check_grads
 
 from tnlib import _tt_sweeps, tt
@@ -40,7 +40,7 @@ def dense(t):
 
 
 def test_inner_norm_short_chains_match_dense():
-    pairs = [(tt.random(key(2 * i), d, r, C128), tt.random(key(2 * i + 1), d, r, C128))
+    pairs = [(np_tt(d, r, 2 * i, C128), np_tt(d, r, 2 * i + 1, C128))
              for i, (d, r) in enumerate(SHORT)]
     got = jax.jit(lambda ps: [(tt.inner(a, b), tt.log_norm(a)) for a, b in ps])(pairs)
     for (a, b), (ip, lnorm) in zip(pairs, got, strict=True):
@@ -53,7 +53,7 @@ def test_scan_matches_unrolled_sweep(monkeypatch):
     # with the threshold lowered, this uniform chain takes the scan; the same cores through
     # the site-by-site sweep (and through inner, which has no scan) agree, gradients too
     monkeypatch.setattr(_tt_sweeps, "SCAN_MIN_SITES", 4)
-    a = tt.random(key(5), (2,) * 6, 3, F64)
+    a = np_tt((2,) * 6, 3, 5)
 
     @jax.jit
     def run(t):
@@ -73,7 +73,7 @@ def test_low_precision_chains_stay_finite():
     # cores scaled by 30: the squared norm overflows float32 after ~13 sites unless rescaled;
     # 20 sites take the site-by-site sweep, 100 the scan
     for L in (20, _tt_sweeps.SCAN_MIN_SITES + 36):
-        t = tt.random(key(L), (2,) * L, 3, F64)
+        t = np_tt((2,) * L, 3, L)
         for dtype in (jnp.float32, jnp.bfloat16):
             low = tt.TensorTrain(tuple((30.0 * c).astype(dtype) for c in t.cores))
             ref = tt.log_norm(tt.TensorTrain(tuple(c.astype(F64) for c in low.cores)))
@@ -88,8 +88,8 @@ def test_norm_inner_vmap_and_grads():
     norms, inners = jax.jit(jax.vmap(lambda t: (tt.norm(t), tt.inner(t, t))))(batch)
     close(norms, np.linalg.norm(dense_b, axis=1))
     close(inners, np.sum(dense_b**2, axis=1))
-    a = tt.random(key(9), (2, 3, 2), 2, C128)
-    b = tt.random(key(10), (2, 3, 2), 2, C128)
+    a = np_tt((2, 3, 2), 2, 9, C128)
+    b = np_tt((2, 3, 2), 2, 10, C128)
     check_grads(jax.jit(lambda x, y: tt.norm(x) + jnp.real(tt.inner(x, y))), (a, b), order=1,
                 modes=("rev",))
     zero = tt.scale(a, 0.0)
@@ -100,8 +100,8 @@ def test_norm_inner_vmap_and_grads():
 def test_matmul_paths_match_dense():
     # contracted mode sizes 2 (the fused multiply-add) and MATMUL_FUSED_MAX + 1 (the GEMM)
     n = _tt_sweeps.MATMUL_FUSED_MAX + 1
-    w = tt.random(key(11), (2, 3, 2), 2, C128, col_dims=(3, 2, n))
-    x = tt.random(key(12), (3, 2, n), 3, F64)  # mixed dtypes: complex result
+    w = np_tt((2, 3, 2), 2, 11, C128, col_dims=(3, 2, n))
+    x = np_tt((3, 2, n), 3, 12)  # mixed dtypes: complex result
     xs = jax.vmap(lambda k: tt.random(k, (3, 2, n), 2, F64))(jax.random.split(key(13), 2))
     wr = tt.TTMatrix(tuple(jnp.real(c) for c in w.cores))
     low = (tt.TTMatrix(tuple(c.astype(jnp.bfloat16) for c in wr.cores)),
@@ -124,7 +124,7 @@ def test_matmul_paths_match_dense():
 
 def test_round_wide_unfoldings_complex():
     # bonds above the unfolding sizes make the right-to-left SVDs wide (transposed path)
-    t = tt.random(key(15), (2, 3, 2), 6, C128)
+    t = np_tt((2, 3, 2), 6, 15, C128)
     doubled = tt.add(t, t)
     r = jax.jit(lambda s: tt.round(s, max_rank=6))(doubled)
     close(tt.to_dense(r), 2 * tt.to_dense(t))

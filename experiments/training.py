@@ -256,13 +256,15 @@ def restore_checkpoint(
                     state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
                 return step, out.state, dict(out.meta)
             except Exception as e:  # orbax / tensorstore raise many types for bad files
+                # on one line: TensorStore errors carry a multi-line spec
+                detail = " ".join(str(e).split())[:300]
                 if has_manifest:
                     raise CheckpointError(
                         f"checkpoint step {step} in {step_dir} is intact but does not fit this "
-                        f"run's model and optimizer ({type(e).__name__}: {str(e)[:300]}); use "
+                        f"run's model and optimizer ({type(e).__name__}: {detail}); use "
                         "another --workdir"
                     ) from e
-                problem = f"orbax cannot read it: {type(e).__name__}: {str(e)[:300]}"
+                problem = f"orbax cannot read it: {type(e).__name__}: {detail}"
         if jax.process_index() == 0:  # one mover; the others wait for the move
             dest = _set_aside(step_dir, Path(quarantine))
         else:

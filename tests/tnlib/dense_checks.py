@@ -1,10 +1,14 @@
 """Shared helpers of the format tests: keys, a scale-aware closeness check against
-the dense reference, and running a function eagerly or under jit."""
+the dense reference, running a function eagerly or under jit, and numpy-drawn TTs."""
+
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from tnlib import tt
 
 F64 = jnp.float64
 TOL = 1e-10
@@ -36,10 +40,6 @@ def np_tt(dims, rank, seed, dtype=F64, col_dims=None):
     (complex dtypes get independent real and imaginary parts): eager ``jax.random``
     compiles a sampler for every core shape (``tt.random`` itself is tested in
     test_tt.py)."""
-    import math
-
-    from tnlib import tt
-
     shapes = jax.eval_shape(lambda k: tt.random(k, dims, rank, dtype, col_dims=col_dims), key(0))
     rng = np.random.default_rng(seed)
     cores = []

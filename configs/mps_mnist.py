@@ -54,6 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.warmup_steps = 200
     c.train.weight_decay = 0.0
     c.train.grad_clip_norm = 0.0
+    c.train.augment_shift = 0.0  # > 0: move each training image by up to this many pixels
     c.train.log_every = 50
     c.train.eval_every = 1000
     c.train.checkpoint_every = 500

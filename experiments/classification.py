@@ -92,7 +92,8 @@ def model_options(name: str) -> list[str]:
 
 REQUIRED = ("task", "seed", "data.name", "model.name") + tuple(
     f"train.{k}" for k in training.TRAIN_KEYS if k not in ("end_lr_factor", "weight_decay",
-                                                           "grad_clip_norm", "mup"))
+                                                           "grad_clip_norm", "mup",
+                                                           "augment_shift"))
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -283,6 +284,11 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
                           "training examples")
     total_steps = steps_per_epoch * tc.num_epochs
     check_schedule(tc, total_steps)
+    shift = tc.get("augment_shift", 0)
+    side = math.isqrt(n_sites)
+    if shift and side * side != n_sites:
+        raise ConfigError(f"train.augment_shift={shift} needs square images; "
+                          f"{config.data.name!r} has {n_sites} pixels per example")
 
     mesh = sharding.make_mesh(config.get("mesh"))
     model = build_model(config.model, n_sites, n_classes, config.seed)
@@ -345,7 +351,11 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
     try:
         while step < total_steps:
             idx = training.batch_indices(config.seed, step, n_train, tc.batch_size)
-            xb, yb = sharding.shard_batch(mesh, x_train[idx], y_train[idx])
+            xb = x_train[idx]
+            if shift:  # a fresh translation of each image, reproducible from (seed, step)
+                xb = data_lib.random_shift(xb, side, shift,
+                                           np.random.default_rng((config.seed, step)))
+            xb, yb = sharding.shard_batch(mesh, xb, y_train[idx])
             params, opt_state, loss, acc = train_step(params, opt_state, xb, yb)
             step += 1
             sharding.throttle(mesh, step, loss)  # bounded queue of SPMD steps (XLA:CPU)

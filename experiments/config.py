@@ -235,6 +235,7 @@ RULES: tuple[Rule, ...] = (
     ("train.eval_every", lambda v: v >= 0, "an int >= 0 (0: only at the end)"),
     ("train.checkpoint_every", lambda v: v >= 1, "an int >= 1"),
     ("train.keep_checkpoints", lambda v: v >= 1, "an int >= 1"),
+    ("train.augment_shift", lambda v: v >= 0, "a float >= 0 (0 turns augmentation off)"),
 )
 
 
@@ -253,6 +254,7 @@ TYPES: dict[str, type] = {
     "train.warmup_steps": int, "train.weight_decay": float, "train.grad_clip_norm": float,
     "train.log_every": int, "train.eval_every": int, "train.checkpoint_every": int,
     "train.keep_checkpoints": int, "train.mup": bool,
+    "train.augment_shift": float,
 }
 
 

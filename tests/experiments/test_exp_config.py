@@ -170,7 +170,8 @@ def digits(arg="smoke", **changes):
      ("train.lr", float("nan"), "a finite float"), ("train.num_epochs", 2.0, "expected an int"),
      ("seed", 2**40, "[0, 2**32)"), ("model.init_std", -1.0, "a float >= 0"),
      ("train.lr", None, "may not be None"), ("train.batch_size", 300, "exceeds data.n_train"),
-     ("train.augment_shift", -1.0, "a float >= 0"), ("train.augment_shift", "1", "expected a float")],
+     ("train.augment_shift", -1.0, "a float >= 0"),
+     ("train.augment_shift", "1", "expected a float")],
 )
 def test_config_file_errors_name_the_key(key, value, needle):
     from tnlib.experiments import classification

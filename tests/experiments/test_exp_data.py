@@ -99,7 +99,8 @@ def test_translate_integer_offsets_move_pixels_exactly():
     dy, dx = rng.integers(-3, 4, size=(2, len(x)))
     out = data.translate(x, side, dy, dx)
     assert out.shape == x.shape and out.dtype == x.dtype
-    for img, got, a, b in zip(x.reshape(-1, side, side), out.reshape(-1, side, side), dy, dx):
+    for img, got, a, b in zip(x.reshape(-1, side, side), out.reshape(-1, side, side), dy, dx,
+                              strict=True):
         np.testing.assert_array_equal(got, shifted(img, a, b))
 
 
@@ -109,7 +110,7 @@ def test_translate_fractional_offsets_interpolate_bilinearly():
     x = rng.random((12, side * side))
     dy, dx = rng.uniform(-2, 2, size=(2, len(x)))
     out = data.translate(x, side, dy, dx).reshape(-1, side, side)
-    for img, got, a, b in zip(x.reshape(-1, side, side), out, dy, dx):
+    for img, got, a, b in zip(x.reshape(-1, side, side), out, dy, dx, strict=True):
         i, j = int(np.floor(a)), int(np.floor(b))
         f, g = a - i, b - j
         want = ((1 - f) * (1 - g) * shifted(img, i, j) + f * (1 - g) * shifted(img, i + 1, j)

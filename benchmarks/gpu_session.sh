@@ -9,7 +9,6 @@
 #           the BTT layouts, and the MPS classifier step against TensorKrowch on cuda.
 #   sweeps  issue 6: the DMRG-style sweep runs of the mps_bond_dim figure
 #           (configs/mps_mnist_sweep.py, max_bond 20, 40, 80, 120), smallest first.
-#   scaling issue 6: the structured_scaling run still missing (TT layer, width 2048).
 # --quick: smoke sizes (seconds on a CPU): checks the script end to end before a session
 #          spends device time on it.
 #
@@ -22,16 +21,16 @@
 # benchmarks/README.md, "On a lent GPU".
 set -euo pipefail
 
-part=${1:?usage: bash benchmarks/gpu_session.sh bench|sweeps|scaling [--quick]}
+part=${1:?usage: bash benchmarks/gpu_session.sh bench|sweeps [--quick]}
 quick=${2:-}
 if [[ -n "$quick" && "$quick" != "--quick" ]]; then
     echo "gpu_session.sh: unknown option '$quick' (expected --quick)" >&2
     exit 2
 fi
 case "$part" in
-bench | sweeps | scaling) ;;
+bench | sweeps) ;;
 *)
-    echo "gpu_session.sh: unknown part '$part' (expected bench, sweeps or scaling)" >&2
+    echo "gpu_session.sh: unknown part '$part' (expected bench or sweeps)" >&2
     exit 2
     ;;
 esac
@@ -111,18 +110,6 @@ sweeps)
             "configs/mps_mnist_sweep.py:max_bond=$b" --workdir "$dir" "${args[@]}"
         keep_run "$dir" "$name"
     done
-    ;;
-scaling)
-    name=structured_mlp_mnist/layer=tt,width=2048/seed0
-    dir=${quick:+$scratch/}runs/$name
-    args=()
-    if [[ -n "$quick" ]]; then
-        args=(--set data.n_train=1000 --set data.n_test=500 --set train.num_epochs=1
-              --set train.warmup_steps=2)
-    fi
-    step "structured_mlp tt width 2048" "$python" -m tnlib.experiments.cli run \
-        "configs/structured_mlp_mnist.py:layer=tt,width=2048" --workdir "$dir" "${args[@]}"
-    keep_run "$dir" "$name"
     ;;
 esac
 echo "done in $(($(date +%s) - start)) s; failed: ${failed[*]:-none}" | tee -a "$log"

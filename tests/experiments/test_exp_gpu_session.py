@@ -44,7 +44,7 @@ def test_a_failing_step_fails_the_part(tmp_path):
     env_python.write_text('#!/bin/sh\n[ "$1" = -c ] && exit 0\nexit 3\n')
     env_python.chmod(0o755)
     env = {**os.environ, "PYTHON": str(env_python), "OUT": str(tmp_path / "out")}
-    res = subprocess.run(["bash", str(SCRIPT), "scaling", "--quick"], cwd=ROOT, env=env,
+    res = subprocess.run(["bash", str(SCRIPT), "sweeps", "--quick"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode != 0
-    assert "rc=3" in res.stdout and "failed: structured_mlp tt width 2048" in res.stdout
+    assert "rc=3" in res.stdout and "failed: sweep max_bond=4" in res.stdout

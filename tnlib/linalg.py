@@ -83,13 +83,22 @@ def _thin_svd(a):
     """``jnp.linalg.svd(a, full_matrices=False)``; a wide matrix (``n >= 2 m``) is first
     reduced by a QR of its transpose, ``a = r^H q^H``, and the ``m x m`` factor is
     decomposed: the same factors up to rounding, several times faster on CPU, where
-    LAPACK's gesdd on a short-and-wide matrix is slow (tall ones are reduced by it)."""
+    LAPACK's gesdd on a short-and-wide matrix is slow (tall ones are reduced by it).
+
+    A matrix holding inf or NaN gives NaN factors. It is never handed to LAPACK: gesdd
+    can spin without end on an inf among finite entries (a diverged training step
+    hung a sweep that way), so zeros are decomposed in its place."""
+    finite = jnp.all(jnp.isfinite(a), axis=(-2, -1), keepdims=True)
+    a = jnp.where(finite, a, 0)
     m, n = a.shape[-2:]
     if n < 2 * m:
-        return jnp.linalg.svd(a, full_matrices=False)
-    q, r = jnp.linalg.qr(_H(a))  # q (..., n, m), r (..., m, m)
-    u, s, wh = jnp.linalg.svd(_H(r), full_matrices=False)
-    return u, s, wh @ _H(q)
+        u, s, vh = jnp.linalg.svd(a, full_matrices=False)
+    else:
+        q, r = jnp.linalg.qr(_H(a))  # q (..., n, m), r (..., m, m)
+        u, s, wh = jnp.linalg.svd(_H(r), full_matrices=False)
+        vh = wh @ _H(q)
+    return (jnp.where(finite, u, jnp.nan), jnp.where(finite[..., 0], s, jnp.nan),
+            jnp.where(finite, vh, jnp.nan))
 
 
 @jax.custom_jvp

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tnlib import linalg
 from tnlib.linalg import is_concrete
 from tnlib.struct import pytree_dataclass
 
@@ -453,10 +454,7 @@ def split_bond(B, direction: str, max_rank, cutoff):
         m = B.reshape(D * d, d * C * D)
     else:
         m = jnp.transpose(B, (0, 1, 3, 2, 4)).reshape(D * d * C, d * D)
-    low = jnp.issubdtype(m.dtype, jnp.floating) and jnp.finfo(m.dtype).bits < 32
-    u, s, vh = jnp.linalg.svd(m.astype(jnp.float32) if low else m, full_matrices=False)
-    if low:  # LAPACK has no bfloat16 / float16 kernels
-        u, s, vh = u.astype(m.dtype), s.astype(m.dtype), vh.astype(m.dtype)
+    u, s, vh = linalg.svd(m)  # NaN factors for a diverged (non-finite) B, never a hang
     total = jnp.sum(s**2)  # ||B||^2, the values past D included
     u, s, vh = u[:, :D], s[:D], vh[:D]
     idx = jnp.arange(D)

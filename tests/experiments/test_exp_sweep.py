@@ -108,6 +108,14 @@ def test_mnist_smoke_run(tmp_path):  # runs the same code in the default suite
     assert steps(tmp_path) == [config.train.num_sweeps]
 
 
+def test_a_diverging_run_stops_with_an_error(config, tmp_path):
+    """A step size far too large: the bond tensors overflow within the first sweep, whose
+    end raises (the SVD of a non-finite bond tensor returns NaN instead of spinning)."""
+    bad = apply_overrides(config, ["train.lr=1000.0", "train.momentum=0.8"])
+    with pytest.raises(FloatingPointError, match=r"sweep 1 diverged .*train\.lr"):
+        task.train_and_evaluate(bad, tmp_path / "w")
+
+
 def test_interrupted_and_damaged_runs_resume_exactly(config, reference, tmp_path, monkeypatch,
                                                      capsys):
     """Ctrl-C in sweep 2 leaves checkpoint 1 committed; the run started again resumes

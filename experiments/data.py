@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["LOADERS", "DataUnavailableError", "average_pool", "load", "load_digits", "load_mnist",
-           "random_shift", "subset",
-           "translate"]
+           "random_shift", "subset", "translate"]
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -55,6 +54,11 @@ def average_pool(x: np.ndarray, side: int, factor: int) -> np.ndarray:
     return pooled.reshape(-1, s * s).astype(x.dtype)
 
 
+def _check_images(x: np.ndarray, side: int) -> None:
+    if x.ndim != 2 or x.shape[1] != side * side:
+        raise ValueError(f"x has shape {x.shape}; expected (n, {side * side}) for side={side}")
+
+
 def translate(x: np.ndarray, side: int, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
     """Translate flattened square images ``(n, side*side)`` by ``(dy[i], dx[i])`` pixels each.
 
@@ -63,26 +67,20 @@ def translate(x: np.ndarray, side: int, dy: np.ndarray, dx: np.ndarray) -> np.nd
     background of MNIST and digits) shifted in from outside. Integer offsets move
     pixels exactly. Returns the input's shape and dtype.
     """
+    _check_images(x, side)
     n = x.shape[0]
-    if x.ndim != 2 or x.shape[1] != side * side:
-        raise ValueError(f"x has shape {x.shape}; expected (n, {side * side}) for side={side}")
     dy, dx = (np.broadcast_to(np.asarray(d, np.float64), (n,)) for d in (dy, dx))
     k = int(np.ceil(max(np.abs(dy).max(initial=0), np.abs(dx).max(initial=0)))) + 1
     img = np.pad(x.reshape(n, side, side), ((0, 0), (k, k), (k, k)))
-    rows = np.arange(n)[:, None, None]
-    base = np.arange(side)[None, :] + k
 
-    def along(img, d, axis):  # out[j] = (1 - f) in[j - i] + f in[j - i - 1], d = i + f
-        i = np.floor(d)
+    def shift_rows(img, d):  # out[:, j] = (1 - f) img[:, j + k - i] + f img[:, j + k - i - 1]
+        i = np.floor(d)  # d = i + f
         f = (d - i).astype(x.dtype)[:, None, None]
-        lo = (base - i[:, None]).astype(np.intp)
-        take = (lambda idx: img[rows, idx[:, :, None], np.arange(img.shape[2])[None, None, :]]
-                ) if axis == 1 else (
-                lambda idx: img[rows, np.arange(img.shape[1])[None, :, None], idx[:, None, :]])
-        return (1 - f) * take(lo) + f * take(lo - 1)
+        lo = (np.arange(side) + k - i[:, None]).astype(np.intp)[:, :, None]
+        return (1 - f) * np.take_along_axis(img, lo, 1) + f * np.take_along_axis(img, lo - 1, 1)
 
-    out = along(img, dy, 1)  # rows: (n, side, side + 2k)
-    out = along(out, dx, 2)  # then columns: (n, side, side)
+    out = shift_rows(img, dy)  # (n, side, side + 2k)
+    out = shift_rows(out.swapaxes(1, 2), dx).swapaxes(1, 2)  # (n, side, side)
     return out.reshape(n, side * side).astype(x.dtype, copy=False)
 
 
@@ -95,8 +93,7 @@ def random_shift(x: np.ndarray, side: int, max_shift: float,
     """
     if not max_shift >= 0:
         raise ValueError(f"max_shift={max_shift} must be >= 0")
-    if x.ndim != 2 or x.shape[1] != side * side:
-        raise ValueError(f"x has shape {x.shape}; expected (n, {side * side}) for side={side}")
+    _check_images(x, side)
     if max_shift == 0:
         return x
     dy, dx = rng.uniform(-max_shift, max_shift, size=(2, x.shape[0]))

@@ -114,7 +114,7 @@ a[0, 0, :2] = [np.inf, 1.0]     # this pattern sends LAPACK's gesdd into an endl
 a[1] = np.random.default_rng(0).standard_normal((20, 200))
 a[2, :, :20] = np.nan
 for m in (a, a[:, :, :20]):     # the wide (QR first) and the square path
-    for f in (linalg.svd, jax.jit(linalg.svd)):
+    for f in (linalg.svd, jax.jit(linalg.svd), jax.vmap(linalg.svd)):
         u, s, vh = f(jnp.asarray(m))
         assert np.isnan(np.asarray(s[0])).all() and np.isnan(np.asarray(u[0])).all()
         assert np.isnan(np.asarray(s[2])).all() and np.isnan(np.asarray(vh[2])).all()

@@ -77,14 +77,15 @@ keep_run() {  # keep_run DIR NAME: copy a run directory to $out/runs/NAME, no ch
 
 case "$part" in
 bench)
+    # shortest first: a step cut off by the part's time limit loses only itself
     if [[ -n "$quick" ]]; then
-        step layers "$python" benchmarks/layers.py --quick --dtypes bfloat16 --tltorch-widths
-        step btt_layout "$python" benchmarks/btt_layout.py --quick
         step mps_train "$python" benchmarks/mps_train.py --quick
+        step btt_layout "$python" benchmarks/btt_layout.py --quick
+        step layers "$python" benchmarks/layers.py --quick --dtypes bfloat16 --tltorch-widths
     else
-        step layers "$python" benchmarks/layers.py
-        step btt_layout "$python" benchmarks/btt_layout.py
         step mps_train "$python" benchmarks/mps_train.py --device cuda
+        step btt_layout "$python" benchmarks/btt_layout.py
+        step layers "$python" benchmarks/layers.py
     fi
     for f in layers btt_layout mps_train; do
         for ext in json md; do

@@ -7,6 +7,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_session.sh"
 
@@ -17,6 +19,7 @@ def run(tmp_path, *args):
                           text=True, timeout=300)
 
 
+@pytest.mark.slow  # ~12 s of CPU (a subprocess that imports jax and trains); make test-all
 def test_sweeps_part_quick_returns_the_run_without_checkpoints(tmp_path):
     res = run(tmp_path, "sweeps", "--quick")
     assert res.returncode == 0, res.stdout + res.stderr

@@ -51,6 +51,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm.auto import tqdm
 
+from tnlib import linalg
 from tnlib import sweep as sw
 from tnlib.models.mps import FEATURE_MAPS, MPSClassifier, local_feature_map
 
@@ -192,7 +193,7 @@ def to_classifier(mps: sw.LabelledMPS, *, feature_map: str = "cos_sin",
     """
     D, d, C = mps.max_bond, mps.local_dim, mps.n_classes
     c, L = int(mps.center), mps.n_sites
-    u, s, vh = jnp.linalg.svd(mps.label.reshape(D * d, C * D), full_matrices=False)
+    u, s, vh = linalg.svd(mps.label.reshape(D * d, C * D))  # NaN for a non-finite label
     u, s, vh = u[:, :D], s[:D], vh[:D]
     pixel = u.reshape(D, d, D)
     label = (s[:, None] * vh).reshape(D, C, D)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from tnlib import linalg
+from tnlib import _numerics
 
 SCAN_MIN_SITES = 64  # log_norm: uniform chains of at least this many sites use lax.scan
 MATMUL_FUSED_MAX = 8  # matmul: contracted mode sizes up to this use the multiply-add fusion
@@ -160,7 +160,7 @@ def log_norm(cores, stacked):
         q = _right(cores[L - kr:]) if kr else None
         value = _close(env, q, q)
     # -inf for the zero tensor, with a zero (not NaN) derivative
-    return 0.5 * (acc + linalg._safe_log(jnp.abs(jnp.real(value))))
+    return 0.5 * (acc + _numerics.safe_log(jnp.abs(jnp.real(value))))
 
 
 def matmul_core(w, x):

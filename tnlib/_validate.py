@@ -3,6 +3,18 @@ array shapes only, so they work under jit)."""
 
 from __future__ import annotations
 
+import numpy as np
+
+
+def check_int(value, name: str, low: int = 1) -> int:
+    """``value`` as a Python int ``>= low`` (numpy ints accepted, bools not), or
+    ValueError naming ``name``."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer) or (
+        value < low
+    ):
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return int(value)
+
 
 def check_dims(dims, name: str = "dims") -> tuple[int, ...]:
     """``dims`` as a tuple of ints >= 1, or ValueError naming ``name``."""

@@ -60,7 +60,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from tnlib import linalg
+from tnlib import _numerics, linalg
 from tnlib._validate import as_inexact as _as_inexact
 from tnlib._validate import check_dims as _check_dims
 from tnlib.struct import pytree_dataclass
@@ -168,7 +168,7 @@ class LowRank:
             raise ValueError(f"w must be a matrix (d_out, d_in), got shape {_shape(w)}")
         rank = _check_rank(rank, min(w.shape), f"min(d_out, d_in) for w of shape {_shape(w)}")
         u, s, vh = linalg.truncated_svd(w, rank)
-        rs = linalg._safe_sqrt(s).astype(w.dtype)
+        rs = _numerics.safe_sqrt(s).astype(w.dtype)
         return LowRank(u * rs, rs[:, None] * vh)
 
 
@@ -237,7 +237,7 @@ class Kronecker:
         w = _check_matrix(w, m1 * m2, n1 * n2)
         r = w.reshape(m1, m2, n1, n2).transpose(0, 2, 1, 3).reshape(m1 * n1, m2 * n2)
         u, s, vh = linalg.truncated_svd(r, 1)
-        rs = linalg._safe_sqrt(s[0]).astype(w.dtype)
+        rs = _numerics.safe_sqrt(s[0]).astype(w.dtype)
         return Kronecker((rs * u[:, 0]).reshape(m1, n1), (rs * vh[0]).reshape(m2, n2))
 
 
@@ -315,7 +315,7 @@ class BlockTT:
         rank = _check_rank(rank, min(m2, n1), f"min(m2, n1) = min({m2}, {n1}), the block shape")
         blocks = w.reshape(m1, m2, n1, n2).transpose(0, 3, 1, 2)  # (m1, n2, m2, n1)
         u, s, vh = linalg.truncated_svd(blocks, rank)
-        rs = linalg._safe_sqrt(s).astype(w.dtype)
+        rs = _numerics.safe_sqrt(s).astype(w.dtype)
         right = (u * rs[..., None, :]).transpose(0, 2, 1, 3)  # (m1, m2, n2, r)
         left = (rs[..., :, None] * vh).transpose(1, 0, 3, 2)  # (n2, m1, n1, r)
         return BlockTT(left, right)

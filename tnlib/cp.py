@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from tnlib import linalg
+from tnlib import _numerics, linalg
 from tnlib._validate import as_inexact as _as_inexact
 from tnlib._validate import check_dims as _check_dims
 from tnlib._validate import check_same_dims as _check_same_dims
@@ -174,7 +174,7 @@ def norm(cp: CP):
     """Frobenius norm ``||cp||_F`` from the Hadamard product of the factor Gram
     matrices (never forms the dense tensor)."""
     sq = jnp.real(inner(cp, cp))
-    return linalg._safe_sqrt(jnp.maximum(sq, 0))
+    return _numerics.safe_sqrt(jnp.maximum(sq, 0))
 
 
 def num_params(cp: CP) -> int:
@@ -233,7 +233,7 @@ def _svd_init(x, rank):
 
 
 def _normalize(f):
-    norms = linalg._safe_sqrt(jnp.sum(jnp.abs(f) ** 2, axis=0))
+    norms = _numerics.safe_sqrt(jnp.sum(jnp.abs(f) ** 2, axis=0))
     safe = jnp.where(norms > 0, norms, 1.0)
     return f / safe.astype(f.dtype), norms
 
@@ -275,7 +275,7 @@ def als(x, rank: int, n_iter: int = 50, key=None, *, return_errors: bool = False
         raise ValueError("x must have at least one axis")
     rank = _check_rank(rank, x.shape)
     n_iter = _check_n_iter(n_iter)
-    if linalg._low_precision(x.dtype):  # fit in float32, return x's dtype
+    if _numerics.low_precision(x.dtype):  # fit in float32, return x's dtype
         out = als(x.astype(jnp.float32), rank, n_iter, key, return_errors=return_errors)
         return jax.tree.map(lambda a: a.astype(x.dtype), out)
     L = x.ndim

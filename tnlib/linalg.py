@@ -25,6 +25,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from tnlib._numerics import check_rank_args, is_concrete, low_precision, safe_sqrt
+
 __all__ = [
     "svd",
     "qr",
@@ -50,9 +52,6 @@ def _safe_reciprocal(x, eps):
     return jnp.where(ok, x / jnp.where(ok, den, 1), 0)
 
 
-def _low_precision(dtype) -> bool:
-    """bfloat16 / float16: LAPACK has no kernels for them."""
-    return jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
 
 
 def _check_matrix(a):
@@ -74,7 +73,7 @@ def svd(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
       ``k = min(m, n)``, singular values in descending order.
     """
     a = _check_matrix(a)
-    if _low_precision(a.dtype):
+    if low_precision(a.dtype):
         return tuple(f.astype(a.dtype) for f in _svd(a.astype(jnp.float32)))
     return _svd(a)
 
@@ -184,7 +183,7 @@ def qr(a: jax.Array) -> tuple[jax.Array, jax.Array]:
     bfloat16 / float16 inputs are factored in float32 and cast back.
     """
     a = _check_matrix(a)
-    if _low_precision(a.dtype):
+    if low_precision(a.dtype):
         return tuple(f.astype(a.dtype) for f in qr(a.astype(jnp.float32)))
     m, n = a.shape[-2:]
     if m >= n:
@@ -194,19 +193,6 @@ def qr(a: jax.Array) -> tuple[jax.Array, jax.Array]:
     return q, jnp.concatenate([r_left, r_right], axis=-1)
 
 
-def _check_rank_args(max_rank, rtol):
-    if max_rank is not None:
-        if isinstance(max_rank, bool) or not isinstance(max_rank, int):
-            raise TypeError(
-                f"max_rank must be a Python int (static), got {type(max_rank).__name__}"
-            )
-        if max_rank < 1:
-            raise ValueError(f"max_rank must be >= 1, got {max_rank}")
-    if rtol is not None:
-        if not is_concrete(rtol):
-            raise TypeError("rtol must be a concrete number, not a traced value")
-        if float(rtol) < 0:
-            raise ValueError(f"rtol must be >= 0, got {float(rtol)}")
 
 
 def truncated_svd(a: jax.Array, max_rank: int | None = None):
@@ -214,7 +200,7 @@ def truncated_svd(a: jax.Array, max_rank: int | None = None):
 
     ``max_rank`` is static (a Python int); ``None`` keeps everything.
     """
-    _check_rank_args(max_rank, None)
+    check_rank_args(max_rank, None)
     u, s, vh = svd(a)
     if max_rank is not None and max_rank < s.shape[-1]:
         u, s, vh = u[..., :max_rank], s[..., :max_rank], vh[..., :max_rank, :]
@@ -225,7 +211,7 @@ def tail_norms(s: jax.Array) -> jax.Array:
     """``t[k] = sqrt(sum_{i >= k} s_i**2)``: the Frobenius error of keeping ``k`` values."""
     sq = jnp.abs(s) ** 2
     tails = jnp.cumsum(sq[..., ::-1], axis=-1)[..., ::-1]
-    return _safe_sqrt(tails)  # finite derivative where a tail is exactly zero
+    return safe_sqrt(tails)  # finite derivative where a tail is exactly zero
 
 
 def tolerance_mask(s: jax.Array, abs_tol) -> jax.Array:
@@ -248,21 +234,3 @@ def tolerance_rank(s, abs_tol) -> int:
             "inside jit pass a static max_rank (a tolerance then only zeroes values)"
         )
     return max(1, int(jnp.sum(tolerance_mask(s, abs_tol))))
-
-
-def _safe_sqrt(x):
-    """``sqrt(x)`` for ``x >= 0`` whose derivative at exactly 0 is 0 (a subgradient of
-    a norm; the plain derivative there is infinite and turns into NaN)."""
-    pos = x > 0
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1)), 0)
-
-
-def _safe_log(x):
-    """``log(x)`` for ``x >= 0``: ``-inf`` at 0 with a zero (not NaN) derivative."""
-    pos = x > 0
-    return jnp.where(pos, jnp.log(jnp.where(pos, x, 1)), -jnp.inf)
-
-
-def is_concrete(x) -> bool:
-    """True when ``x`` holds concrete values (not a tracer inside jit/vmap/grad)."""
-    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(x))

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import opt_einsum
 
-from tnlib import linalg
+from tnlib import _numerics, linalg
 from tnlib._slicing import SlicePlan, contract_sliced, slice_plan
 from tnlib.struct import pytree_dataclass
 
@@ -452,7 +452,7 @@ def fit(x, adjacency, *, perm=None, key=None, n_iter: int = 50, method: str = "a
     if not jnp.issubdtype(x.dtype, jnp.inexact):
         x = x.astype(jnp.result_type(float))
     adjacency, perm = _check_fit_args(x, adjacency, perm, key, init, method, n_iter)
-    if linalg._low_precision(x.dtype):  # no least squares below float32: fit in float32
+    if _numerics.low_precision(x.dtype):  # no least squares below float32: fit in float32
         init32 = None if init is None else jax.tree.map(lambda c: c.astype(jnp.float32), init)
         net, rse = fit(x.astype(jnp.float32), adjacency, perm=perm, key=key, n_iter=n_iter,
                        method=method, init=init32, ridge=ridge, learning_rate=learning_rate,

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tnlib import linalg
+from tnlib._validate import check_int
 from tnlib.linalg import is_concrete
 from tnlib.struct import pytree_dataclass
 
@@ -109,13 +110,6 @@ class Environments:
 # ----------------------------------------------------------------------------- checks
 
 
-def _check_int(name, value, low):
-    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer) or (
-        value < low
-    ):
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-
-
 def _check_features(mps: LabelledMPS, features, name="features"):
     features = jnp.asarray(features)
     want = (mps.n_sites, mps.local_dim)
@@ -156,7 +150,7 @@ def _check_update_args(direction, loss, steps):
         raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    _check_int("steps", steps, 0)
+    check_int(steps, "steps", 0)
 
 
 # ----------------------------------------------------------------------- construction
@@ -175,9 +169,9 @@ def from_cores(cores, label, center: int, max_bond: int) -> LabelledMPS:
     cores = [jnp.asarray(c) for c in cores]
     label = jnp.asarray(label)
     L = len(cores)
-    _check_int("len(cores)", L, 2)
-    _check_int("max_bond", max_bond, 1)
-    _check_int("center", center, 0)
+    check_int(L, "len(cores)", 2)
+    check_int(max_bond, "max_bond", 1)
+    check_int(center, "center", 0)
     if center >= L:
         raise ValueError(f"center must be in [0, {L - 1}], got {center}")
     if label.ndim != 4:
@@ -251,7 +245,7 @@ def init(key, n_sites: int, n_classes: int, *, max_bond: int, local_dim: int = 2
     for name, v, low in (("n_sites", n_sites, 2), ("n_classes", n_classes, 1),
                          ("max_bond", max_bond, 1), ("local_dim", local_dim, 1),
                          ("init_bond", init_bond, 1)):
-        _check_int(name, v, low)
+        check_int(v, name, low)
     if init_bond > max_bond:
         raise ValueError(f"init_bond={init_bond} exceeds max_bond={max_bond}")
     if not init_std >= 0:

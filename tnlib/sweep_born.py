@@ -34,11 +34,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tnlib._validate import check_int
 from tnlib.struct import pytree_dataclass
 from tnlib.sweep import (
     _DIRECTIONS,
     _check_center,
-    _check_int,
     _check_max_rank,
     _left_step,
     _local_logits,
@@ -128,9 +128,9 @@ def from_cores(cores, max_bond: int, center: int = 0) -> BornMPS:
     """
     cores = [np.asarray(c) for c in cores]
     L = len(cores)
-    _check_int("len(cores)", L, 2)
-    _check_int("max_bond", max_bond, 1)
-    _check_int("center", center, 0)
+    check_int(L, "len(cores)", 2)
+    check_int(max_bond, "max_bond", 1)
+    check_int(center, "center", 0)
     if center >= L:
         raise ValueError(f"center must be in [0, {L - 1}], got {center}")
     d = cores[0].shape[1] if cores[0].ndim == 3 else None
@@ -177,7 +177,7 @@ def init(key, n_sites: int, local_dim: int, *, max_bond: int, init_bond: int = 1
     right-orthogonal cores with bonds up to ``init_bond``."""
     for name, v, low in (("n_sites", n_sites, 2), ("local_dim", local_dim, 1),
                          ("max_bond", max_bond, 1), ("init_bond", init_bond, 1)):
-        _check_int(name, v, low)
+        check_int(v, name, low)
     if init_bond > max_bond:
         raise ValueError(f"init_bond={init_bond} exceeds max_bond={max_bond}")
     cores, ranks = _right_orthogonal_cores(key, n_sites, local_dim, init_bond, dtype)
@@ -387,7 +387,7 @@ def update(mps: BornMPS, envs: BornEnvironments, *, direction: str, lr=0.1, mome
 
 def _update_unchecked(mps, envs, *, direction, lr, momentum, cutoff, max_rank, steps):
     _check_direction(direction)
-    _check_int("steps", steps, 0)
+    check_int(steps, "steps", 0)
     max_rank = mps.max_bond if max_rank is None else max_rank
     return _update_jit(mps, envs, lr, momentum, cutoff, max_rank, direction=direction,
                        steps=steps)
@@ -402,6 +402,6 @@ def sweep(mps: BornMPS, envs: BornEnvironments, *, lr=0.1, momentum=0.0, cutoff=
     ``info`` stacked in order (NumPy arrays); the kept bonds are ``mps.ranks``.
     """
     _check_max_rank(max_rank)
-    _check_int("steps", steps, 0)
+    check_int(steps, "steps", 0)
     return _sweep_loop(_update_unchecked, mps, envs, callback, lr=lr, momentum=momentum,
                        cutoff=cutoff, max_rank=max_rank, steps=steps)

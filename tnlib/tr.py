@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from tnlib import linalg
+from tnlib import _numerics, linalg
 from tnlib._validate import as_inexact as _as_inexact
 from tnlib._validate import check_cores as _check_cores
 from tnlib._validate import check_dims as _check_dims
@@ -167,7 +167,7 @@ def norm(tr: TensorRing):
         s = jnp.where(s > 0, s, 1.0)
         env, acc = env / s, acc + jnp.log(s).astype(real)
     sq = jnp.maximum(jnp.real(jnp.einsum("abab->", env)), 0)
-    return linalg._safe_sqrt(sq) * jnp.exp(0.5 * acc)
+    return _numerics.safe_sqrt(sq) * jnp.exp(0.5 * acc)
 
 
 # ------------------------------------------------------------------------- TR-SVD
@@ -279,7 +279,7 @@ def from_dense(x, max_rank: int | None = None, rtol: float | None = None) -> Ten
     x = _as_inexact(x)
     if x.ndim == 0:
         raise ValueError("x must have at least one axis")
-    linalg._check_rank_args(max_rank, rtol)
+    _numerics.check_rank_args(max_rank, rtol)
     if rtol is not None and max_rank is None and not linalg.is_concrete(x):
         raise TypeError(
             "from_dense with only rtol picks a data-dependent rank and needs a concrete "
@@ -379,7 +379,7 @@ def als(x, ranks, n_iter: int = 20, key=None, *, return_errors: bool = False):
     _check_als_ranks(ranks, x.shape)
     if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
         raise ValueError(f"n_iter must be a Python int >= 1 (static), got {n_iter!r}")
-    if linalg._low_precision(x.dtype):  # fit in float32, return x's dtype
+    if _numerics.low_precision(x.dtype):  # fit in float32, return x's dtype
         out = als(x.astype(jnp.float32), ranks, n_iter, key, return_errors=return_errors)
         return jax.tree.map(lambda a: a.astype(x.dtype), out)
     cores = tuple(_init_cores(x, ranks, key))

@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from tnlib import linalg
+from tnlib import _numerics, linalg
 from tnlib._validate import check_dims as _check_dims
 from tnlib.struct import pytree_dataclass
 
@@ -343,7 +343,7 @@ def from_dense(x, tree=None, max_rank: int | None = None, rtol: float | None = N
     if x.ndim == 0:
         raise ValueError("x must have at least one axis")
     tree = balanced_tree(x.ndim) if tree is None else _check_tree(tree, x.ndim)
-    linalg._check_rank_args(max_rank, rtol)
+    _numerics.check_rank_args(max_rank, rtol)
     rtol_only = rtol is not None and max_rank is None
     if rtol_only and not linalg.is_concrete(x):
         raise _rtol_only_error("from_dense")
@@ -482,7 +482,7 @@ def log_norm(t):
     """``log ||t||_F`` via rescaled Gram matrices: finite when the norm itself is not."""
     check(t)
     g, acc = _gram(t, t)
-    return 0.5 * (linalg._safe_log(jnp.abs(jnp.real(g[0, 0]))) + acc)
+    return 0.5 * (_numerics.safe_log(jnp.abs(jnp.real(g[0, 0]))) + acc)
 
 
 @jax.jit
@@ -572,7 +572,7 @@ def round(t, max_rank: int | None = None, rtol: float | None = None):
         ``max_rank`` and directions beyond the tolerance rank are zeroed.
     """
     check(t)
-    linalg._check_rank_args(max_rank, rtol)
+    _numerics.check_rank_args(max_rank, rtol)
     rtol_only = rtol is not None and max_rank is None
     if rtol_only and not linalg.is_concrete(t):
         raise _rtol_only_error("round")

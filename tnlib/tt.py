@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from tnlib import _features, _tt_sweeps, linalg
+from tnlib import _features, _numerics, _tt_sweeps, linalg
 from tnlib._validate import check_cores as _check_cores
 from tnlib._validate import check_dims as _check_dims
 from tnlib._validate import rank_sequence as _rank_sequence
@@ -167,7 +167,7 @@ def random(key, dims: Sequence[int], rank, dtype=jnp.float32, *, col_dims=None):
 
 def _tt_svd(x, dims, max_rank, rtol):
     """TT-SVD of ``x`` reshaped to ``dims``; returns cores ``(r, n, r')``."""
-    linalg._check_rank_args(max_rank, rtol)
+    _numerics.check_rank_args(max_rank, rtol)
     if rtol is not None and max_rank is None and not linalg.is_concrete(x):
         raise TypeError(
             "from_dense with only rtol picks a data-dependent rank and needs a concrete "
@@ -386,7 +386,7 @@ def round(tt: TensorTrain, max_rank: int | None = None, rtol: float | None = Non
     ``max_rank`` (static) caps the bonds; with both, ``rtol`` only zeroes values.
     """
     check(tt)
-    linalg._check_rank_args(max_rank, rtol)
+    _numerics.check_rank_args(max_rank, rtol)
     if rtol is not None and max_rank is None and not linalg.is_concrete(tt):
         raise TypeError(
             "round with only rtol picks a data-dependent rank and needs concrete cores; "

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from tnlib import linalg
+from tnlib import _numerics, linalg
 from tnlib._validate import check_dims as _check_dims
 from tnlib._validate import check_same_dims as _check_same_dims
 from tnlib.struct import pytree_dataclass
@@ -237,7 +237,7 @@ def hosvd(x, ranks=None, rtol: float | None = None) -> Tucker:
       ``Tucker`` with core ``(r_1, ..., r_N)`` and factors ``(n_k, r_k)``.
     """
     x = _as_tensor(x)
-    linalg._check_rank_args(None, rtol)
+    _numerics.check_rank_args(None, rtol)
     if rtol is not None and ranks is None and not linalg.is_concrete(x):
         raise TypeError(
             "hosvd with only rtol picks data-dependent ranks and needs a concrete tensor; "
@@ -286,7 +286,7 @@ def from_dense(x, max_rank: int | None = None, rtol: float | None = None, *,
         combine with ``max_rank``.
     """
     x = _as_tensor(x)
-    linalg._check_rank_args(max_rank, rtol)
+    _numerics.check_rank_args(max_rank, rtol)
     if max_rank is not None:
         if ranks is not None:
             raise ValueError("pass max_rank (a cap) or ranks (exact per-mode ranks), not both")
@@ -413,7 +413,7 @@ def norm(t: Tucker):
     for k, f in enumerate(t.factors):
         y = _dense_mode_product(y, jnp.conj(f).T @ f, k)
     sq = jnp.real(jnp.vdot(t.core, y))
-    return linalg._safe_sqrt(jnp.maximum(sq, 0))
+    return _numerics.safe_sqrt(jnp.maximum(sq, 0))
 
 
 def multilinear_singular_values(x) -> tuple[jax.Array, ...]:

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tnlib import linalg, tucker
+from tnlib.models._common import check_int, compute_dtype
 
 __all__ = ["Frozen", "LoRA", "LoTR", "FLoRA"]
 
@@ -46,11 +47,6 @@ class Frozen(nnx.Variable):
     """A pretrained weight held fixed while its adapter trains. Not an ``nnx.Param``:
     ``nnx.grad`` and ``nnx.Optimizer(..., wrt=nnx.Param)`` leave it alone."""
 
-
-def _check_int(value, name, low=1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
 
 
 def _check_real(value, name):
@@ -75,8 +71,7 @@ def _weights(kernel, bias, ndim, layout, bias_shape):
 
 
 def _compute_dtype(layer, x):
-    dt = layer.dtype or jnp.result_type(layer.kernel.dtype, layer.param_dtype, x.dtype)
-    return dt if jnp.issubdtype(dt, jnp.inexact) else layer.param_dtype
+    return compute_dtype(layer.dtype, x, layer.kernel.dtype, layer.param_dtype)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
@@ -125,7 +120,7 @@ class LoRA(nnx.Module):
         kernel, bias = _weights(kernel, bias, 2, "(in_features, out_features)",
                                 lambda k: (k.shape[1],))
         self.in_features, self.out_features = kernel.shape
-        rank = _check_int(rank, "rank")
+        rank = check_int(rank, "rank")
         if rank > min(kernel.shape):
             raise ValueError(f"rank must be at most min(in_features, out_features) = "
                              f"{min(kernel.shape)}, got {rank}")
@@ -204,7 +199,7 @@ class LoTR(nnx.Module):
         kernels, biases = _weights(kernels, biases, 3, "(L, in_features, out_features)",
                                    lambda k: (k.shape[0], k.shape[2]))
         self.n_layers, self.in_features, self.out_features = kernels.shape
-        rank = _check_int(rank, "rank")
+        rank = check_int(rank, "rank")
         if rank > min(kernels.shape[1:]):
             raise ValueError(f"rank must be at most min(in_features, out_features) = "
                              f"{min(kernels.shape[1:])}, got {rank}")
@@ -353,7 +348,7 @@ class FLoRA(nnx.Module):
                              f"got {kernel.shape}")
         dims = kernel.shape
         if isinstance(rank, int) and not isinstance(rank, bool):
-            ranks = tuple(min(_check_int(rank, "rank"), n) for n in dims)
+            ranks = tuple(min(check_int(rank, "rank"), n) for n in dims)
         elif isinstance(rank, tuple | list) and len(rank) == len(dims) and all(
                 not isinstance(r, bool) and isinstance(r, int) and 1 <= r <= n
                 for r, n in zip(rank, dims, strict=True)):

@@ -41,17 +41,12 @@ from flax import nnx
 from flax.nnx import rnglib
 
 from tnlib import cp, linalg, tucker
-from tnlib.models.structured import _double_precision
+from tnlib.models._common import check_int, compute_dtype, double_precision
 
 __all__ = ["TensorRegression"]
 
 _FORMS = ("tucker", "cp")
 
-
-def _check_int(value, name, low=1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
 
 
 def _check_shape(in_shape) -> tuple[int, ...]:
@@ -59,7 +54,7 @@ def _check_shape(in_shape) -> tuple[int, ...]:
         in_shape = (in_shape,)
     if not isinstance(in_shape, tuple | list) or len(in_shape) == 0:
         raise ValueError(f"in_shape must be a non-empty sequence of ints >= 1, got {in_shape!r}")
-    return tuple(_check_int(n, "in_shape") for n in in_shape)
+    return tuple(check_int(n, "in_shape") for n in in_shape)
 
 
 def _check_form(form) -> str:
@@ -78,9 +73,9 @@ def _check_rank(rank, form, dims) -> int | tuple[int, ...]:
     """CP: an int >= 1. Tucker: an int (caps every mode at ``min(rank, n_k)``) or one
     rank per mode of ``dims`` (``*in_shape, out_features``), ``1 <= r_k <= n_k``."""
     if form == "cp":
-        return _check_int(rank, "rank")
+        return check_int(rank, "rank")
     if isinstance(rank, int) and not isinstance(rank, bool):
-        return tuple(min(_check_int(rank, "rank"), n) for n in dims)
+        return tuple(min(check_int(rank, "rank"), n) for n in dims)
     if not isinstance(rank, tuple | list) or len(rank) != len(dims):
         raise ValueError(f"rank must be an int or {len(dims)} ints (one per mode of the weight "
                          f"{dims}), got {rank!r}")
@@ -160,7 +155,7 @@ class TensorRegression(nnx.Module):
                  deterministic: bool = False, dtype=None, param_dtype=jnp.float32,
                  rngs: nnx.Rngs):
         self.in_shape = _check_shape(in_shape)
-        self.out_features = _check_int(out_features, "out_features")
+        self.out_features = check_int(out_features, "out_features")
         self.form = _check_form(form)
         dims = self.in_shape + (self.out_features,)
         rank = _check_rank(rank, self.form, dims)
@@ -263,8 +258,7 @@ class TensorRegression(nnx.Module):
         if x.ndim < n or x.shape[x.ndim - n:] != self.in_shape:
             raise ValueError(f"x must have shape (..., {', '.join(map(str, self.in_shape))}), "
                              f"got {x.shape}")
-        dt = self.dtype or jnp.result_type(self.param_dtype, x.dtype)
-        dt = dt if jnp.issubdtype(dt, jnp.inexact) else self.param_dtype
+        dt = compute_dtype(self.dtype, x, self.param_dtype)
         batch = x.shape[: x.ndim - n]
         z = x.astype(dt).reshape((-1,) + self.in_shape)
         w = self.decomposition(self._dropout_key(deterministic, rngs), dt)
@@ -316,11 +310,11 @@ class TensorRegression(nnx.Module):
                     deterministic=deterministic, dtype=dtype, param_dtype=param_dtype,
                     rngs=rngs)
         if form == "tucker":
-            t = _double_precision(lambda w: _hosvd(w, ranks), weight, param_dtype)
+            t = double_precision(lambda w: _hosvd(w, ranks), weight, param_dtype)
             layer.core[...] = t.core
             factors = t.factors
         else:
-            factors = _double_precision(lambda w: _cp_fit(w, ranks, n_iter), weight,
+            factors = double_precision(lambda w: _cp_fit(w, ranks, n_iter), weight,
                                         param_dtype)
         for p, f in zip(layer.factors, factors, strict=True):
             p[...] = f

@@ -6,6 +6,7 @@ from tnlib.models.conv import CPConv, TuckerConv
 from tnlib.models.embedding import TTEmbedding
 from tnlib.models.mlp import StructuredMLP
 from tnlib.models.mps import MPSClassifier, local_feature_map
+from tnlib.models.mup import layer_lr_multipliers, structured_optimizer
 from tnlib.models.regression import TensorRegression
 from tnlib.models.structured import (
     BTTLinear,
@@ -13,14 +14,12 @@ from tnlib.models.structured import (
     LowRankLinear,
     MonarchLinear,
     TTLinear,
-    balanced_factors,
-    layer_lr_multipliers,
-    structured_optimizer,
+    factorize_dims,
 )
 
 __all__ = [
     "BTTLinear", "CPConv", "FLoRA", "Frozen", "KroneckerLinear", "LoRA", "LoTR",
     "LowRankLinear", "MonarchLinear", "MPSBornMachine", "MPSClassifier", "StructuredMLP",
-    "TensorRegression", "TTEmbedding", "TTLinear", "TuckerConv", "balanced_factors",
+    "TensorRegression", "TTEmbedding", "TTLinear", "TuckerConv", "factorize_dims",
     "layer_lr_multipliers", "local_feature_map", "structured_optimizer",
 ]

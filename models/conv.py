@@ -38,17 +38,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tnlib import cp, linalg, tucker
-from tnlib.models.structured import _double_precision
+from tnlib.models._common import check_int, compute_dtype, double_precision, param_tree
 
 __all__ = ["TuckerConv", "CPConv"]
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
-
-def _check_int(value, name, low=1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
 
 
 def _pair(value, name) -> tuple[int, int]:
@@ -56,7 +51,7 @@ def _pair(value, name) -> tuple[int, int]:
         value = (value, value)
     if not isinstance(value, tuple | list) or len(value) != 2:
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return tuple(_check_int(v, name) for v in value)
+    return tuple(check_int(v, name) for v in value)
 
 
 def _padding(padding):
@@ -88,8 +83,8 @@ def _split_padding(padding, axis):
 
 def _common_init(self, in_features, out_features, kernel_size, strides, padding, use_bias,
                  dtype, param_dtype):
-    self.in_features = _check_int(in_features, "in_features")
-    self.out_features = _check_int(out_features, "out_features")
+    self.in_features = check_int(in_features, "in_features")
+    self.out_features = check_int(out_features, "out_features")
     self.kernel_size = _pair(kernel_size, "kernel_size")
     self.strides = _pair(strides, "strides")
     self.padding = _padding(padding)
@@ -105,8 +100,7 @@ def _flatten_input(x, in_features):
 
 
 def _dtype(layer, x):
-    dt = layer.dtype or jnp.result_type(layer.param_dtype, x.dtype)
-    return dt if jnp.issubdtype(dt, jnp.inexact) else layer.param_dtype
+    return compute_dtype(layer.dtype, x, layer.param_dtype)
 
 
 def _check_kernel(kernel, bias):
@@ -186,8 +180,8 @@ class TuckerConv(nnx.Module):
                      dtype, param_dtype)
         if not isinstance(ranks, tuple | list) or len(ranks) != 2:
             raise ValueError(f"ranks must be a pair (r_in, r_out), got {ranks!r}")
-        r_in = _check_int(ranks[0], "ranks[0] (r_in)")
-        r_out = _check_int(ranks[1], "ranks[1] (r_out)")
+        r_in = check_int(ranks[0], "ranks[0] (r_in)")
+        r_out = check_int(ranks[1], "ranks[1] (r_out)")
         if r_in > self.in_features or r_out > self.out_features:
             raise ValueError(f"ranks {tuple(ranks)} must be at most (in_features, out_features) "
                              f"= ({self.in_features}, {self.out_features})")
@@ -212,16 +206,15 @@ class TuckerConv(nnx.Module):
         k = tucker.mode_product(self.core[...], self.first[...], 2)
         return tucker.mode_product(k, self.last[...], 3)
 
-    def lr_multipliers(self) -> dict:
+    def lr_multipliers(self) -> nnx.State:
         """muP Adam multipliers (module docstring): ``first`` ``kh kw``, ``core``
-        ``C_in / r_in``, ``last`` ``kh kw C_in / r_out``, ``bias`` 1."""
+        ``C_in / r_in``, ``last`` ``kh kw C_in / r_out``, ``bias`` 1; a tree shaped like
+        ``nnx.state(self, nnx.Param)``."""
         (kh, kw), (r_in, r_out) = self.kernel_size, self.ranks
         fan_in = kh * kw * self.in_features
-        out = {"first": fan_in / self.in_features, "core": fan_in / (kh * kw * r_in),
-               "last": fan_in / r_out}
-        if self.bias is not None:
-            out["bias"] = 1.0
-        return out
+        table = {"first": fan_in / self.in_features, "core": fan_in / (kh * kw * r_in),
+                 "last": fan_in / r_out, "bias": 1.0}
+        return param_tree(self, lambda path: table[path[0]])
 
     def __call__(self, x):
         x, batch = _flatten_input(x, self.in_features)
@@ -251,7 +244,7 @@ class TuckerConv(nnx.Module):
         kh, kw, c_in, c_out = kernel.shape
         layer = cls(c_in, c_out, (kh, kw), ranks=ranks, strides=strides, padding=padding,
                     use_bias=bias is not None, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        core, u_in, u_out = _double_precision(lambda k: _partial_hosvd(k, layer.ranks),
+        core, u_in, u_out = double_precision(lambda k: _partial_hosvd(k, layer.ranks),
                                               kernel, param_dtype)
         layer.core[...] = core
         layer.first[...] = u_in
@@ -283,7 +276,7 @@ class CPConv(nnx.Module):
                  dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
         _common_init(self, in_features, out_features, kernel_size, strides, padding, use_bias,
                      dtype, param_dtype)
-        self.rank = _check_int(rank, "rank")
+        self.rank = check_int(rank, "rank")
         kh, kw = self.kernel_size
         v, h, u_in, u_out = _cp_init(rngs.params(), (kh, kw, self.in_features, self.out_features),
                                      self.rank, init_scale, param_dtype)
@@ -302,16 +295,15 @@ class CPConv(nnx.Module):
         """Dense kernel ``(kh, kw, C_in, C_out)`` via ``tnlib.cp.to_dense``."""
         return cp.to_dense(self.as_cp())
 
-    def lr_multipliers(self) -> dict:
+    def lr_multipliers(self) -> nnx.State:
         """muP Adam multipliers (module docstring): ``first`` ``kh kw``, ``vertical``
-        ``kw C_in``, ``horizontal`` ``kh C_in``, ``last`` ``kh kw C_in / R``, ``bias`` 1."""
+        ``kw C_in``, ``horizontal`` ``kh C_in``, ``last`` ``kh kw C_in / R``, ``bias`` 1;
+        a tree shaped like ``nnx.state(self, nnx.Param)``."""
         kh, kw = self.kernel_size
         fan_in = kh * kw * self.in_features
-        out = {"first": fan_in / self.in_features, "vertical": fan_in / kh,
-               "horizontal": fan_in / kw, "last": fan_in / self.rank}
-        if self.bias is not None:
-            out["bias"] = 1.0
-        return out
+        table = {"first": fan_in / self.in_features, "vertical": fan_in / kh,
+                 "horizontal": fan_in / kw, "last": fan_in / self.rank, "bias": 1.0}
+        return param_tree(self, lambda path: table[path[0]])
 
     def __call__(self, x):
         x, batch = _flatten_input(x, self.in_features)
@@ -349,7 +341,7 @@ class CPConv(nnx.Module):
             d = _cp_als(k, layer.rank, n_iter)
             return d.factors[:3] + (d.factors[3] * d.weights,)
 
-        v, h, u_in, u_out = _double_precision(fit, kernel, param_dtype)
+        v, h, u_in, u_out = double_precision(fit, kernel, param_dtype)
         layer.vertical[...] = v
         layer.horizontal[...] = h
         layer.first[...] = u_in

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tnlib import linalg, tt
+from tnlib.models._common import check_int, param_tree
 
 __all__ = ["TTEmbedding"]
 
@@ -67,9 +68,8 @@ class TTEmbedding(nnx.Module):
     def __init__(self, num_embeddings: int, features: int, *, vocab_factors, feature_factors,
                  rank, init_scale: float = 1.0, dtype=None, param_dtype=jnp.float32,
                  rngs: nnx.Rngs):
-        for name, value in (("num_embeddings", num_embeddings), ("features", features)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        check_int(num_embeddings, "num_embeddings")
+        check_int(features, "features")
         vocab_factors = _factors(vocab_factors, "vocab_factors")
         feature_factors = _factors(feature_factors, "feature_factors")
         if len(vocab_factors) != len(feature_factors):
@@ -114,10 +114,11 @@ class TTEmbedding(nnx.Module):
         """The dense table ``(num_embeddings, features)`` via ``tnlib.tt.to_dense``."""
         return tt.to_dense(self.ttm(self.dtype))[: self.num_embeddings]
 
-    def lr_multipliers(self) -> dict:
-        """``{("cores", k): 1 / r_{k-1}}``: the muP Adam multiplier of each core
-        relative to a dense ``nnx.Embed`` table (module docstring)."""
-        return {("cores", k): 1.0 / self.ranks[k] for k in range(len(self.cores))}
+    def lr_multipliers(self) -> nnx.State:
+        """``1 / r_{k-1}`` for ``cores[k]``: the muP Adam multiplier of each core
+        relative to a dense ``nnx.Embed`` table (module docstring), as a tree shaped
+        like ``nnx.state(self, nnx.Param)``."""
+        return param_tree(self, lambda path: 1.0 / self.ranks[path[1]])
 
     def __call__(self, ids):
         ids = jnp.asarray(ids)

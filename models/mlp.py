@@ -12,36 +12,23 @@ multiply-adds of one forward pass (per example), as the layers compute it.
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tnlib import btt
+from tnlib import btt, tt
 from tnlib.models.structured import (
     BTTLinear,
     KroneckerLinear,
     LowRankLinear,
     MonarchLinear,
     TTLinear,
-    balanced_factors,
+    factorize_dims,
 )
 
 __all__ = ["LAYERS", "StructuredMLP"]
 
 LAYERS = ("dense", "lowrank", "kronecker", "monarch", "btt", "tt")
-
-
-def _tt_factors(n: int, k: int) -> tuple[int, ...]:
-    """``n`` as a product of ``k`` factors as equal as possible (largest first)."""
-    factors, rest = [], n
-    for i in range(k, 0, -1):
-        f = max(d for d in range(1, rest + 1) if rest % d == 0 and d <= round(rest ** (1 / i)))
-        factors.append(f)
-        rest //= f
-    factors[-1] *= rest
-    return tuple(sorted(factors, reverse=True))
 
 
 def _hidden(kind: str, width: int, rank, n_factors: int, kw: dict, rngs: nnx.Rngs):
@@ -52,39 +39,29 @@ def _hidden(kind: str, width: int, rank, n_factors: int, kw: dict, rngs: nnx.Rng
     if kind == "lowrank":
         return LowRankLinear(width, width, rank=rank, rngs=rngs, **kw)
     if kind == "kronecker":
-        f = balanced_factors(width)
-        return KroneckerLinear(width, width, in_factors=f, out_factors=f, rngs=rngs, **kw)
+        return KroneckerLinear(width, width, rngs=rngs, **kw)
     if kind == "monarch":
         return MonarchLinear(width, width, rngs=rngs, **kw)
     if kind == "btt":
         return BTTLinear(width, width, rank=rank, rngs=rngs, **kw)
     if kind == "tt":
-        f = _tt_factors(width, n_factors)
+        # largest factor first: the site order of the recorded runs (same factors as
+        # the layer's default, reversed)
+        f = tuple(reversed(factorize_dims(width, n_factors)))
         if 1 in f:
             raise ValueError(f"width={width} has no {n_factors} factors > 1 for a TT layer; "
                              "pick a width with more divisors or a smaller n_factors")
-        return TTLinear(width, width, in_factors=f, out_factors=f, rank=rank, rngs=rngs, **kw)
+        return TTLinear(width, width, rank=rank, in_factors=f, out_factors=f, rngs=rngs, **kw)
     raise ValueError(f"layer must be one of {LAYERS}, got {kind!r}")
 
 
-def _tt_flops(layer: TTLinear) -> int:
-    """Multiply-add count (x2) of ``tt.matvec`` site by site, as it contracts."""
-    ttm = layer._matrix()
-    cols, rows = ttm.col_dims, ttm.row_dims
-    total = 0
-    for k, core in enumerate(ttm.cores):
-        r0, m, n, r1 = core.shape
-        rest = math.prod(cols[k + 1:]) * math.prod(rows[:k])
-        total += 2 * r0 * n * rest * m * r1
-    return total
-
-
 def _layer_flops(layer) -> int:
+    """FLOPs of one forward pass (per example), as the layer computes it."""
     if isinstance(layer, nnx.Linear):
         return 2 * layer.in_features * layer.out_features
     if isinstance(layer, TTLinear):
-        return _tt_flops(layer)
-    return btt.flops(layer._matrix(), 1)
+        return tt.flops(layer.as_matrix())
+    return btt.flops(layer.as_matrix(), 1)
 
 
 class StructuredMLP(nnx.Module):

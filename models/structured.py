@@ -1,25 +1,42 @@
-"""Structured dense replacements for ``nnx.Linear`` and their muP optimizer.
+"""Structured dense replacements for ``nnx.Linear``.
 
 Each layer maps ``x`` ``(..., in_features)`` to ``(..., out_features)`` as
 ``x @ kernel + bias`` where ``kernel`` ``(in_features, out_features)`` (``to_dense()``,
 the layout ``nnx.Linear`` stores) is never formed in the forward pass: ``__call__``
-rebuilds the tnlib object from the parameters and calls the tnlib core.
+rebuilds the tnlib object from the parameters (``as_matrix()``) and calls the tnlib core.
 
 - ``LowRankLinear``, ``KroneckerLinear``, ``MonarchLinear``, ``BTTLinear``: one
   ``nnx.Param`` per core of ``tnlib.btt.LowRank`` (``u``, ``v``), ``Kronecker``
   (``a``, ``b``) and ``BlockTT`` (``left``, ``right``; Monarch is its rank-1 case).
   tnlib.btt's matrices are ``(d_out, d_in)``, the transpose of ``kernel``.
-  Initialization is ``T.random``'s muP scale (dense entry variance ``1/in_features``).
 - ``TTLinear``: a TT-matrix / MPO (``tnlib.tt.TTMatrix``), cores
-  ``(r_{k-1}, n_out_k, n_in_k, r_k)`` in an ``nnx.List`` of Params, scaled so the dense
-  entries have variance ``1/in_features``.
+  ``(r_{k-1}, n_out_k, n_in_k, r_k)`` in an ``nnx.List`` of Params.
 
-Every layer has ``from_dense(kernel, bias=None, *, <structure>, rngs)`` (the tnlib
-projection onto the structure, computed in double precision and cast to ``param_dtype``:
-a kernel that truly has the structure comes back to float32 rounding),
-``to_dense()``, ``num_params()`` and ``lr_multipliers()``: a dict from parameter name
-(or path tuple relative to the layer) to its Adam learning-rate multiplier.
-``structured_optimizer`` applies those multipliers to the updates of any optax optimizer.
+The siblings share one signature, mirroring ``nnx.Linear``::
+
+    Cls(in_features, out_features, *, rank=0.5, in_factors=None, out_factors=None,
+        use_bias=True, dtype=None, param_dtype=jnp.float32, kernel_init=None,
+        bias_init=zeros, rngs)
+
+(Kronecker and Monarch have no ``rank``: both are rank 1 by construction; LowRank has no
+factors; TTLinear adds ``n_factors``.) Unset factors are the most balanced ones
+(:func:`factorize_dims`). ``rank`` is an int, or a float in ``(0, 1]``: the fraction of
+the dense kernel's ``in_features * out_features`` parameters the cores may use, resolved
+to the largest rank within that budget (at least 1), as tltorch's
+``FactorizedLinear(rank=0.5)``; the layer reports the resolved rank (``layer.rank``).
+An int rank larger than the shape can use (the bound ``from_dense`` enforces) is an
+error naming the largest useful rank, and so are factors whose rank-1 cores already cost
+more parameters than the dense kernel (a prime ``in_features``).
+
+``kernel_init=None`` draws the cores at the muP scale (``tnlib.btt``'s ``random``:
+dense entries of variance ``1 / in_features``); an initializer ``init(key, shape,
+dtype)`` is called once per core instead. Every layer also has
+``from_dense(kernel, bias=None, *, <structure>, rngs)`` (the tnlib projection onto the
+structure, computed in double precision and cast to ``param_dtype``: a kernel that truly
+has the structure comes back to float32 rounding), ``from_linear(linear, *,
+<structure>, rngs)`` (the same from an ``nnx.Linear``, bias copied), ``to_dense()``,
+``num_params()`` and ``lr_multipliers()`` (muP learning-rate multipliers shaped like
+``nnx.state(layer, nnx.Param)``, applied by ``tnlib.models.structured_optimizer``).
 
 Learning rates follow the muP rule of Qiu et al. 2024 that ``tnlib.btt`` documents: each
 core is one factor of a product of batched matmuls, its Adam learning rate scales as
@@ -31,66 +48,32 @@ TT: ``TTLinear.lr_multipliers``); biases get 1.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 
-from tnlib import btt, linalg, tt
+from tnlib import btt, tt
+from tnlib.models._common import check_int, double_precision, param_tree, promote_dtype
+from tnlib.models._shapes import (
+    check_cheaper_than_dense,
+    check_factors,
+    check_rank,
+    factorize_dims,
+    resolve_rank,
+    shape_count,
+    tt_factors,
+    tt_ranks,
+)
 
 __all__ = [
     "LowRankLinear", "KroneckerLinear", "MonarchLinear", "BTTLinear", "TTLinear",
-    "structured_optimizer", "layer_lr_multipliers", "balanced_factors",
+    "factorize_dims",
 ]
 
-
-def _check_int(value, name, low=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
-
-
-def balanced_factors(n: int) -> tuple[int, int]:
-    """The most balanced factorization ``(a, b)``, ``a <= b``, ``a * b = n``."""
-    n = _check_int(n, "n")
-    a = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
-    return a, n // a
-
-
-def _factors(factors, dim, name, n_sites=None):
-    """Validate ``factors`` (ints >= 1 whose product is ``dim``); None: balanced pair."""
-    if factors is None:
-        return balanced_factors(dim)
-    if isinstance(factors, int | str) or not isinstance(factors, Sequence):
-        raise ValueError(f"{name} must be a sequence of ints, got {factors!r}")
-    factors = tuple(factors)
-    for f in factors:
-        _check_int(f, name)
-    if n_sites is not None and len(factors) != n_sites:
-        raise ValueError(f"{name} must have {n_sites} factors, got {factors}")
-    if math.prod(factors) != dim:
-        raise ValueError(f"{name} {factors} must multiply to {dim}, got {math.prod(factors)}")
-    return factors
-
-
-def _double_precision(fn, array, out_dtype):
-    """``fn(array)`` computed in double precision, every leaf cast to ``out_dtype``.
-
-    For a concrete ``array``, ``fn`` runs under ``jax.enable_x64(True)`` on a float64
-    (complex128 for complex input) copy whatever the global x64 flag, so the SVDs / ALS
-    of a ``from_dense`` are exact to double precision before the cast (float32 SVDs
-    leave relative errors near 1e-6 even on exactly structured matrices). A traced
-    ``array`` (inside ``jit``) is decomposed in its own dtype.
-    """
-    cast = lambda tree: jax.tree.map(lambda a: jnp.asarray(a).astype(out_dtype), tree)
-    if not linalg.is_concrete(array):
-        return cast(fn(array))
-    with jax.enable_x64(True):
-        hi = jnp.promote_types(jnp.asarray(array).dtype, jnp.float64)
-        return cast(fn(jnp.asarray(array, hi)))
+_ZEROS = nnx.initializers.zeros_init()
+_DEFAULT_RANK = 0.5
 
 
 def _check_kernel(kernel, bias):
@@ -104,13 +87,27 @@ def _check_kernel(kernel, bias):
     return kernel, bias
 
 
+def _draw(make: Callable, key, kernel_init):
+    """``make(key)`` (the muP default), or its cores drawn one by one by
+    ``kernel_init(key_k, shape, dtype)`` (shapes from ``jax.eval_shape(make, key)``)."""
+    if kernel_init is None:
+        return make(key)
+    leaves, treedef = jax.tree.flatten(jax.eval_shape(make, key))
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree.unflatten(treedef, [kernel_init(k, a.shape, a.dtype)
+                                        for k, a in zip(keys, leaves, strict=True)])
+
+
+# ------------------------------------------------------------------------- base class
+
+
 class _Structured(nnx.Module):
-    """Shared bias, dtype handling and forward pass; subclasses define ``_matrix`` (the
-    tnlib object, cores cast to ``dt``) and ``_apply(matrix, x2d)``."""
+    """Shared bias, dtype promotion, forward pass and ``from_linear``; subclasses define
+    ``_core_values()``, ``_assemble(arrays)`` (the tnlib object) and ``_apply``."""
 
     def _setup(self, in_features, out_features, use_bias, dtype, param_dtype, bias_init, rngs):
-        self.in_features = _check_int(in_features, "in_features")
-        self.out_features = _check_int(out_features, "out_features")
+        self.in_features = check_int(in_features, "in_features")
+        self.out_features = check_int(out_features, "out_features")
         self.use_bias, self.dtype, self.param_dtype = use_bias, dtype, param_dtype
         self.bias = (nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
                      if use_bias else None)
@@ -119,21 +116,57 @@ class _Structured(nnx.Module):
         if bias is not None:
             self.bias = nnx.Param(jnp.asarray(bias, self.param_dtype))
 
+    @property
+    def _dense_params(self) -> int:
+        return self.in_features * self.out_features
+
+    def as_matrix(self, dtype=None):
+        """The tnlib object the layer applies (``(out_features, in_features)``, the
+        transpose of ``kernel``), its cores cast to ``dtype`` when given."""
+        arrays = self._core_values()
+        return self._assemble([a if dtype is None else a.astype(dtype) for a in arrays])
+
     def __call__(self, x):
-        """``x`` ``(..., in_features)`` -> ``(..., out_features)``."""
+        """``x`` ``(..., in_features)`` -> ``(..., out_features)``, computed in the
+        promotion of the parameters' and ``x``'s dtypes (or ``dtype``)."""
         x = jnp.asarray(x)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must have shape (..., {self.in_features}), got {x.shape}")
-        dt = self.dtype or jnp.result_type(self.param_dtype, x.dtype)
-        dt = dt if jnp.issubdtype(dt, jnp.inexact) else self.param_dtype
-        y = self._apply(self._matrix(dt), x.astype(dt).reshape(-1, self.in_features))
+        bias = None if self.bias is None else self.bias.get_value()
+        x, bias, *cores = promote_dtype((x, bias, *self._core_values()), dtype=self.dtype)
+        y = self._apply(self._assemble(cores), x.reshape(-1, self.in_features))
         y = y.reshape(x.shape[:-1] + (self.out_features,))
-        if self.bias is not None:
-            y = y + self.bias[...].astype(dt)
-        return y
+        return y if bias is None else y + bias
 
-    def _bias_params(self) -> int:
-        return self.out_features if self.bias is not None else 0
+    def num_params(self) -> int:
+        """Stored scalars: the cores' (tnlib's ``num_params``) plus the bias."""
+        bias = self.out_features if self.bias is not None else 0
+        return self._count(self.as_matrix()) + bias
+
+    @classmethod
+    def _build(cls, kernel, bias, decompose, ctor_kwargs, param_dtype, dtype, rngs):
+        """The layer built by its constructor (which checks every argument), its cores
+        replaced by ``decompose(w, layer)`` of ``w = kernel.T`` in double precision and
+        its bias by ``bias``."""
+        kernel, bias = _check_kernel(kernel, bias)
+        param_dtype = param_dtype or kernel.dtype
+        layer = cls(kernel.shape[0], kernel.shape[1], use_bias=bias is not None, dtype=dtype,
+                    param_dtype=param_dtype, rngs=rngs, **ctor_kwargs)
+        layer._init_cores(double_precision(lambda k: decompose(k.T, layer), kernel,
+                                           param_dtype))
+        layer._set_bias(bias)
+        return layer
+
+    @classmethod
+    def from_linear(cls, linear: nnx.Linear, *, rngs: nnx.Rngs, **structure):
+        """``from_dense`` of a trained ``nnx.Linear``: its kernel decomposed, its bias
+        copied, its ``dtype`` / ``param_dtype`` kept; ``structure`` (``rank``,
+        ``in_factors``, ...) as ``from_dense``."""
+        if not isinstance(linear, nnx.Linear):
+            raise TypeError(f"linear must be an nnx.Linear, got {type(linear).__name__}")
+        bias = None if linear.bias is None else linear.bias[...]
+        return cls.from_dense(linear.kernel[...], bias, dtype=linear.dtype,
+                              param_dtype=linear.param_dtype, rngs=rngs, **structure)
 
 
 class _BTTFamily(_Structured):
@@ -141,6 +174,7 @@ class _BTTFamily(_Structured):
 
     _names: tuple[str, ...] = ()
     _model_dims: tuple[int | None, ...] = ()  # per core: the axis split over a model mesh axis
+    _count = staticmethod(btt.num_params)
 
     def partition_specs(self, axis: str = "model") -> dict:
         """How the cores split over a ``model`` mesh axis: ``{core name: spec}`` (a tuple
@@ -160,10 +194,10 @@ class _BTTFamily(_Structured):
         for name in self._names:
             setattr(self, name, nnx.Param(getattr(obj, name)))
 
-    def _matrix(self, dt=None):
-        arrays = [getattr(self, n).get_value() for n in self._names]
-        if dt is not None:
-            arrays = [a.astype(dt) for a in arrays]
+    def _core_values(self):
+        return [getattr(self, n).get_value() for n in self._names]
+
+    def _assemble(self, arrays):
         return type(self)._type(*arrays)
 
     def _apply(self, w, x):
@@ -171,102 +205,111 @@ class _BTTFamily(_Structured):
 
     def to_dense(self):
         """The kernel ``(in_features, out_features)`` (``btt.to_dense`` transposed)."""
-        return btt.to_dense(self._matrix()).T
+        return btt.to_dense(self.as_matrix()).T
 
-    def num_params(self) -> int:
-        """Stored scalars: the cores' (``btt.num_params``) plus the bias."""
-        return btt.num_params(self._matrix()) + self._bias_params()
-
-    def lr_multipliers(self) -> dict:
-        """``{core name: btt.lr_multipliers}`` plus ``bias: 1.0``."""
-        mult = btt.lr_multipliers(self._matrix())
-        out = {n: float(getattr(mult, n)) for n in self._names}
-        if self.bias is not None:
-            out["bias"] = 1.0
-        return out
-
-    @classmethod
-    def _build(cls, kernel, bias, obj_fn, ctor_kwargs, param_dtype, dtype, rngs):
-        kernel, bias = _check_kernel(kernel, bias)
-        param_dtype = param_dtype or kernel.dtype
-        # validates the structure before building the layer
-        obj = _double_precision(lambda w: obj_fn(w.T), kernel, param_dtype)
-        layer = cls(kernel.shape[0], kernel.shape[1], use_bias=bias is not None, dtype=dtype,
-                    param_dtype=param_dtype, rngs=rngs, **ctor_kwargs)
-        layer._init_cores(obj)
-        layer._set_bias(bias)
-        return layer
+    def lr_multipliers(self) -> nnx.State:
+        """``btt.lr_multipliers`` of each core (bias 1.0), as a tree shaped like
+        ``nnx.state(self, nnx.Param)``."""
+        mult = btt.lr_multipliers(self.as_matrix())
+        return param_tree(self, lambda path: 1.0 if path == ("bias",)
+                          else float(getattr(mult, path[0])))
 
 
 _COMMON_DOC = """  use_bias: add a bias ``(out_features,)`` (initialized by ``bias_init``).
       dtype: computation dtype (default: promote the parameters' and the input's).
       param_dtype: parameter dtype.
+      kernel_init: None (default) for the muP initialization (dense entries of variance
+        ``1 / in_features``), or an initializer ``init(key, shape, dtype)`` applied to
+        each core.
       bias_init: initializer of the bias (default zeros, as ``nnx.Linear``).
       rngs: ``nnx.Rngs`` with a ``params`` stream.
 """
-_ZEROS = nnx.initializers.zeros_init()
+_RANK_DOC = """an int >= 1, or a float in ``(0, 1]``: the fraction of
+        the dense kernel's ``in_features * out_features`` parameters the cores may use
+        (resolved to the largest rank within it, at least 1; read it back as ``rank``)"""
 
 
 class LowRankLinear(_BTTFamily):
-    """``kernel = (u @ v).T`` of rank ``rank``: ``u`` ``(out, r)``, ``v`` ``(r, in)``.
+    """``kernel = (u @ v).T``: ``u`` ``(out_features, r)``, ``v`` ``(r, in_features)``.
 
     Args:
       in_features, out_features: sizes of the input and output.
-      rank: the rank, an int >= 1.
+      rank: ``r <= min(in_features, out_features)``; RANK_DOC.
     """
 
     _type = btt.LowRank
     _names = ("u", "v")
     _model_dims = (0, 1)
 
-    def __init__(self, in_features: int, out_features: int, *, rank: int,
-                 use_bias: bool = True, dtype=None, param_dtype=jnp.float32,
-                 bias_init=_ZEROS, rngs: nnx.Rngs):
+    def __init__(self, in_features: int, out_features: int, *,
+                 rank: int | float = _DEFAULT_RANK, use_bias: bool = True, dtype=None,
+                 param_dtype=jnp.float32, kernel_init=None, bias_init=_ZEROS,
+                 rngs: nnx.Rngs):
         self._setup(in_features, out_features, use_bias, dtype, param_dtype, bias_init, rngs)
-        self.rank = _check_int(rank, "rank")
-        self._init_cores(btt.LowRank.random(rngs.params(), out_features, in_features, rank,
-                                            param_dtype))
+        i, o, dense = in_features, out_features, self._dense_params
+        check_rank(rank, dense)
+        cost = lambda r: shape_count(btt.num_params, btt.LowRank, [(o, r), (r, i)])
+        check_cheaper_than_dense("LowRankLinear", cost(1), dense, i, o)
+        r = resolve_rank(rank, cost, min(i, o), dense,
+                          f"min(in_features, out_features) = min({i}, {o})", "LowRankLinear")
+        self._init_cores(_draw(
+            lambda k: btt.random(k, (o, i), r, param_dtype, kind="lowrank"),
+            rngs.params(), kernel_init))
+
+    @property
+    def rank(self) -> int:
+        """The rank ``r`` (read from ``v``'s shape)."""
+        return self.v.shape[0]
 
     @classmethod
-    def from_dense(cls, kernel, bias=None, *, rank: int, dtype=None, param_dtype=None,
-                   rngs: nnx.Rngs) -> LowRankLinear:
-        """Best rank-``rank`` approximation (truncated SVD) of ``kernel`` ``(in, out)``;
-        ``rank <= min(in, out)``."""
-        return cls._build(kernel, bias, lambda w: btt.LowRank.from_dense(w, rank),
-                          dict(rank=rank), param_dtype, dtype, rngs)
+    def from_dense(cls, kernel, bias=None, *, rank: int | float = _DEFAULT_RANK, dtype=None,
+                   param_dtype=None, rngs: nnx.Rngs) -> LowRankLinear:
+        """Best rank-``rank`` approximation (truncated SVD, ``tnlib.btt.from_dense``) of
+        ``kernel`` ``(in_features, out_features)``; ``bias`` copied."""
+        return cls._build(kernel, bias, lambda w, layer: btt.from_dense(
+            w, max_rank=layer.rank, kind="lowrank"), dict(rank=rank), param_dtype, dtype, rngs)
 
 
 class KroneckerLinear(_BTTFamily):
-    """``kernel = kron(a, b).T``: ``a`` ``(m1, n1)``, ``b`` ``(m2, n2)``.
+    """``kernel = kron(a, b).T``: ``a`` ``(m1, n1)``, ``b`` ``(m2, n2)``; rank 1.
 
     Args:
       in_features, out_features: sizes of the input and output.
-      in_factors: ``(n1, n2)`` with ``n1 n2 = in_features``.
-      out_factors: ``(m1, m2)`` with ``m1 m2 = out_features``.
+      in_factors: ``(n1, n2)`` with ``n1 n2 = in_features``; default
+        ``factorize_dims(in_features, 2)``.
+      out_factors: ``(m1, m2)`` with ``m1 m2 = out_features``; default
+        ``factorize_dims(out_features, 2)``.
     """
 
     _type = btt.Kronecker
     _names = ("a", "b")
     _model_dims = (0, None)
+    rank = 1  # a single Kronecker product
 
-    def __init__(self, in_features: int, out_features: int, *, in_factors: Sequence[int],
-                 out_factors: Sequence[int], use_bias: bool = True, dtype=None,
-                 param_dtype=jnp.float32, bias_init=_ZEROS, rngs: nnx.Rngs):
+    def __init__(self, in_features: int, out_features: int, *,
+                 in_factors: Sequence[int] | None = None,
+                 out_factors: Sequence[int] | None = None, use_bias: bool = True,
+                 dtype=None, param_dtype=jnp.float32, kernel_init=None, bias_init=_ZEROS,
+                 rngs: nnx.Rngs):
         self._setup(in_features, out_features, use_bias, dtype, param_dtype, bias_init, rngs)
-        self.in_factors = _factors(in_factors, in_features, "in_factors", 2)
-        self.out_factors = _factors(out_factors, out_features, "out_factors", 2)
-        self._init_cores(btt.Kronecker.random(rngs.params(), self.out_factors,
-                                              self.in_factors, param_dtype))
+        fi = self.in_factors = check_factors(in_factors, in_features, "in_factors", 2)
+        fo = self.out_factors = check_factors(out_factors, out_features, "out_factors", 2)
+        cost1 = shape_count(btt.num_params, btt.Kronecker,
+                             [(fo[0], fi[0]), (fo[1], fi[1])])
+        check_cheaper_than_dense("KroneckerLinear", cost1, self._dense_params, in_features,
+                                  out_features, fi, fo)
+        self._init_cores(_draw(
+            lambda k: btt.random(k, (fo, fi), 1, param_dtype, kind="kronecker"),
+            rngs.params(), kernel_init))
 
     @classmethod
-    def from_dense(cls, kernel, bias=None, *, in_factors, out_factors, dtype=None,
+    def from_dense(cls, kernel, bias=None, *, in_factors=None, out_factors=None, dtype=None,
                    param_dtype=None, rngs: nnx.Rngs) -> KroneckerLinear:
-        """Nearest Kronecker product (Van Loan-Pitsianis) of ``kernel`` ``(in, out)``."""
-        kernel, bias = _check_kernel(kernel, bias)
-        fi = _factors(in_factors, kernel.shape[0], "in_factors", 2)
-        fo = _factors(out_factors, kernel.shape[1], "out_factors", 2)
-        return cls._build(kernel, bias, lambda w: btt.Kronecker.from_dense(w, fo, fi),
-                          dict(in_factors=fi, out_factors=fo), param_dtype, dtype, rngs)
+        """Nearest Kronecker product (Van Loan-Pitsianis, ``tnlib.btt.from_dense``) of
+        ``kernel`` ``(in_features, out_features)``; ``bias`` copied."""
+        return cls._build(kernel, bias, lambda w, layer: btt.from_dense(
+            w, kind="kronecker", dims=(layer.out_factors, layer.in_factors)),
+            dict(in_factors=in_factors, out_factors=out_factors), param_dtype, dtype, rngs)
 
 
 class BTTLinear(_BTTFamily):
@@ -275,39 +318,58 @@ class BTTLinear(_BTTFamily):
 
     Args:
       in_features, out_features: sizes of the input and output.
-      rank: the BTT rank ``r`` >= 1.
-      in_factors: ``(n1, n2)`` with ``n1 n2 = in_features``; default the most balanced.
-      out_factors: ``(m1, m2)`` with ``m1 m2 = out_features``; default the most balanced.
+      rank: the BTT rank ``r <= min(m2, n1)``; RANK_DOC.
+      in_factors: ``(n1, n2)`` with ``n1 n2 = in_features``; default
+        ``factorize_dims(in_features, 2)``.
+      out_factors: ``(m1, m2)`` with ``m1 m2 = out_features``; default
+        ``factorize_dims(out_features, 2)``.
     """
 
     _type = btt.BlockTT
     _names = ("left", "right")
     _model_dims = (0, 0)
+    _kind = "btt"
 
-    def __init__(self, in_features: int, out_features: int, *, rank: int,
-                 in_factors: Sequence[int] | None = None,
+    def __init__(self, in_features: int, out_features: int, *,
+                 rank: int | float = _DEFAULT_RANK, in_factors: Sequence[int] | None = None,
                  out_factors: Sequence[int] | None = None, use_bias: bool = True,
-                 dtype=None, param_dtype=jnp.float32, bias_init=_ZEROS, rngs: nnx.Rngs):
+                 dtype=None, param_dtype=jnp.float32, kernel_init=None, bias_init=_ZEROS,
+                 rngs: nnx.Rngs):
         self._setup(in_features, out_features, use_bias, dtype, param_dtype, bias_init, rngs)
-        self.rank = _check_int(rank, "rank")
-        self.in_factors = _factors(in_factors, in_features, "in_factors", 2)
-        self.out_factors = _factors(out_factors, out_features, "out_factors", 2)
-        self._init_cores(btt.BlockTT.random(rngs.params(), self.out_factors, self.in_factors,
-                                            rank, param_dtype))
+        owner, dense = type(self).__name__, self._dense_params
+        check_rank(rank, dense)
+        fi = self.in_factors = check_factors(in_factors, in_features, "in_factors", 2)
+        fo = self.out_factors = check_factors(out_factors, out_features, "out_factors", 2)
+        (n1, n2), (m1, m2) = fi, fo
+        cost = lambda r: shape_count(btt.num_params, btt.BlockTT,
+                                      [(n2, m1, n1, r), (m1, m2, n2, r)])
+        check_cheaper_than_dense(owner, cost(1), dense, in_features, out_features, fi, fo)
+        r = resolve_rank(rank, cost, min(m2, n1), dense,
+                          f"min(m2, n1) = min(out_factors[1], in_factors[0]) = "
+                          f"min({m2}, {n1}), the block shape", owner)
+        self._init_cores(_draw(
+            lambda k: btt.random(k, (fo, fi), r, param_dtype, kind=self._kind),
+            rngs.params(), kernel_init))
+
+    @property
+    def rank(self) -> int:
+        """The BTT rank ``r`` (read from ``left``'s shape)."""
+        return self.left.shape[-1]
 
     @classmethod
-    def from_dense(cls, kernel, bias=None, *, rank: int, in_factors=None, out_factors=None,
-                   dtype=None, param_dtype=None, rngs: nnx.Rngs):
-        """Best BTT approximation (blockwise truncated SVD) of ``kernel`` ``(in, out)``;
-        ``rank <= min(m2, n1)``."""
-        kernel, bias = _check_kernel(kernel, bias)
-        fi = _factors(in_factors, kernel.shape[0], "in_factors", 2)
-        fo = _factors(out_factors, kernel.shape[1], "out_factors", 2)
-        kw = dict(in_factors=fi, out_factors=fo)
-        if cls is BTTLinear:
-            kw["rank"] = rank
-        return cls._build(kernel, bias, lambda w: btt.BlockTT.from_dense(w, fo, fi, rank),
-                          kw, param_dtype, dtype, rngs)
+    def from_dense(cls, kernel, bias=None, *, rank: int | float = _DEFAULT_RANK,
+                   in_factors=None, out_factors=None, dtype=None, param_dtype=None,
+                   rngs: nnx.Rngs) -> BTTLinear:
+        """Best BTT approximation (blockwise truncated SVD, ``tnlib.btt.from_dense``) of
+        ``kernel`` ``(in_features, out_features)``; ``bias`` copied."""
+        return cls._build(kernel, bias, _btt_projection,
+                          dict(rank=rank, in_factors=in_factors, out_factors=out_factors),
+                          param_dtype, dtype, rngs)
+
+
+def _btt_projection(w, layer):
+    return btt.from_dense(w, max_rank=layer.rank, kind=layer._kind,
+                          dims=(layer.out_factors, layer.in_factors))
 
 
 class MonarchLinear(BTTLinear):
@@ -315,101 +377,123 @@ class MonarchLinear(BTTLinear):
 
     Args:
       in_features, out_features: sizes of the input and output.
-      in_factors, out_factors: as ``BTTLinear`` (default the most balanced pairs).
+      in_factors, out_factors: as ``BTTLinear`` (default ``factorize_dims(., 2)``).
     """
+
+    _kind = "monarch"
 
     def __init__(self, in_features: int, out_features: int, *,
                  in_factors: Sequence[int] | None = None,
                  out_factors: Sequence[int] | None = None, use_bias: bool = True,
-                 dtype=None, param_dtype=jnp.float32, bias_init=_ZEROS, rngs: nnx.Rngs):
+                 dtype=None, param_dtype=jnp.float32, kernel_init=None, bias_init=_ZEROS,
+                 rngs: nnx.Rngs):
         super().__init__(in_features, out_features, rank=1, in_factors=in_factors,
                          out_factors=out_factors, use_bias=use_bias, dtype=dtype,
-                         param_dtype=param_dtype, bias_init=bias_init, rngs=rngs)
+                         param_dtype=param_dtype, kernel_init=kernel_init,
+                         bias_init=bias_init, rngs=rngs)
 
     @classmethod
     def from_dense(cls, kernel, bias=None, *, in_factors=None, out_factors=None,
                    dtype=None, param_dtype=None, rngs: nnx.Rngs) -> MonarchLinear:
-        """Best Monarch approximation (rank-1 SVD per block) of ``kernel`` ``(in, out)``."""
-        return super().from_dense(kernel, bias, rank=1, in_factors=in_factors,
-                                  out_factors=out_factors, dtype=dtype,
-                                  param_dtype=param_dtype, rngs=rngs)
+        """Best Monarch approximation (rank-1 SVD per block) of ``kernel``; ``bias``
+        copied."""
+        return cls._build(kernel, bias, _btt_projection,
+                          dict(in_factors=in_factors, out_factors=out_factors),
+                          param_dtype, dtype, rngs)
 
 
 class TTLinear(_Structured):
-    """TT-matrix (MPO) kernel: ``cores[k]`` ``(r_{k-1}, out_factors[k], in_factors[k], r_k)``
-    and ``kernel = tt.to_dense(TTMatrix(cores)).T``.
+    """TT-matrix (MPO) kernel: ``cores[k]`` ``(r_{k-1}, out_factors[k], in_factors[k],
+    r_k)`` and ``kernel = tt.to_dense(TTMatrix(cores)).T``.
 
     Args:
       in_features, out_features: sizes of the input and output.
-      in_factors: ``(n_1, ..., n_L)`` with product ``in_features``.
-      out_factors: ``(m_1, ..., m_L)`` with product ``out_features`` (same ``L``).
-      rank: internal TT rank, an int or a sequence of ``L - 1`` ints.
+      rank: internal TT rank: RANK_DOC; an int or fraction is capped bond by bond at
+        what the unfoldings allow (``rank`` reads back the ``L - 1`` bonds); or a
+        sequence of ``L - 1`` ints.
+      in_factors: ``(n_1, ..., n_L)`` with product ``in_features``; default
+        ``factorize_dims(in_features, L)``.
+      out_factors: ``(m_1, ..., m_L)`` with product ``out_features``; default
+        ``factorize_dims(out_features, L)``.
+      n_factors: the number of sites ``L`` when neither factor tuple is given (default 3).
     """
 
-    def __init__(self, in_features: int, out_features: int, *, in_factors: Sequence[int],
-                 out_factors: Sequence[int], rank, use_bias: bool = True, dtype=None,
-                 param_dtype=jnp.float32, bias_init=_ZEROS, rngs: nnx.Rngs):
-        self._setup(in_features, out_features, use_bias, dtype, param_dtype, bias_init, rngs)
-        self.in_factors = _factors(in_factors, in_features, "in_factors")
-        self.out_factors = _factors(out_factors, out_features, "out_factors",
-                                    len(self.in_factors))
-        ttm = tt.random(rngs.params(), self.out_factors, rank, param_dtype,
-                        col_dims=self.in_factors)
-        # tt.random has E ||W||_F^2 = 1; spread a factor sqrt(out_features) over the cores
-        # so that each dense entry has variance 1 / in_features.
-        s = out_features ** (0.5 / len(ttm.cores))
-        self._set_cores([c * s for c in ttm.cores])
+    _count = staticmethod(tt.num_params)
 
-    def _set_cores(self, cores):
-        self.cores = nnx.List([nnx.Param(c) for c in cores])
+    def __init__(self, in_features: int, out_features: int, *,
+                 rank: int | float | Sequence[int] = _DEFAULT_RANK,
+                 in_factors: Sequence[int] | None = None,
+                 out_factors: Sequence[int] | None = None, n_factors: int | None = None,
+                 use_bias: bool = True, dtype=None, param_dtype=jnp.float32,
+                 kernel_init=None, bias_init=_ZEROS, rngs: nnx.Rngs):
+        self._setup(in_features, out_features, use_bias, dtype, param_dtype, bias_init, rngs)
+        fi, fo = tt_factors(in_features, out_features, in_factors, out_factors, n_factors)
+        self.in_factors, self.out_factors = fi, fo
+        ranks = tt_ranks(rank, fi, fo, in_features, out_features)
+
+        def make(key):
+            ttm = tt.random(key, fo, list(ranks) or 1, param_dtype, col_dims=fi)
+            # tt.random has E ||W||_F^2 = 1; spread a factor sqrt(out_features) over the
+            # cores so that each dense entry has variance 1 / in_features.
+            s = out_features ** (0.5 / len(ttm.cores))
+            return tt.TTMatrix(tuple(c * s for c in ttm.cores))
+
+        self._init_cores(_draw(make, rngs.params(), kernel_init))
+
+    def _init_cores(self, ttm):
+        self.cores = nnx.List([nnx.Param(c) for c in ttm.cores])
+
+    def _core_values(self):
+        return [c.get_value() for c in self.cores]
+
+    def _assemble(self, arrays):
+        return tt.TTMatrix(tuple(arrays))
+
+    def _apply(self, ttm, x):
+        return tt.matvec(ttm, x)
 
     def partition_specs(self, axis: str = "model") -> dict:
         """Every core split over a ``model`` mesh axis along its output mode
         ``out_factors[k]`` (read by ``tnlib.experiments.sharding.shard_params``)."""
         return {"cores": (None, axis, None, None)}
 
-    def _matrix(self, dt=None):
-        return tt.TTMatrix(tuple(c.get_value() if dt is None else c[...].astype(dt)
-                                 for c in self.cores))
-
-    def _apply(self, ttm, x):
-        return tt.matvec(ttm, x)
-
     @property
     def ranks(self) -> tuple[int, ...]:
         """All ``L + 1`` bond dimensions (boundaries 1)."""
-        return self._matrix().ranks
+        return self.as_matrix().ranks
+
+    @property
+    def rank(self) -> tuple[int, ...]:
+        """The ``L - 1`` internal bond dimensions (``ranks[1:-1]``)."""
+        return self.ranks[1:-1]
 
     @classmethod
-    def from_dense(cls, kernel, bias=None, *, in_factors, out_factors, rank: int,
-                   dtype=None, param_dtype=None, rngs: nnx.Rngs) -> TTLinear:
-        """TT-SVD of ``kernel.T`` with bonds capped at ``rank`` (an int); bonds the
-        unfoldings cannot fill come out smaller."""
-        kernel, bias = _check_kernel(kernel, bias)
-        _check_int(rank, "rank")
-        fi = _factors(in_factors, kernel.shape[0], "in_factors")
-        fo = _factors(out_factors, kernel.shape[1], "out_factors", len(fi))
-        param_dtype = param_dtype or kernel.dtype
-        ttm = _double_precision(
-            lambda w: tt.from_dense(w.T, max_rank=rank, row_dims=fo, col_dims=fi),
-            kernel, param_dtype)
-        layer = cls(kernel.shape[0], kernel.shape[1], in_factors=fi, out_factors=fo,
-                    rank=rank, use_bias=bias is not None, dtype=dtype,
-                    param_dtype=param_dtype, rngs=rngs)
-        layer._set_cores(list(ttm.cores))
-        layer._set_bias(bias)
-        return layer
+    def from_dense(cls, kernel, bias=None, *, rank: int | float = _DEFAULT_RANK,
+                   in_factors=None, out_factors=None, n_factors=None, dtype=None,
+                   param_dtype=None, rngs: nnx.Rngs) -> TTLinear:
+        """TT-SVD (``tnlib.tt.from_dense``) of ``kernel.T`` with every bond capped at the
+        resolved ``rank`` (an int or a fraction; bonds the unfoldings cannot fill come
+        out smaller, as the constructor's); ``bias`` copied."""
+        if isinstance(rank, Sequence) and not isinstance(rank, str):
+            raise ValueError(f"TTLinear.from_dense takes rank as one int or a fraction "
+                             f"(tnlib.tt.from_dense caps every bond at one max_rank), got "
+                             f"{rank!r}")
+
+        def decompose(w, layer):
+            return tt.from_dense(w, max_rank=max(layer.rank, default=None),
+                                 row_dims=layer.out_factors, col_dims=layer.in_factors)
+
+        return cls._build(kernel, bias, decompose,
+                          dict(rank=rank, in_factors=in_factors, out_factors=out_factors,
+                               n_factors=n_factors), param_dtype, dtype, rngs)
 
     def to_dense(self):
         """The kernel ``(in_features, out_features)`` (``tt.to_dense`` transposed)."""
-        return tt.to_dense(self._matrix()).T
+        return tt.to_dense(self.as_matrix()).T
 
-    def num_params(self) -> int:
-        """Stored scalars: all core entries plus the bias."""
-        return sum(math.prod(c.shape) for c in self.cores) + self._bias_params()
-
-    def lr_multipliers(self) -> dict:
-        """``{("cores", k): in_features / (r_{k-1} n_k)}`` plus ``bias: 1.0``.
+    def lr_multipliers(self) -> nnx.State:
+        """``in_features / (r_{k-1} n_k)`` for ``cores[k]`` (bias 1.0), as a tree shaped
+        like ``nnx.state(self, nnx.Param)``.
 
         ``tnlib.tt.matvec`` contracts the input site by site from the left: core ``k``
         sums over its input mode ``n_k = in_factors[k]`` and the bond ``r_{k-1}`` that
@@ -419,65 +503,9 @@ class TTLinear(_Structured):
         ``n_1 / r``, exactly ``BTTLinear``'s ``left`` and ``right``).
         """
         ranks = self.ranks
-        out = {("cores", k): self.in_features / (ranks[k] * n)
-               for k, n in enumerate(self.in_factors)}
-        if self.bias is not None:
-            out["bias"] = 1.0
-        return out
+        return param_tree(self, lambda path: 1.0 if path == ("bias",) else
+                          self.in_features / (ranks[path[1]] * self.in_factors[path[1]]))
 
 
 for _cls in (LowRankLinear, KroneckerLinear, BTTLinear, MonarchLinear, TTLinear):
-    _cls.__doc__ += _COMMON_DOC
-
-
-# ------------------------------------------------------------------------ optimizer
-
-
-def _norm_path(path) -> tuple:
-    keys = []
-    for k in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(k, attr):
-                keys.append(getattr(k, attr))
-                break
-        else:
-            keys.append(k)
-    while keys and keys[-1] in ("value", "raw_value"):
-        keys.pop()
-    return tuple(keys)
-
-
-def layer_lr_multipliers(model: nnx.Module) -> dict[tuple, float]:
-    """``{path of a Param in nnx.state(model): multiplier}`` for every parameter of
-    every sub-module with an ``lr_multipliers()`` method (absent paths mean 1)."""
-    table = {}
-    for path, node in nnx.iter_graph(model):
-        if isinstance(node, nnx.Module) and callable(getattr(node, "lr_multipliers", None)):
-            for key, mult in node.lr_multipliers().items():
-                rel = key if isinstance(key, tuple) else (key,)
-                table[tuple(path) + rel] = float(mult)
-    return table
-
-
-def structured_optimizer(model: nnx.Module,
-                         base_optimizer: optax.GradientTransformation
-                         ) -> optax.GradientTransformation:
-    """``optax.chain(base_optimizer, scale_by_multipliers)``: each update of a structured
-    layer's core is multiplied by that core's muP multiplier (the layer's
-    ``lr_multipliers()``: BTT family, ``TTLinear``, ``TuckerConv``, ``CPConv``,
-    ``TTEmbedding``; every other parameter by 1).
-
-    The multipliers are read once from ``model``'s structure (static floats); the
-    transform accepts updates shaped like ``nnx.state(model, nnx.Param)`` (as
-    ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` passes them) or its pure dict.
-    """
-    table = layer_lr_multipliers(model)
-
-    def update(updates, state, params=None):
-        del params
-        scaled = jax.tree_util.tree_map_with_path(
-            lambda p, u: u * jnp.asarray(table.get(_norm_path(p), 1.0), u.dtype), updates)
-        return scaled, state
-
-    scale = optax.GradientTransformation(lambda params: optax.EmptyState(), update)
-    return optax.chain(base_optimizer, scale)
+    _cls.__doc__ = _cls.__doc__.replace("RANK_DOC", _RANK_DOC) + _COMMON_DOC

@@ -9,12 +9,12 @@ import pytest
 from flax import linen, nnx
 from flax.nnx import bridge
 from sklearn.datasets import load_digits
-from train_checks import linen_classifier_losses, nnx_classifier_losses
+from train_checks import flat_multipliers, linen_classifier_losses, nnx_classifier_losses
 
 from tnlib import cp, tt, tucker
+from tnlib.models import layer_lr_multipliers, structured_optimizer
 from tnlib.models.conv import CPConv, TuckerConv
 from tnlib.models.embedding import TTEmbedding
-from tnlib.models.structured import layer_lr_multipliers, structured_optimizer
 
 DIMS = ("NHWC", "HWIO", "NHWC")
 
@@ -149,7 +149,9 @@ def test_structured_optimizer_applies_conv_and_embedding_multipliers():
         ("cp", "last"): fan / 5,
         ("embed", "cores", 0): 1.0, ("embed", "cores", 1): 1 / 3, ("embed", "cores", 2): 1 / 4,
     }
-    assert layer_lr_multipliers(net) == pytest.approx(expected)
+    mults = layer_lr_multipliers(net)  # shaped like the parameters
+    assert jax.tree.structure(mults) == jax.tree.structure(nnx.state(net, nnx.Param))
+    assert flat_multipliers(mults) == pytest.approx(expected)
     _applies_multipliers(net, expected)
 
 

@@ -1,5 +1,6 @@
-"""Shared training loop of the layer tests: a Linen model (a layer wrapped by
-``flax.nnx.bridge.to_linen``) trained by optax Adam on a small classification set."""
+"""Shared helpers of the layer tests: training loops (a Linen model wrapping a layer by
+``flax.nnx.bridge.to_linen``, or an NNX model under ``nnx.jit``) on a small
+classification set, and the flat view of a muP multiplier tree."""
 
 import jax
 import optax
@@ -44,3 +45,11 @@ def nnx_classifier_losses(net, x, y, *, steps: int, tx):
         return loss
 
     return [float(step(net, opt, x, y)) for _ in range(steps)]
+
+
+def flat_multipliers(tree) -> dict:
+    """``{path: float}`` of a multiplier tree shaped like ``nnx.state(model, nnx.Param)``
+    (``lr_multipliers()`` / ``layer_lr_multipliers``), paths as ``nnx.to_flat_state``."""
+    from flax import nnx
+
+    return {path: var.get_value() for path, var in nnx.to_flat_state(tree)}

@@ -1,19 +1,16 @@
 """Supervised classification: ``train_and_evaluate(config, workdir)``.
 
 Trains a model from :data:`MODELS` on a data set from :mod:`tnlib.experiments.data`
-with optax Adam and cross-entropy, logging to ``metrics.jsonl``, checkpointing with
-orbax, and resuming from the latest checkpoint when ``workdir`` already holds one.
-See :mod:`tnlib.experiments.records` for the files a run writes.
+with optax Adam and cross-entropy. One step is one batch; the state a checkpoint
+holds is the parameters, the optimizer state and any non-parameter model state (the
+data order is a function of ``(seed, step)``). Everything else (lock, resumption,
+checkpoints, metrics, summary) is :func:`tnlib.experiments.runner.run`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import json
 import math
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,12 +20,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import nnx
-from tqdm.auto import tqdm
 
 from . import data as data_lib
-from . import records, sharding, training
+from . import records, runner, sharding, training
 from .config import ConfigError, check_keys, validate
 
 __all__ = [
@@ -109,11 +104,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     check_keys(config, {"": ("task", "seed", "data", "model", "train", "mesh"),
                         "train": training.TRAIN_KEYS,
                         "model": ["name", *model_options(config.model.name)]})
-    extra = {k for k in config.data if k not in ("name", "n_train", "n_test")}
-    unknown = sorted(extra - set(data_lib.loader_options(config.data.name)))
-    if unknown:
-        raise ConfigError(f"data.{unknown[0]}: data set {config.data.name!r} has no such option; "
-                          f"it takes {data_lib.loader_options(config.data.name)}")
+    data_lib.check_options(config.data)
     n_train = config.data.get("n_train")
     if n_train is not None and config.train.batch_size > n_train:
         raise ConfigError(f"train.batch_size={config.train.batch_size} exceeds "
@@ -132,25 +123,12 @@ def check_schedule(tc: ml_collections.ConfigDict, total_steps: int) -> None:
                           "train.lr)")
 
 
-# --------------------------------------------------------------------------- data
+# --------------------------------------------------------------------------- steps
 
 
 def load_data(cfg: ml_collections.ConfigDict) -> dict[str, Split]:
-    """Load ``cfg.name`` with the loader options in ``cfg``, then cut to n_train / n_test."""
-    sizes = {"train": cfg.get("n_train"), "test": cfg.get("n_test")}
-    opts = {k: v for k, v in cfg.items() if k not in ("name", "n_train", "n_test")}
-    try:
-        splits = data_lib.load(cfg.name, **opts)
-    except ValueError as e:
-        raise ConfigError(f"data: {e}") from e
-    for split, n in sizes.items():
-        if n is not None and n > len(splits[split][0]):
-            raise ConfigError(f"data.n_{split}={n} exceeds the {len(splits[split][0])} "
-                              f"{split} examples of {cfg.name!r}")
-    return data_lib.subset(splits, sizes)
-
-
-# --------------------------------------------------------------------------- steps
+    """The splits of the config's ``data`` section (:func:`tnlib.experiments.data.from_config`)."""
+    return data_lib.from_config(cfg)
 
 
 def make_steps(graphdef, rest, optimizer: optax.GradientTransformation):
@@ -185,94 +163,21 @@ def make_steps(graphdef, rest, optimizer: optax.GradientTransformation):
 
 
 def evaluate(eval_step, params, split: Split, batch_size: int, mesh=None) -> dict[str, float]:
-    """Mean loss and accuracy over ``split``; the last batch is padded (one compilation).
-
-    With ``mesh``, batches are split over its ``data`` axis (the batch size is rounded
-    up to a multiple of that axis; padded rows are masked out).
-    """
-    x, y = split
-    n = len(x)
-    batch_size = min(batch_size, n)
-    if mesh is not None:
-        batch_size = -(-batch_size // mesh.shape[sharding.DATA]) * mesh.shape[sharding.DATA]
+    """Mean loss and accuracy over ``split`` in padded, masked batches
+    (:func:`tnlib.experiments.data.eval_batches`; with ``mesh``, split over its ``data``)."""
     total_loss, total_correct = 0.0, 0
-    for start in range(0, n, batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        mask = np.ones(batch_size, bool)
-        if len(xb) < batch_size:
-            pad = batch_size - len(xb)
-            mask[len(xb) :] = False
-            xb = np.concatenate([xb, np.zeros((pad, x.shape[1]), x.dtype)])
-            yb = np.concatenate([yb, np.zeros(pad, y.dtype)])
-        if mesh is not None:
-            xb, yb, mask = sharding.shard_batch(mesh, xb, yb, mask)
+    for xb, yb, mask in data_lib.eval_batches(split, batch_size, mesh):
         loss, correct = eval_step(params, xb, yb, mask)
         total_loss += float(loss)
         total_correct += int(correct)
-    return {"loss": total_loss / n, "acc": total_correct / n}
+    return {"loss": total_loss / len(split[0]), "acc": total_correct / len(split[0])}
 
 
-# --------------------------------------------------------------------------- checkpoints
+# --------------------------------------------------------------------------- task
 
 
-def _state(params, opt_state, rest) -> dict[str, Any]:
-    """What a checkpoint holds: parameters, optimizer state (Adam moments and step count,
-    which drives the schedule) and, when the model has any, its non-parameter state
-    (e.g. nnx RNG streams of dropout layers). The data order needs no state: it is a
-    function of (seed, step)."""
-    state = {"params": params, "opt_state": opt_state}
-    if jax.tree.leaves(rest):
-        state["rest"] = rest
-    return state
-
-
-# --------------------------------------------------------------------------- driver
-
-
-def _check_resumable(workdir: Path, config: ml_collections.ConfigDict) -> None:
-    """Refuse to resume a run directory that was started with a different config
-    (other than its ``mesh``)."""
-    path = workdir / "config.json"
-    ckpt = workdir / "checkpoints"
-    if not ckpt.is_dir() or not any(p.name.isdigit() for p in ckpt.iterdir()):
-        return
-    # The mesh may change between sessions (a checkpoint restores onto any mesh shape).
-    def same(c):
-        return {k: v for k, v in c.items() if k != "mesh"}
-
-    if path.exists() and same(records.read_json(path)) != same(json.loads(config.to_json())):
-        raise ConfigError(
-            f"{workdir} holds checkpoints of a run with a different config ({path}); "
-            "use another --workdir or delete that directory"
-        )
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Train ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluate.
-
-    Returns the summary written to ``summary.json``: test accuracy and loss,
-    validation accuracy and loss where the data set has a validation split, the
-    number of steps, the training wall time in seconds (summed over resumed
-    sessions) and the number of parameters.
-
-    Holds ``workdir/run.lock`` while it runs (:func:`records.lock_run_dir`): a second
-    run on the same directory raises :class:`records.RunLockedError` at once. Config
-    errors (:class:`ConfigError`) are raised before the directory is created.
-    """
-    check_config(config)
-    workdir = Path(workdir)
-    with contextlib.ExitStack() as stack:
-        checked = False
-        if workdir.is_dir():  # fail fast, before loading data
-            if sharding.is_main_process():
-                stack.enter_context(records.lock_run_dir(workdir))
-            _check_resumable(workdir, config)
-            checked = True
-        return _train_locked(config, workdir, stack, checked)
-
-
-def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
-                  stack: contextlib.ExitStack, checked: bool) -> dict[str, Any]:
+def setup(config: ml_collections.ConfigDict) -> runner.Task:
+    """Load the data, build the model and optimizer: the :class:`~runner.Task` of ``config``."""
     tc = config.train
     splits = load_data(config.data)
     x_train, y_train = splits["train"]
@@ -284,8 +189,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
                           "training examples")
     total_steps = steps_per_epoch * tc.num_epochs
     check_schedule(tc, total_steps)
-    shift = tc.get("augment_shift", 0)
-    side = math.isqrt(n_sites)
+    shift, side = tc.get("augment_shift", 0), math.isqrt(n_sites)
     if shift and side * side != n_sites:
         raise ConfigError(f"train.augment_shift={shift} needs square images; "
                           f"{config.data.name!r} has {n_sites} pixels per example")
@@ -295,112 +199,63 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     params = sharding.shard_params(model, params, mesh)
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
-    if not checked:  # only now: config errors leave no trace
-        # Another process of this run (or another run) may have created it meanwhile:
-        # process 0 takes the lock whichever process made the directory.
-        workdir.mkdir(parents=True, exist_ok=True)
-        if sharding.is_main_process():
-            stack.enter_context(records.lock_run_dir(workdir))
-        _check_resumable(workdir, config)
     schedule = training.make_schedule(tc, total_steps)
     optimizer = training.make_optimizer(tc, schedule)
     if tc.get("mup", False):  # per-core muP learning-rate multipliers of structured layers
         from tnlib.models import structured_optimizer
 
         optimizer = structured_optimizer(model, optimizer)
-    opt_state = sharding.replicate(optimizer.init(params), mesh)
-    rest = sharding.replicate(rest, mesh)
-    main = sharding.is_main_process()  # process 0 writes the records; all save checkpoints
+    # The state: parameters, optimizer state (moments and the step count that drives the
+    # schedule) and, when the model has any, its other state (e.g. dropout RNG streams).
+    state = {"params": params, "opt_state": sharding.replicate(optimizer.init(params), mesh)}
+    if jax.tree.leaves(rest):
+        state["rest"] = sharding.replicate(rest, mesh)
+    train_step, eval_step = make_steps(graphdef, state.get("rest", rest), optimizer)
 
-    mngr = training.checkpoint_manager(workdir / "checkpoints", tc.keep_checkpoints)
-    stack.callback(mngr.close)
-    metrics_path = workdir / "metrics.jsonl"
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _state(params, opt_state, rest))
-    restored = training.restore_checkpoint(mngr, abstract,
-                                           quarantine=workdir / "checkpoints.corrupt")
-    step, wall_before = 0, 0.0
-    if restored is not None:
-        step, state, ck_meta = restored
-        params, opt_state = state["params"], state["opt_state"]
-        rest = state.get("rest", rest)
-        wall_before = float(ck_meta.get("wall_s", 0.0))
-        if main:
-            records.truncate_metrics(metrics_path, step)
-            print(f"resumed from step {step}", flush=True)
-    elif main:
-        metrics_path.unlink(missing_ok=True)
-    train_step, eval_step = make_steps(graphdef, rest, optimizer)
-    if main:
-        records.write_run_start(workdir, config, restored=restored, step=step,
-            task=config.task, n_params=n_params, n_train=n_train, n_sites=n_sites,
-            total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-            mesh=dict(mesh.shape), processes=jax.process_count())
+    def step(state, index, tick):
+        idx = training.batch_indices(config.seed, index, n_train, tc.batch_size)
+        xb = x_train[idx]
+        if shift:  # a fresh translation of each image, reproducible from (seed, step)
+            xb = data_lib.random_shift(xb, side, shift, np.random.default_rng((config.seed, index)))
+        xb, yb = sharding.shard_batch(mesh, xb, y_train[idx])
+        params, opt_state, loss, acc = train_step(state["params"], state["opt_state"], xb, yb)
+        sharding.throttle(mesh, index + 1, loss)  # bounded queue of SPMD steps (XLA:CPU)
+        return {**state, "params": params, "opt_state": opt_state}, {"train_loss": loss,
+                                                                      "train_acc": acc}
 
-    def eval_all(params) -> dict[str, float]:
+    def evaluate_all(state) -> dict[str, float]:
         out = {}
         for name in ("validation", "test"):
             if name in splits:
-                r = evaluate(eval_step, params, splits[name], tc.eval_batch_size, mesh)
+                r = evaluate(eval_step, state["params"], splits[name], tc.eval_batch_size, mesh)
                 out.update({f"{name}_loss": r["loss"], f"{name}_acc": r["acc"]})
         return out
 
-    t0 = time.perf_counter()
-    losses, accs, pending, last_record = [], [], [], {}
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", file=sys.stderr,
-               mininterval=1.0, dynamic_ncols=True, disable=not main)
-    try:
-        while step < total_steps:
-            idx = training.batch_indices(config.seed, step, n_train, tc.batch_size)
-            xb = x_train[idx]
-            if shift:  # a fresh translation of each image, reproducible from (seed, step)
-                xb = data_lib.random_shift(xb, side, shift,
-                                           np.random.default_rng((config.seed, step)))
-            xb, yb = sharding.shard_batch(mesh, xb, y_train[idx])
-            params, opt_state, loss, acc = train_step(params, opt_state, xb, yb)
-            step += 1
-            sharding.throttle(mesh, step, loss)  # bounded queue of SPMD steps (XLA:CPU)
-            losses.append(loss)
-            accs.append(acc)
-            bar.update(1)
-            last = step == total_steps
-            record: dict[str, Any] = {}
-            if step % tc.log_every == 0 or last:
-                train_loss = float(jnp.mean(jnp.stack(losses)))
-                if not math.isfinite(train_loss):
-                    raise FloatingPointError(
-                        f"training diverged at step {step} (train loss {train_loss}); "
-                        "try a smaller train.lr or a larger model.init_std"
-                    )
-                record.update(train_loss=train_loss, train_acc=float(jnp.mean(jnp.stack(accs))),
-                              lr=float(schedule(step - 1)))
-                losses, accs = [], []
-                bar.set_postfix(loss=f"{train_loss:.4f}", refresh=False)
-            if (tc.eval_every and step % tc.eval_every == 0) or last:
-                record.update(eval_all(params))
-            wall = wall_before + time.perf_counter() - t0
-            if record:
-                record.update(step=step, epoch=round(step / steps_per_epoch, 4), wall_s=wall)
-                last_record = record
-                if main:
-                    records.append_metrics(metrics_path, record)
-            if step % tc.checkpoint_every == 0 or last:
-                training.commit_checkpoints(mngr, pending)  # the previous save, now complete
-                training.save_checkpoint(
-                    mngr, step, _state(params, opt_state, rest),
-                    {"step": step, "wall_s": wall, "seed": config.seed,
-                     "steps_per_epoch": steps_per_epoch})
-                pending = [step]
-    finally:
-        bar.close()
-        training.commit_checkpoints(mngr, pending)
+    return runner.Task(
+        state=state, total_steps=total_steps, step=step, evaluate=evaluate_all,
+        summarize=lambda state, final: {**records.eval_summary(final), "n_params": n_params,
+                                        "n_train": n_train, "n_test": len(splits["test"][0])},
+        log_every=tc.log_every, eval_every=tc.eval_every, checkpoint_every=tc.checkpoint_every,
+        keep_checkpoints=tc.keep_checkpoints, steps_per_epoch=steps_per_epoch,
+        log_extra=lambda state, step: {"lr": float(schedule(step - 1))},
+        diverged="training diverged at step {step} (train loss {loss}); try a smaller "
+                 "train.lr or a larger model.init_std",
+        meta={"n_params": n_params, "n_train": n_train, "n_sites": n_sites,
+              "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
+              "mesh": dict(mesh.shape), "processes": jax.process_count()},
+        checkpoint_meta={"steps_per_epoch": steps_per_epoch},
+        title=f"{config.model.name} on {config.data.name}")
 
-    if restored is not None and restored[0] == total_steps:  # finished earlier: re-evaluate
-        final = eval_all(params)
-        wall = wall_before
-    else:  # the last step always logs an evaluation
-        final = {k: v for k, v in last_record.items() if k.startswith(("test_", "validation_"))}
-        wall = last_record["wall_s"]
-    return records.finish_run(
-        workdir, final, main=main, title=f"{config.model.name} on {config.data.name}",
-        steps=step, wall_s=wall, n_params=n_params, n_train=n_train,
-        n_test=len(splits["test"][0]))
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Train ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluate.
+
+    Returns the summary written to ``summary.json``: test accuracy and loss,
+    validation accuracy and loss where the data set has a validation split, the
+    number of steps, the training wall time in seconds (summed over resumed
+    sessions) and the number of parameters. Lock, config checks, checkpoints and
+    records are :func:`tnlib.experiments.runner.run`'s; config errors
+    (:class:`ConfigError`) are raised before the directory is created.
+    """
+    check_config(config)
+    return runner.run(config, workdir, setup)

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["LOADERS", "DataUnavailableError", "average_pool", "load", "load_digits", "load_mnist",
-           "random_shift", "subset", "translate"]
+__all__ = ["LOADERS", "DataUnavailableError", "average_pool", "check_options", "eval_batches",
+           "from_config", "load", "load_digits", "load_mnist", "random_shift", "subset",
+           "translate"]
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -198,3 +199,59 @@ def subset(splits: dict[str, Split], sizes: dict[str, int | None]) -> dict[str, 
             raise ValueError(f"asked for {n} {key} examples but the split has {len(x)}")
         out[key] = (x[:n], y[:n]) if n is not None else (x, y)
     return out
+
+
+# --------------------------------------------------------------------------- from a config
+
+
+def check_options(cfg) -> None:
+    """ConfigError naming ``data.<key>`` for an option the data set ``cfg.name`` lacks."""
+    from .config import ConfigError
+
+    extra = {k for k in cfg if k not in ("name", "n_train", "n_test")}
+    unknown = sorted(extra - set(loader_options(cfg.name)))
+    if unknown:
+        raise ConfigError(f"data.{unknown[0]}: data set {cfg.name!r} has no such option; "
+                          f"it takes {loader_options(cfg.name)}")
+
+
+def from_config(cfg) -> dict[str, Split]:
+    """Load ``cfg.name`` with the loader options in ``cfg`` (a config's ``data`` section),
+    then cut to ``n_train`` / ``n_test``; ConfigError for impossible sizes or options."""
+    from .config import ConfigError
+
+    sizes = {"train": cfg.get("n_train"), "test": cfg.get("n_test")}
+    opts = {k: v for k, v in cfg.items() if k not in ("name", "n_train", "n_test")}
+    try:
+        splits = load(cfg.name, **opts)
+    except ValueError as e:
+        raise ConfigError(f"data: {e}") from e
+    for split, n in sizes.items():
+        if n is not None and n > len(splits[split][0]):
+            raise ConfigError(f"data.n_{split}={n} exceeds the {len(splits[split][0])} "
+                              f"{split} examples of {cfg.name!r}")
+    return subset(splits, sizes)
+
+
+def eval_batches(split: Split, batch_size: int, mesh=None):
+    """Yield ``(x, y, mask)`` batches covering ``split`` in order, the last padded with
+    zeros and masked out (one shape: one compilation). With ``mesh``, the batch size is
+    rounded up to a multiple of its ``data`` axis and each batch is split over it."""
+    x, y = split
+    n = len(x)
+    batch_size = min(batch_size, n)
+    if mesh is not None:
+        from . import sharding
+
+        n_data = mesh.shape[sharding.DATA]
+        batch_size = -(-batch_size // n_data) * n_data
+    for start in range(0, n, batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        mask = np.arange(batch_size) < len(xb)
+        if len(xb) < batch_size:
+            pad = batch_size - len(xb)
+            xb = np.concatenate([xb, np.zeros((pad,) + x.shape[1:], x.dtype)])
+            yb = np.concatenate([yb, np.zeros(pad, y.dtype)])
+        if mesh is not None:
+            xb, yb, mask = sharding.shard_batch(mesh, xb, yb, mask)
+        yield xb, yb, mask

@@ -34,7 +34,10 @@ __all__ = [
     "CheckpointError",
     "CheckpointWarning",
     "RunLockedError",
+    "accuracy_line",
     "append_metrics",
+    "eval_summary",
+    "finish_run",
     "git_state",
     "lock_run_dir",
     "make_meta",
@@ -44,6 +47,7 @@ __all__ = [
     "read_metrics",
     "truncate_metrics",
     "write_json",
+    "write_run_start",
 ]
 
 PACKAGES = ("tnlib", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
@@ -198,21 +202,35 @@ def make_meta(
     }
 
 
-def finish_run(workdir: Path, final: Mapping[str, Any], *, main: bool, title: str,
-               **fields: Any) -> dict[str, Any]:
-    """The run's summary from its last evaluation ``final`` (``test_*`` and, when
-    present, ``validation_*`` entries) and ``fields`` (steps, wall_s, ...); process 0
-    writes ``summary.json`` and ``curves.png`` and prints the summary line. Returns it."""
-    summary = {"test_accuracy": final["test_acc"], "test_loss": final["test_loss"], **fields}
+def eval_summary(final: Mapping[str, Any]) -> dict[str, Any]:
+    """``test_accuracy`` / ``test_loss`` (and ``validation_*`` when present) of a
+    classifier's last evaluation ``final`` (``test_acc``, ``test_loss``, ...)."""
+    summary = {"test_accuracy": final["test_acc"], "test_loss": final["test_loss"]}
     if "validation_acc" in final:
         summary.update(validation_accuracy=final["validation_acc"],
                        validation_loss=final["validation_loss"])
+    return summary
+
+
+def accuracy_line(summary: Mapping[str, Any]) -> str:
+    """``test_accuracy=... test_loss=... steps=... wall_s=...``: a classifier's last line."""
+    return (f"test_accuracy={summary['test_accuracy']:.4f} "
+            f"test_loss={summary['test_loss']:.4f} steps={summary['steps']} "
+            f"wall_s={summary['wall_s']:.1f}")
+
+
+def finish_run(workdir: Path, summary: Mapping[str, Any], *, main: bool,
+               title: str | None = None, line=None) -> dict[str, Any]:
+    """End a run: process 0 writes ``summary.json``, ``curves.png`` (when ``title`` is
+    given) and prints ``line(summary)`` (default :func:`accuracy_line`). Returns the
+    summary as a dict."""
+    summary = dict(summary)
     if main:
         write_json(workdir / "summary.json", summary)
-        plot_curves(read_metrics(workdir / "metrics.jsonl"), workdir / "curves.png", title=title)
-        print(f"test_accuracy={summary['test_accuracy']:.4f} "
-              f"test_loss={summary['test_loss']:.4f} steps={summary['steps']} "
-              f"wall_s={summary['wall_s']:.1f}", flush=True)
+        if title is not None:
+            plot_curves(read_metrics(workdir / "metrics.jsonl"), workdir / "curves.png",
+                        title=title)
+        print((line or accuracy_line)(summary), flush=True)
     return summary
 
 

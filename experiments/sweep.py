@@ -9,11 +9,9 @@ line of ``metrics.jsonl`` carries the train / validation / test loss and accurac
 and the bond dimensions kept (``bond_dims``, all ``L + 1`` of them). A checkpoint
 (orbax, with a SHA-256 manifest: :func:`tnlib.experiments.training.save_checkpoint`)
 is written after every ``train.checkpoint_every`` sweeps and a run started again
-resumes from the last one that verifies (a damaged one is set aside with a
-:class:`~tnlib.experiments.records.CheckpointWarning` and the previous one used); the
-environments are recomputed from the model, so a resumed run continues exactly as an
-uninterrupted one. While it runs, the run directory is locked
-(:func:`~tnlib.experiments.records.lock_run_dir`): a second run on it fails at once.
+resumes from the last one that verifies; the environments are recomputed from the
+model, so a resumed run continues exactly as an uninterrupted one. The step size per
+sweep is an optax schedule (constant, or cosine to ``end_lr_factor``).
 
 Devices. The ``mesh`` section (:mod:`tnlib.experiments.sharding`; default all devices
 on ``data``) splits the training samples, their cached environments and every
@@ -28,18 +26,15 @@ tensors are small), and so is a training set that does not split evenly over
 ``mesh.data`` (no sample is dropped). Only process 0 writes records; checkpoints
 restore onto any mesh.
 
-:func:`to_classifier` / :func:`from_classifier` convert to and from
-:class:`tnlib.models.MPSClassifier`, so a sweep-trained model can be evaluated,
-saved or fine-tuned with the gradient-training code.
+:func:`tnlib.models.mps.from_labelled_mps` / :func:`~tnlib.models.mps.to_labelled_mps`
+convert to and from :class:`tnlib.models.MPSClassifier`, so a sweep-trained model can
+be evaluated, saved or fine-tuned with the gradient-training code. The run loop (lock,
+resumption, checkpoints, metrics, summary) is :func:`tnlib.experiments.runner.run`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import math
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -47,22 +42,19 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
-from flax import nnx
-from tqdm.auto import tqdm
+import optax
 
-from tnlib import linalg
 from tnlib import sweep as sw
-from tnlib.models.mps import FEATURE_MAPS, MPSClassifier, local_feature_map
+from tnlib.models.mps import FEATURE_MAPS, local_feature_map
 
 from . import config as config_lib
 from . import data as data_lib
-from . import records, sharding, training
-from .classification import _check_resumable, load_data
+from . import records, runner, sharding
+from .classification import load_data
 from .config import ConfigError, check_keys, validate
 
-__all__ = ["MODEL_KEYS", "TRAIN_KEYS", "check_config", "evaluate", "from_classifier",
-           "to_classifier", "train_and_evaluate"]
+__all__ = ["MODEL_KEYS", "TRAIN_KEYS", "check_config", "evaluate", "make_schedule", "setup",
+           "train_and_evaluate"]
 
 # Keys of config.model and config.train the task reads (any other is a ConfigError).
 MODEL_KEYS = ("name", "max_bond", "init_bond", "local_dim", "feature_map", "init_std")
@@ -118,11 +110,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                           f"model.max_bond={config.model.max_bond}")
     if config.model.feature_map == "linear" and config.model.local_dim != 2:
         raise ConfigError("model.feature_map='linear' needs model.local_dim=2")
-    extra = {k for k in config.data if k not in ("name", "n_train", "n_test")}
-    unknown = sorted(extra - set(data_lib.loader_options(config.data.name)))
-    if unknown:
-        raise ConfigError(f"data.{unknown[0]}: data set {config.data.name!r} has no such option; "
-                          f"it takes {data_lib.loader_options(config.data.name)}")
+    data_lib.check_options(config.data)
 
 
 def check_mesh(config: ml_collections.ConfigDict, n_train: int | None = None) -> int:
@@ -152,62 +140,6 @@ def check_mesh(config: ml_collections.ConfigDict, n_train: int | None = None) ->
     return n_data
 
 
-# --------------------------------------------------------------------------- conversion
-
-
-def from_classifier(model: MPSClassifier, max_bond: int | None = None) -> sw.LabelledMPS:
-    """The :class:`~tnlib.sweep.LabelledMPS` of an ``MPSClassifier``, exactly.
-
-    The label core is merged into the pixel core after it (before it when
-    ``label_site == n_sites``), which becomes the labelled site. Bonds are padded to
-    ``max_bond`` (default the classifier's ``bond_dim``; not smaller). The outputs
-    differ from the classifier's by a positive factor per sample (the environments
-    are normalized at another place): the same predictions.
-    """
-    left, right = jnp.asarray(model.left[...]), jnp.asarray(model.right[...])
-    label = jnp.asarray(model.label[...])
-    k, L = model.label_site, model.n_sites
-    max_bond = model.bond_dim if max_bond is None else max_bond
-    cores = list(left) + list(right)
-    if k < L:
-        merged, center = jnp.einsum("acb,bse->asce", label, right[0]), k
-    else:
-        merged, center = jnp.einsum("asb,bce->asce", left[-1], label), L - 1
-    if center == 0:
-        merged = merged[:1]
-    if center == L - 1:
-        merged = merged[..., :1]
-    cores[0], cores[-1] = cores[0][:1], cores[-1][..., :1]
-    return sw.from_cores(cores, merged, center, max_bond)
-
-
-def to_classifier(mps: sw.LabelledMPS, *, feature_map: str = "cos_sin",
-                  dtype=jnp.float32) -> MPSClassifier:
-    """An ``MPSClassifier`` computing the same predictions as ``mps`` (outside jit).
-
-    The labelled core ``(D, d, C, D)`` at site ``c`` is split by SVD into a pixel core
-    and a label core placed after it (``label_site = c + 1``), keeping at most ``D``
-    singular values: exact when the label sits at site 0 (where every sweep ends;
-    the split then has rank ``<= d``) or whenever that core's rank is ``<= D``.
-    Logits differ from :func:`tnlib.sweep.logits` by a positive factor per sample.
-    """
-    D, d, C = mps.max_bond, mps.local_dim, mps.n_classes
-    c, L = int(mps.center), mps.n_sites
-    u, s, vh = linalg.svd(mps.label.reshape(D * d, C * D))  # NaN for a non-finite label
-    u, s, vh = u[:, :D], s[:D], vh[:D]
-    pixel = u.reshape(D, d, D)
-    label = (s[:, None] * vh).reshape(D, C, D)
-    cores = mps.cores.at[c].set(pixel)
-    # an abstract module (no random initialization to compute), then the parameters
-    model = nnx.eval_shape(lambda: MPSClassifier(
-        L, C, bond_dim=D, local_dim=d, label_site=c + 1, feature_map=feature_map,
-        readout="linear", param_dtype=dtype, rngs=nnx.Rngs(0)))
-    model.left = nnx.Param(cores[: c + 1].astype(dtype))
-    model.right = nnx.Param(cores[c + 1 :].astype(dtype))
-    model.label = nnx.Param(label.astype(dtype))
-    return model
-
-
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -232,48 +164,15 @@ def evaluate(mps, split, batch_size: int, feature_map: str, loss: str,
     """Mean loss (the training loss) and accuracy over ``split``; the last batch is
     padded and masked, so one compilation per batch size. With ``mesh``, batches are
     split over its ``data`` axis (the batch size rounded up to a multiple of it)."""
-    x, y = split
-    n = len(x)
-    batch_size = min(batch_size, n)
-    if mesh is not None:
-        n_data = mesh.shape[sharding.DATA]
-        batch_size = -(-batch_size // n_data) * n_data
     total_loss, total_correct = 0.0, 0
-    for start in range(0, n, batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        mask = np.arange(batch_size) < len(xb)
-        if len(xb) < batch_size:
-            pad = batch_size - len(xb)
-            xb = np.concatenate([xb, np.zeros((pad, x.shape[1]), x.dtype)])
-            yb = np.concatenate([yb, np.zeros(pad, y.dtype)])
-        if mesh is not None:
-            xb, yb, mask = sharding.shard_batch(mesh, xb, yb, mask)
+    for xb, yb, mask in data_lib.eval_batches(split, batch_size, mesh):
         lsum, correct = _eval_batch(mps, xb, yb, mask, feature_map=feature_map, loss=loss)
         total_loss += float(lsum)
         total_correct += int(correct)
-    return {"loss": total_loss / n, "acc": total_correct / n}
+    return {"loss": total_loss / len(split[0]), "acc": total_correct / len(split[0])}
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-
-def _state(mps):
-    return {"cores": mps.cores, "label": mps.label, "center": mps.center, "ranks": mps.ranks}
-
-
-def _restore(mngr, mps, quarantine: Path, mesh=None):
-    """``(step, mps, meta)`` of the newest good checkpoint (damaged ones set aside), or
-    None; the chain is replicated over ``mesh`` when given, whatever mesh wrote it."""
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _state(mps))
-    restored = training.restore_checkpoint(mngr, abstract, quarantine=quarantine)
-    if restored is None:
-        return None
-    step, st, meta = restored
-    # through the host and replicated over this run's mesh as a fresh run's chain is (a
-    # checkpoint of any mesh fits), so the resumed run reuses the fresh run's compilations
-    st = {k: jnp.asarray(np.asarray(v)) for k, v in st.items()}
-    mps = sw.LabelledMPS(st["cores"], st["label"], st["center"], st["ranks"])
-    return step, (mps if mesh is None else sharding.replicate(mps, mesh)), meta
+# --------------------------------------------------------------------------- task
 
 
 def _bounded_dispatch(mesh, callback):
@@ -292,47 +191,28 @@ def _bounded_dispatch(mesh, callback):
     return wait
 
 
-def _lr(tc, sweep_index: int) -> float:
-    """Step size of sweep ``sweep_index`` (0-based): constant or cosine to ``end_lr_factor``."""
-    lr = float(tc.lr)
+def make_schedule(tc: ml_collections.ConfigDict) -> optax.Schedule:
+    """Step size against the sweep index (0-based): ``train.lr`` constant, or a cosine
+    from ``train.lr`` at the first sweep to ``lr * end_lr_factor`` at the last."""
     if tc.schedule == "constant" or tc.num_sweeps == 1:
-        return lr
-    end = lr * float(tc.get("end_lr_factor", 0.0))
-    frac = sweep_index / (tc.num_sweeps - 1)
-    return end + 0.5 * (lr - end) * (1 + math.cos(math.pi * frac))
+        return optax.constant_schedule(float(tc.lr))
+    return optax.cosine_decay_schedule(float(tc.lr), tc.num_sweeps - 1,
+                                       alpha=float(tc.get("end_lr_factor", 0.0)))
 
 
-# --------------------------------------------------------------------------- driver
+def _n_params(mps: sw.LabelledMPS) -> int:
+    """Parameters kept: the pixel cores at the kept bonds, plus the label's classes."""
+    dims = [int(r) for r in np.asarray(mps.ranks)]
+    d, c = mps.local_dim, int(mps.center)
+    return (sum(a * d * b for a, b in zip(dims, dims[1:], strict=False))
+            + dims[c] * dims[c + 1] * d * (mps.n_classes - 1))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Train ``config`` by sweeps in ``workdir`` (resuming from its latest checkpoint).
+def setup(config: ml_collections.ConfigDict) -> runner.Task:
+    """Load the data and build the chain: the :class:`~runner.Task` of ``config``.
 
-    Returns the summary written to ``summary.json``: test (and validation) accuracy
-    and loss, ``steps`` (sweeps done), the training wall time in seconds (summed over
-    resumed sessions), the number of parameters kept (sum over the kept bonds) and
-    the final ``bond_dims``.
-
-    Holds ``workdir/run.lock`` while it runs (:func:`records.lock_run_dir`; process 0
-    of a multi-process run), taken before the data are loaded when the directory
-    exists: a second run on the same directory raises :class:`records.RunLockedError`
-    at once. Config errors (:class:`ConfigError`, including those known only after
-    loading the data) are raised before the directory is created.
-    """
-    check_config(config)
-    workdir = Path(workdir)
-    with contextlib.ExitStack() as stack:
-        checked = False
-        if workdir.is_dir():  # fail fast, before loading data
-            if sharding.is_main_process():
-                stack.enter_context(records.lock_run_dir(workdir))
-            _check_resumable(workdir, config)
-            checked = True
-        return _train_locked(config, workdir, stack, checked)
-
-
-def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
-                  stack: contextlib.ExitStack, checked: bool) -> dict[str, Any]:
+    The state is ``(mps, envs)``; a checkpoint holds the chain only (the environments
+    of the training set are recomputed from it at the first step of a session)."""
     mc, tc = config.model, config.train
     splits = load_data(config.data)
     x_train, y_train = splits["train"]
@@ -341,98 +221,76 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: Path,
         raise ConfigError(f"the data have {n_sites} pixel(s); sweeping needs at least 2")
     check_mesh(config, n_train)
     mesh = sharding.make_mesh(config.get("mesh"))
-    main = sharding.is_main_process()  # process 0 writes the records; all save checkpoints
     n_classes = int(max(y.max() for _, y in splits.values())) + 1
     mps = sw.init(jax.random.key(config.seed), n_sites, n_classes, max_bond=mc.max_bond,
                   local_dim=mc.local_dim, init_bond=mc.init_bond, init_std=mc.init_std)
-    mps = sharding.replicate(mps, mesh)
-    if not checked:  # only now: config errors leave no trace
-        # Another process of this run (or another run) may have created it meanwhile:
-        # process 0 takes the lock whichever process made the directory.
-        workdir.mkdir(parents=True, exist_ok=True)
-        if main:
-            stack.enter_context(records.lock_run_dir(workdir))
-        _check_resumable(workdir, config)
+    schedule, updates = make_schedule(tc), 2 * (n_sites - 1)
 
-    mngr = training.checkpoint_manager(workdir / "checkpoints", tc.keep_checkpoints)
-    stack.callback(mngr.close)
-    metrics_path = workdir / "metrics.jsonl"
-    restored = _restore(mngr, mps, workdir / "checkpoints.corrupt", mesh)
-    step, wall_before = 0, 0.0
-    if restored is not None:
-        step, mps, ck_meta = restored
-        wall_before = float(ck_meta.get("wall_s", 0.0))
-        if main:
-            records.truncate_metrics(metrics_path, step)
-            print(f"resumed from step {step}", flush=True)
-    elif main:
-        metrics_path.unlink(missing_ok=True)
-    updates = 2 * (n_sites - 1)
-    if main:
-        records.write_run_start(workdir, config, restored=restored, step=step,
-            task=config.task, n_train=n_train, n_sites=n_sites,
-            total_steps=tc.num_sweeps, updates_per_sweep=updates, max_bond=mc.max_bond,
-            mesh=dict(mesh.shape), processes=jax.process_count())
+    def step(state, index, tick):
+        mps, envs = state
+        if envs is None:  # samples and their environments split over mesh.data
+            xs, ys = sharding.shard_batch(mesh, x_train, y_train)
+            envs = sw.environments(mps, _features(xs, mc.local_dim, mc.feature_map), ys)
+        mps, envs, infos = sw.sweep(
+            mps, envs, lr=float(schedule(index)), momentum=tc.momentum, cutoff=tc.cutoff,
+            steps=tc.local_steps, loss=tc.loss, callback=_bounded_dispatch(mesh, lambda _: tick()))
+        return (mps, envs), {"mean_discarded": float(np.mean(infos["discarded"])),
+                             "local_loss": float(np.mean(infos["loss_after"]))}
 
-    def eval_all(mps) -> dict[str, float]:
+    def evaluate_all(state) -> dict[str, float]:
         out = {}
         for name in ("train", "validation", "test"):
             if name in splits:
-                r = evaluate(mps, splits[name], tc.eval_batch_size, mc.feature_map, tc.loss,
+                r = evaluate(state[0], splits[name], tc.eval_batch_size, mc.feature_map, tc.loss,
                              mesh)
                 out.update({f"{name}_loss": r["loss"], f"{name}_acc": r["acc"]})
         return out
 
-    envs, pending, last_record = None, [], {}
-    t0 = time.perf_counter()
-    bar = tqdm(total=tc.num_sweeps * updates, initial=step * updates, desc="sweep",
-               unit="site", file=sys.stderr, mininterval=1.0, dynamic_ncols=True,
-               disable=not main)
-    callback = _bounded_dispatch(mesh, lambda _: bar.update(1))
-    try:
-        while step < tc.num_sweeps:
-            if envs is None:  # samples and their environments split over mesh.data
-                xs, ys = sharding.shard_batch(mesh, x_train, y_train)
-                feats = _features(xs, mc.local_dim, mc.feature_map)
-                envs = sw.environments(mps, feats, ys)
-                del feats, xs
-            lr = _lr(tc, step)
-            mps, envs, infos = sw.sweep(mps, envs, lr=lr, momentum=tc.momentum, cutoff=tc.cutoff,
-                                        steps=tc.local_steps, loss=tc.loss, callback=callback)
-            step += 1
-            record: dict[str, Any] = eval_all(mps)
-            if not math.isfinite(record["train_loss"]):
-                raise FloatingPointError(f"sweep {step} diverged (train loss "
-                                         f"{record['train_loss']}); try a smaller train.lr")
-            bond_dims = [int(r) for r in np.asarray(mps.ranks)]
-            wall = wall_before + time.perf_counter() - t0
-            record.update(step=step, epoch=step, lr=lr, wall_s=wall, bond_dims=bond_dims,
-                          max_kept_bond=max(bond_dims),
-                          mean_bond=float(np.mean(bond_dims[1:-1])),
-                          mean_discarded=float(np.mean(infos["discarded"])),
-                          local_loss=float(np.mean(infos["loss_after"])))
-            last_record = record
-            if main:
-                records.append_metrics(metrics_path, record)
-            bar.set_postfix(acc=f"{record['train_acc']:.4f}", chi=max(bond_dims), refresh=False)
-            if step % tc.checkpoint_every == 0 or step == tc.num_sweeps:
-                training.commit_checkpoints(mngr, pending)  # the previous save, now complete
-                training.save_checkpoint(mngr, step, _state(mps),
-                                         {"step": step, "wall_s": wall, "seed": config.seed})
-                pending = [step]
-    finally:
-        bar.close()
-        training.commit_checkpoints(mngr, pending)
+    def log_extra(state, step):
+        dims = [int(r) for r in np.asarray(state[0].ranks)]
+        return {"epoch": step, "lr": float(schedule(step - 1)), "bond_dims": dims,
+                "max_kept_bond": max(dims), "mean_bond": float(np.mean(dims[1:-1]))}
 
-    if restored is not None and restored[0] == tc.num_sweeps:  # finished earlier: re-evaluate
-        final, wall = eval_all(mps), wall_before
-    else:
-        final, wall = last_record, last_record["wall_s"]
-    bond_dims = [int(r) for r in np.asarray(mps.ranks)]
-    n_params = sum(a * mc.local_dim * b for a, b in zip(bond_dims, bond_dims[1:], strict=False))
-    n_params += bond_dims[int(mps.center)] * bond_dims[int(mps.center) + 1] * mc.local_dim * (
-        n_classes - 1)
-    return records.finish_run(
-        workdir, final, main=main, title=f"MPS sweeps (chi <= {mc.max_bond}) on {config.data.name}",
-        steps=step, wall_s=wall, n_params=n_params, n_train=n_train,
-        n_test=len(splits["test"][0]), bond_dims=bond_dims)
+    def save(state):
+        mps = state[0]
+        return {"cores": mps.cores, "label": mps.label, "center": mps.center,
+                "ranks": mps.ranks}, {}
+
+    def load(tree, info):
+        # through the host and replicated over this run's mesh as a fresh run's chain is
+        # (a checkpoint of any mesh fits), so the resumed run reuses its compilations
+        tree = {k: jnp.asarray(np.asarray(v)) for k, v in tree.items()}
+        mps = sw.LabelledMPS(tree["cores"], tree["label"], tree["center"], tree["ranks"])
+        return sharding.replicate(mps, mesh), None
+
+    def summarize(state, final):
+        mps = state[0]
+        return {**records.eval_summary(final), "n_params": _n_params(mps), "n_train": n_train,
+                "n_test": len(splits["test"][0]),
+                "bond_dims": [int(r) for r in np.asarray(mps.ranks)]}
+
+    return runner.Task(
+        state=(sharding.replicate(mps, mesh), None), total_steps=tc.num_sweeps, step=step,
+        evaluate=evaluate_all, summarize=summarize, save=save, load=load, eval_every=1,
+        checkpoint_every=tc.checkpoint_every, keep_checkpoints=tc.keep_checkpoints,
+        log_extra=log_extra, postfix=("train_acc", "max_kept_bond"),
+        diverged="sweep {step} diverged (train loss {loss}); try a smaller train.lr",
+        meta={"n_train": n_train, "n_sites": n_sites, "total_steps": tc.num_sweeps,
+              "updates_per_sweep": updates, "max_bond": mc.max_bond, "mesh": dict(mesh.shape),
+              "processes": jax.process_count()},
+        title=f"MPS sweeps (chi <= {mc.max_bond}) on {config.data.name}",
+        desc="sweep", unit="site", ticks_per_step=updates)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Train ``config`` by sweeps in ``workdir`` (resuming from its latest checkpoint).
+
+    Returns the summary written to ``summary.json``: test (and validation) accuracy
+    and loss, ``steps`` (sweeps done), the training wall time in seconds (summed over
+    resumed sessions), the number of parameters kept (sum over the kept bonds) and
+    the final ``bond_dims``. Lock, config checks, checkpoints and records are
+    :func:`tnlib.experiments.runner.run`'s: config errors (including those known only
+    after loading the data) are raised before the directory is created.
+    """
+    check_config(config)
+    return runner.run(config, workdir, setup)

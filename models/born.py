@@ -20,6 +20,11 @@ Every contraction is one ``lax.scan`` with a running log-scale (amplitudes throu
 time does not grow with the length. Sampling is exact and ancestral: right
 environments are computed once, then each site's token is drawn from its exact
 conditional given the prefix already drawn.
+
+The cores are the padded stacked chain of every tnlib MPS (see :mod:`tnlib.models.mps`):
+with the identity embedding they are exactly the cores of a
+:class:`tnlib.sweep_born.BornMPS`, the form the two-site sweeps train;
+:func:`to_born_mps` and :func:`from_born_mps` convert, keeping the probabilities.
 """
 
 from __future__ import annotations
@@ -28,9 +33,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tnlib import tt
+from tnlib import sweep_born, tt
 
-__all__ = ["MPSBornMachine"]
+__all__ = ["MPSBornMachine", "from_born_mps", "to_born_mps"]
 
 
 def _check_int(name, value, low):
@@ -216,3 +221,38 @@ class MPSBornMachine(nnx.Module):
             return toks.astype(jnp.int32)
 
         return jax.vmap(one)(jax.random.split(key, n))
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def to_born_mps(model: MPSBornMachine, max_bond: int | None = None,
+                center: int = 0) -> sweep_born.BornMPS:
+    """The :class:`tnlib.sweep_born.BornMPS` of ``model`` (outside jit): the same
+    ``p(x)`` over tokens ``[0, vocab_size)``.
+
+    The embedding folds into the cores (``A'_k[v] = sum_j emb[v, j] A_k[j]``, so the
+    sweep's one-hot ``local_dim`` is ``vocab_size``), the ``e_0`` boundaries become
+    boundary ranks 1, and the chain is put in canonical form at ``center``
+    (:func:`tnlib.sweep_born.from_cores`; bonds padded to ``max_bond``, default the
+    model's ``bond_dim``). Needs at least 2 sites.
+    """
+    emb, cores = model.embedding[...], model.cores[...]
+    folded = jnp.einsum("vj,kajb->kavb", emb, cores)
+    chain = list(folded)
+    chain[0], chain[-1] = chain[0][:1], chain[-1][..., :1]
+    return sweep_born.from_cores(chain, model.bond_dim if max_bond is None else max_bond,
+                                 center)
+
+
+def from_born_mps(mps: sweep_born.BornMPS) -> MPSBornMachine:
+    """An ``MPSBornMachine`` with the identity embedding and ``mps``'s cores as they are
+    (``bond_dim`` the padded ``max_bond``, ``vocab_size`` its ``local_dim``): the same
+    ``p(x)``."""
+    L, D, d = mps.n_sites, mps.max_bond, mps.local_dim
+    dtype = mps.cores.dtype
+    model = nnx.eval_shape(lambda: MPSBornMachine(L, d, bond_dim=D, param_dtype=dtype,
+                                                  rngs=nnx.Rngs(0)))
+    model.embedding = nnx.Param(jnp.eye(d, dtype=dtype))
+    model.cores = nnx.Param(jnp.asarray(mps.cores))
+    return model

@@ -15,6 +15,30 @@ label core, the layout the scan consumes (DESIGN.md's one-``Param``-per-core rul
 is for the dense-replacement layers, where ranks differ per core). The open
 boundaries are the unit vector ``e_0``: only row 0 of the first core and column 0 of
 the last enter the result, exactly as a TT with boundary ranks 1.
+
+One MPS layout for the classifier, the sweep and the Born machine
+-----------------------------------------------------------------
+
+Every MPS of tnlib's models is a *padded stacked chain*: the pixel (or token) cores
+stacked as one array ``(sites, D, d, D)``, each bond padded to ``D`` with zeros, the
+open boundaries the unit vector ``e_0`` (so row 0 of the first core and column 0 of the
+last are the TT's boundary-rank-1 cores). The three trainable forms differ only in
+where the class index sits and how the chain is gauged:
+
+* :class:`MPSClassifier` (gradient training): ``left`` ``(k, D, d, D)``, ``label``
+  ``(D, C, D)`` *between* pixels ``k - 1`` and ``k`` (``k = label_site``), ``right``
+  ``(L - k, D, d, D)``; no gauge.
+* :class:`tnlib.sweep.LabelledMPS` (DMRG-style sweeps): ``cores`` ``(L, D, d, D)`` with
+  the class index merged *into* the pixel core at ``center`` (``label``
+  ``(D, d, C, D)``; the slot ``cores[center]`` is zero) and the kept bonds in
+  ``ranks``. Convert with :func:`to_labelled_mps` / :func:`from_labelled_mps`:
+  the outputs agree up to a positive factor per sample, so the predictions are the
+  same (each sweep ends with the label at site 0, where the conversion is exact).
+* :class:`tnlib.models.MPSBornMachine` and :class:`tnlib.sweep_born.BornMPS` (no
+  label): ``cores`` ``(L, D, d, D)`` are the same array when the machine's embedding
+  is the identity; :func:`tnlib.models.born.to_born_mps` folds a trained embedding into
+  the cores and :func:`tnlib.models.born.from_born_mps` goes back (same
+  probabilities).
 """
 
 from __future__ import annotations
@@ -25,9 +49,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tnlib import tt
+from tnlib import linalg, tt
+from tnlib import sweep as sw
 
-__all__ = ["MPSClassifier", "local_feature_map"]
+__all__ = ["FEATURE_MAPS", "MPSClassifier", "from_labelled_mps", "local_feature_map",
+           "to_labelled_mps"]
 
 FEATURE_MAPS = ("cos_sin", "linear")
 READOUTS = ("linear", "born")
@@ -170,3 +196,61 @@ class MPSClassifier(nnx.Module):
             floor = info.eps * jax.lax.stop_gradient(jnp.max(p, axis=-1, keepdims=True))
             return jnp.log(p + floor + info.tiny)
         return amp
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def to_labelled_mps(model: MPSClassifier, max_bond: int | None = None) -> sw.LabelledMPS:
+    """The :class:`tnlib.sweep.LabelledMPS` of an ``MPSClassifier``, exactly.
+
+    The label core is merged into the pixel core after it (before it when
+    ``label_site == n_sites``), which becomes the labelled site. Bonds are padded to
+    ``max_bond`` (default the classifier's ``bond_dim``; not smaller). The outputs
+    (:func:`tnlib.sweep.logits`) differ from the classifier's by a positive factor
+    per sample (the environments are normalized at another place): the same
+    predictions. Outside jit.
+    """
+    left, right = jnp.asarray(model.left[...]), jnp.asarray(model.right[...])
+    label = jnp.asarray(model.label[...])
+    k, L = model.label_site, model.n_sites
+    max_bond = model.bond_dim if max_bond is None else max_bond
+    cores = list(left) + list(right)
+    if k < L:
+        merged, center = jnp.einsum("acb,bse->asce", label, right[0]), k
+    else:
+        merged, center = jnp.einsum("asb,bce->asce", left[-1], label), L - 1
+    if center == 0:
+        merged = merged[:1]
+    if center == L - 1:
+        merged = merged[..., :1]
+    cores[0], cores[-1] = cores[0][:1], cores[-1][..., :1]
+    return sw.from_cores(cores, merged, center, max_bond)
+
+
+def from_labelled_mps(mps: sw.LabelledMPS, *, feature_map: str = "cos_sin",
+                      dtype=jnp.float32) -> MPSClassifier:
+    """An ``MPSClassifier`` computing the same predictions as ``mps`` (outside jit).
+
+    The labelled core ``(D, d, C, D)`` at site ``c`` is split by SVD into a pixel core
+    and a label core placed after it (``label_site = c + 1``), keeping at most ``D``
+    singular values: exact when the label sits at site 0 (where every sweep ends;
+    the split then has rank ``<= d``) or whenever that core's rank is ``<= D``.
+    Logits differ from :func:`tnlib.sweep.logits` by a positive factor per sample.
+    A non-finite label gives NaN parameters (:func:`tnlib.linalg.svd`).
+    """
+    D, d, C = mps.max_bond, mps.local_dim, mps.n_classes
+    c, L = int(mps.center), mps.n_sites
+    u, s, vh = linalg.svd(mps.label.reshape(D * d, C * D))
+    u, s, vh = u[:, :D], s[:D], vh[:D]
+    pixel = u.reshape(D, d, D)
+    label = (s[:, None] * vh).reshape(D, C, D)
+    cores = mps.cores.at[c].set(pixel)
+    # an abstract module (no random initialization to compute), then the parameters
+    model = nnx.eval_shape(lambda: MPSClassifier(
+        L, C, bond_dim=D, local_dim=d, label_site=c + 1, feature_map=feature_map,
+        readout="linear", param_dtype=dtype, rngs=nnx.Rngs(0)))
+    model.left = nnx.Param(cores[: c + 1].astype(dtype))
+    model.right = nnx.Param(cores[c + 1 :].astype(dtype))
+    model.label = nnx.Param(label.astype(dtype))
+    return model

@@ -1,7 +1,7 @@
 """The sweep task: a ``:smoke`` run, its reliability (resuming between sweeps exactly,
-damaged checkpoints set aside, the run lock, config errors naming the key) and the
-conversions to and from ``MPSClassifier`` (same predictions; the classification
-evaluate runs on it).
+damaged checkpoints set aside, the run lock, config errors naming the key) and its
+optax step-size schedule. (The conversions to and from ``MPSClassifier`` are tested
+beside them, in tests/models/test_mps.py.)
 
 One reference run (configs/mps_digits_sweep.py:smoke, two sweeps) is shared by the
 tests of this module; the other runs have its shapes, so nothing compiles twice.
@@ -9,23 +9,20 @@ tests of this module; the other runs have its shapes, so nothing compiles twice.
 
 import contextlib
 import io
+import math
 import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
-import jax.numpy as jnp
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 import pytest
-from flax import nnx
 
 import tnlib.sweep as sw
-from tnlib.experiments import classification, records, training
+from tnlib.experiments import records, training
 from tnlib.experiments import sweep as task
 from tnlib.experiments.config import ConfigError, apply_overrides, load_config
-from tnlib.models import MPSClassifier
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = str(ROOT / "configs" / "mps_digits_sweep.py") + ":smoke"
@@ -197,31 +194,24 @@ def test_errors_known_after_loading_leave_no_directory(config, tmp_path):
     assert not (tmp_path / "w").exists()
 
 
-def test_classifier_conversions_keep_predictions():
-    """A chain with the label at site 0 (where sweeps end) converts to an
-    ``MPSClassifier`` exactly, and back (the label then sits inside the chain): the
-    outputs differ by a positive factor per sample, so the predictions are the same,
-    and the classification task's evaluate agrees with the sweep task's."""
-    rng = np.random.default_rng(1)
-    x = rng.uniform(size=(12, 6)).astype(np.float32)
-    feats = np.stack([np.cos(0.5 * np.pi * x), np.sin(0.5 * np.pi * x)], -1)
-    ranks = (1, 2, 3, 3, 3, 2, 1)
-    cores = [rng.standard_normal((ranks[k], 2, ranks[k + 1])).astype(np.float32)
-             for k in range(6)]
-    label = rng.standard_normal((1, 2, 3, 2)).astype(np.float32)
-    mps = sw.from_cores(cores, label, 0, max_bond=3)
-    model = task.to_classifier(mps)
-    assert isinstance(model, MPSClassifier) and model.label_site == 1
-    want = np.asarray(model(jnp.asarray(x)))
-    back = task.from_classifier(model)
-    assert int(back.center) == 1 and back.cores.shape == mps.cores.shape
-    for chain in (mps, back):
-        ratio = np.asarray(sw.logits(chain, feats)[0]) / want  # a positive factor per sample
-        np.testing.assert_allclose(ratio, ratio[:, :1] * np.ones((1, 3)), rtol=1e-4)
-        assert np.all(ratio > 0)
-    y = np.arange(12) % 3
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    _, eval_step = classification.make_steps(graphdef, rest, optax.sgd(0.1))
-    split = (x, y.astype(np.int32))
-    got = classification.evaluate(eval_step, params, split, 12)["acc"]
-    assert got == task.evaluate(mps, split, 12, "cos_sin", "squared")["acc"]
+def test_schedule_is_the_former_hand_written_cosine(config):
+    """The optax schedule gives the step sizes of the cosine the task used to write by
+    hand (from lr at the first sweep to lr * end_lr_factor at the last) and a
+    constant lr when asked or for a single sweep."""
+    def by_hand(lr, end_factor, n, i):
+        end = lr * end_factor
+        return end + 0.5 * (lr - end) * (1 + math.cos(math.pi * i / (n - 1)))
+
+    for n, end_factor in ((2, 0.0), (7, 0.1), (40, 0.01)):
+        tc = apply_overrides(config, ["train.schedule=cosine", f"train.num_sweeps={n}",
+                                      f"train.end_lr_factor={end_factor}",
+                                      "train.lr=0.3"]).train
+        schedule = task.make_schedule(tc)
+        got = [float(schedule(i)) for i in range(n)]
+        np.testing.assert_allclose(got, [by_hand(0.3, end_factor, n, i) for i in range(n)],
+                                   rtol=1e-6)
+        assert got[0] == pytest.approx(0.3) and got[-1] == pytest.approx(0.3 * end_factor)
+    for sets in (["train.schedule=constant", "train.num_sweeps=5"],
+                 ["train.schedule=cosine", "train.num_sweeps=1"]):
+        schedule = task.make_schedule(apply_overrides(config, sets + ["train.lr=0.3"]).train)
+        assert [float(schedule(i)) for i in range(5)] == [pytest.approx(0.3)] * 5

@@ -165,3 +165,83 @@ def test_wrong_input_width_raises():
     m = MPSClassifier(8, 3, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"\(\.\.\., 8\)"):
         m(jnp.zeros((2, 7)))
+
+
+# --------------------------------------------------------------------------- one layout
+
+
+def _features(x):
+    return np.stack([np.cos(0.5 * np.pi * x), np.sin(0.5 * np.pi * x)], -1)
+
+
+def _assert_same_predictions(chain, want, feats):
+    """``tnlib.sweep.logits`` of ``chain`` are ``want`` times a positive factor per sample."""
+    import tnlib.sweep as sw
+
+    got = np.asarray(sw.logits(chain, feats)[0])
+    ratio = got / want
+    np.testing.assert_allclose(ratio, ratio[:, :1] * np.ones((1, want.shape[1])), rtol=1e-4)
+    assert np.all(ratio > 0)
+    np.testing.assert_array_equal(np.argmax(got, -1), np.argmax(want, -1))
+
+
+def test_labelled_mps_round_trips_through_the_classifier():
+    """A sweep chain with the label at site 0 (where sweeps end) converts to an
+    ``MPSClassifier`` and back: same predictions each way (outputs equal up to a
+    positive factor per sample), the round trip gives the untouched cores back (the
+    label then sits at site 1), and the classification task's evaluate agrees with the
+    sweep task's."""
+    import tnlib.sweep as sw
+    from tnlib.experiments import classification, sweep
+    from tnlib.models.mps import from_labelled_mps, to_labelled_mps
+
+    rng = np.random.default_rng(1)
+    x = rng.uniform(size=(12, 6)).astype(np.float32)
+    feats = _features(x)
+    ranks = (1, 2, 3, 3, 3, 2, 1)
+    cores = [rng.standard_normal((ranks[k], 2, ranks[k + 1])).astype(np.float32)
+             for k in range(6)]
+    label = rng.standard_normal((1, 2, 3, 2)).astype(np.float32)
+    mps = sw.from_cores(cores, label, 0, max_bond=3)
+    model = from_labelled_mps(mps)
+    assert isinstance(model, MPSClassifier) and model.label_site == 1
+    want = np.asarray(model(jnp.asarray(x)))
+    back = to_labelled_mps(model)
+    assert int(back.center) == 1 and back.cores.shape == mps.cores.shape
+    # the cores the label never touched come back as they were (the classifier keeps no
+    # ranks: every bond of the round trip is the padded one)
+    np.testing.assert_array_equal(np.asarray(back.cores[2:]), np.asarray(mps.cores[2:]))
+    for chain in (mps, back):
+        _assert_same_predictions(chain, want, feats)
+    # the classifier again (label at site 2 now): the same predictions
+    again = from_labelled_mps(back)
+    assert again.label_site == 2
+    np.testing.assert_array_equal(np.argmax(np.asarray(again(jnp.asarray(x))), -1),
+                                  np.argmax(want, -1))
+
+    y = (np.arange(12) % 3).astype(np.int32)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    _, eval_step = classification.make_steps(graphdef, rest, optax.sgd(0.1))
+    got = classification.evaluate(eval_step, params, (x, y), 12)["acc"]
+    assert got == sweep.evaluate(mps, (x, y), 12, "cos_sin", "squared")["acc"]
+
+
+@pytest.mark.parametrize("label_site", [0, 3, 6])
+def test_classifier_round_trips_through_the_labelled_mps(label_site):
+    """A trained-looking classifier (random cores, label anywhere, boundary rows and
+    columns past e_0 filled) converts to a ``LabelledMPS`` and back with the same
+    predictions, exactly where the label is kept in the chain's bond."""
+    from tnlib.models.mps import from_labelled_mps, to_labelled_mps
+
+    model = MPSClassifier(6, 3, bond_dim=3, label_site=label_site, init_std=0.5,
+                          rngs=nnx.Rngs(2))
+    x = np.random.default_rng(3).uniform(size=(10, 6)).astype(np.float32)
+    want = np.asarray(model(jnp.asarray(x)))
+    mps = to_labelled_mps(model, max_bond=9)  # any padding at least the bond
+    assert mps.max_bond == 9 and int(mps.center) == min(label_site, 5)
+    _assert_same_predictions(mps, want, _features(x))
+    back = from_labelled_mps(mps)
+    np.testing.assert_array_equal(np.argmax(np.asarray(back(jnp.asarray(x))), -1),
+                                  np.argmax(want, -1))
+    with pytest.raises(ValueError, match="max_bond=2 is below"):
+        to_labelled_mps(model, max_bond=2)

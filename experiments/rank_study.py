@@ -12,13 +12,16 @@ size in ``config.study.fractions``) it picks a Tucker core shape three ways,
 
 and scores every shape the same way: the relative error ``||x - t|| / ||x||`` of
 ``study.eval_n_iter`` HOOI sweeps from the truncated HOSVD and of that HOSVD itself
-(numpy, float64). Selection times are wall seconds (``core_shapes``: median of
-``study.timing_repeats`` calls after one warm-up; ``greedy``: one call).
+(``tnlib.search.core_shapes.tucker_error``: numpy, float64). Selection times are wall
+seconds (``core_shapes``: median of ``study.timing_repeats`` calls after one warm-up;
+``greedy``: one call).
 
-Writes ``config.json``, ``meta.json``, ``metrics.jsonl`` (one line per tensor and
-budget, the line's ``step`` its index) and ``summary.json`` (every row, plus the
-geometric mean error ratio and the median speedup against greedy). A rerun skips the
-(tensor, budget) cases already in ``metrics.jsonl`` and computes the rest.
+One step of :func:`tnlib.experiments.runner.run` is one (tensor, budget) case, in the
+order of ``study.tensors`` then ``study.fractions``; the state is the rows so far,
+checkpointed after every case, so a rerun resumes after the last case saved. Writes
+``config.json``, ``meta.json``, ``metrics.jsonl`` (one line per case, its ``step`` the
+case's 1-based index), ``checkpoints/`` and ``summary.json`` (every row, plus the
+geometric mean error ratio and the median speedup against greedy).
 
 Tensors (nothing is downloaded): ``flower`` (scikit-learn's sample image, gray, central
 256 x 256 as ``4^8``), ``china`` (its colour sample image, central 256 x 256 x 3 as
@@ -37,14 +40,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 
-from . import records
+from . import runner
 from .config import ConfigError, check_keys, validate
 
-__all__ = ["TENSORS", "check_config", "load_tensor", "train_and_evaluate", "uniform_shape"]
+# the module (tnlib.search re-exports its function core_shapes under the same name)
+cs = importlib.import_module("tnlib.search.core_shapes")
+
+__all__ = ["TENSORS", "check_config", "load_tensor", "run_case", "setup", "train_and_evaluate",
+           "uniform_shape"]
 
 TENSORS = ("flower", "china", "digits", "mnist")
 STUDY_KEYS = ("tensors", "fractions", "mnist_images", "greedy_n_iter", "eval_n_iter",
@@ -128,50 +134,11 @@ def _timed(f, repeats: int) -> tuple[Any, float]:
     return out, statistics.median(times)
 
 
-def _leading(mat: np.ndarray, r: int) -> np.ndarray:
-    """``r`` leading left singular vectors of ``mat`` (float64 numpy)."""
-    if mat.shape[0] > mat.shape[1]:
-        return np.linalg.svd(mat, full_matrices=False)[0][:, :r]
-    return np.linalg.eigh(mat @ mat.T)[1][:, ::-1][:, :r]
-
-
-def _mode_product(x: np.ndarray, m: np.ndarray, k: int) -> np.ndarray:
-    """``x x_k m`` (``m`` ``(p, n_k)``)."""
-    return np.moveaxis(np.tensordot(m, x, axes=(1, k)), 0, k)
-
-
-def _errors(x: np.ndarray, shape, norm: float, n_iter: int) -> dict[str, float]:
-    """Relative errors ``||x - t|| / ||x||`` of the truncated HOSVD at ``shape`` and of
-    ``n_iter`` HOOI sweeps from it (numpy, float64; the reconstruction is formed)."""
-    def rel(factors):
-        core = x
-        for k, u in enumerate(factors):
-            core = _mode_product(core, u.T, k)
-        approx = core
-        for k, u in enumerate(factors):
-            approx = _mode_product(approx, u, k)
-        return float(np.linalg.norm(x - approx)) / norm
-
-    factors = [_leading(np.moveaxis(x, k, 0).reshape(x.shape[k], -1), r)
-               for k, r in enumerate(shape)]
-    e_hosvd = rel(factors)
-    for _ in range(n_iter):
-        for k in range(x.ndim):
-            y = x
-            for j, u in enumerate(factors):
-                if j != k:
-                    y = _mode_product(y, u.T, j)
-            factors[k] = _leading(np.moveaxis(y, k, 0).reshape(x.shape[k], -1), shape[k])
-    return {"rel_error_hooi": rel(factors), "rel_error_hosvd": e_hosvd}
-
-
 def run_case(name: str, x: np.ndarray, fraction: float, s: ml_collections.ConfigDict
              ) -> dict[str, Any]:
     """Pick and score the core shapes of ``x`` at ``fraction`` of its size (one row)."""
-    cs = importlib.import_module("tnlib.search.core_shapes")
     dims = x.shape
     budget = max(int(fraction * x.size), 1 + sum(dims))
-    norm = float(np.linalg.norm(x))
     cs.core_shapes(x, budget)  # warm-up
     sel, t_cs = _timed(lambda: cs.core_shapes(x, budget), s.timing_repeats)
     gsel, t_g = _timed(lambda: cs.greedy_core_shapes(x, budget, n_iter=s.greedy_n_iter), 1)
@@ -184,63 +151,55 @@ def run_case(name: str, x: np.ndarray, fraction: float, s: ml_collections.Config
                            "predicted_rel_error": sel.rel_error}
     for method, shape in shapes.items():
         row[method] = {"shape": list(shape), "params": cs.tucker_params(dims, shape),
-                       "seconds": times[method], **_errors(x, shape, norm, s.eval_n_iter)}
+                       "seconds": times[method],
+                       "rel_error_hooi": cs.tucker_error(x, shape, s.eval_n_iter),
+                       "rel_error_hosvd": cs.tucker_error(x, shape, 0)}
     ref = row["greedy"]["rel_error_hooi"]
     row["error_ratio"] = row["core_shapes"]["rel_error_hooi"] / ref if ref > 0 else 1.0
     row["error_ratio_uniform"] = row["uniform"]["rel_error_hooi"] / ref if ref > 0 else 1.0
     row["speedup"] = t_g / t_cs
-    return row
+    return json.loads(json.dumps(row, default=lambda v: v.item()))  # plain JSON numbers
 
 
-# --------------------------------------------------------------------------- driver
+# --------------------------------------------------------------------------- task
+
+
+def setup(config: ml_collections.ConfigDict) -> runner.Task:
+    """The study of ``config`` as a :class:`~runner.Task`: step ``i`` is case ``i``."""
+    s = config.study
+    cases = [(name, float(f)) for name in s.tensors for f in s.fractions]
+    # all loaded now: a missing data set or too many MNIST images is an error before the
+    # run directory exists
+    tensors = {name: load_tensor(name, s.mnist_images) for name in s.tensors}
+
+    def step(rows, index, tick):
+        name, frac = cases[index]
+        x = tensors[name]
+        row = {**run_case(name, x, frac, s), "step": index + 1}
+        print(f"{name} {x.shape} budget {row['budget']}: error ratio "
+              f"{row['error_ratio']:.4f}, speedup {row['speedup']:.0f}x", flush=True)
+        return (*rows, row), row
+
+    def summarize(rows, final):
+        ratios = [r["error_ratio"] for r in rows]
+        speed = [r["speedup"] for r in rows]
+        return {"rows": list(rows), "n_cases": len(rows),
+                "error_ratio_gmean": math.exp(statistics.mean(map(math.log, ratios))),
+                "error_ratio_max": max(ratios), "speedup_median": statistics.median(speed),
+                "speedup_min": min(speed)}
+
+    return runner.Task(
+        state=(), total_steps=len(cases), step=step, summarize=summarize,
+        save=lambda rows: ({"cases": np.asarray(len(rows))}, {"rows": list(rows)}),
+        load=lambda tree, info: tuple(info["rows"]), keep_checkpoints=2,
+        postfix=("error_ratio",), meta={"compute": "numpy float64, host CPU only"},
+        desc="study", unit="case",
+        line=lambda summary: (f"error ratio (core_shapes / greedy) geometric mean "
+                              f"{summary['error_ratio_gmean']:.4f}, median speedup "
+                              f"{summary['speedup_median']:.0f}x"))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Run (or complete) the study of ``config`` in ``workdir``; returns the summary."""
     check_config(config)
-    workdir = Path(workdir)
-    s = config.study
-    cfg = json.loads(config.to_json())
-    cfg_path, metrics = workdir / "config.json", workdir / "metrics.jsonl"
-    if metrics.exists() and cfg_path.exists() and records.read_json(cfg_path) != cfg:
-        raise ConfigError(f"{workdir} holds a study with a different config ({cfg_path}); "
-                          "use another --workdir or delete that directory")
-    workdir.mkdir(parents=True, exist_ok=True)
-    with records.lock_run_dir(workdir):
-        done = records.read_metrics(metrics)
-        previous = records.read_json(workdir / "meta.json") if done and (
-            workdir / "meta.json").exists() else None
-        records.write_json(cfg_path, cfg)
-        meta = records.make_meta(previous, start_step=len(done),
-                                 devices=[str(d) for d in jax.devices()])
-        meta.update(task=config.task, compute="numpy float64, host CPU only")
-        records.write_json(workdir / "meta.json", meta)
-        if done:
-            print(f"resumed after {len(done)} cases", flush=True)
-        seen = {(r["tensor"], r["budget_fraction"]) for r in done}
-        rows = list(done)
-        t0 = time.perf_counter()
-        wall_before = done[-1]["wall_s"] if done else 0.0
-        for name in s.tensors:
-            todo = [f for f in s.fractions if (name, float(f)) not in seen]
-            if not todo:
-                continue
-            x = load_tensor(name, s.mnist_images)
-            for frac in todo:
-                row = run_case(name, x, frac, s)
-                row.update(step=len(rows) + 1, wall_s=wall_before + time.perf_counter() - t0)
-                records.append_metrics(metrics, row)
-                rows.append(row)
-                print(f"{name} {x.shape} budget {row['budget']}: error ratio "
-                      f"{row['error_ratio']:.4f}, speedup {row['speedup']:.0f}x", flush=True)
-        ratios = [r["error_ratio"] for r in rows]
-        speed = [r["speedup"] for r in rows]
-        summary = {"rows": rows, "n_cases": len(rows),
-                   "error_ratio_gmean": math.exp(statistics.mean(map(math.log, ratios))),
-                   "error_ratio_max": max(ratios), "speedup_median": statistics.median(speed),
-                   "speedup_min": min(speed), "wall_s": rows[-1]["wall_s"]}
-        records.write_json(workdir / "summary.json", summary)
-    print(f"error ratio (core_shapes / greedy) geometric mean "
-          f"{summary['error_ratio_gmean']:.4f}, median speedup {summary['speedup_median']:.0f}x",
-          flush=True)
-    return summary
+    return runner.run(config, workdir, setup)

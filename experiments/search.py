@@ -1,25 +1,27 @@
 """Structure search as a ``tnlib run`` task: ``train_and_evaluate(config, workdir)``.
 
-Builds a planted problem (:mod:`tnlib.search.problems`), runs one search algorithm
-(``tnale``, ``tnls``, ``tnga`` or ``greedy``) and writes, besides ``config.json`` and
-``meta.json``: ``metrics.jsonl`` (one line per fitted batch: evaluations so far, best
-objective / RSE / parameters), ``search_state.json`` + ``search_state.npz`` (every
-evaluation and its fitted cores, saved after each batch) and ``summary.json``.
+Builds a planted problem (:mod:`tnlib.search.problems`) and runs one search algorithm
+(``tnale``, ``tnls``, ``tnga`` or ``greedy``) through the run loop of
+:func:`tnlib.experiments.runner.run`. One step is one fitted batch of candidates: the
+searches are deterministic given their seed and the evaluations they see, so a step
+runs the algorithm again with every evaluation so far replayed (answered from the
+state, counted and logged, not refitted) and stops it after the next fitted batch; the
+step that finds the algorithm ending marks the search done. The state, every
+evaluation and its fitted cores, is checkpointed with orbax like any task's, so a
+run resumes (and survives SIGKILL, damaged checkpoints, a second run) the same way.
 
-Resuming: the searches are deterministic given their seed and the evaluations they
-see, so a restarted run replays the saved evaluations (counted and logged, not
-refitted) and continues from the first batch that was not saved.
+Writes ``config.json``, ``meta.json``, ``metrics.jsonl`` (one line per batch: its
+``step``, ``n_evals`` so far and the best objective / RSE / parameters),
+``checkpoints/`` and ``summary.json``.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import json
 import math
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import ml_collections
@@ -28,15 +30,15 @@ import numpy as np
 from tnlib import search
 from tnlib.search import EvalRecord, Structure
 
-from . import records
+from . import runner
 from .config import ConfigError, validate
 
-__all__ = ["ALGORITHMS", "check_config", "build_problem", "train_and_evaluate"]
+__all__ = ["ALGORITHMS", "SearchState", "build_problem", "check_config", "setup",
+           "train_and_evaluate"]
 
 ALGORITHMS = {"tnale": search.tnale, "tnls": search.tnls, "tnga": search.tnga,
               "greedy": search.greedy}
 PROBLEMS = ("planted_ring", "planted_network")
-STATE = "search_state"
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -79,81 +81,90 @@ def build_problem(config: ml_collections.ConfigDict):
     return planted, prob
 
 
-def _save_state(workdir: Path, ev) -> None:
-    log = [{"index": r.index, "ranks": list(r.structure.ranks), "perm": list(r.structure.perm),
-            "n_params": r.n_params, "objective": r.objective, "rse": r.rse, "wall_s": r.wall_s,
-            "batch": r.batch} for r in ev.log]
-    arrays = {f"{r.index}_{k}": np.asarray(c)
-              for r in ev.log for k, c in enumerate(ev.fits[r.index])}
-    tmp = workdir / f"{STATE}.tmp.npz"
-    np.savez(tmp, **arrays)
-    tmp.replace(workdir / f"{STATE}.npz")
-    records.write_json(workdir / f"{STATE}.json", {"count": ev.count, "log": log})
+class SearchState(NamedTuple):
+    """Every evaluation so far as ``(EvalRecord, fitted cores)`` and whether the search
+    has ended."""
+
+    log: tuple
+    done: bool
 
 
-def _load_state(workdir: Path, n_nodes: int):
-    path = workdir / f"{STATE}.json"
-    if not path.exists() or not (workdir / f"{STATE}.npz").exists():
-        return []
-    state = records.read_json(path)
-    with np.load(workdir / f"{STATE}.npz") as z:
-        out = []
-        for r in state["log"]:
-            s = Structure(tuple(r["ranks"]), tuple(r["perm"]))
-            rec = EvalRecord(r["index"], s, r["n_params"], r["objective"], r["rse"],
-                             r["wall_s"], r["batch"])
-            out.append((rec, tuple(z[f"{r['index']}_{k}"] for k in range(n_nodes))))
-    return out
+class _Paused(Exception):
+    """Raised after a fitted batch to stop the algorithm there (carries the evaluator)."""
+
+
+_FIELDS = ("index", "n_params", "objective", "rse", "wall_s", "batch")
+
+
+def _save(state: SearchState):
+    """The checkpoint arrays: the log's columns and every evaluation's cores."""
+    recs = [r for r, _ in state.log]
+    tree = {k: np.asarray([getattr(r, k) for r in recs]) for k in _FIELDS}
+    tree["ranks"] = np.asarray([r.structure.ranks for r in recs], np.int64)
+    tree["perm"] = np.asarray([r.structure.perm for r in recs], np.int64)
+    tree["done"] = np.asarray(state.done)
+    tree["fits"] = {f"{r.index}_{k}": np.asarray(c)
+                    for r, cores in state.log for k, c in enumerate(cores)}
+    return tree, {}
+
+
+def _load(tree, n_nodes: int) -> SearchState:
+    log = []
+    for i in range(len(tree["index"])):
+        s = Structure(tuple(int(v) for v in tree["ranks"][i]),
+                      tuple(int(v) for v in tree["perm"][i]))
+        vals = {k: tree[k][i].item() for k in _FIELDS}
+        rec = EvalRecord(vals["index"], s, vals["n_params"], vals["objective"], vals["rse"],
+                         vals["wall_s"], vals["batch"])
+        log.append((rec, tuple(np.asarray(tree["fits"][f"{rec.index}_{k}"])
+                               for k in range(n_nodes))))
+    return SearchState(tuple(log), bool(tree["done"]))
+
+
+def setup(config: ml_collections.ConfigDict) -> runner.Task:
+    """The planted problem and the search of ``config`` as a :class:`~runner.Task`."""
+    planted, prob = build_problem(config)
+    algo = functools.partial(ALGORITHMS[config.search.algorithm], prob, config.seed,
+                             max_evals=config.search.max_evals,
+                             **dict(config.search.get("options", {})))
+
+    def on_batch(ev):
+        raise _Paused(ev)
+
+    def step(state, index, tick):
+        try:
+            algo(replay=state.log, on_batch=on_batch)
+        except _Paused as paused:
+            ev = paused.args[0]
+            b = ev.best
+            return SearchState(tuple(zip(ev.log, ev.fits, strict=True)), False), {
+                "n_evals": ev.count, "best_objective": b.objective, "best_rse": b.rse,
+                "best_params": b.n_params}
+        return SearchState(state.log, True), {}
+
+    def summarize(state, final):
+        r = algo(replay=state.log, on_batch=on_batch)  # all replayed: nothing is fitted
+        rel = math.sqrt(max(r.rse, 0.0))
+        return {"algorithm": r.algorithm, "ranks": list(r.structure.ranks),
+                "perm": list(r.structure.perm), "adjacency": [list(a) for a in r.adjacency],
+                "n_params": r.n_params, "rse": r.rse, "objective": r.objective,
+                "n_evals": r.n_evals, "planted_params": planted.n_params,
+                "success": bool(r.n_params <= planted.n_params and rel <= 1e-2)}
+
+    return runner.Task(
+        state=SearchState((), False), total_steps=config.search.max_evals, step=step,
+        summarize=summarize, save=_save, fixed_shapes=False,
+        load=lambda tree, info: _load(tree, prob.space.n_nodes),
+        done=lambda state: state.done, keep_checkpoints=3, postfix=("best_objective",),
+        meta={"planted_params": planted.n_params}, desc="search", unit="batch",
+        line=lambda s: (f"n_params={s['n_params']} (planted {s['planted_params']}) "
+                        f"rse={s['rse']:.3e} objective={s['objective']:.5f} "
+                        f"n_evals={s['n_evals']}"))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Run (or resume) the search of ``config`` in ``workdir``; returns the summary."""
+    """Run (or resume) the search of ``config`` in ``workdir``; returns the summary
+    (also in ``summary.json``): the best structure, its parameters, RSE and objective,
+    the evaluations used, the planted network's parameters and ``success``."""
     check_config(config)
-    workdir = Path(workdir)
-    planted, prob = build_problem(config)
-    cfg_path = workdir / "config.json"
-    if (workdir / f"{STATE}.json").exists() and cfg_path.exists() and \
-            records.read_json(cfg_path) != json.loads(config.to_json()):
-        raise ConfigError(f"{workdir} holds a search with a different config ({cfg_path}); "
-                          "use another --workdir or delete that directory")
-    workdir.mkdir(parents=True, exist_ok=True)
-    replay = _load_state(workdir, prob.space.n_nodes)
-    metrics = workdir / "metrics.jsonl"
-    if replay:
-        records.truncate_metrics(metrics, len(replay))
-        print(f"resumed from {len(replay)} evaluations", flush=True)
-    else:
-        metrics.unlink(missing_ok=True)
-    records.write_json(cfg_path, json.loads(config.to_json()))
-    previous = records.read_json(workdir / "meta.json") if replay and (
-        workdir / "meta.json").exists() else None
-    meta = records.make_meta(previous, start_step=len(replay),
-                             devices=[str(d) for d in jax.devices()])
-    meta.update(task=config.task, planted_params=planted.n_params)
-    records.write_json(workdir / "meta.json", meta)
-    t0 = time.perf_counter()
-    wall_before = sum(r.wall_s for r, _ in replay)
-
-    def on_batch(ev):
-        _save_state(workdir, ev)
-        b = ev.best
-        records.append_metrics(metrics, {
-            "step": ev.count, "best_objective": b.objective, "best_rse": b.rse,
-            "best_params": b.n_params, "wall_s": wall_before + time.perf_counter() - t0})
-
-    algo = functools.partial(ALGORITHMS[config.search.algorithm],
-                             **dict(config.search.get("options", {})))
-    r = algo(prob, config.seed, max_evals=config.search.max_evals, replay=replay,
-             on_batch=on_batch)
-    rel = math.sqrt(max(r.rse, 0.0))
-    summary = {"algorithm": r.algorithm, "ranks": list(r.structure.ranks),
-               "perm": list(r.structure.perm), "adjacency": [list(a) for a in r.adjacency],
-               "n_params": r.n_params, "rse": r.rse, "objective": r.objective,
-               "n_evals": r.n_evals, "planted_params": planted.n_params,
-               "success": bool(r.n_params <= planted.n_params and rel <= 1e-2),
-               "wall_s": wall_before + time.perf_counter() - t0}
-    records.write_json(workdir / "summary.json", summary)
-    print(f"n_params={r.n_params} (planted {planted.n_params}) rse={r.rse:.3e} "
-          f"objective={r.objective:.5f} n_evals={r.n_evals}", flush=True)
-    return summary
-
+    return runner.run(config, workdir, setup)

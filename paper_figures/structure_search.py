@@ -43,12 +43,13 @@ def _evals_to_success(run, max_rse: float):
     planted = run["summary"]["planted_params"]
     for m in run["metrics"]:
         if m["best_params"] <= planted and m["best_rse"] <= max_rse:
-            return m["step"]
+            return m.get("n_evals", m["step"])
     return None
 
 
 def _step_curve(run, grid):
-    pts = [(m["step"], m["best_objective"]) for m in run["metrics"]]
+    # evaluations so far: "n_evals" (a line per batch); runs before it logged them as "step"
+    pts = [(m.get("n_evals", m["step"]), m["best_objective"]) for m in run["metrics"]]
     out, k, cur = [], 0, math.nan
     for g in grid:
         while k < len(pts) and pts[k][0] <= g:

@@ -5,6 +5,7 @@ changed, and the figure's PNG, PDF and markdown carry our numbers and the paper'
 claim, the commit and the device."""
 
 import json
+import shutil
 
 import pytest
 
@@ -60,12 +61,14 @@ def test_core_shapes_figure_end_to_end(tmp_path, rank_study_task, capsys):
     capsys.readouterr()
     figures.make_figure("core_shapes", root=tmp_path / "runs", out_dir=out, runs=[spec])
     assert "[figures] tnlib run" not in capsys.readouterr().out
-    # a study cut short resumes: the finished case is kept, the missing one recomputed
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    (run / "metrics.jsonl").write_text(lines[0] + "\n")
+    # a study cut short (as if killed before its second case was saved) resumes: the
+    # finished case is kept, the missing one recomputed
+    shutil.rmtree(run / "checkpoints" / "2")
     (run / "summary.json").unlink()
     figures.make_figure("core_shapes", root=tmp_path / "runs", out_dir=out, runs=[spec])
-    assert "resumed after 1 cases" in capsys.readouterr().out
+    assert "resumed from step 1\n" in capsys.readouterr().out
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2]
     again = json.loads((run / "summary.json").read_text())
     assert again["rows"][0] == summary["rows"][0]
     assert [r["greedy"]["shape"] for r in again["rows"]] == \

@@ -1,41 +1,47 @@
-"""The structure-search task: its :smoke config runs end to end, writes its records,
-and a run cut short resumes from the saved evaluations to the same result."""
+"""The structure-search task: its :smoke config runs end to end through the runner, one
+step per fitted batch, and its records agree with the search's own result. (Resuming,
+damaged checkpoints and the lock are tested for every task in test_exp_tasks.py.)"""
 
-import json
 from pathlib import Path
 
 import pytest
 
+from tnlib.experiments import records
 from tnlib.experiments import search as task
 from tnlib.experiments.config import ConfigError, apply_overrides, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_search_smoke_runs_and_resumes(tmp_path, capsys):
+def test_search_smoke_run_records_every_batch(tmp_path, capsys):
     config, _, _ = load_config(f"{ROOT / 'configs' / 'search_planted.py'}:smoke")
     task.check_config(config)
     summary = task.train_and_evaluate(config, tmp_path)
-    for name in ("config.json", "meta.json", "metrics.jsonl", "summary.json",
-                 "search_state.json", "search_state.npz"):
+    for name in ("config.json", "meta.json", "metrics.jsonl", "summary.json"):
         assert (tmp_path / name).is_file(), name
-    state = json.loads((tmp_path / "search_state.json").read_text())
-    assert summary["n_evals"] == state["count"] == len(state["log"]) <= config.search.max_evals
-    best = min(state["log"], key=lambda r: (r["objective"], r["index"]))
-    assert summary["ranks"] == best["ranks"] and summary["objective"] == best["objective"]
+    lines = records.read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in lines] == list(range(1, len(lines) + 1))
+    evals = [r["n_evals"] for r in lines]
+    assert evals == sorted(evals) and evals[-1] == summary["n_evals"] <= config.search.max_evals
+    best = [r["best_objective"] for r in lines]
+    assert best == sorted(best, reverse=True)  # the best so far never gets worse
+    assert best[-1] == summary["objective"] and lines[-1]["best_params"] == summary["n_params"]
+    assert summary["steps"] >= len(lines) and summary["planted_params"] > 0
+    assert records.read_json(tmp_path / "meta.json")["planted_params"] == summary["planted_params"]
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(
+        f"n_params={summary['n_params']} (planted {summary['planted_params']})")
 
-    # cut the run back to its first batch: resuming replays it and refits the rest
-    first = [r for r in state["log"] if r["batch"] == 0]
-    (tmp_path / "search_state.json").write_text(json.dumps({"count": len(first), "log": first}))
-    capsys.readouterr()
-    again = task.train_and_evaluate(config, tmp_path)
-    assert f"resumed from {len(first)} evaluations" in capsys.readouterr().out
-    state2 = json.loads((tmp_path / "search_state.json").read_text())
-    assert [(r["ranks"], r["rse"]) for r in state2["log"]] == \
-        [(r["ranks"], r["rse"]) for r in state["log"]]
-    assert again["objective"] == summary["objective"] and again["n_evals"] == summary["n_evals"]
-
-    with pytest.raises(ConfigError, match="different config"):
-        task.train_and_evaluate(apply_overrides(config, ["problem.lam=1.0"]), tmp_path)
+    # the state the checkpoints hold gives back the search's log
+    state = task.setup(config).load(*_last_checkpoint(tmp_path))
+    assert len(state.log) == summary["n_evals"]
+    assert min(r.objective for r, _ in state.log) == summary["objective"]
     with pytest.raises(ConfigError, match="search.algorithm"):
         task.check_config(apply_overrides(config, ["search.algorithm=nope"]))
+
+
+def _last_checkpoint(workdir):
+    import orbax.checkpoint as ocp
+
+    step = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    with ocp.StandardCheckpointer() as ckptr:
+        return ckptr.restore(workdir / "checkpoints" / str(step) / "state"), {}

@@ -322,12 +322,12 @@ def test_rank_fraction_resolves_to_the_largest_rank_within_budget(cls):
 
 
 def test_rank_fraction_hand_counts():
-    # LowRank 64 x 48: r (64 + 48) <= 0.25 * 3072 -> r = 6
-    assert LowRankLinear(64, 48, rank=0.25, rngs=nnx.Rngs(0)).rank == 6
-    # BTT (8, 8) -> (6, 8): r (n2 m1 n1 + m1 m2 n2) = r (384 + 384) <= 768 -> r = 1
-    assert BTTLinear(64, 48, rank=0.25, rngs=nnx.Rngs(0)).rank == 1
-    # TT (4, 4, 4) -> (3, 4, 4): r 12 + r^2 16 + r 16 <= 768 -> r = 6
-    assert TTLinear(64, 48, rank=0.25, rngs=nnx.Rngs(0)).rank == (6, 6)
+    def rank(cls):
+        return nnx.eval_shape(lambda: cls(64, 48, rank=0.25, rngs=nnx.Rngs(0))).rank
+
+    assert rank(LowRankLinear) == 6  # r (64 + 48) <= 0.25 * 3072
+    assert rank(BTTLinear) == 1  # (8, 8) -> (6, 8): r (n2 m1 n1 + m1 m2 n2) = 768 r <= 768
+    assert rank(TTLinear) == (6, 6)  # (4, 4, 4) -> (3, 4, 4): 12 r + 16 r^2 + 16 r <= 768
 
 
 @pytest.mark.parametrize("cls", CLASSES)

@@ -34,13 +34,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tnlib import sweep_born, tt
+from tnlib.models._common import check_int
 
 __all__ = ["MPSBornMachine", "from_born_mps", "to_born_mps"]
-
-
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
 
 def _normalize(mat):
@@ -92,7 +88,7 @@ class MPSBornMachine(nnx.Module):
             embedding_dim = vocab_size
         for name, value in (("n_sites", n_sites), ("vocab_size", vocab_size),
                             ("bond_dim", bond_dim), ("embedding_dim", embedding_dim)):
-            _check_int(name, value, 1)
+            check_int(value, name)
         if not init_std >= 0:
             raise ValueError(f"init_std must be >= 0, got {init_std!r}")
         if embedding_init is not None and not callable(embedding_init):
@@ -198,7 +194,7 @@ class MPSBornMachine(nnx.Module):
         exact conditional ``p(x_k = v | x_<k)``. One ``lax.scan`` over sites, ``vmap``
         over samples.
         """
-        _check_int("n", n, 1)
+        check_int(n, "n")
         emb, cores = self._params()
         envs = self._right_environments(emb, cores)
         mats = jnp.einsum("vj,kajb->kvab", emb, cores)  # (L, V, r, r) token matrices

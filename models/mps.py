@@ -51,6 +51,7 @@ from flax import nnx
 
 from tnlib import linalg, tt
 from tnlib import sweep as sw
+from tnlib.models._common import compute_dtype
 
 __all__ = ["FEATURE_MAPS", "MPSClassifier", "from_labelled_mps", "local_feature_map",
            "to_labelled_mps"]
@@ -162,9 +163,7 @@ class MPSClassifier(nnx.Module):
         x = jnp.asarray(x)
         if x.shape[-1:] != (self.n_sites,):
             raise ValueError(f"x must have shape (..., {self.n_sites}), got {x.shape}")
-        dt = self.dtype or jnp.result_type(self.param_dtype, x.dtype)
-        if not jnp.issubdtype(dt, jnp.inexact):
-            dt = self.param_dtype
+        dt = compute_dtype(self.dtype, x, self.param_dtype)
         feats = local_feature_map(x.astype(dt), self.local_dim, self.feature_map)
         batch = feats.shape[:-2]
         feats = feats.reshape((-1, self.n_sites, self.local_dim))

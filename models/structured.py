@@ -408,9 +408,10 @@ class TTLinear(_Structured):
 
     Args:
       in_features, out_features: sizes of the input and output.
-      rank: internal TT rank: RANK_DOC; an int or fraction is capped bond by bond at
-        what the unfoldings allow (``rank`` reads back the ``L - 1`` bonds); or a
-        sequence of ``L - 1`` ints.
+      rank: internal TT rank, RANK_DOC.
+        An int or a fraction applies to every bond, capped bond by bond at what the
+        unfoldings allow (``rank`` reads back the ``L - 1`` bonds); a sequence of
+        ``L - 1`` ints sets each bond.
       in_factors: ``(n_1, ..., n_L)`` with product ``in_features``; default
         ``factorize_dims(in_features, L)``.
       out_factors: ``(m_1, ..., m_L)`` with product ``out_features``; default

@@ -136,7 +136,7 @@ def timing_rows(widths, ranks, batches, dtypes, rounds):
         for mode in ("fwd", "fwd+bwd"):
             fns, args = {}, {}
             for rank in ranks:
-                w = btt.BlockTT.random(jax.random.fold_in(kw, rank), (f, f), (f, f), rank)
+                w = btt.random(jax.random.fold_in(kw, rank), ((f, f), (f, f)), rank)
                 w = jax.tree.map(lambda a, dt=dtype: a.astype(dt), w)
                 for name, impl in IMPLS.items():
                     fn = impl if mode == "fwd" else jax.grad(_loss(impl), argnums=(0, 1, 2))
@@ -176,7 +176,7 @@ def accuracy_rows(rounds):
     variants = {"new (f32 acc, bf16 mid)": new_matvec, "f32 acc, f32 mid": mid_f32_matvec,
                 "bf16 results (preferred bf16)": pure_bf16_matvec, "old (jnp.matmul)": old_matvec}
     for rank in (1, 4):
-        w = btt.BlockTT.random(jax.random.PRNGKey(rank), (64, 64), (64, 64), rank)
+        w = btt.random(jax.random.PRNGKey(rank), ((64, 64), (64, 64)), rank)
         w = jax.tree.map(lambda a: a.astype(jnp.bfloat16), w)
         x = jax.random.normal(jax.random.PRNGKey(9), (256, 4096)).astype(jnp.bfloat16)
         w64 = jax.tree.map(lambda a: a.astype(jnp.float64), w)

@@ -6,7 +6,7 @@ call), jitted, on ``x`` ``(B, d)``:
 
 * ``dense``: ``x @ W`` with ``W`` ``(d, d)``;
 * ``btt``: ``tnlib.btt.matvec`` of a ``BlockTT`` of rank 4 (balanced factor pairs);
-* ``monarch``: the same with rank 1 (``Monarch.random``);
+* ``monarch``: the same with rank 1 (``btt.random(..., kind="monarch")``);
 * ``tt``: a 3-site ``TTMatrix`` of rank 16 through ``jax.vmap(tnlib.tt.matvec)`` (as
   ``TTLinear``);
 * ``lowrank``: ``tnlib.btt.LowRank`` of rank ``d / 8``.
@@ -88,10 +88,10 @@ def layers(d: int, key):
     f2 = balanced(d, 2)
     f3 = balanced(d, TT_SITES)
     w_dense = jax.random.normal(k[0], (d, d), jnp.float32) / math.sqrt(d)
-    w_btt = btt.BlockTT.random(k[1], f2, f2, BTT_RANK)
-    w_mon = btt.Monarch.random(k[2], f2, f2)
+    w_btt = btt.random(k[1], (f2, f2), BTT_RANK)
+    w_mon = btt.random(k[2], (f2, f2), 1, kind="monarch")
     w_tt = tt.random(k[3], f3, TT_RANK, col_dims=f3)
-    w_lr = btt.LowRank.random(k[4], d, d, max(1, d // LOWRANK_DIV))
+    w_lr = btt.random(k[4], (d, d), max(1, d // LOWRANK_DIV), kind="lowrank")
     tt_apply = jax.vmap(tt.matvec, (None, 0))
     return {
         "dense": (w_dense, lambda w, x: x @ w, lambda b: 2 * b * d * d, d * d),

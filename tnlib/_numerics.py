@@ -3,7 +3,8 @@
 ``safe_sqrt`` / ``safe_log`` keep derivatives finite at zero, ``low_precision`` says
 when LAPACK has no kernel for a dtype, ``check_rank_args`` validates the truncation
 arguments ``max_rank`` / ``rtol`` that every format's ``from_dense`` and ``round``
-take, and ``is_concrete`` tells a concrete array from a tracer.
+take, ``is_concrete`` tells a concrete array from a tracer, and ``balance_norms``
+rescales the cores of a network to equal norms.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["safe_sqrt", "safe_log", "low_precision", "check_rank_args", "is_concrete"]
+__all__ = [
+    "safe_sqrt", "safe_log", "low_precision", "check_rank_args", "is_concrete", "balance_norms",
+]
 
 
 def safe_sqrt(x):
@@ -52,3 +55,15 @@ def check_rank_args(max_rank, rtol) -> None:
             raise TypeError("rtol must be a concrete number, not a traced value")
         if float(rtol) < 0:
             raise ValueError(f"rtol must be >= 0, got {float(rtol)}")
+
+
+def balance_norms(cores):
+    """Rescale cores to equal Frobenius norms (their product, the tensor, is unchanged);
+    all-zero cores leave the tuple as it is."""
+    norms = [jnp.linalg.norm(c.ravel()) for c in cores]
+    ok = jnp.all(jnp.stack(norms) > 0)
+    logmean = sum(jnp.log(jnp.where(ok, v, 1.0)) for v in norms) / len(cores)
+    return tuple(
+        c * jnp.where(ok, jnp.exp(logmean) / jnp.where(ok, v, 1.0), 1.0).astype(c.dtype)
+        for c, v in zip(cores, norms, strict=True)
+    )

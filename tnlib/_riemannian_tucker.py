@@ -39,7 +39,11 @@ import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
 from tnlib import linalg
-from tnlib.tucker import Tucker, _dense_mode_product, _leading_vectors, _project, _unfold
+from tnlib._tucker_ops import dense_mode_product as _dense_mode_product
+from tnlib._tucker_ops import leading_vectors as _leading_vectors
+from tnlib._tucker_ops import project as _project
+from tnlib._tucker_ops import unfold as _unfold
+from tnlib.tucker import Tucker
 from tnlib.tucker import check as _check_tucker
 
 TYPE = Tucker

@@ -83,3 +83,21 @@ def check_cores(cores, name: str, ndim: int, layout: str, closed: bool = False) 
                 f"{name}: core {k} has shape {tuple(c.shape)}; expected {ndim} axes {layout}"
             )
     check_bonds(cores, name, closed=closed)
+
+
+def as_key(seed, name: str = "key"):
+    """A PRNG key from an int seed (Python or NumPy) or a key (typed, or raw ``uint32[2]``);
+    TypeError naming ``name`` otherwise."""
+    import jax
+    import jax.numpy as jnp
+
+    if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
+        return jax.random.PRNGKey(int(seed))
+    dtype, shape = getattr(seed, "dtype", None), getattr(seed, "shape", None)
+    if dtype is not None and shape is not None:
+        if jnp.issubdtype(dtype, jax.dtypes.prng_key) and tuple(shape) == ():
+            return seed
+        if dtype == np.uint32 and tuple(shape) == (2,):
+            return jnp.asarray(seed)
+    raise TypeError(f"{name} must be an int seed or a PRNG key (jax.random.key / PRNGKey), "
+                    f"got {seed!r}")

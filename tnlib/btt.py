@@ -23,16 +23,21 @@ is stored.
     batched over ``q``), then ``y[i, j] = sum_{q, k} right[i, j, q, k] z[q, i, k]``
     (a matmul batched over ``i``). Equivalently
     ``W[(i, j), (p, q)] = sum_k right[i, j, q, k] left[q, i, p, k]``.
-``Monarch``
-    Not a type of its own: Monarch matrices are ``BlockTT`` with ``r = 1``;
-    ``Monarch.random`` and ``Monarch.from_dense`` return such a ``BlockTT``.
+Monarch
+    Not a type of its own: Monarch matrices are ``BlockTT`` with ``r = 1``
+    (``kind="monarch"`` below builds one).
 
-Each type has ``T.random(key, ...)`` and ``T.from_dense(w, ...)`` (the best
-Frobenius-norm projection of a dense matrix onto the structure); the module
-functions ``matvec``, ``to_dense``, ``num_params``, ``flops`` and ``lr_multipliers``
-accept any of them (``functools.singledispatch``, one registered implementation per
-type). ``matvec`` is two batched ``lax.dot_general`` GEMMs; bfloat16 / float16 inputs
-accumulate in float32 and return their own dtype (``matvec`` docstring).
+The format verbs are module functions, as in every format module. The two
+constructors pick the structure with a keyword, ``kind`` in ``KINDS`` =
+``("lowrank", "kronecker", "btt", "monarch")``: ``random(key, dims, rank, dtype,
+kind=...)`` with ``dims = (d_out, d_in)`` for low-rank and ``(out_factors,
+in_factors)`` (two pairs) otherwise, and ``from_dense(x, max_rank=..., rtol=...,
+kind=..., dims=...)`` (the best Frobenius-norm projection of a dense matrix onto the
+structure). ``matvec``, ``to_dense``, ``inner``, ``norm``, ``num_params``, ``flops``
+and ``lr_multipliers`` accept any type (``functools.singledispatch``, one registered
+implementation per type, or ``isinstance`` pairs in ``inner``). ``matvec`` is two
+batched ``lax.dot_general`` GEMMs; bfloat16 / float16 inputs accumulate in float32 and
+return their own dtype (``matvec`` docstring).
 
 Initialization (``random``): every core has i.i.d. ``N(0, sigma^2)`` entries with
 ``sigma^2 = 1 / fan_in(core)``, where the fan-in of a core is the number of terms it
@@ -63,11 +68,12 @@ from jax import lax
 from tnlib import _numerics, linalg
 from tnlib._validate import as_inexact as _as_inexact
 from tnlib._validate import check_dims as _check_dims
+from tnlib._validate import check_int
 from tnlib.struct import pytree_dataclass
 
 __all__ = [
-    "LowRank", "Kronecker", "BlockTT", "Monarch", "matvec", "to_dense", "num_params",
-    "flops", "lr_multipliers", "check",
+    "LowRank", "Kronecker", "BlockTT", "KINDS", "random", "from_dense", "matvec", "to_dense",
+    "inner", "norm", "num_params", "flops", "lr_multipliers", "check",
 ]
 
 
@@ -76,12 +82,6 @@ def _shape(x):
 
 
 # ----------------------------------------------------------------------------- checks
-
-
-def _check_int(value, name, low=1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be a Python int >= {low}, got {value!r}")
-    return value
 
 
 def _check_pair(factors, name) -> tuple[int, int]:
@@ -147,30 +147,6 @@ class LowRank:
     def dtype(self):
         return jnp.result_type(self.u, self.v)
 
-    @staticmethod
-    def random(key, d_out: int, d_in: int, rank: int, dtype=jnp.float32) -> LowRank:
-        """Gaussian factors, ``v ~ N(0, 1/d_in)``, ``u ~ N(0, 1/r)`` (dense entry
-        variance ``1/d_in``)."""
-        d_out, d_in = _check_int(d_out, "d_out"), _check_int(d_in, "d_in")
-        rank = _check_rank(rank, None, "")
-        ku, kv = jax.random.split(key)
-        u = jax.random.normal(ku, (d_out, rank), dtype) / math.sqrt(rank)
-        v = jax.random.normal(kv, (rank, d_in), dtype) / math.sqrt(d_in)
-        return LowRank(u, v)
-
-    @staticmethod
-    def from_dense(w, rank: int) -> LowRank:
-        """Best rank-``rank`` approximation of ``w`` ``(d_out, d_in)`` (truncated SVD,
-        Eckart-Young), split as ``u = U sqrt(S)``, ``v = sqrt(S) Vh``. ``rank`` is static
-        and at most ``min(d_out, d_in)``."""
-        w = _as_inexact(w)
-        if w.ndim != 2:
-            raise ValueError(f"w must be a matrix (d_out, d_in), got shape {_shape(w)}")
-        rank = _check_rank(rank, min(w.shape), f"min(d_out, d_in) for w of shape {_shape(w)}")
-        u, s, vh = linalg.truncated_svd(w, rank)
-        rs = _numerics.safe_sqrt(s).astype(w.dtype)
-        return LowRank(u * rs, rs[:, None] * vh)
-
 
 @check.register
 def _(w: LowRank, name: str = "w"):
@@ -211,34 +187,6 @@ class Kronecker:
     @property
     def dtype(self):
         return jnp.result_type(self.a, self.b)
-
-    @staticmethod
-    def random(key, out_factors: Sequence[int], in_factors: Sequence[int],
-               dtype=jnp.float32) -> Kronecker:
-        """Gaussian factors ``a ~ N(0, 1/n1)``, ``b ~ N(0, 1/n2)`` (dense entry variance
-        ``1/d_in``)."""
-        (m1, m2), (n1, n2) = _check_pair(out_factors, "out_factors"), _check_pair(
-            in_factors, "in_factors")
-        ka, kb = jax.random.split(key)
-        a = jax.random.normal(ka, (m1, n1), dtype) / math.sqrt(n1)
-        b = jax.random.normal(kb, (m2, n2), dtype) / math.sqrt(n2)
-        return Kronecker(a, b)
-
-    @staticmethod
-    def from_dense(w, out_factors: Sequence[int], in_factors: Sequence[int]) -> Kronecker:
-        """Nearest Kronecker product (Van Loan and Pitsianis 1993).
-
-        ``||W - kron(a, b)||_F = ||R(W) - vec(a) vec(b)^T||_F`` for the rearrangement
-        ``R(W)[(i, p), (j, q)] = W[(i, j), (p, q)]`` ``(m1 n1, m2 n2)``, so the best pair
-        is the leading singular triple: ``a = sqrt(s0) u0``, ``b = sqrt(s0) vh0``.
-        """
-        (m1, m2), (n1, n2) = _check_pair(out_factors, "out_factors"), _check_pair(
-            in_factors, "in_factors")
-        w = _check_matrix(w, m1 * m2, n1 * n2)
-        r = w.reshape(m1, m2, n1, n2).transpose(0, 2, 1, 3).reshape(m1 * n1, m2 * n2)
-        u, s, vh = linalg.truncated_svd(r, 1)
-        rs = _numerics.safe_sqrt(s[0]).astype(w.dtype)
-        return Kronecker((rs * u[:, 0]).reshape(m1, n1), (rs * vh[0]).reshape(m2, n2))
 
 
 @check.register
@@ -283,43 +231,6 @@ class BlockTT:
     def dtype(self):
         return jnp.result_type(self.left, self.right)
 
-    @staticmethod
-    def random(key, out_factors: Sequence[int], in_factors: Sequence[int], rank: int,
-               dtype=jnp.float32) -> BlockTT:
-        """Gaussian cores ``left ~ N(0, 1/n1)``, ``right ~ N(0, 1/(n2 r))`` (dense entry
-        variance ``r / (n1 n2 r) = 1/d_in``). Any ``rank >= 1`` is accepted."""
-        (m1, m2), (n1, n2) = _check_pair(out_factors, "out_factors"), _check_pair(
-            in_factors, "in_factors")
-        rank = _check_rank(rank, None, "")
-        kl, kr = jax.random.split(key)
-        left = jax.random.normal(kl, (n2, m1, n1, rank), dtype) / math.sqrt(n1)
-        right = jax.random.normal(kr, (m1, m2, n2, rank), dtype) / math.sqrt(n2 * rank)
-        return BlockTT(left, right)
-
-    @staticmethod
-    def from_dense(w, out_factors: Sequence[int], in_factors: Sequence[int],
-                   rank: int) -> BlockTT:
-        """Best Frobenius-norm BTT approximation of ``w`` ``(m1 m2, n1 n2)``.
-
-        For fixed ``(i, q)`` the block ``B_iq[j, p] = W[(i, j), (p, q)]`` ``(m2, n1)``
-        equals ``sum_k right[i, j, q, k] left[q, i, p, k]``: a product of an ``(m2, r)``
-        and an ``(r, n1)`` matrix that no other block shares. The error is the sum of
-        the blocks' errors, so the optimum is each block's rank-``r`` truncated SVD
-        (Eckart-Young), split as ``right[i, :, q, :] = U sqrt(S)`` and
-        ``left[q, i, :, :] = (sqrt(S) Vh)^T``; a matrix that is a BTT of rank ``r``
-        is reproduced exactly. ``rank`` is static and at most ``min(m2, n1)``.
-        """
-        (m1, m2), (n1, n2) = _check_pair(out_factors, "out_factors"), _check_pair(
-            in_factors, "in_factors")
-        w = _check_matrix(w, m1 * m2, n1 * n2)
-        rank = _check_rank(rank, min(m2, n1), f"min(m2, n1) = min({m2}, {n1}), the block shape")
-        blocks = w.reshape(m1, m2, n1, n2).transpose(0, 3, 1, 2)  # (m1, n2, m2, n1)
-        u, s, vh = linalg.truncated_svd(blocks, rank)
-        rs = _numerics.safe_sqrt(s).astype(w.dtype)
-        right = (u * rs[..., None, :]).transpose(0, 2, 1, 3)  # (m1, m2, n2, r)
-        left = (rs[..., :, None] * vh).transpose(1, 0, 3, 2)  # (n2, m1, n1, r)
-        return BlockTT(left, right)
-
 
 @check.register
 def _(w: BlockTT, name: str = "w"):
@@ -336,20 +247,138 @@ def _(w: BlockTT, name: str = "w"):
     return w
 
 
-class Monarch:
-    """Monarch matrices (Dao et al. 2022) as the rank-1 ``BlockTT``: a namespace whose
-    constructors return ``BlockTT`` with ``r = 1`` (there is no separate type)."""
+# --------------------------------------------------------------------- construction
 
-    @staticmethod
-    def random(key, out_factors, in_factors, dtype=jnp.float32) -> BlockTT:
-        """``BlockTT.random(key, out_factors, in_factors, 1, dtype)``."""
-        return BlockTT.random(key, out_factors, in_factors, 1, dtype)
+KINDS = ("lowrank", "kronecker", "btt", "monarch")
 
-    @staticmethod
-    def from_dense(w, out_factors, in_factors) -> BlockTT:
-        """``BlockTT.from_dense(w, out_factors, in_factors, 1)``: the best Monarch
-        approximation (a rank-1 SVD per ``(m2, n1)`` block)."""
-        return BlockTT.from_dense(w, out_factors, in_factors, 1)
+
+def _check_kind(kind) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    return kind
+
+
+def _check_factor_dims(dims, kind) -> tuple[tuple[int, int], tuple[int, int]]:
+    if not isinstance(dims, Sequence) or len(dims) != 2:
+        raise ValueError(f"dims must be (out_factors, in_factors) for kind={kind!r}, "
+                         f"got {dims!r}")
+    return _check_pair(dims[0], "out_factors"), _check_pair(dims[1], "in_factors")
+
+
+def random(key, dims, rank, dtype=jnp.float32, *, kind: str = "btt"):
+    """A random structured matrix with the variance-preserving initialization of the
+    module docstring (dense entry variance ``1 / d_in``).
+
+    Args:
+      key: PRNG key.
+      dims: ``(d_out, d_in)`` (ints) for ``kind="lowrank"``; ``(out_factors,
+        in_factors)``, each a pair ``(m1, m2)`` / ``(n1, n2)``, for the other kinds.
+      rank: static int >= 1: the rank of ``LowRank`` / ``BlockTT``; 1 for
+        ``"kronecker"`` and ``"monarch"`` (the only rank they have).
+      dtype: float or complex dtype.
+      kind: ``"lowrank"`` (``LowRank``), ``"kronecker"`` (``Kronecker``), ``"btt"``
+        (``BlockTT``) or ``"monarch"`` (``BlockTT`` of rank 1).
+    """
+    kind = _check_kind(kind)
+    rank = _check_rank(rank, None if kind in ("lowrank", "btt") else 1, f"kind={kind!r}")
+    k1, k2 = jax.random.split(key)
+    if kind == "lowrank":
+        if not isinstance(dims, Sequence) or len(dims) != 2:
+            raise ValueError(f"dims must be (d_out, d_in) for kind='lowrank', got {dims!r}")
+        d_out, d_in = check_int(dims[0], "d_out"), check_int(dims[1], "d_in")
+        return LowRank(jax.random.normal(k1, (d_out, rank), dtype) / math.sqrt(rank),
+                       jax.random.normal(k2, (rank, d_in), dtype) / math.sqrt(d_in))
+    (m1, m2), (n1, n2) = _check_factor_dims(dims, kind)
+    if kind == "kronecker":
+        return Kronecker(jax.random.normal(k1, (m1, n1), dtype) / math.sqrt(n1),
+                         jax.random.normal(k2, (m2, n2), dtype) / math.sqrt(n2))
+    left = jax.random.normal(k1, (n2, m1, n1, rank), dtype) / math.sqrt(n1)
+    right = jax.random.normal(k2, (m1, m2, n2, rank), dtype) / math.sqrt(n2 * rank)
+    return BlockTT(left, right)
+
+
+def _truncate(s, max_rank, rtol, norm):
+    """Kept rank and zeroing mask for singular values ``s`` ``(..., k)`` of independent
+    blocks whose errors add (Frobenius): ``max_rank`` caps the rank; ``rtol`` alone
+    picks the smallest rank whose total discarded norm is ``<= rtol * norm`` (concrete
+    ``s``), with ``max_rank`` it only zeroes the values that rank would drop."""
+    keep = s.shape[-1] if max_rank is None else min(max_rank, s.shape[-1])
+    if rtol is None:
+        return keep, None
+    tails = linalg.tail_norms(s).reshape(-1, s.shape[-1])
+    total = _numerics.safe_sqrt(jnp.sum(tails * tails, axis=0))  # error of keeping r
+    mask = (total > rtol * norm).at[0].set(True)
+    if max_rank is None:
+        if not _numerics.is_concrete(s):
+            raise TypeError("from_dense with only rtol picks a data-dependent rank and "
+                            "needs a concrete matrix; inside jit also pass max_rank")
+        return max(1, int(jnp.sum(mask))), None
+    return keep, mask[:keep]
+
+
+def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None,
+               kind: str = "btt", dims=None):
+    """Best Frobenius-norm approximation of the dense matrix ``x`` ``(d_out, d_in)``
+    by the structure ``kind`` (a truncated SVD per independent block, Eckart-Young).
+
+    ``"lowrank"``: the truncated SVD of ``x``, split as ``u = U sqrt(S)``,
+    ``v = sqrt(S) Vh``. ``"kronecker"``: the nearest Kronecker product (Van Loan and
+    Pitsianis 1993): ``||W - kron(a, b)|| = ||R(W) - vec(a) vec(b)^T||`` for the
+    rearrangement ``R(W)[(i, p), (j, q)] = W[(i, j), (p, q)]``, so ``a``, ``b`` come
+    from its leading singular triple. ``"btt"``: for fixed ``(i, q)`` the block
+    ``B_iq[j, p] = W[(i, j), (p, q)]`` ``(m2, n1)`` equals ``sum_k right[i, j, q, k]
+    left[q, i, p, k]``, a product no other block shares; the error is the sum of the
+    blocks' errors, so the optimum is each block's rank-``r`` SVD (a matrix that is a
+    BTT of rank ``r`` is reproduced exactly). ``"monarch"``: ``"btt"`` at rank 1.
+
+    Args:
+      x: dense matrix ``(d_out, d_in)``.
+      max_rank: static cap on the rank (``None``: full, ``min(d_out, d_in)`` for
+        low-rank, ``min(m2, n1)`` for BTT); must be None or 1 for Kronecker / Monarch.
+      rtol: relative Frobenius tolerance (low-rank and BTT). Alone (concrete ``x``) it
+        picks the smallest rank with ``||x - w||_F <= rtol * ||x||_F``; with
+        ``max_rank`` the shapes come from ``max_rank`` and ``rtol`` only zeroes
+        singular values (jit-safe).
+      kind: ``"lowrank"``, ``"kronecker"``, ``"btt"`` or ``"monarch"``.
+      dims: ``(out_factors, in_factors)`` for the factored kinds (not for low-rank).
+    """
+    kind = _check_kind(kind)
+    _numerics.check_rank_args(max_rank, rtol)
+    x = _as_inexact(x)
+    if x.ndim != 2:
+        raise ValueError(f"x must be a matrix (d_out, d_in), got shape {_shape(x)}")
+    if kind == "lowrank":
+        u, s, vh = linalg.svd(x)
+        blocks = None
+    else:
+        if dims is None:
+            raise ValueError(f"from_dense(kind={kind!r}) needs dims=(out_factors, in_factors)")
+        (m1, m2), (n1, n2) = _check_factor_dims(dims, kind)
+        x = _check_matrix(x, m1 * m2, n1 * n2, "x")
+        if kind in ("kronecker", "monarch"):
+            if max_rank not in (None, 1) or rtol is not None:
+                raise ValueError(f"kind={kind!r} has rank 1: pass max_rank=None or 1 and "
+                                 f"no rtol, got max_rank={max_rank!r}, rtol={rtol!r}")
+            max_rank = 1
+        blocks = x.reshape(m1, m2, n1, n2)
+        if kind == "kronecker":
+            blocks = blocks.transpose(0, 2, 1, 3).reshape(m1 * n1, m2 * n2)
+        else:
+            blocks = blocks.transpose(0, 3, 1, 2)  # (m1, n2, m2, n1)
+        u, s, vh = linalg.svd(blocks)
+    norm = jnp.linalg.norm(x.ravel())
+    keep, mask = _truncate(s, max_rank, rtol, norm)
+    u, s, vh = u[..., :keep], s[..., :keep], vh[..., :keep, :]
+    if mask is not None:
+        s = s * mask.astype(s.dtype)
+    rs = _numerics.safe_sqrt(s).astype(x.dtype)
+    if kind == "lowrank":
+        return LowRank(u * rs, rs[:, None] * vh)
+    if kind == "kronecker":
+        return Kronecker((rs[0] * u[:, 0]).reshape(m1, n1), (rs[0] * vh[0]).reshape(m2, n2))
+    right = (u * rs[..., None, :]).transpose(0, 2, 1, 3)  # (m1, m2, n2, r)
+    left = (rs[..., :, None] * vh).transpose(1, 0, 3, 2)  # (n2, m1, n1, r)
+    return BlockTT(left, right)
 
 
 # -------------------------------------------------------------------------- matvec
@@ -459,9 +488,9 @@ def _(w: BlockTT, x):
 
 
 @functools.singledispatch
-def to_dense(w):
-    """The dense matrix ``(d_out, d_in)`` that ``w`` represents."""
-    check(w)
+def to_dense(tn):
+    """The dense matrix ``(d_out, d_in)`` that ``tn`` represents."""
+    check(tn)
 
 
 @to_dense.register
@@ -486,11 +515,11 @@ def _(w: BlockTT):
 
 
 @functools.singledispatch
-def num_params(w) -> int:
+def num_params(tn) -> int:
     """Number of stored scalars (per structure, for a vmapped batch):
     ``LowRank`` ``r (d_out + d_in)``; ``Kronecker`` ``m1 n1 + m2 n2``;
     ``BlockTT`` ``r (n2 m1 n1 + m1 m2 n2)``."""
-    check(w)
+    check(tn)
 
 
 @num_params.register
@@ -511,28 +540,50 @@ def _(w: BlockTT) -> int:
 
 
 @functools.singledispatch
-def flops(w, batch: int = 1) -> int:
+def flops(tn, batch: int = 1) -> int:
     """Floating-point operations (2 per multiply-add) of ``matvec`` on ``batch``
     vectors, as ``matvec`` computes it: ``LowRank`` ``2 B r (d_in + d_out)``;
     ``Kronecker`` ``2 B (n1 n2 m2 + m1 n1 m2)``; ``BlockTT``
     ``2 B r (n2 m1 n1 + m1 m2 n2)`` (= ``2 B num_params``)."""
-    check(w)
+    check(tn)
 
 
 @flops.register
 def _(w: LowRank, batch: int = 1) -> int:
-    return 2 * _check_int(batch, "batch") * w.rank * (w.d_in + w.d_out)
+    return 2 * check_int(batch, "batch") * w.rank * (w.d_in + w.d_out)
 
 
 @flops.register
 def _(w: Kronecker, batch: int = 1) -> int:
     (m1, m2), (n1, n2) = w.out_factors, w.in_factors
-    return 2 * _check_int(batch, "batch") * (n1 * n2 * m2 + m1 * n1 * m2)
+    return 2 * check_int(batch, "batch") * (n1 * n2 * m2 + m1 * n1 * m2)
 
 
 @flops.register
 def _(w: BlockTT, batch: int = 1) -> int:
-    return 2 * _check_int(batch, "batch") * num_params(w)
+    return 2 * check_int(batch, "batch") * num_params(w)
+
+
+def inner(a, b):
+    """Frobenius inner product ``sum conj(A) * B`` of the matrices ``a`` and ``b`` stand
+    for (any two kinds of the same shape). Two ``Kronecker`` give ``<a1, a2> <b1, b2>``
+    and two ``LowRank`` ``trace((u_a^H u_b)(v_b v_a^H))`` without the dense matrices;
+    other pairs go through ``to_dense``."""
+    check(a, "a")
+    check(b, "b")
+    if (a.d_out, a.d_in) != (b.d_out, b.d_in):
+        raise ValueError(f"shapes differ: a is {(a.d_out, a.d_in)}, b is {(b.d_out, b.d_in)}")
+    if isinstance(a, Kronecker) and isinstance(b, Kronecker) and (
+            a.in_factors, a.out_factors) == (b.in_factors, b.out_factors):
+        return jnp.vdot(a.a, b.a) * jnp.vdot(a.b, b.b)
+    if isinstance(a, LowRank) and isinstance(b, LowRank):
+        return jnp.sum((a.u.conj().T @ b.u) * (a.v.conj() @ b.v.T))
+    return jnp.vdot(to_dense(a), to_dense(b))
+
+
+def norm(tn):
+    """Frobenius norm of the matrix ``tn`` stands for (``sqrt(inner(tn, tn))``)."""
+    return _numerics.safe_sqrt(jnp.maximum(jnp.real(inner(tn, tn)), 0))
 
 
 @functools.singledispatch

@@ -142,14 +142,14 @@ def random(key, dims: Sequence[int], rank: int, dtype=jnp.float32) -> CP:
     return CP(jnp.ones((rank,), dtype), factors)
 
 
-def to_dense(cp: CP):
+def to_dense(tn: CP):
     """The dense tensor of shape ``dims`` (Khatri-Rao product summed over the rank)."""
-    check(cp)
-    r = cp.rank
-    res = cp.factors[0] * cp.weights
-    for f in cp.factors[1:]:
+    check(tn)
+    r = tn.rank
+    res = tn.factors[0] * tn.weights
+    for f in tn.factors[1:]:
         res = (res[:, None, :] * f[None, :, :]).reshape(-1, r)
-    return jnp.sum(res, axis=-1).reshape(cp.dims)
+    return jnp.sum(res, axis=-1).reshape(tn.dims)
 
 
 def _grams(a_factors, b_factors):
@@ -170,18 +170,18 @@ def inner(a: CP, b: CP):
     return jnp.conj(a.weights) @ _grams(a.factors, b.factors) @ b.weights
 
 
-def norm(cp: CP):
-    """Frobenius norm ``||cp||_F`` from the Hadamard product of the factor Gram
+def norm(tn: CP):
+    """Frobenius norm ``||tn||_F`` from the Hadamard product of the factor Gram
     matrices (never forms the dense tensor)."""
-    sq = jnp.real(inner(cp, cp))
+    sq = jnp.real(inner(tn, tn))
     return _numerics.safe_sqrt(jnp.maximum(sq, 0))
 
 
-def num_params(cp: CP) -> int:
+def num_params(tn: CP) -> int:
     """Number of stored scalars: ``R + sum_k n_k R`` (per network, for a vmapped batch)."""
-    if not isinstance(cp, CP):  # a type check only: a stacked batch has extra axes
-        raise TypeError(f"cp must be a tnlib.cp.CP, got {type(cp).__name__}")
-    return cp.rank * (1 + sum(cp.dims))
+    if not isinstance(tn, CP):  # a type check only: a stacked batch has extra axes
+        raise TypeError(f"tn must be a tnlib.cp.CP, got {type(tn).__name__}")
+    return tn.rank * (1 + sum(tn.dims))
 
 
 # ----------------------------------------------------------------------------- ALS
@@ -312,9 +312,33 @@ def als(x, rank: int, n_iter: int = 50, key=None, *, return_errors: bool = False
     return (out, errors) if return_errors else out
 
 
-def from_dense(x, max_rank: int, n_iter: int = 50, key=None, *, return_errors: bool = False):
-    """The format's common constructor verb: ``als(x, max_rank, n_iter, key)``.
+def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None,
+               n_iter: int = 50, key=None, return_errors: bool = False):
+    """CP decomposition by ALS (``als``) with the truncation arguments of every format.
 
-    ``max_rank`` is the (static) CP rank; see ``als`` for the algorithm and options.
+    Args:
+      x: dense array.
+      max_rank: static CP rank (Python int), at most ``rank_bound(x.shape)``;
+        ``None`` means that bound.
+      rtol: relative Frobenius tolerance. Given, the ranks ``1, 2, ..., max_rank`` are
+        fitted in turn and the first with ``||x - cp||_F <= rtol * ||x||_F`` is returned
+        (the last one if none is): a data-dependent rank, so ``x`` must be concrete
+        (outside ``jit``).
+      n_iter, key, return_errors: as in ``als``.
     """
-    return als(x, max_rank, n_iter=n_iter, key=key, return_errors=return_errors)
+    x = _as_inexact(x)
+    if x.ndim == 0:
+        raise ValueError("x must have at least one axis")
+    _numerics.check_rank_args(max_rank, rtol)
+    max_rank = rank_bound(x.shape) if max_rank is None else _check_rank(max_rank, x.shape)
+    if rtol is None:
+        return als(x, max_rank, n_iter=n_iter, key=key, return_errors=return_errors)
+    if not _numerics.is_concrete(x):
+        raise TypeError("from_dense with rtol picks a data-dependent CP rank and needs a "
+                        "concrete tensor; inside jit pass max_rank alone")
+    x_norm = jnp.linalg.norm(x.ravel())
+    for rank in range(1, max_rank + 1):
+        out = als(x, rank, n_iter=n_iter, key=key, return_errors=return_errors)
+        if float(_rel_error(x, out[0] if return_errors else out, x_norm)) <= rtol:
+            break
+    return out

@@ -23,9 +23,11 @@ path is separate from running it (as in quimb): small networks (at most
 ``HyperOptimizer`` when ``cotengra`` is importable, else opt_einsum's ``"greedy"``.
 cotengra is an optional dependency (not installed by tnlib); the import is guarded.
 
-``fit`` fits the cores of a fixed structure to a dense target by alternating least
-squares or by gradient descent (hand-written Adam), with fixed iteration counts
-inside ``lax.fori_loop``: it runs under ``jit`` for each static structure.
+``from_dense`` is the format verb every module shares (the chain by TT-SVD, or a given
+structure fitted by ``fit``); ``fit`` fits the cores of a fixed structure to a dense
+target by alternating least squares or by gradient descent (an optax optimizer), with
+fixed iteration counts inside ``lax.fori_loop``: it runs under ``jit`` for each static
+structure.
 """
 
 from __future__ import annotations
@@ -39,9 +41,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import opt_einsum
+import optax
 
-from tnlib import _numerics, linalg
+from tnlib import _numerics, _optim, linalg
 from tnlib._slicing import SlicePlan, contract_sliced, slice_plan
+from tnlib._validate import check_dims as _check_dims
 from tnlib.struct import pytree_dataclass
 
 try:  # optional: better paths for large networks
@@ -50,8 +54,9 @@ except ImportError:  # pragma: no cover - cotengra is not a dependency
     _cotengra = None
 
 __all__ = [
-    "Network", "random", "to_dense", "inner", "norm", "num_params", "einsum_spec",
-    "contract", "contract_path", "slice_plan", "SlicePlan", "fit", "check",
+    "Network", "random", "from_dense", "structure", "dims_of", "to_dense", "inner", "norm",
+    "num_params", "einsum_spec", "contract", "contract_path", "slice_plan", "SlicePlan", "fit",
+    "check", "check_adjacency", "check_perm",
 ]
 
 # Networks with more tensors than this get greedy / cotengra paths instead of auto-hq.
@@ -91,8 +96,9 @@ class Network:
 # ----------------------------------------------------------------------------- checks
 
 
-def _check_adjacency(adjacency, name: str = "adjacency") -> tuple[tuple[int, ...], ...]:
-    """Validate a structure matrix and return it as a tuple of tuples of ints."""
+def check_adjacency(adjacency, name: str = "adjacency") -> tuple[tuple[int, ...], ...]:
+    """Validate a structure matrix (or a Network's) and return it as a tuple of tuples of
+    ints; ValueError / TypeError naming ``name``."""
     if isinstance(adjacency, Network):
         return adjacency.adjacency
     if not linalg.is_concrete(adjacency):
@@ -124,7 +130,8 @@ def _check_adjacency(adjacency, name: str = "adjacency") -> tuple[tuple[int, ...
     return tuple(tuple(int(v) for v in row) for row in a)
 
 
-def _check_perm(perm, n: int, name: str = "perm") -> tuple[int, ...]:
+def check_perm(perm, n: int, name: str = "perm") -> tuple[int, ...]:
+    """``perm`` as a tuple permutation of ``range(n)`` (identity when None), or ValueError."""
     if perm is None:
         return tuple(range(n))
     if not linalg.is_concrete(perm):
@@ -191,9 +198,9 @@ def einsum_spec(adjacency, perm=None) -> str:
     neighbour order, rank-1 edges omitted); the output lists the mode symbols in
     the tensor's original mode order ``0..N-1``.
     """
-    adjacency = _check_adjacency(adjacency)
+    adjacency = check_adjacency(adjacency)
     n = len(adjacency)
-    perm = _check_perm(perm, n)
+    perm = check_perm(perm, n)
     mode_syms = [opt_einsum.get_symbol(m) for m in range(n)]
     terms, _ = _terms(adjacency, perm, mode_syms, n)
     return ",".join(terms) + "->" + "".join(mode_syms)
@@ -263,16 +270,71 @@ def contract(arrays: Sequence[jax.Array], subscripts: str, *, max_intermediate: 
 # ------------------------------------------------------------------------ construction
 
 
-def random(key, adjacency, perm=None, dtype=jnp.float32) -> Network:
+def structure(dims: Sequence[int], rank, perm=None) -> tuple[tuple[int, ...], ...]:
+    """The structure matrix of a network for a tensor of shape ``dims``.
+
+    Args:
+      dims: mode sizes of the represented tensor (original mode order).
+      rank: an int (every pair of nodes joined by a bond of that rank: a fully
+        connected network; 1 gives no bonds) or an ``N x N`` symmetric integer matrix
+        of bond ranks (1 = no edge) whose diagonal is either ignored-as-1 or already
+        the node sizes ``dims[perm[k]]`` (so a structure matrix passes unchanged).
+      perm: node ``k`` carries mode ``perm[k]`` (identity when None).
+    """
+    dims = _check_dims(dims)
+    n = len(dims)
+    perm = check_perm(perm, n)
+    sizes = [dims[perm[k]] for k in range(n)]
+    if isinstance(rank, int) and not isinstance(rank, bool):
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1 (1 = no edge), got {rank}")
+        a = [[rank] * n for _ in range(n)]
+    else:
+        a = np.array(rank, dtype=object)
+        if a.shape != (n, n):
+            raise ValueError(f"rank must be an int or an {n} x {n} matrix of bond ranks "
+                             f"(one row per mode of dims {dims}), got shape {a.shape}")
+        a = a.tolist()
+        for k in range(n):
+            if a[k][k] not in (1, sizes[k]):
+                raise ValueError(f"rank[{k}][{k}] = {a[k][k]} must be 1 or the node's mode "
+                                 f"size dims[perm[{k}]] = {sizes[k]}")
+    for k in range(n):
+        a[k][k] = sizes[k]
+    return check_adjacency(a, "rank")
+
+
+def dims_of(adjacency, perm=None) -> tuple[int, ...]:
+    """Mode sizes (original order) of the tensor a structure matrix represents:
+    ``dims[perm[k]] = adjacency[k][k]``."""
+    adjacency = check_adjacency(adjacency)
+    perm = check_perm(perm, len(adjacency))
+    dims = [0] * len(adjacency)
+    for k, m in enumerate(perm):
+        dims[m] = adjacency[k][k]
+    return tuple(dims)
+
+
+def random(key, dims: Sequence[int], rank, dtype=jnp.float32, *, perm=None) -> Network:
     """Random network with Gaussian cores scaled so that ``E ||net||_F^2 = 1``.
 
     Core ``k`` has i.i.d. entries of variance ``1 / (n_k prod_e sqrt(r_e))`` over its
     bonds ``e``; each bond appears at two nodes, so the expectation is exactly one.
+
+    Args:
+      key: PRNG key.
+      dims: mode sizes of the represented tensor.
+      rank: an int (fully connected, every bond that rank) or an ``N x N`` matrix of
+        bond ranks, 1 = no edge (``structure``; a structure matrix is accepted as is).
+      dtype: float or complex dtype.
+      perm: node ``k`` carries mode ``perm[k]`` (identity when None).
     """
-    adjacency = _check_adjacency(adjacency)
-    n = len(adjacency)
-    perm = _check_perm(perm, n)
-    shapes = [_core_shape(adjacency, k) for k in range(n)]
+    adjacency = structure(dims, rank, perm)
+    return _random(key, adjacency, check_perm(perm, len(adjacency)), dtype)
+
+
+def _random(key, adjacency, perm, dtype) -> Network:
+    shapes = [_core_shape(adjacency, k) for k in range(len(adjacency))]
     # One draw for all cores: a single PRNG call compiles much faster than one per core.
     flat = jax.random.normal(key, (sum(math.prod(s) for s in shapes),), dtype)
     cores, start = [], 0
@@ -284,19 +346,19 @@ def random(key, adjacency, perm=None, dtype=jnp.float32) -> Network:
     return Network(tuple(cores), adjacency, perm)
 
 
-def num_params(adjacency) -> int:
+def num_params(tn) -> int:
     """Number of core entries: ``sum_k prod_j A[k][j]`` (mode size times bond ranks).
 
-    Takes the structure matrix alone or a ``Network`` (its adjacency).
+    Takes a ``Network`` or its structure matrix alone.
     """
-    adjacency = _check_adjacency(adjacency)
+    adjacency = check_adjacency(tn)
     return sum(math.prod(row) for row in adjacency)
 
 
-def to_dense(net: Network) -> jax.Array:
+def to_dense(tn: Network) -> jax.Array:
     """The dense tensor represented, modes in their original order ``0..N-1``."""
-    check(net)
-    return contract(net.cores, einsum_spec(net.adjacency, net.perm))
+    check(tn)
+    return contract(tn.cores, einsum_spec(tn.adjacency, tn.perm))
 
 
 # --------------------------------------------------------------------------- algebra
@@ -320,9 +382,9 @@ def inner(a: Network, b: Network) -> jax.Array:
     return contract([jnp.conj(c) for c in a.cores] + list(b.cores), spec)
 
 
-def norm(net: Network) -> jax.Array:
-    """Frobenius norm ``sqrt(<net, net>)``, from the network contracted with its conjugate."""
-    sq = jnp.real(inner(net, net))
+def norm(tn: Network) -> jax.Array:
+    """Frobenius norm ``sqrt(<tn, tn>)``, from the network contracted with its conjugate."""
+    sq = jnp.real(inner(tn, tn))
     return jnp.sqrt(jnp.maximum(sq, 0))
 
 
@@ -330,9 +392,9 @@ def norm(net: Network) -> jax.Array:
 
 
 def _check_fit_args(x, adjacency, perm, key, init, method, n_iter):
-    adjacency = _check_adjacency(adjacency)
+    adjacency = check_adjacency(adjacency)
     n = len(adjacency)
-    perm = _check_perm(perm, n)
+    perm = check_perm(perm, n)
     if x.ndim != n:
         raise ValueError(f"x has {x.ndim} modes (shape {x.shape}) but adjacency has {n} nodes")
     for k in range(n):
@@ -384,40 +446,9 @@ def _als_update(cores, k, x, adjacency, perm, ridge):
     return sol.T.reshape(shape).astype(cores[k].dtype)
 
 
-def _balance(cores):
-    """Rescale cores to equal Frobenius norms (their product, the tensor, is unchanged)."""
-    norms = [jnp.linalg.norm(c.ravel()) for c in cores]
-    ok = jnp.all(jnp.stack(norms) > 0)
-    logmean = sum(jnp.log(jnp.where(ok, v, 1.0)) for v in norms) / len(cores)
-    return tuple(
-        c * jnp.where(ok, jnp.exp(logmean) / jnp.where(ok, v, 1.0), 1.0).astype(c.dtype)
-        for c, v in zip(cores, norms, strict=True)
-    )
-
-
-def _adam(loss, cores, n_iter, lr, b1=0.9, b2=0.999, eps=1e-12):
-    grad = jax.grad(loss)
-
-    def step(t, carry):
-        cs, m, v = carry
-        g = tuple(jnp.conj(gi) for gi in grad(cs))  # steepest descent (complex too)
-        m = tuple(b1 * mi + (1 - b1) * gi for mi, gi in zip(m, g, strict=True))
-        v = tuple(b2 * vi + (1 - b2) * jnp.abs(gi) ** 2 for vi, gi in zip(v, g, strict=True))
-        c1, c2 = 1 - b1 ** (t + 1.0), 1 - b2 ** (t + 1.0)
-        cs = tuple(
-            c - (lr * (mi / c1) / (jnp.sqrt(vi / c2) + eps)).astype(c.dtype)
-            for c, mi, vi in zip(cs, m, v, strict=True)
-        )
-        return cs, m, v
-
-    zeros = tuple(jnp.zeros_like(c) for c in cores)
-    vzeros = tuple(jnp.zeros(c.shape, jnp.finfo(c.dtype).dtype) for c in cores)
-    return jax.lax.fori_loop(0, n_iter, step, (cores, zeros, vzeros))[0]
-
-
 def fit(x, adjacency, *, perm=None, key=None, n_iter: int = 50, method: str = "als",
         init: Network | None = None, ridge: float = 0.0, learning_rate: float = 1e-2,
-        optimizer: str = "adam"):
+        optimizer: optax.GradientTransformation | None = None):
     """Fit the cores of a network with a fixed structure to a dense tensor ``x``.
 
     Args:
@@ -432,8 +463,11 @@ def fit(x, adjacency, *, perm=None, key=None, n_iter: int = 50, method: str = "a
         against the contraction of all the other cores (``jnp.linalg.lstsq``, ridge
         ``ridge`` on the problem scaled to ``||x|| = 1``), and the cores are rebalanced
         to equal norms after each sweep. ``"gradient"``: descent on
-        ``||x - net||^2 / ||x||^2`` with ``optimizer="adam"`` (hand-written Adam) or
-        ``"sgd"`` (fixed step), step size ``learning_rate``.
+        ``||x - net||^2 / ||x||^2`` with ``optimizer``.
+      learning_rate: step size of the default optimizer.
+      optimizer: an optax ``GradientTransformation`` for ``method="gradient"``
+        (complex cores step along the conjugate gradient); default
+        ``optax.adam(learning_rate, eps=1e-12)``. Schedules go in as optax schedules.
       init: a Network of the same structure to start from (warm start).
 
     Returns:
@@ -458,8 +492,11 @@ def fit(x, adjacency, *, perm=None, key=None, n_iter: int = 50, method: str = "a
                        method=method, init=init32, ridge=ridge, learning_rate=learning_rate,
                        optimizer=optimizer)
         return jax.tree.map(lambda c: c.astype(x.dtype), net), rse.astype(x.dtype)
-    if method == "gradient" and optimizer not in ("adam", "sgd"):
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    if optimizer is None:
+        optimizer = optax.adam(learning_rate, eps=1e-12)
+    elif not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer must be an optax GradientTransformation, got "
+                        f"{type(optimizer).__name__}")
     n = len(adjacency)
     # Work on x / ||x|| (scale-free ridge and step size); scale the cores back at the end.
     xnorm = jnp.linalg.norm(x.ravel())
@@ -467,7 +504,7 @@ def fit(x, adjacency, *, perm=None, key=None, n_iter: int = 50, method: str = "a
     xn = x / safe.astype(x.dtype)
     per_core = safe ** (1.0 / n)
     if init is None:
-        cores = random(key, adjacency, perm, x.dtype).cores
+        cores = _random(key, adjacency, perm, x.dtype).cores
     else:
         cores = tuple((c / per_core.astype(c.dtype)).astype(x.dtype) for c in init.cores)
     spec = einsum_spec(adjacency, perm)
@@ -477,22 +514,51 @@ def fit(x, adjacency, *, perm=None, key=None, n_iter: int = 50, method: str = "a
             cs = list(cs)
             for k in range(n):
                 cs[k] = _als_update(cs, k, xn, adjacency, perm, ridge)
-            return _balance(tuple(cs))
+            return _numerics.balance_norms(tuple(cs))
 
         cores = jax.lax.fori_loop(0, n_iter, sweep, tuple(cores))
     else:
         def loss(cs):
             return jnp.sum(jnp.abs(xn - contract(cs, spec)) ** 2)
 
-        if optimizer == "adam":
-            cores = _adam(loss, tuple(cores), n_iter, learning_rate)
-        else:
-            def step(_, cs):
-                g = jax.grad(loss)(cs)
-                return tuple(c - learning_rate * jnp.conj(gi) for c, gi in zip(cs, g, strict=True))
-
-            cores = jax.lax.fori_loop(0, n_iter, step, tuple(cores))
+        cores = _optim.minimize(loss, tuple(cores), n_iter, optimizer)
 
     rse = jnp.sum(jnp.abs(xn - contract(cores, spec)) ** 2)
     cores = tuple(c * per_core.astype(c.dtype) for c in cores)
     return Network(cores, adjacency, perm), rse
+
+
+def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None,
+               adjacency=None, perm=None, key=None, n_iter: int = 50, method: str = "als",
+               optimizer: optax.GradientTransformation | None = None) -> Network:
+    """A network representing the dense tensor ``x``.
+
+    Without ``adjacency`` the structure is the chain (an open tensor train, node ``k``
+    carrying mode ``k``) and the cores come from TT-SVD (``tnlib.tt.from_dense``):
+    ``max_rank`` caps the bonds, ``rtol`` bounds the relative error as there, and
+    with neither the network equals ``x`` to rounding. With ``adjacency`` (any fixed
+    structure) the cores are fitted by ``fit`` from ``key`` (default
+    ``jax.random.PRNGKey(0)``) with ``perm``, ``n_iter``, ``method`` and ``optimizer``;
+    the ranks are those of ``adjacency``, so ``max_rank`` / ``rtol`` must be None.
+    """
+    if adjacency is not None:
+        if max_rank is not None or rtol is not None:
+            raise ValueError("from_dense with an adjacency takes its ranks from it: pass "
+                             "max_rank / rtol only for the default chain structure")
+        key = jax.random.PRNGKey(0) if key is None else key
+        return fit(x, adjacency, perm=perm, key=key, n_iter=n_iter, method=method,
+                   optimizer=optimizer)[0]
+    if perm is not None:
+        raise ValueError("perm needs an adjacency (the chain places mode k on node k)")
+    from tnlib import tt  # local: tt is only needed for the chain
+
+    cores = tt.from_dense(x, max_rank=max_rank, rtol=rtol).cores
+    n = len(cores)
+    adj = [[1] * n for _ in range(n)]
+    for k, c in enumerate(cores):
+        adj[k][k] = c.shape[1]
+        if k + 1 < n:
+            adj[k][k + 1] = adj[k + 1][k] = c.shape[2]
+    adj = tuple(tuple(row) for row in adj)
+    return Network(tuple(c.transpose(1, 0, 2).reshape(_core_shape(adj, k))
+                         for k, c in enumerate(cores)), adj, tuple(range(n)))

@@ -107,21 +107,21 @@ def random(key, dims: Sequence[int], rank, dtype=jnp.float32) -> TensorRing:
     return TensorRing(tuple(cores))
 
 
-def to_dense(tr: TensorRing):
+def to_dense(tn: TensorRing):
     """The dense tensor of shape ``dims``: the chain product traced over the closing bond."""
-    check(tr)
-    r0 = tr.cores[0].shape[0]
-    res = tr.cores[0].reshape(-1, tr.cores[0].shape[-1])
-    for c in tr.cores[1:]:
+    check(tn)
+    r0 = tn.cores[0].shape[0]
+    res = tn.cores[0].reshape(-1, tn.cores[0].shape[-1])
+    for c in tn.cores[1:]:
         res = (res @ c.reshape(c.shape[0], -1)).reshape(-1, c.shape[-1])
-    return jnp.einsum("aXa->X", res.reshape(r0, -1, r0)).reshape(tr.dims)
+    return jnp.einsum("aXa->X", res.reshape(r0, -1, r0)).reshape(tn.dims)
 
 
-def num_params(tr: TensorRing) -> int:
+def num_params(tn: TensorRing) -> int:
     """Number of stored scalars, ``sum_k r_k n_k r_{k+1}`` (per network for a batch)."""
-    if not isinstance(tr, TensorRing):  # a type check only: a stacked batch has extra axes
-        raise TypeError(f"tr must be a tnlib.tr.TensorRing, got {type(tr).__name__}")
-    return sum(math.prod(c.shape[-3:]) for c in tr.cores)
+    if not isinstance(tn, TensorRing):  # a type check only: a stacked batch has extra axes
+        raise TypeError(f"tn must be a tnlib.tr.TensorRing, got {type(tn).__name__}")
+    return sum(math.prod(c.shape[-3:]) for c in tn.cores)
 
 
 # ------------------------------------------------------------------- contractions
@@ -152,15 +152,15 @@ def inner(a: TensorRing, b: TensorRing):
     return jnp.einsum("abab->", env)
 
 
-def norm(tr: TensorRing):
-    """Frobenius norm ``||tr||_F`` via the transfer matrices, rescaled at every site
+def norm(tn: TensorRing):
+    """Frobenius norm ``||tn||_F`` via the transfer matrices, rescaled at every site
     (a running log-scale) so long rings neither overflow nor underflow."""
-    check(tr)
-    dt = jnp.promote_types(tr.dtype, jnp.float32)
+    check(tn)
+    dt = jnp.promote_types(tn.dtype, jnp.float32)
     real = jnp.finfo(dt).dtype
-    env = _env0(tr.cores[0], tr.cores[0], dt)
+    env = _env0(tn.cores[0], tn.cores[0], dt)
     acc = jnp.zeros((), real)
-    for c in tr.cores:
+    for c in tn.cores:
         c = c.astype(dt)
         env = _transfer(env, c, c)
         s = jnp.max(jnp.abs(env))
@@ -240,7 +240,7 @@ def _tr_svd(x, max_rank, rtol):
     return cores
 
 
-def from_dense(x, max_rank: int | None = None, rtol: float | None = None) -> TensorRing:
+def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None) -> TensorRing:
     """TR-SVD (Zhao et al. 2016) of a dense tensor.
 
     The first unfolding ``x.reshape(n_0, -1)`` is decomposed by SVD and its kept rank

@@ -261,7 +261,7 @@ def _apply_children(b, mats):
     return b
 
 
-def random(key, dims: Sequence[int], rank, tree=None, dtype=jnp.float32):
+def random(key, dims: Sequence[int], rank, dtype=jnp.float32, *, tree=None):
     """Random TreeTN with Gaussian leaves and transfer tensors, ``E ||t||_F^2 = 1``.
 
     Leaves have entry variance ``1/n_mu`` and transfer tensors ``1/prod(r_children)``,
@@ -314,7 +314,7 @@ def _rtol_only_error(fn):
     )
 
 
-def from_dense(x, tree=None, max_rank: int | None = None, rtol: float | None = None):
+def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None, tree=None):
     """Leaves-to-root hierarchical SVD (Grasedyck 2010) of a dense tensor.
 
     Nodes are processed in post-order: each node's matricization of the tensor
@@ -417,24 +417,24 @@ def _hsvd(x, tree, max_rank, rtol):
 
 
 @jax.jit
-def to_dense(t):
-    """The dense tensor represented, shape ``t.dims`` (axes in mode order)."""
-    check(t)
-    frames = _arrays(t)
-    for node in _interior(t.tree):
+def to_dense(tn):
+    """The dense tensor represented, shape ``tn.dims`` (axes in mode order)."""
+    check(tn)
+    frames = _arrays(tn)
+    for node in _interior(tn.tree):
         b = frames[node]
         frames[node] = _apply_children(b, [frames.pop(c) for c in node]).reshape(-1, b.shape[-1])
-    modes = _modes(t.tree)
-    dense = frames[t.tree].reshape([t.dims[m] for m in modes])
+    modes = _modes(tn.tree)
+    dense = frames[tn.tree].reshape([tn.dims[m] for m in modes])
     return jnp.transpose(dense, sorted(range(len(modes)), key=modes.__getitem__))
 
 
-def num_params(t) -> int:
+def num_params(tn) -> int:
     """Number of scalars stored in one network (read from trailing axes)."""
-    if not isinstance(t, TreeTN):  # a type check only: a stacked batch has extra axes
-        raise TypeError(f"t must be a TreeTN, got {type(t).__name__}")
-    total = sum(math.prod(u.shape[-2:]) for u in t.leaves)
-    for node, b in zip(_interior(t.tree), t.transfers, strict=True):
+    if not isinstance(tn, TreeTN):  # a type check only: a stacked batch has extra axes
+        raise TypeError(f"tn must be a TreeTN, got {type(tn).__name__}")
+    total = sum(math.prod(u.shape[-2:]) for u in tn.leaves)
+    for node, b in zip(_interior(tn.tree), tn.transfers, strict=True):
         total += math.prod(b.shape[-(len(node) + 1):])
     return total
 
@@ -478,44 +478,44 @@ def inner(a, b):
 
 
 @jax.jit
-def log_norm(t):
-    """``log ||t||_F`` via rescaled Gram matrices: finite when the norm itself is not."""
-    check(t)
-    g, acc = _gram(t, t)
+def log_norm(tn):
+    """``log ||tn||_F`` via rescaled Gram matrices: finite when the norm itself is not."""
+    check(tn)
+    g, acc = _gram(tn, tn)
     return 0.5 * (_numerics.safe_log(jnp.abs(jnp.real(g[0, 0]))) + acc)
 
 
 @jax.jit
-def norm(t):
-    """Frobenius norm ``||t||_F`` via Gram matrices from the leaves to the root
-    (``exp(log_norm(t))``); never densifies."""
-    return jnp.exp(log_norm(t))
+def norm(tn):
+    """Frobenius norm ``||tn||_F`` via Gram matrices from the leaves to the root
+    (``exp(log_norm(tn))``); never densifies."""
+    return jnp.exp(log_norm(tn))
 
 
 # --------------------------------------------------------------- canonical form
 
 
 @jax.jit
-def orthogonalize(t):
+def orthogonalize(tn):
     """Orthonormal frames: QR from the leaves to the root.
 
     Each leaf ``U_mu`` and each non-root transfer tensor (reshaped to
     ``(prod r_children, r_t)``) is replaced by the ``Q`` of its QR decomposition and
     its ``R`` is pushed into the parent's transfer tensor. Afterwards every frame
-    ``U_t`` has orthonormal columns, so ``||t|| = ||transfers[-1]||`` (the norm sits
+    ``U_t`` has orthonormal columns, so ``||tn|| = ||transfers[-1]||`` (the norm sits
     in the root). The tensor is unchanged; a rank larger than its node's input size
     shrinks to it.
     """
-    check(t)
-    arrays, rs = _arrays(t), {}
-    for node in nodes(t.tree)[:-1] if not _is_leaf(t.tree) else ():
+    check(tn)
+    arrays, rs = _arrays(tn), {}
+    for node in nodes(tn.tree)[:-1] if not _is_leaf(tn.tree) else ():
         f = arrays[node] if _is_leaf(node) else _apply_children(
             arrays[node], [rs.pop(c) for c in node])
         q, rs[node] = linalg.qr(f.reshape(-1, f.shape[-1]))
         arrays[node] = q.reshape(*f.shape[:-1], q.shape[-1])
-    if not _is_leaf(t.tree):
-        arrays[t.tree] = _apply_children(arrays[t.tree], [rs.pop(c) for c in t.tree])
-    return _assemble(arrays, t.tree)
+    if not _is_leaf(tn.tree):
+        arrays[tn.tree] = _apply_children(arrays[tn.tree], [rs.pop(c) for c in tn.tree])
+    return _assemble(arrays, tn.tree)
 
 
 def _node_svds(o) -> tuple:
@@ -554,29 +554,29 @@ def _singular_values(t):
     return tuple(s for _, s in _node_svds(orthogonalize(t)))
 
 
-def round(t, max_rank: int | None = None, rtol: float | None = None):
+def round(tn, *, max_rank: int | None = None, rtol: float | None = None):
     """HT truncation (Grasedyck 2010): orthogonalize, then project every
     node onto the leading left singular vectors of its matricization.
 
     The singular vectors come from small SVDs from the root down (``singular_values``),
     never from the dense tensor; all nodes are truncated at once (root-to-leaves
-    HSVD), with ``||t - y|| <= sqrt(sum_t tail_t^2) <= sqrt(2N - 3) * max_t tail_t``
+    HSVD), with ``||tn - y|| <= sqrt(sum_t tail_t^2) <= sqrt(2N - 3) * max_t tail_t``
     for a binary tree (``tail_t``: best rank-``r_t`` error of the ``t``-matricization).
 
     Args:
-      t: a TreeTN.
+      tn: a TreeTN.
       max_rank: static cap on every node's rank: jittable.
-      rtol: with only ``rtol`` (concrete ``t``), each node keeps the smallest rank
-        whose tail is ``<= rtol * ||t|| / sqrt(m)`` (``m`` truncated nodes), so
-        ``||t - y|| <= rtol * ||t||``. With ``max_rank`` too, shapes come from
+      rtol: with only ``rtol`` (concrete ``tn``), each node keeps the smallest rank
+        whose tail is ``<= rtol * ||tn|| / sqrt(m)`` (``m`` truncated nodes), so
+        ``||tn - y|| <= rtol * ||tn||``. With ``max_rank`` too, shapes come from
         ``max_rank`` and directions beyond the tolerance rank are zeroed.
     """
-    check(t)
+    check(tn)
     _numerics.check_rank_args(max_rank, rtol)
     rtol_only = rtol is not None and max_rank is None
-    if rtol_only and not linalg.is_concrete(t):
+    if rtol_only and not linalg.is_concrete(tn):
         raise _rtol_only_error("round")
-    out, counts = _round(t, max_rank, None if rtol is None else float(rtol))
+    out, counts = _round(tn, max_rank, None if rtol is None else float(rtol))
     return _shrink(out, counts) if rtol_only else out
 
 

@@ -28,13 +28,15 @@ import jax.numpy as jnp
 from tnlib import _features, _numerics, _tt_sweeps, linalg
 from tnlib._validate import check_cores as _check_cores
 from tnlib._validate import check_dims as _check_dims
+from tnlib._validate import check_int as _check_int
 from tnlib._validate import rank_sequence as _rank_sequence
 from tnlib.struct import pytree_dataclass
 
 __all__ = [
     "TensorTrain", "TTMatrix", "random", "from_dense", "to_dense", "inner", "norm",
     "log_norm", "add", "scale", "hadamard", "orthogonalize", "round", "matvec", "matmul",
-    "stack", "sweep_features", "contract_features", "feature_method", "check",
+    "stack", "sweep_features", "contract_features", "feature_method", "check", "num_params",
+    "flops",
 ]
 
 
@@ -195,7 +197,7 @@ def _tt_svd(x, dims, max_rank, rtol):
     return cores
 
 
-def from_dense(x, max_rank: int | None = None, rtol: float | None = None, *,
+def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None,
                row_dims=None, col_dims=None):
     """TT-SVD (Oseledets 2011) of a dense tensor.
 
@@ -239,21 +241,21 @@ def from_dense(x, max_rank: int | None = None, rtol: float | None = None, *,
     ))
 
 
-def to_dense(tt):
+def to_dense(tn):
     """The dense tensor (shape ``dims``) or matrix (shape ``ttm.shape``) represented."""
-    check(tt)
-    if isinstance(tt, TTMatrix):
-        flat = TensorTrain(tuple(c.reshape(c.shape[0], -1, c.shape[-1]) for c in tt.cores))
+    check(tn)
+    if isinstance(tn, TTMatrix):
+        flat = TensorTrain(tuple(c.reshape(c.shape[0], -1, c.shape[-1]) for c in tn.cores))
         t = to_dense(flat).reshape(
-            tuple(x for m, n in zip(tt.row_dims, tt.col_dims, strict=True) for x in (m, n))
+            tuple(x for m, n in zip(tn.row_dims, tn.col_dims, strict=True) for x in (m, n))
         )
-        n_sites = tt.n_sites
+        n_sites = tn.n_sites
         order = list(range(0, 2 * n_sites, 2)) + list(range(1, 2 * n_sites, 2))
-        return t.transpose(order).reshape(tt.shape)
-    res = tt.cores[0].reshape(-1, tt.cores[0].shape[-1])
-    for c in tt.cores[1:]:
+        return t.transpose(order).reshape(tn.shape)
+    res = tn.cores[0].reshape(-1, tn.cores[0].shape[-1])
+    for c in tn.cores[1:]:
         res = (res @ c.reshape(c.shape[0], -1)).reshape(-1, c.shape[-1])
-    return res.reshape(tt.dims)
+    return res.reshape(tn.dims)
 
 
 # --------------------------------------------------------------------------- algebra
@@ -323,32 +325,32 @@ def inner(a, b):
     return _tt_sweeps.inner([c.astype(dt) for c in a.cores], [c.astype(dt) for c in b.cores])
 
 
-def log_norm(tt):
-    """``log ||tt||_F``, computed with a running rescaling: finite for any length.
+def log_norm(tn):
+    """``log ||tn||_F``, computed with a running rescaling: finite for any length.
 
     Chains of uniform bond dimension and at least ``_tt_sweeps.SCAN_MIN_SITES`` (64)
     sites are swept with ``lax.scan`` over stacked cores (compile time independent of
     the length); shorter ones site by site (faster on CPU). Computed in at least
     float32 (bfloat16 / float16 cores are promoted).
     """
-    check(tt)
-    if isinstance(tt, TTMatrix):
-        tt = TensorTrain(tuple(c.reshape(c.shape[0], -1, c.shape[-1]) for c in tt.cores))
-    long = tt.n_sites >= _tt_sweeps.SCAN_MIN_SITES
-    return _tt_sweeps.log_norm(tt.cores, stack(tt) if long else None)
+    check(tn)
+    if isinstance(tn, TTMatrix):
+        tn = TensorTrain(tuple(c.reshape(c.shape[0], -1, c.shape[-1]) for c in tn.cores))
+    long = tn.n_sites >= _tt_sweeps.SCAN_MIN_SITES
+    return _tt_sweeps.log_norm(tn.cores, stack(tn) if long else None)
 
 
-def norm(tt):
-    """Frobenius norm ``||tt||_F`` (via ``log_norm``, so long chains do not overflow
+def norm(tn):
+    """Frobenius norm ``||tn||_F`` (via ``log_norm``, so long chains do not overflow
     in the intermediate sums)."""
-    return jnp.exp(log_norm(tt))
+    return jnp.exp(log_norm(tn))
 
 
 # ----------------------------------------------------------------- canonical forms
 
 
-def orthogonalize(tt: TensorTrain, center: int) -> TensorTrain:
-    """Bring ``tt`` into mixed-canonical form around site ``center``.
+def orthogonalize(tn: TensorTrain, center: int) -> TensorTrain:
+    """Bring ``tn`` into mixed-canonical form around site ``center``.
 
     Cores left of ``center`` become left-orthogonal (their ``(r*n, r')`` unfolding
     has orthonormal columns), cores right of it right-orthogonal. ``center=L-1``
@@ -358,13 +360,13 @@ def orthogonalize(tt: TensorTrain, center: int) -> TensorTrain:
     ``center``, to at most ``prod(dims[k+1:])`` from ``center`` on; ``round`` bounds
     every bond by both.
     """
-    check(tt)
-    if isinstance(tt, TTMatrix):
+    check(tn)
+    if isinstance(tn, TTMatrix):
         raise TypeError("orthogonalize takes a TensorTrain")
-    L = tt.n_sites
+    L = tn.n_sites
     if isinstance(center, bool) or not isinstance(center, int) or not 0 <= center < L:
         raise ValueError(f"center must be an int in [0, {L - 1}], got {center!r}")
-    cores = list(tt.cores)
+    cores = list(tn.cores)
     for k in range(center):
         r, n, _ = cores[k].shape
         q, rr = linalg.qr(cores[k].reshape(r * n, -1))
@@ -378,22 +380,22 @@ def orthogonalize(tt: TensorTrain, center: int) -> TensorTrain:
     return TensorTrain(tuple(cores))
 
 
-def round(tt: TensorTrain, max_rank: int | None = None, rtol: float | None = None):
+def round(tn: TensorTrain, *, max_rank: int | None = None, rtol: float | None = None):
     """TT-rounding: left-orthogonalize, then truncate each bond by SVD right to left.
 
     With only ``rtol`` (concrete input) the result satisfies
-    ``||tt - out||_F <= rtol * ||tt||_F`` with the smallest ranks the sweep finds.
+    ``||tn - out||_F <= rtol * ||tn||_F`` with the smallest ranks the sweep finds.
     ``max_rank`` (static) caps the bonds; with both, ``rtol`` only zeroes values.
     """
-    check(tt)
+    check(tn)
     _numerics.check_rank_args(max_rank, rtol)
-    if rtol is not None and max_rank is None and not linalg.is_concrete(tt):
+    if rtol is not None and max_rank is None and not linalg.is_concrete(tn):
         raise TypeError(
             "round with only rtol picks a data-dependent rank and needs concrete cores; "
             "inside jit also pass a static max_rank"
         )
-    L = tt.n_sites
-    cores = list(orthogonalize(tt, L - 1).cores)
+    L = tn.n_sites
+    cores = list(orthogonalize(tn, L - 1).cores)
     abs_tol = None
     if rtol is not None and L > 1:
         abs_tol = rtol * jnp.linalg.norm(cores[-1].ravel()) / math.sqrt(L - 1)
@@ -416,6 +418,27 @@ def round(tt: TensorTrain, max_rank: int | None = None, rtol: float | None = Non
         cores[k] = vh.reshape(keep, n, r)
         cores[k - 1] = jnp.einsum("anb,bc->anc", cores[k - 1], u * s.astype(u.dtype))
     return TensorTrain(tuple(cores))
+
+
+def num_params(tn) -> int:
+    """Stored scalars, ``sum_k r_{k-1} n_k r_k`` (``r_{k-1} m_k n_k r_k`` for a
+    TTMatrix), read from the cores' trailing axes: a vmapped batch counts one train,
+    and abstract cores (``jax.ShapeDtypeStruct``) work too."""
+    if not isinstance(tn, TensorTrain | TTMatrix):
+        raise TypeError(f"tn must be a TensorTrain or TTMatrix, got {type(tn).__name__}")
+    k = 3 if isinstance(tn, TensorTrain) else 4
+    return sum(math.prod(c.shape[-k:]) for c in tn.cores)
+
+
+def flops(tn: TTMatrix, batch: int = 1) -> int:
+    """FLOPs (2 per multiply-add) of ``matvec`` on ``batch`` vectors, as it contracts
+    site by site: ``2 B sum_k r_{k-1} m_k n_k r_k prod(n_{>k}) prod(m_{<k})``."""
+    if not isinstance(tn, TTMatrix):
+        raise TypeError(f"flops counts TTMatrix.matvec; tn is a {type(tn).__name__}")
+    batch, rows, cols = _check_int(batch, "batch"), tn.row_dims, tn.col_dims
+    return 2 * batch * sum(
+        math.prod(c.shape[-4:]) * math.prod(cols[k + 1:]) * math.prod(rows[:k])
+        for k, c in enumerate(tn.cores))
 
 
 # --------------------------------------------------------------------- TT-matrices

@@ -32,6 +32,12 @@ import jax
 import jax.numpy as jnp
 
 from tnlib import _numerics, linalg
+from tnlib._tucker_ops import check_ranks as _check_ranks
+from tnlib._tucker_ops import dense_mode_product as _dense_mode_product
+from tnlib._tucker_ops import leading_vectors as _leading_vectors
+from tnlib._tucker_ops import max_ranks as _max_ranks
+from tnlib._tucker_ops import project as _project
+from tnlib._tucker_ops import unfold as _unfold
 from tnlib._validate import check_dims as _check_dims
 from tnlib._validate import check_same_dims as _check_same_dims
 from tnlib.struct import pytree_dataclass
@@ -101,43 +107,6 @@ def check(t, name: str = "t"):
     return t
 
 
-def _max_ranks(dims) -> tuple[int, ...]:
-    """Largest useful rank per mode: the rank bound of the mode-k unfolding."""
-    total = math.prod(dims)
-    return tuple(min(n, total // n) for n in dims)
-
-
-def _check_ranks(ranks, dims, name: str = "ranks") -> tuple[int, ...]:
-    """Per-mode ranks from an int or a sequence; each at most the unfolding's rank bound."""
-    n_modes = len(dims)
-    if isinstance(ranks, int) and not isinstance(ranks, bool):
-        ranks = (ranks,) * n_modes
-    elif isinstance(ranks, Sequence) and not isinstance(ranks, str):
-        ranks = tuple(ranks)
-        if len(ranks) != n_modes:
-            raise ValueError(
-                f"{name} must be an int or a sequence of {n_modes} ranks (one per mode), "
-                f"got {ranks}"
-            )
-    else:
-        raise TypeError(
-            f"{name} must be a Python int or a sequence of ints (static), got "
-            f"{type(ranks).__name__}"
-        )
-    for r in ranks:
-        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-            raise ValueError(f"{name} entries must be Python ints >= 1, got {ranks}")
-    total = math.prod(dims)
-    for k, (r, n) in enumerate(zip(ranks, dims, strict=True)):
-        allowed = min(n, total // n)
-        if r > allowed:
-            raise ValueError(
-                f"{name}[{k}] = {r} is larger than the mode-{k} unfolding of a {tuple(dims)} "
-                f"tensor ({n} x {total // n}) allows; the largest allowed value is {allowed}"
-            )
-    return ranks
-
-
 def _check_mode(mode, n_modes: int) -> int:
     if isinstance(mode, bool) or not isinstance(mode, int) or not -n_modes <= mode < n_modes:
         raise ValueError(f"mode must be an int in [{-n_modes}, {n_modes - 1}], got {mode!r}")
@@ -156,64 +125,35 @@ def _as_tensor(x, name: str = "x"):
 # ------------------------------------------------------------------- dense helpers
 
 
-def _unfold(x, mode: int):
-    """Mode-``mode`` unfolding: ``(n_mode, prod of the other sizes)``."""
-    return jnp.moveaxis(x, mode, 0).reshape(x.shape[mode], -1)
-
-
-def _dense_mode_product(x, matrix, mode: int):
-    return jnp.moveaxis(jnp.tensordot(matrix, x, axes=(1, mode)), 0, mode)
-
-
-def _project(x, factors, skip: int | None = None):
-    """``x x_k factors[k]^H`` over every mode except ``skip``."""
-    for k, f in enumerate(factors):
-        if k != skip:
-            x = _dense_mode_product(x, jnp.conj(f).T, k)
-    return x
-
-
-def _leading_vectors(mat, r: int):
-    """``r`` orthonormal leading left singular vectors of ``mat`` (``r <= mat.shape[0]``).
-
-    When ``mat`` has fewer than ``r`` columns it is padded with zero columns, so the
-    extra vectors complete the basis (they carry zero singular values).
-    """
-    if mat.shape[1] < r:
-        mat = jnp.pad(mat, ((0, 0), (0, r - mat.shape[1])))
-    u, _, _ = linalg.svd(mat)
-    return u[:, :r]
-
-
 # ------------------------------------------------------------------------ construction
 
 
-def random(key, dims: Sequence[int], ranks, dtype=jnp.float32) -> Tucker:
+def random(key, dims: Sequence[int], rank, dtype=jnp.float32) -> Tucker:
     """Random Tucker tensor with orthonormal factors and a Gaussian core.
 
     The factors are the Q factors of Gaussian ``(n_k, r_k)`` matrices (orthonormal
-    columns); the core's entries are i.i.d. normal with variance ``1 / prod(ranks)``,
+    columns); the core's entries are i.i.d. normal with variance ``1 / prod(rank)``,
     so ``E ||t||_F^2 = 1``.
 
     Args:
       key: PRNG key.
       dims: mode sizes ``(n_1, ..., n_N)``.
-      ranks: an int (every mode) or ``N`` ranks, each at most
+      rank: an int (every mode) or ``N`` ranks, each at most
         ``min(n_k, prod_{j != k} n_j)``.
       dtype: float or complex dtype.
     """
     dims = _check_dims(dims)
-    ranks = _check_ranks(ranks, dims)
+    rank = _check_ranks(rank, dims, "rank")
     keys = jax.random.split(key, len(dims) + 1)
     factors = tuple(
         linalg.qr(jax.random.normal(keys[k], (n, r), dtype))[0]
-        for k, (n, r) in enumerate(zip(dims, ranks, strict=True))
+        for k, (n, r) in enumerate(zip(dims, rank, strict=True))
     )
-    core = jax.random.normal(keys[-1], ranks, dtype) / math.sqrt(math.prod(ranks))
+    core = jax.random.normal(keys[-1], rank, dtype) / math.sqrt(math.prod(rank))
     return Tucker(core, factors)
 
 
-def hosvd(x, ranks=None, rtol: float | None = None) -> Tucker:
+def hosvd(x, rank=None, rtol: float | None = None) -> Tucker:
     """Truncated higher-order SVD of a dense tensor.
 
     Factor ``k`` holds the ``r_k`` leading left singular vectors of the mode-``k``
@@ -224,13 +164,13 @@ def hosvd(x, ranks=None, rtol: float | None = None) -> Tucker:
 
     Args:
       x: dense array with ``N >= 1`` axes (real or complex).
-      ranks: an int (every mode) or ``N`` per-mode ranks, static Python ints, each at
+      rank: an int (every mode) or ``N`` per-mode ranks, static Python ints, each at
         most ``min(n_k, prod_{j != k} n_j)`` (larger is a ValueError saying the largest
         allowed value). ``None`` keeps those largest ranks: an exact decomposition.
       rtol: relative Frobenius tolerance. With only ``rtol`` (concrete ``x``, outside
         ``jit``) each mode keeps the fewest singular values whose discarded tail is
         at most ``rtol * ||x||_F / sqrt(N)``, so ``||x - t||_F <= rtol * ||x||_F``.
-        With ``ranks`` too, shapes come from ``ranks`` and ``rtol`` only zeroes the
+        With ``rank`` too, shapes come from ``rank`` and ``rtol`` only zeroes the
         core slices of values it would drop (jit-safe).
 
     Returns:
@@ -238,15 +178,15 @@ def hosvd(x, ranks=None, rtol: float | None = None) -> Tucker:
     """
     x = _as_tensor(x)
     _numerics.check_rank_args(None, rtol)
-    if rtol is not None and ranks is None and not linalg.is_concrete(x):
+    if rtol is not None and rank is None and not linalg.is_concrete(x):
         raise TypeError(
             "hosvd with only rtol picks data-dependent ranks and needs a concrete tensor; "
             "inside jit also pass static ranks (or max_rank to from_dense)"
         )
     dims = x.shape
-    ranks = _max_ranks(dims) if ranks is None and rtol is None else ranks
-    if ranks is not None:
-        ranks = _check_ranks(ranks, dims)
+    rank = _max_ranks(dims) if rank is None and rtol is None else rank
+    if rank is not None:
+        rank = _check_ranks(rank, dims, "rank")
     n_modes = x.ndim
     abs_tol = None
     if rtol is not None:
@@ -254,12 +194,12 @@ def hosvd(x, ranks=None, rtol: float | None = None) -> Tucker:
     factors, masks = [], []
     for k in range(n_modes):
         u, s, _ = linalg.svd(_unfold(x, k))
-        if ranks is None:
+        if rank is None:
             keep = linalg.tolerance_rank(s, abs_tol)
             masks.append(None)
         else:
-            keep = ranks[k]
-            # the mask is computed on the full spectrum: the tail cut by ranks[k] counts
+            keep = rank[k]
+            # the mask is computed on the full spectrum: the tail cut by rank[k] counts
             masks.append(None if abs_tol is None else linalg.tolerance_mask(s, abs_tol)[:keep])
         factors.append(u[:, :keep])
     core = _project(x, factors)
@@ -271,8 +211,8 @@ def hosvd(x, ranks=None, rtol: float | None = None) -> Tucker:
     return Tucker(core, tuple(factors))
 
 
-def from_dense(x, max_rank: int | None = None, rtol: float | None = None, *,
-               ranks=None) -> Tucker:
+def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None,
+               rank=None) -> Tucker:
     """Truncated HOSVD (``hosvd``) with the argument names of ``tt.from_dense``.
 
     Args:
@@ -281,20 +221,20 @@ def from_dense(x, max_rank: int | None = None, rtol: float | None = None, *,
         ``min(max_rank, n_k, prod_{j != k} n_j)`` (capped, never an error).
       rtol: relative Frobenius tolerance, as in ``hosvd``: alone it picks ranks with
         ``||x - t||_F <= rtol * ||x||_F`` (concrete ``x``); with ``max_rank`` or
-        ``ranks`` it only zeroes core slices.
-      ranks: exact per-mode ranks as in ``hosvd`` (an error when too large); do not
+        ``rank`` it only zeroes core slices.
+      rank: exact per-mode ranks as in ``hosvd`` (an error when too large); do not
         combine with ``max_rank``.
     """
     x = _as_tensor(x)
     _numerics.check_rank_args(max_rank, rtol)
     if max_rank is not None:
-        if ranks is not None:
-            raise ValueError("pass max_rank (a cap) or ranks (exact per-mode ranks), not both")
-        ranks = tuple(min(max_rank, r) for r in _max_ranks(x.shape))
-    return hosvd(x, ranks, rtol)
+        if rank is not None:
+            raise ValueError("pass max_rank (a cap) or rank (exact per-mode ranks), not both")
+        rank = tuple(min(max_rank, r) for r in _max_ranks(x.shape))
+    return hosvd(x, rank, rtol)
 
 
-def hooi(x, ranks, n_iter: int = 10) -> Tucker:
+def hooi(x, rank, n_iter: int = 10) -> Tucker:
     """Higher-order orthogonal iteration (De Lathauwer et al. 2000), from the HOSVD.
 
     Each of the ``n_iter`` sweeps replaces factor ``k`` (for ``k = 1..N`` in turn)
@@ -304,11 +244,11 @@ def hooi(x, ranks, n_iter: int = 10) -> Tucker:
     factors, so the error ``||x - t||_F`` never increases: it is at most the
     HOSVD's. The iteration count is fixed (no convergence test) and the sweeps run
     in ``lax.fori_loop``, so compile time does not grow with ``n_iter``: jittable and
-    differentiable, with ``ranks`` and ``n_iter`` static.
+    differentiable, with ``rank`` and ``n_iter`` static.
 
     Args:
       x: dense array with ``N >= 1`` axes.
-      ranks: an int or ``N`` per-mode ranks, each at most ``min(n_k, prod_{j != k} n_j)``.
+      rank: an int or ``N`` per-mode ranks, each at most ``min(n_k, prod_{j != k} n_j)``.
       n_iter: number of sweeps (Python int >= 0; 0 returns the HOSVD).
 
     Returns:
@@ -317,12 +257,12 @@ def hooi(x, ranks, n_iter: int = 10) -> Tucker:
     x = _as_tensor(x)
     if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
         raise ValueError(f"n_iter must be a Python int >= 0, got {n_iter!r}")
-    if ranks is None:
-        raise ValueError("hooi needs ranks (an int or one per mode)")
-    ranks = _check_ranks(ranks, x.shape)
-    factors = hosvd(x, ranks).factors
+    if rank is None:
+        raise ValueError("hooi needs rank (an int or one per mode)")
+    rank = _check_ranks(rank, x.shape, "rank")
+    factors = hosvd(x, rank).factors
     if n_iter:
-        _, factors = jax.lax.fori_loop(0, n_iter, _hooi_sweep(ranks), (x, factors))
+        _, factors = jax.lax.fori_loop(0, n_iter, _hooi_sweep(rank), (x, factors))
     return Tucker(_project(x, factors), tuple(factors))
 
 
@@ -343,11 +283,11 @@ def _hooi_sweep(ranks: tuple[int, ...]):
     return sweep
 
 
-def to_dense(t: Tucker):
-    """The dense tensor of shape ``t.dims``: ``core x_1 factors[0] ... x_N factors[N-1]``."""
-    check(t)
-    x = t.core
-    for k, f in enumerate(t.factors):
+def to_dense(tn: Tucker):
+    """The dense tensor of shape ``tn.dims``: ``core x_1 factors[0] ... x_N factors[N-1]``."""
+    check(tn)
+    x = tn.core
+    for k, f in enumerate(tn.factors):
         x = _dense_mode_product(x, f, k)
     return x
 
@@ -401,18 +341,18 @@ def inner(a: Tucker, b: Tucker):
     return jnp.vdot(a.core, y)
 
 
-def norm(t: Tucker):
-    """Frobenius norm ``||t||_F`` without forming the dense tensor.
+def norm(tn: Tucker):
+    """Frobenius norm ``||tn||_F`` without forming the dense tensor.
 
-    ``||t||_F^2 = <core, core x_k G_k>`` with the Gram matrices
+    ``||tn||_F^2 = <core, core x_k G_k>`` with the Gram matrices
     ``G_k = factors[k]^H factors[k]`` (``(r_k, r_k)``): ``O(sum_k n_k r_k^2)`` plus
     core contractions. With orthonormal factors it equals ``||core||_F``.
     """
-    check(t)
-    y = t.core
-    for k, f in enumerate(t.factors):
+    check(tn)
+    y = tn.core
+    for k, f in enumerate(tn.factors):
         y = _dense_mode_product(y, jnp.conj(f).T @ f, k)
-    sq = jnp.real(jnp.vdot(t.core, y))
+    sq = jnp.real(jnp.vdot(tn.core, y))
     return _numerics.safe_sqrt(jnp.maximum(sq, 0))
 
 
@@ -429,7 +369,7 @@ def multilinear_singular_values(x) -> tuple[jax.Array, ...]:
     return tuple(linalg.svd(_unfold(x, k))[1] for k in range(x.ndim))
 
 
-def num_params(t: Tucker) -> int:
+def num_params(tn: Tucker) -> int:
     """Number of stored entries of one decomposition: ``prod r_k + sum n_k r_k``
     (sizes and ranks read from trailing axes, so a vmapped batch reports one member's)."""
-    return math.prod(t.ranks) + sum(n * r for n, r in zip(t.dims, t.ranks, strict=True))
+    return math.prod(tn.ranks) + sum(n * r for n, r in zip(tn.dims, tn.ranks, strict=True))

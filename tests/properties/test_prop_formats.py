@@ -100,7 +100,7 @@ def test_tucker_matches_dense(dtype, dims, rank, seed):
         same_dtype(f, dtype)
         close(tucker.to_dense(f), A, dtype, factor=8, scale=nA)
     if rank > max(bound):  # a rank above the matricization: a ValueError naming ranks
-        raises(lambda: tucker.hosvd(tucker.to_dense(a), rank), "ranks")
+        raises(lambda: tucker.hosvd(tucker.to_dense(a), rank), "rank")
     sv = tucker.multilinear_singular_values(tucker.to_dense(a))
     for k, s in enumerate(sv):
         unf = np.moveaxis(A, k, 0).reshape(dims[k], -1)
@@ -163,7 +163,7 @@ def test_cp_matches_dense(dtype, dims, rank, seed):
     finite((fit, errs))
     close(cp.to_dense(fit), np.asarray(upcast(x)), dtype, factor=20)
     if rank > cp.rank_bound(dims):
-        raises(lambda: cp.from_dense(x, rank, n_iter=1), "rank")
+        raises(lambda: cp.from_dense(x, max_rank=rank, n_iter=1), "rank")
 
 
 @covers("tr.TensorRing", "tr.random", "tr.to_dense", "tr.inner", "tr.norm", "tr.num_params",
@@ -214,16 +214,16 @@ def test_formats_bad_input_names_the_argument():
     r2 = tr.random(key(0), (2, 2), 2, F64)
     cases = [
         (lambda: tucker.random(key(0), (2, 0), 1), "dims"),
-        (lambda: tucker.random(key(0), (2, 3), 3), "ranks"),
-        (lambda: tucker.random(key(0), (2, 3), (1,)), "ranks"),
-        (lambda: tucker.random(key(0), (2, 3), 1.5), "ranks"),
+        (lambda: tucker.random(key(0), (2, 3), 3), "rank"),
+        (lambda: tucker.random(key(0), (2, 3), (1,)), "rank"),
+        (lambda: tucker.random(key(0), (2, 3), 1.5), "rank"),
         (lambda: tucker.hosvd(jnp.ones(())), "x"),
-        (lambda: tucker.hosvd(x, (1, 1, 3)), "ranks"),
+        (lambda: tucker.hosvd(x, (1, 1, 3)), "rank"),
         (lambda: tucker.hosvd(x, rtol=-1.0), "rtol"),
         (lambda: tucker.from_dense(x, max_rank=0), "max_rank"),
-        (lambda: tucker.from_dense(x, max_rank=1, ranks=1), "max_rank"),
+        (lambda: tucker.from_dense(x, max_rank=1, rank=1), "max_rank"),
         (lambda: tucker.hooi(x, 1, n_iter=-1), "n_iter"),
-        (lambda: tucker.hooi(x, None), "ranks"),
+        (lambda: tucker.hooi(x, None), "rank"),
         (lambda: tucker.mode_product(x, jnp.ones((2, 5)), 1), "matrix"),
         (lambda: tucker.mode_product(x, jnp.ones((2, 3)), 3), "mode"),
         (lambda: tucker.inner(tk, tk2), "mode sizes"),
@@ -251,7 +251,7 @@ def test_formats_bad_input_names_the_argument():
         (lambda: cp.random(key(0), (2, 3), 2.0), "rank"),
         (lambda: cp.als(x, 7), "rank"),
         (lambda: cp.als(x, 2, n_iter=0), "n_iter"),
-        (lambda: cp.from_dense(jnp.ones(()), 1), "x"),
+        (lambda: cp.from_dense(jnp.ones(()), max_rank=1), "x"),
         (lambda: cp.inner(c, c2), "mode sizes"),
         (lambda: cp.check(tk), "CP"),
         (lambda: cp.to_dense(cp.CP(jnp.ones((3,)), c.factors)), "weights"),

@@ -48,10 +48,11 @@ def test_gradients_finite_at_repeated_and_zero_values():
     fs = [lambda a: jnp.sum(jnp.sin((lambda u, s, vh: (u * s) @ vh)(*linalg.svd(a)))),
           lambda a: jnp.sum(jnp.sin((lambda q, r: q @ r)(*linalg.qr(a)))),
           lambda a: jnp.sum(linalg.tail_norms(linalg.svd(a)[1])),
-          lambda a: jnp.sum(jnp.sin(btt.to_dense(btt.LowRank.from_dense(a, 3)))),
-          lambda a: jnp.sum(btt.to_dense(btt.Kronecker.from_dense(a, (2, 2), (2, 2)))),
-          lambda a: jnp.sum(btt.to_dense(btt.BlockTT.from_dense(a, (2, 2), (2, 2), 2))),
-          lambda a: jnp.sum(jnp.sin(tree.to_dense(tree.round(tree.from_dense(a), 3)))),
+          lambda a: jnp.sum(jnp.sin(btt.to_dense(btt.from_dense(a, max_rank=3, kind="lowrank")))),
+          lambda a: jnp.sum(btt.to_dense(btt.from_dense(a, kind="kronecker",
+                                                        dims=((2, 2), (2, 2))))),
+          lambda a: jnp.sum(btt.to_dense(btt.from_dense(a, max_rank=2, dims=((2, 2), (2, 2))))),
+          lambda a: jnp.sum(jnp.sin(tree.to_dense(tree.round(tree.from_dense(a), max_rank=3)))),
           lambda a: tt.norm(tt.from_dense(a)) + tt.log_norm(tt.from_dense(a + 1))]
     inputs = jnp.stack([eye, rank_def, z, jnp.kron(jnp.eye(2, dtype=F64), x[:, :2, 0])])
     for f in fs:  # one compilation per function, the four inputs as a batch

@@ -53,7 +53,7 @@ def adjacencies(draw):
 @given(adjacencies(), seeds)
 def test_network_matches_dense(dtype, structure, seed):
     adj, perm = structure
-    a = network.random(key(seed), adj, perm, dtype)
+    a = network.random(key(seed), network.dims_of(adj, perm), adj, dtype, perm=perm)
     same_dtype(a, dtype)
     assert network.check(a) is a and network.num_params(adj) == network.num_params(a)
     assert network.num_params(adj) == sum(c.size for c in a.cores)
@@ -76,7 +76,7 @@ def test_network_matches_dense(dtype, structure, seed):
 
 @covers("network.slice_plan", "network.SlicePlan", "network.contract")
 def test_network_sliced_contraction_matches():
-    a = network.random(key(0), ((2, 3, 3), (3, 2, 3), (3, 3, 2)), None, F64)
+    a = network.random(key(0), (2, 2, 2), ((2, 3, 3), (3, 2, 3), (3, 3, 2)), F64)
     spec = network.einsum_spec(a.adjacency)
     plan = network.slice_plan(spec, *(c.shape for c in a.cores), max_intermediate=8)
     assert isinstance(plan, network.SlicePlan)
@@ -87,8 +87,9 @@ def dense_btt(w):
     return np.asarray(btt.to_dense(upcast(w)))
 
 
-@covers("btt.LowRank", "btt.Kronecker", "btt.BlockTT", "btt.Monarch", "btt.matvec",
-        "btt.to_dense", "btt.num_params", "btt.flops", "btt.lr_multipliers", "btt.check")
+@covers("btt.LowRank", "btt.Kronecker", "btt.BlockTT", "btt.random", "btt.from_dense",
+        "btt.matvec", "btt.to_dense", "btt.num_params", "btt.flops", "btt.lr_multipliers",
+        "btt.check", "btt.inner", "btt.norm")
 @DT
 @settings(max_examples=1)
 @given(st.tuples(*[st.integers(1, 3)] * 4), st.integers(1, 4),
@@ -96,10 +97,10 @@ def dense_btt(w):
 def test_btt_matches_dense(dtype, sizes, rank, batch, seed):
     m1, m2, n1, n2 = sizes
     d_out, d_in = m1 * m2, n1 * n2
-    ws = [btt.LowRank.random(key(seed), d_out, d_in, rank, dtype),
-          btt.Kronecker.random(key(seed), (m1, m2), (n1, n2), dtype),
-          btt.BlockTT.random(key(seed), (m1, m2), (n1, n2), rank, dtype),
-          btt.Monarch.random(key(seed), (m1, m2), (n1, n2), dtype)]
+    ws = [btt.random(key(seed), (d_out, d_in), rank, dtype, kind="lowrank"),
+          btt.random(key(seed), ((m1, m2), (n1, n2)), 1, dtype, kind="kronecker"),
+          btt.random(key(seed), ((m1, m2), (n1, n2)), rank, dtype),
+          btt.random(key(seed), ((m1, m2), (n1, n2)), 1, dtype, kind="monarch")]
     x = normal(key(seed + 1), (*batch, d_in), dtype)
     xr = np.asarray(upcast(x))
     for w in ws:
@@ -113,26 +114,26 @@ def test_btt_matches_dense(dtype, sizes, rank, batch, seed):
         close(y, xr @ W.T, dtype, factor=2, scale=max(1.0, np.abs(W).sum() * np.abs(xr).max()))
         assert btt.num_params(w) == sum(leaf.size for leaf in jax.tree.leaves(w))
         assert btt.flops(w, 3) > 0
+        close(btt.norm(w), np.linalg.norm(W), dtype)
+        close(btt.inner(w, ws[2]), np.vdot(W, dense_btt(ws[2])), dtype,
+              scale=max(1.0, np.linalg.norm(W) * np.linalg.norm(dense_btt(ws[2]))))
         assert all(v > 0 for v in jax.tree.leaves(btt.lr_multipliers(w)))
     # projections: exact on matrices of the structure, ranks capped by the bound
     W = btt.to_dense(ws[0])
     nW = max(1.0, float(jnp.linalg.norm(upcast(W))))
-    if rank <= min(d_out, d_in):
-        close(btt.to_dense(btt.LowRank.from_dense(W, rank)), np.asarray(upcast(W)), dtype, 8,
-              scale=nW)
-    else:
-        raises(lambda: btt.LowRank.from_dense(W, rank), "rank")
+    lr = btt.from_dense(W, max_rank=rank, kind="lowrank")
+    assert lr.rank == min(rank, d_out, d_in)
+    close(btt.to_dense(lr), np.asarray(upcast(W)), dtype, 8, scale=nW)
     K = btt.to_dense(ws[1])
-    k = btt.Kronecker.from_dense(K, (m1, m2), (n1, n2))
+    k = btt.from_dense(K, kind="kronecker", dims=((m1, m2), (n1, n2)))
     close(btt.to_dense(k), np.asarray(upcast(K)), dtype, 8, scale=max(1.0, np.abs(K).max()))
     B = btt.to_dense(ws[2])
-    if rank <= min(m2, n1):
-        b = btt.BlockTT.from_dense(B, (m1, m2), (n1, n2), rank)
-        close(btt.to_dense(b), np.asarray(upcast(B)), dtype, 8, scale=max(1.0, np.abs(B).max()))
-    else:
-        raises(lambda: btt.BlockTT.from_dense(B, (m1, m2), (n1, n2), rank), "rank")
+    b = btt.from_dense(B, max_rank=rank, dims=((m1, m2), (n1, n2)))
+    assert b.rank == min(rank, m2, n1)
+    close(btt.to_dense(b), np.asarray(upcast(B)), dtype, 8, scale=max(1.0, np.abs(B).max()))
     M = btt.to_dense(ws[3])
-    close(btt.to_dense(btt.Monarch.from_dense(M, (m1, m2), (n1, n2))), np.asarray(upcast(M)),
+    close(btt.to_dense(btt.from_dense(M, kind="monarch", dims=((m1, m2), (n1, n2)))),
+          np.asarray(upcast(M)),
           dtype, 8, scale=max(1.0, np.abs(M).max()))
 
 
@@ -171,21 +172,25 @@ def test_linalg_matches_numpy(dtype, m, n, batch, max_rank, seed):
 
 
 @covers("network.random", "network.fit", "network.einsum_spec", "network.contract",
+        "network.from_dense", "network.structure", "network.check_perm",
+        "network.check_adjacency", "network.dims_of", "btt.random", "btt.from_dense",
+        "btt.inner", "btt.KINDS",
         "network.contract_path", "network.inner", "network.num_params", "network.check",
         "network.slice_plan", "network.to_dense", "network.norm",
-        "btt.LowRank", "btt.Kronecker", "btt.BlockTT", "btt.Monarch", "btt.matvec",
+        "btt.LowRank", "btt.Kronecker", "btt.BlockTT", "btt.matvec",
         "btt.check", "btt.to_dense", "btt.num_params", "btt.flops", "btt.lr_multipliers",
         "linalg.truncated_svd", "linalg.tolerance_rank", "linalg.svd", "linalg.qr",
         "linalg.tail_norms", "linalg.tolerance_mask")
 def test_bad_input_names_the_argument():
-    a = network.random(key(0), ((2, 2), (2, 3)), None, F64)
-    b = network.random(key(0), ((2, 2), (2, 2)), None, F64)
-    w = btt.BlockTT.random(key(0), (2, 2), (2, 3), 2, F64)
+    a = network.random(key(0), network.dims_of(((2, 2), (2, 3))), ((2, 2), (2, 3)), F64)
+    b = network.random(key(0), network.dims_of(((2, 2), (2, 2))), ((2, 2), (2, 2)), F64)
+    w = btt.random(key(0), ((2, 2), (2, 3)), 2, F64)
     cases = [
-        (lambda: network.random(key(0), ((2, 2), (3, 2))), "adjacency"),
-        (lambda: network.random(key(0), ((2, 0), (0, 2))), "adjacency"),
-        (lambda: network.random(key(0), ((2, 2, 1), (2, 2, 1))), "adjacency"),
-        (lambda: network.random(key(0), ((2, 2), (2, 2)), perm=(0, 0)), "perm"),
+        (lambda: network.random(key(0), (2, 2), ((2, 2), (3, 2))), "rank"),
+        (lambda: network.random(key(0), (2, 2), ((2, 0), (0, 2))), "rank"),
+        (lambda: network.random(key(0), (2, 2), ((2, 2, 1), (2, 2, 1))), "rank"),
+        (lambda: network.dims_of(((2, 2, 1), (2, 2, 1))), "adjacency"),
+        (lambda: network.random(key(0), (2, 2), ((2, 2), (2, 2)), perm=(0, 0)), "perm"),
         (lambda: network.einsum_spec(((1.5,),)), "adjacency"),
         (lambda: network.num_params(()), "adjacency"),
         (lambda: network.inner(a, b), "mode sizes"),
@@ -197,15 +202,23 @@ def test_bad_input_names_the_argument():
         (lambda: network.fit(jnp.ones((2, 3)), a.adjacency), "key"),
         (lambda: network.fit(jnp.ones((2, 3)), a.adjacency, key=key(0), method="x"), "method"),
         (lambda: network.fit(jnp.ones((2, 3)), a.adjacency, key=key(0), n_iter=-1), "n_iter"),
-        (lambda: btt.LowRank.random(key(0), 0, 2, 1), "d_out"),
-        (lambda: btt.LowRank.random(key(0), 2, 2, 0), "rank"),
-        (lambda: btt.LowRank.from_dense(jnp.ones((2, 3)), 3), "rank"),
-        (lambda: btt.LowRank.from_dense(jnp.ones((2,)), 1), "w"),
-        (lambda: btt.Kronecker.random(key(0), (2,), (2, 2)), "out_factors"),
-        (lambda: btt.Kronecker.from_dense(jnp.ones((4, 5)), (2, 2), (2, 2)), "w"),
-        (lambda: btt.BlockTT.random(key(0), (2, 2), (2, 0), 1), "in_factors"),
-        (lambda: btt.BlockTT.from_dense(jnp.ones((4, 4)), (2, 2), (2, 2), 3), "rank"),
-        (lambda: btt.Monarch.from_dense(jnp.ones((4, 4)), (2, 2), (4, 2)), "w"),
+        (lambda: btt.random(key(0), (0, 2), 1, kind="lowrank"), "d_out"),
+        (lambda: btt.random(key(0), (2, 2), 0, kind="lowrank"), "rank"),
+        (lambda: btt.from_dense(jnp.ones((2, 3)), max_rank=0, kind="lowrank"), "max_rank"),
+        (lambda: btt.from_dense(jnp.ones((2,)), max_rank=1, kind="lowrank"), "x"),
+        (lambda: btt.random(key(0), ((2,), (2, 2)), 1, kind="kronecker"), "out_factors"),
+        (lambda: btt.from_dense(jnp.ones((4, 5)), kind="kronecker", dims=((2, 2), (2, 2))), "x"),
+        (lambda: btt.random(key(0), ((2, 2), (2, 0)), 1), "in_factors"),
+        (lambda: btt.from_dense(jnp.ones((4, 4)), rtol=-1.0, dims=((2, 2), (2, 2))), "rtol"),
+        (lambda: btt.from_dense(jnp.ones((4, 4)), kind="btt"), "dims"),
+        (lambda: btt.random(key(0), (4, 4), 1, kind="x"), "kind"),
+        (lambda: btt.inner(w, btt.random(key(0), (3, 4), 1, kind="lowrank")), "shapes"),
+        (lambda: network.from_dense(jnp.ones((2, 3)), max_rank=2, adjacency=a.adjacency),
+         "max_rank"),
+        (lambda: network.structure((2, 3), 0), "rank"),
+        (lambda: network.check_perm((0, 0), 2), "perm"),
+        (lambda: network.check_adjacency(((2, 1),)), "adjacency"),
+        (lambda: btt.from_dense(jnp.ones((4, 4)), kind="monarch", dims=((2, 2), (4, 2))), "x"),
         (lambda: btt.matvec(w, jnp.ones((3, 5))), "x"),
         (lambda: btt.matvec(jnp.ones((2, 2)), jnp.ones(2)), "w"),
         (lambda: btt.to_dense(jnp.ones((2, 2))), "w"),

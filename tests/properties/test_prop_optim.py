@@ -705,11 +705,12 @@ def _makers(dims, rank, seed):
         "tree.TreeTN": lambda: tree.random(k, dims, rank, tree=tree_, dtype=F64),
         "cp.CP": lambda: cp.random(k, dims, rank, F64),
         "tr.TensorRing": lambda: tr.random(k, dims, rank, F64),
-        "network.Network": lambda: network.random(k, adj, perm=tuple(order), dtype=F64),
-        "btt.LowRank": lambda: btt.LowRank.random(k, sum(dims), L + 1, rank, F64),
-        "btt.Kronecker": lambda: btt.Kronecker.random(k, dims[:2] + (2,) * (2 - len(dims[:2])),
-                                                      (2, 3), F64),
-        "btt.BlockTT": lambda: btt.BlockTT.random(k, (2, dims[0]), (dims[-1], 2), rank, F64),
+        "network.Network": lambda: network.random(k, network.dims_of(adj, tuple(order)), adj,
+                                                  F64, perm=tuple(order)),
+        "btt.LowRank": lambda: btt.random(k, (sum(dims), L + 1), rank, F64, kind="lowrank"),
+        "btt.Kronecker": lambda: btt.random(k, (dims[:2] + (2,) * (2 - len(dims[:2])), (2, 3)), 1,
+                                            F64, kind="kronecker"),
+        "btt.BlockTT": lambda: btt.random(k, ((2, dims[0]), (dims[-1], 2)), rank, F64),
     }
 
 

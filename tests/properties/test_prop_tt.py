@@ -99,7 +99,7 @@ def test_tt_algebra_matches_dense(dtype, dims, rank, rank_b, seed):
     close(tt.to_dense(g), A, dtype, factor=4, scale=max(1.0, nA))
 
 
-@covers("tt.TTMatrix", "tt.matvec", "tt.matmul")
+@covers("tt.TTMatrix", "tt.matvec", "tt.matmul", "tt.num_params", "tt.flops")
 @pytest.mark.parametrize("dtype", [F32, C128], ids=dtype_id)
 @settings(max_examples=1)
 @given(st.lists(st.tuples(st.integers(1, 3), st.integers(1, 3)), min_size=1, max_size=3),
@@ -124,6 +124,12 @@ def test_ttmatrix_matches_dense(dtype, sizes, rank, seed):
     f = tt.from_dense(tt.to_dense(m), row_dims=rows, col_dims=cols)
     close(tt.to_dense(f), M, dtype, factor=4, scale=max(1.0, np.linalg.norm(M)))
     close(tt.to_dense(tt.add(m, m)), 2 * M, dtype, factor=2)
+    assert tt.num_params(m) == sum(c.size for c in m.cores)
+    assert tt.num_params(v) == sum(c.size for c in v.cores)
+    # flops: 2 per multiply-add of the site-by-site contraction, counted by hand
+    want = sum(2 * c.size * math.prod(cols[k + 1:]) * math.prod(rows[:k])
+               for k, c in enumerate(m.cores))
+    assert tt.flops(m, 3) == 3 * want
 
 
 @covers("tt.stack", "tt.contract_features", "tt.sweep_features", "tt.feature_method")

@@ -55,22 +55,22 @@ KINDS = ["lowrank", "kronecker", "btt", "monarch"]
 
 def project(kind, dense):
     if kind == "lowrank":
-        return btt.LowRank.from_dense(dense, 2)
+        return btt.from_dense(dense, max_rank=2, kind="lowrank")
     if kind == "kronecker":
-        return btt.Kronecker.from_dense(dense, (2, 3), (5, 2))
+        return btt.from_dense(dense, kind="kronecker", dims=((2, 3), (5, 2)))
     if kind == "monarch":
-        return btt.Monarch.from_dense(dense, (2, 3), (5, 2))
-    return btt.BlockTT.from_dense(dense, (2, 3), (5, 2), 2)
+        return btt.from_dense(dense, kind="monarch", dims=((2, 3), (5, 2)))
+    return btt.from_dense(dense, max_rank=2, dims=((2, 3), (5, 2)))
 
 
 def randomize(kind, k, dtype=F64):
     if kind == "lowrank":
-        return btt.LowRank.random(k, 6, 10, 2, dtype)
+        return btt.random(k, (6, 10), 2, dtype, kind="lowrank")
     if kind == "kronecker":
-        return btt.Kronecker.random(k, (2, 3), (5, 2), dtype)
+        return btt.random(k, ((2, 3), (5, 2)), 1, dtype, kind="kronecker")
     if kind == "monarch":
-        return btt.Monarch.random(k, (2, 3), (5, 2), dtype)
-    return btt.BlockTT.random(k, (2, 3), (5, 2), 2, dtype)
+        return btt.random(k, ((2, 3), (5, 2)), 1, dtype, kind="monarch")
+    return btt.random(k, ((2, 3), (5, 2)), 2, dtype)
 
 
 # ------------------------------------------------------------------ dense agreement
@@ -151,16 +151,16 @@ def test_from_dense_reproduces_structured_matrices(mode, kind):
 
 
 def test_monarch_is_rank_one_block_tt():
-    w = jax.eval_shape(lambda k: btt.Monarch.random(k, (2, 3), (5, 2), F64), key(3))
+    w = jax.eval_shape(lambda k: btt.random(k, ((2, 3), (5, 2)), 1, F64, kind="monarch"), key(3))
     assert isinstance(w, btt.BlockTT) and w.rank == 1
     assert w.left.shape == (2, 2, 5, 1) and w.right.shape == (2, 3, 2, 1)
 
 
 def test_block_tt_projection_is_blockwise_optimal():
-    """The error of BlockTT.from_dense equals the sum of the per-block SVD tails, and
+    """The error of btt.from_dense equals the sum of the per-block SVD tails, and
     no perturbation of the optimum lowers it."""
     W = np.asarray(normal(30, (6, 10)))
-    fitted = btt.BlockTT.from_dense(W, (2, 3), (5, 2), 2)
+    fitted = btt.from_dense(W, max_rank=2, dims=((2, 3), (5, 2)))
     blocks = W.reshape(2, 3, 5, 2).transpose(0, 3, 1, 2)  # (m1, n2, m2, n1)
     tails = np.linalg.svd(blocks, compute_uv=False)[..., 2:]
     err = np.linalg.norm(np.asarray(btt.to_dense(fitted)) - W)
@@ -172,7 +172,7 @@ def test_block_tt_projection_is_blockwise_optimal():
 
 def test_kronecker_projection_matches_van_loan_pitsianis_and_is_optimal():
     W = np.asarray(normal(31, (6, 10)))
-    fitted = btt.Kronecker.from_dense(W, (2, 3), (5, 2))
+    fitted = btt.from_dense(W, kind="kronecker", dims=((2, 3), (5, 2)))
     rearranged = W.reshape(2, 3, 5, 2).transpose(0, 2, 1, 3).reshape(10, 6)
     s = np.linalg.svd(rearranged, compute_uv=False)
     err = np.linalg.norm(np.asarray(btt.to_dense(fitted)) - W)
@@ -183,7 +183,7 @@ def test_kronecker_projection_matches_van_loan_pitsianis_and_is_optimal():
 
 def test_low_rank_projection_is_eckart_young():
     W = np.asarray(normal(32, (6, 10)))
-    fitted = btt.LowRank.from_dense(W, 3)
+    fitted = btt.from_dense(W, max_rank=3, kind="lowrank")
     s = np.linalg.svd(W, compute_uv=False)
     err = np.linalg.norm(np.asarray(btt.to_dense(fitted)) - W)
     np.testing.assert_allclose(err, np.sqrt(np.sum(s[3:] ** 2)), rtol=1e-10)
@@ -193,10 +193,10 @@ def test_block_tt_beats_low_rank_at_equal_parameter_count():
     """A 64 x 64 Gaussian matrix, BTT (8, 8) x (8, 8) at rank 1 (1024 params) against
     LowRank at rank 8 (1024 params) and rank 7 (fewer)."""
     W = normal(33, (64, 64))
-    b = btt.BlockTT.from_dense(W, (8, 8), (8, 8), 1)
+    b = btt.from_dense(W, max_rank=1, dims=((8, 8), (8, 8)))
     errs = {}
     for r in (7, 8):
-        lr = btt.LowRank.from_dense(W, r)
+        lr = btt.from_dense(W, max_rank=r, kind="lowrank")
         assert btt.num_params(lr) <= btt.num_params(b) == 1024
         errs[r] = float(jnp.linalg.norm(btt.to_dense(lr) - W))
     e_btt = float(jnp.linalg.norm(btt.to_dense(b) - W))
@@ -211,15 +211,15 @@ def test_block_tt_beats_low_rank_at_equal_parameter_count():
 def test_num_params_and_flops_hand_counts(out_f, in_f, r):
     (m1, m2), (n1, n2) = out_f, in_f
     # Shapes only (eval_shape): counts read array shapes and need no values.
-    w = jax.eval_shape(lambda k: btt.BlockTT.random(k, out_f, in_f, r, F64), key(0))
+    w = jax.eval_shape(lambda k: btt.random(k, (out_f, in_f), r, F64), key(0))
     per_vector = n2 * (m1 * r) * n1 + m1 * m2 * (n2 * r)  # two batched matmuls
     assert btt.num_params(w) == w.left.size + w.right.size == r * (n2 * m1 * n1 + m1 * m2 * n2)
     assert btt.flops(w, 5) == 2 * 5 * per_vector
-    k = jax.eval_shape(lambda k: btt.Kronecker.random(k, out_f, in_f, F64), key(0))
+    k = jax.eval_shape(lambda k: btt.random(k, (out_f, in_f), 1, F64, kind="kronecker"), key(0))
     assert btt.num_params(k) == m1 * n1 + m2 * n2
     assert btt.flops(k, 3) == 2 * 3 * (n1 * n2 * m2 + m1 * n1 * m2)
     d_out, d_in = m1 * m2, n1 * n2
-    lr = jax.eval_shape(lambda k: btt.LowRank.random(k, d_out, d_in, r, F64), key(0))
+    lr = jax.eval_shape(lambda k: btt.random(k, (d_out, d_in), r, F64, kind="lowrank"), key(0))
     assert btt.num_params(lr) == d_out * r + r * d_in
     assert btt.flops(lr, 4) == 2 * 4 * (d_in * r + r * d_out)
 
@@ -227,10 +227,10 @@ def test_num_params_and_flops_hand_counts(out_f, in_f, r):
 def test_init_gives_dense_entry_variance_one_over_d_in():
     d_in = 16 * 16
     makers = {
-        "lowrank": lambda k: btt.LowRank.random(k, 192, d_in, 8, F64),
-        "kronecker": lambda k: btt.Kronecker.random(k, (12, 16), (16, 16), F64),
-        "btt": lambda k: btt.BlockTT.random(k, (12, 16), (16, 16), 4, F64),
-        "monarch": lambda k: btt.Monarch.random(k, (12, 16), (16, 16), F64),
+        "lowrank": lambda k: btt.random(k, (192, d_in), 8, F64, kind="lowrank"),
+        "kronecker": lambda k: btt.random(k, ((12, 16), (16, 16)), 1, F64, kind="kronecker"),
+        "btt": lambda k: btt.random(k, ((12, 16), (16, 16)), 4, F64),
+        "monarch": lambda k: btt.random(k, ((12, 16), (16, 16)), 1, F64, kind="monarch"),
     }
 
     @jax.jit  # one compilation; Kronecker entries share factors, so average a few draws
@@ -264,20 +264,27 @@ def test_bad_input_raises_naming_the_argument():
     w = make("btt", 0)
     with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 10\)"):
         btt.matvec(w, jnp.zeros((3, 9)))
-    with pytest.raises(ValueError, match=r"w must have shape \(6, 10\)"):
-        btt.BlockTT.from_dense(jnp.zeros((6, 9)), (2, 3), (5, 2), 1)
-    with pytest.raises(ValueError, match=r"rank 4 is larger than 3, the largest allowed"):
-        btt.BlockTT.from_dense(jnp.zeros((6, 10)), (2, 3), (5, 2), 4)
-    with pytest.raises(ValueError, match=r"rank 7 is larger than 6, the largest allowed"):
-        btt.LowRank.from_dense(jnp.zeros((6, 10)), 7)
-    with pytest.raises(TypeError, match="rank must be a Python int"):
-        btt.LowRank.from_dense(jnp.zeros((6, 10)), 2.0)
+    with pytest.raises(ValueError, match=r"x must have shape \(6, 10\)"):
+        btt.from_dense(jnp.zeros((6, 9)), max_rank=1, dims=((2, 3), (5, 2)))
+    # max_rank caps (as in every format): the block / matrix rank bounds it
+    assert btt.from_dense(jnp.zeros((6, 10)), max_rank=4, dims=((2, 3), (5, 2))).rank == 3
+    assert btt.from_dense(jnp.zeros((6, 10)), max_rank=7, kind="lowrank").rank == 6
+    with pytest.raises(TypeError, match="max_rank must be a Python int"):
+        btt.from_dense(jnp.zeros((6, 10)), max_rank=2.0, kind="lowrank")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        btt.random(key(0), (3, 2), 1, kind="dense")
+    with pytest.raises(ValueError, match="needs dims"):
+        btt.from_dense(jnp.zeros((6, 10)))
+    with pytest.raises(ValueError, match="kind='kronecker' has rank 1"):
+        btt.from_dense(jnp.zeros((6, 10)), max_rank=2, kind="kronecker", dims=((2, 3), (5, 2)))
+    with pytest.raises(ValueError, match="largest allowed value"):
+        btt.random(key(0), ((2, 3), (5, 2)), 2, kind="monarch")
     with pytest.raises(ValueError, match="in_factors must be a pair"):
-        btt.BlockTT.random(key(0), (2, 3), (5, 2, 1), 1)
+        btt.random(key(0), ((2, 3), (5, 2, 1)), 1)
     with pytest.raises(ValueError, match="out_factors"):
-        btt.Kronecker.random(key(0), (0, 3), (5, 2))
+        btt.random(key(0), ((0, 3), (5, 2)), 1, kind="kronecker")
     with pytest.raises(ValueError, match="d_in must be"):
-        btt.LowRank.random(key(0), 3, 0, 1)
+        btt.random(key(0), (3, 0), 1, kind="lowrank")
     with pytest.raises(ValueError, match="batch must be"):
         btt.flops(w, 0)
     bad = btt.BlockTT(jnp.zeros((2, 2, 5, 2)), jnp.zeros((2, 3, 3, 2)))

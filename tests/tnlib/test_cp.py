@@ -132,7 +132,7 @@ def test_als_under_jit_matches_or_beats_tensorly(seed):
 
 def test_als_matches_tensorly_on_four_modes_and_from_dense_is_als():
     x = normal(11, (3, 4, 3, 5))
-    ours = rel_err(x, cp.from_dense(x, 3, n_iter=15))
+    ours = rel_err(x, cp.from_dense(x, max_rank=3, n_iter=15))
     theirs = parafac_error(x, 3, 15)
     assert ours <= theirs * 1.001 + 1e-12
 

@@ -93,7 +93,8 @@ def test_quimb_network_round_trip_with_permutation():
     from tnlib import network
 
     adjacency = ((3, 2, 1, 2), (2, 2, 3, 1), (1, 3, 4, 2), (2, 1, 2, 3))  # a ring
-    net = network.random(jax.random.PRNGKey(0), adjacency, perm=(1, 0, 2, 3), dtype=F64)
+    net = network.random(jax.random.PRNGKey(0), network.dims_of(adjacency, (1, 0, 2, 3)),
+                         adjacency, F64, perm=(1, 0, 2, 3))
     q = interop.to_quimb_network(net)
     dense_q = q.contract(output_inds=[f"k{m}" for m in range(4)]).data
     np.testing.assert_allclose(dense_q, network.to_dense(net), atol=1e-12)

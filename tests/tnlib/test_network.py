@@ -53,7 +53,8 @@ STRUCTS = {"tt": TT, "tr": TR, "full": FULL}
 @functools.lru_cache
 def make(name, seed=0, perm=None, dtype=F64):
     """Cached random networks (immutable), so tests share compiled constructors."""
-    return network.random(key(seed), STRUCTS[name], perm, dtype)
+    adj = STRUCTS[name]
+    return network.random(key(seed), network.dims_of(adj, perm), adj, dtype, perm=perm)
 
 
 # ------------------------------------------------------------------- construction
@@ -123,8 +124,8 @@ def ncon_dense(net):
 @given(structures())
 def test_random_structures_match_ncon(args):
     a, perm, seed = args
-    net = network.random(key(seed), a, perm, F64)
-    other = network.random(key(seed + 1), a, None, F64)  # same sizes, other placement
+    net = network.random(key(seed), network.dims_of(a, perm), a, F64, perm=perm)
+    other = network.random(key(seed + 1), network.dims_of(a), a, F64)  # same sizes, other placement
     ref, ref_other = ncon_dense(net), ncon_dense(other)
     perm_sizes = tuple(np.diag(a)[np.argsort(perm)])
     if perm_sizes == tuple(np.diag(a)):
@@ -157,7 +158,8 @@ def test_inner_conjugates_first_argument():
 
 def test_vmap_over_a_batch_of_networks_and_eval_shape():
     perm, n = (1, 0, 3, 2), 400
-    batch = jax.jit(jax.vmap(lambda k: network.random(k, FULL, perm, F64)))(
+    dims = network.dims_of(FULL, perm)
+    batch = jax.jit(jax.vmap(lambda k: network.random(k, dims, FULL, F64, perm=perm)))(
         jax.random.split(key(7), n))
     assert batch.dims == (3, 2, 3, 2)  # read from the trailing axes
     dense = jax.vmap(network.to_dense)(batch)
@@ -169,7 +171,7 @@ def test_vmap_over_a_batch_of_networks_and_eval_shape():
     close(jax.vmap(network.inner)(batch, batch), sq)
     # random() is scaled so that E ||net||^2 = 1 (mean within 5 standard errors)
     assert abs(float(jnp.mean(sq)) - 1.0) < 5 * float(jnp.std(sq)) / np.sqrt(n)
-    shaped = jax.eval_shape(lambda k: network.random(k, TR, None, F64), key(0))
+    shaped = jax.eval_shape(lambda k: network.random(k, network.dims_of(TR), TR, F64), key(0))
     assert isinstance(shaped, network.Network) and shaped.dims == (2, 3, 2, 3)
     assert jax.eval_shape(network.to_dense, shaped).shape == (2, 3, 2, 3)
     assert jax.eval_shape(network.norm, shaped).shape == ()
@@ -215,13 +217,13 @@ def test_contract_path_is_chosen_once_per_signature(monkeypatch):
     assert path == network.contract_path(spec, *[list(s) for s in shapes])
     assert searches == [(spec, "auto-hq")]  # one search for all of the above
     close(jnp.einsum(spec, *net.cores, optimize=list(path)), first)
-    other = network.random(key(1), adjacency((2, 3, 2, 3), {(0, 1): 3, (0, 2): 3, (0, 3): 2,
-                                                            (1, 2): 2, (1, 3): 3, (2, 3): 2}))
+    other = network.random(key(1), (2, 3, 2, 3), adjacency((2, 3, 2, 3), {
+        (0, 1): 3, (0, 2): 3, (0, 3): 2, (1, 2): 2, (1, 3): 3, (2, 3): 2}))
     network.to_dense(other)  # new shapes, same subscripts: a second search
     assert len(searches) == 2
     # More than 12 tensors: greedy (cotengra is not installed in the test environment).
     chain = adjacency((2,) * 7, {(k, k + 1): 2 for k in range(6)})
-    big = network.random(key(2), chain, None, F64)
+    big = network.random(key(2), network.dims_of(chain), chain, F64)
     dense = network.to_dense(big)
     close(network.norm(big), jnp.linalg.norm(dense))
     if network._cotengra is None:
@@ -281,7 +283,7 @@ def test_als_warm_started_from_tensorly_tt_svd_never_gets_worse():
 
 def test_bad_structures_name_the_argument():
     with pytest.raises(ValueError, match="adjacency must be a non-empty square"):
-        network.random(key(0), np.ones((2, 3), int))
+        network.random(key(0), network.dims_of(np.ones((2, 3), int)), np.ones((2, 3), int))
     with pytest.raises(ValueError, match=r"adjacency must be symmetric: entry \(0, 1\)"):
         network.einsum_spec([[2, 3], [2, 2]])
     with pytest.raises(ValueError, match=r"adjacency entries must be >= 1.*bond rank"):
@@ -289,7 +291,7 @@ def test_bad_structures_name_the_argument():
     with pytest.raises(ValueError, match="adjacency entries must be integers"):
         network.num_params([[2.5, 1], [1, 2]])
     with pytest.raises(ValueError, match=r"perm must be a permutation of range\(4\)"):
-        network.random(key(0), TR, (0, 1, 1, 2))
+        network.random(key(0), network.dims_of(TR, (0, 1, 1, 2)), TR, perm=(0, 1, 1, 2))
     with pytest.raises(TypeError, match="adjacency must be concrete"):
         jax.jit(network.num_params)(jnp.asarray(TR))
     bad = network.Network((jnp.ones((2, 2)), jnp.ones((3, 3))), ((2, 2), (2, 3)), (0, 1))

@@ -64,8 +64,9 @@ def test_masked_padded_network_equals_unpadded(search_perm):
     s = Structure((2, 1, 3), perm)
     padded = padded_adjacency(sp)
     spec = network.einsum_spec(padded)
-    raw = network.random(key(0), padded, None, F64).cores
-    other = network.random(key(1), sp.adjacency(s), perm, F64)
+    raw = network.random(key(0), network.dims_of(padded), padded, F64).cores
+    adj = sp.adjacency(s)
+    other = network.random(key(1), network.dims_of(adj, perm), adj, F64, perm=perm)
 
     @jax.jit
     def dense_forms(raw, other):

@@ -37,11 +37,11 @@ def objects():
         "tree.TreeTN": lambda: tree.random(k, (2, 3, 2, 2), 2, tree=((0, 2), (1, 3)), dtype=F64),
         "cp.CP": lambda: cp.random(k, (3, 2, 4), 2, F64),
         "tr.TensorRing": lambda: tr.random(k, (2, 3, 2), 2, F64),
-        "network.Network": lambda: network.random(k, [[2, 2, 1], [2, 3, 3], [1, 3, 2]],
-                                                  perm=(2, 0, 1), dtype=F64),
-        "btt.LowRank": lambda: btt.LowRank.random(k, 6, 4, 2, F64),
-        "btt.Kronecker": lambda: btt.Kronecker.random(k, (2, 3), (2, 2), F64),
-        "btt.BlockTT": lambda: btt.BlockTT.random(k, (2, 3), (3, 2), 2, F64),
+        "network.Network": lambda: network.random(k, (3, 2, 2), [[2, 2, 1], [2, 3, 3], [1, 3, 2]],
+                                                  F64, perm=(2, 0, 1)),
+        "btt.LowRank": lambda: btt.random(k, (6, 4), 2, F64, kind="lowrank"),
+        "btt.Kronecker": lambda: btt.random(k, ((2, 3), (2, 2)), 1, F64, kind="kronecker"),
+        "btt.BlockTT": lambda: btt.random(k, ((2, 3), (3, 2)), 2, F64),
     }
     return {name: _filled(make) for name, make in makers.items()}
 

@@ -25,7 +25,7 @@ LIMIT = 2000
 
 @pytest.fixture(scope="module")
 def net():
-    return network.random(key(0), ADJ, dtype=F64)
+    return network.random(key(0), network.dims_of(ADJ), ADJ, F64)
 
 
 @pytest.mark.parametrize("method", ["greedy", "cotengra"])
@@ -73,7 +73,7 @@ _SHARDED = textwrap.dedent("""
     from tnlib import network
     assert jax.device_count() == 8, jax.devices()
     adj = np.array({adj})
-    net = network.random(jax.random.PRNGKey(0), adj, dtype=jnp.float64)
+    net = network.random(jax.random.PRNGKey(0), network.dims_of(adj), adj, jnp.float64)
     spec = network.einsum_spec(adj)
     full = network.contract(net.cores, spec)
     mesh = jax.make_mesh((4, 2), ("data", "model"))

@@ -45,7 +45,7 @@ def net(name, rank, seed=0, dims=DIMS, dtype=F64):
     (``tree.random`` itself is tested below; here we spare its compilations)."""
     tr = name if not isinstance(name, str) else TREES[name]
     rank = dict(rank) if isinstance(rank, tuple) else rank  # per-node ranks as items
-    shapes = jax.eval_shape(lambda k: tree.random(k, dims, rank, tr, dtype), key(0))
+    shapes = jax.eval_shape(lambda k: tree.random(k, dims, rank, dtype, tree=tr), key(0))
     rng = np.random.default_rng(seed)
 
     def fill(sd):
@@ -137,7 +137,7 @@ def test_balanced_tree_node_order_and_random():
 def test_from_dense_exact_roundtrip_at_full_rank(name, mode):
     x = gaussian(DIMS, 1)
     tr = TREES[name]
-    f = lambda x: tree.from_dense(x, tr)  # noqa: E731
+    f = lambda x: tree.from_dense(x, tree=tr)  # noqa: E731
     t = f(x) if mode == "eager" else jax.jit(f)(x)
     assert t.tree == tr
     close(np_dense(t), x)
@@ -152,7 +152,7 @@ def test_from_dense_default_tree_one_mode_and_lists():
     close(tree.norm(t1), jnp.linalg.norm(x1))
     close(np_dense(tree.round(t1, rtol=0.5)), x1)
     x3 = gaussian((3, 2, 4), 3)
-    t3 = tree.from_dense(x3, [[1, 2], 0])  # lists are normalized to tuples
+    t3 = tree.from_dense(x3, tree=[[1, 2], 0])  # lists are normalized to tuples
     assert t3.tree == ((1, 2), 0)
     close(np_dense(t3), x3)
     assert tree.from_dense(x3, max_rank=1).tree == tree.balanced_tree(3)
@@ -176,11 +176,11 @@ def random_tree(n_modes, seed):
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def _all_operations(k, dims, rank, tr):
-    a = tree.random(k, dims, rank, tr, F64)
-    b = tree.random(jax.random.fold_in(k, 1), dims, rank + 1, tr, F64)
+    a = tree.random(k, dims, rank, F64, tree=tr)
+    b = tree.random(jax.random.fold_in(k, 1), dims, rank + 1, F64, tree=tr)
     A, B = tree.to_dense(a), tree.to_dense(b)
     return dict(
-        a=a, b=b, A=A, B=B, refit=tree.to_dense(tree.from_dense(A, tr)),
+        a=a, b=b, A=A, B=B, refit=tree.to_dense(tree.from_dense(A, tree=tr)),
         inner=tree.inner(a, b), norm=tree.norm(a), orth=tree.orthogonalize(b),
         sv=tuple(tree.singular_values(b).values()),
     )
@@ -210,7 +210,7 @@ def test_random_trees_match_dense(dims, rank, seed):
 def test_from_dense_error_bounds(name):
     tr = TREES[name]
     x = gaussian((3, 3, 3, 3), 4)
-    t = tree.from_dense(x, tr, max_rank=2)
+    t = tree.from_dense(x, tree=tr, max_rank=2)
     err = rel_err(t, x) * float(np.linalg.norm(x))
     tails = dense_tails(x, tr, t.ranks)
     m = len(tails)
@@ -220,10 +220,10 @@ def test_from_dense_error_bounds(name):
     assert err**2 <= sum(v**2 for v in tails.values()) + 1e-10
     assert err <= math.sqrt(m) * max(tails.values()) + 1e-10
     for rtol in (1e-3, 0.2, 0.5, 0.8):
-        f = tree.from_dense(x, tr, rtol=rtol)
+        f = tree.from_dense(x, tree=tr, rtol=rtol)
         assert rel_err(f, x) <= rtol + 1e-12
-    assert sum(tree.from_dense(x, tr, rtol=0.8).ranks.values()) < sum(
-        tree.from_dense(x, tr).ranks.values())
+    assert sum(tree.from_dense(x, tree=tr, rtol=0.8).ranks.values()) < sum(
+        tree.from_dense(x, tree=tr).ranks.values())
 
 
 def test_from_dense_and_round_recover_planted_ranks():
@@ -231,11 +231,11 @@ def test_from_dense_and_round_recover_planted_ranks():
     ranks = {2: 2, 0: 2, (2, 0): 2, 1: 2, 3: 1, (1, 3): 2}
     x = np_dense(net("permuted", tuple(ranks.items()), 5))
     ranks[tr] = 1
-    f = tree.from_dense(x, tr, max_rank=3)
+    f = tree.from_dense(x, tree=tr, max_rank=3)
     assert rel_err(f, x) < 1e-12
-    g = tree.from_dense(x, tr, rtol=1e-9)
+    g = tree.from_dense(x, tree=tr, rtol=1e-9)
     assert g.ranks == ranks and rel_err(g, x) < 1e-12
-    full = tree.from_dense(x, tr)
+    full = tree.from_dense(x, tree=tr)
     assert full.ranks[(2, 0)] == 4
     r = tree.round(full, rtol=1e-9)
     assert r.ranks == ranks and rel_err(r, x) < 1e-12
@@ -279,7 +279,7 @@ def test_complex_networks_conjugate_the_first_argument():
     @jax.jit
     def ops(a, b):
         return dict(inner=tree.inner(a, b), norm=tree.norm(a), rb=tree.round(b, max_rank=2),
-                    refit=tree.from_dense(tree.to_dense(b), tr))
+                    refit=tree.from_dense(tree.to_dense(b), tree=tr))
 
     out = ops(a, b)
     A, B = np_dense(a), np_dense(b)
@@ -356,14 +356,14 @@ def test_operations_under_vmap_over_a_batch_of_networks():
 
     @jax.jit
     def batched(keys):
-        batch = jax.vmap(lambda k: tree.random(k, DIMS, 3, tr, F64))(keys)
+        batch = jax.vmap(lambda k: tree.random(k, DIMS, 3, F64, tree=tr))(keys)
         dense = jax.vmap(tree.to_dense)(batch)
         return dict(
             batch=batch, dense=dense, norm=jax.vmap(tree.norm)(batch),
             inner=jax.vmap(tree.inner)(batch, batch),
             rounded=jax.vmap(lambda t: tree.round(t, max_rank=2))(batch),
             zeroed=jax.vmap(lambda t: tree.round(t, max_rank=3, rtol=0.3))(batch),
-            refit=jax.vmap(lambda x: tree.from_dense(x, tr, max_rank=3))(dense),
+            refit=jax.vmap(lambda x: tree.from_dense(x, tree=tr, max_rank=3))(dense),
         )
 
     out = batched(jax.random.split(key(15), 3))
@@ -438,24 +438,24 @@ def test_gradients_finite_at_degenerate_spectra():
 def test_bad_trees_name_the_modes():
     x = jnp.ones((2, 2, 2, 2))
     with pytest.raises(ValueError, match=r"missing modes \[2\]"):
-        tree.from_dense(x, ((0, 1), 3))
+        tree.from_dense(x, tree=((0, 1), 3))
     with pytest.raises(ValueError, match=r"repeated modes \[1\]"):
-        tree.from_dense(x, ((0, 1), (1, 2), 3))
+        tree.from_dense(x, tree=((0, 1), (1, 2), 3))
     with pytest.raises(ValueError, match=r"missing modes \[3\]; modes \[4\] outside 0..3"):
-        tree.random(key(0), (2, 2, 2, 2), 2, ((0, 1), (2, 4)))
+        tree.random(key(0), (2, 2, 2, 2), 2, tree=((0, 1), (2, 4)))
     with pytest.raises(ValueError, match=r"interior node \(0,\) has 1 child"):
-        tree.from_dense(x, ((0,), (1, 2, 3)))
+        tree.from_dense(x, tree=((0,), (1, 2, 3)))
     with pytest.raises(TypeError, match="tree"):
-        tree.from_dense(x, ((0, 1), (2, "3")))
+        tree.from_dense(x, tree=((0, 1), (2, "3")))
     with pytest.raises(ValueError, match="n_modes"):
         tree.balanced_tree(0)
 
 
 def test_bad_ranks_and_shapes():
     with pytest.raises(ValueError, match=r"node \(0, 1\) is 5.*largest allowed value is 4"):
-        tree.random(key(0), (2, 2, 5), {0: 2, 1: 2, (0, 1): 5, 2: 3}, ((0, 1), 2))
+        tree.random(key(0), (2, 2, 5), {0: 2, 1: 2, (0, 1): 5, 2: 3}, tree=((0, 1), 2))
     with pytest.raises(ValueError, match=r"missing nodes \[2\]"):
-        tree.random(key(0), (2, 2, 3), {0: 2, 1: 2, (0, 1): 3}, ((0, 1), 2))
+        tree.random(key(0), (2, 2, 3), {0: 2, 1: 2, (0, 1): 3}, tree=((0, 1), 2))
     with pytest.raises(ValueError, match="rank must be >= 1"):
         tree.random(key(0), (2, 2, 3), 0)
     x = gaussian(DIMS, 1)

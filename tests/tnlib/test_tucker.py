@@ -167,8 +167,8 @@ def test_from_dense_caps_max_rank_and_ranks_is_exact():
     t = tucker.from_dense(x, max_rank=4)
     assert t.ranks == (3, 4, 4)  # capped at the unfolding's rank on mode 0
     close(tucker.to_dense(t), tucker.to_dense(tucker.hosvd(x, (3, 4, 4))))
-    assert tucker.from_dense(x, ranks=R).ranks == R
-    assert tucker.from_dense(x, ranks=2).ranks == (2, 2, 2)
+    assert tucker.from_dense(x, rank=R).ranks == R
+    assert tucker.from_dense(x, rank=2).ranks == (2, 2, 2)
 
 
 # ------------------------------------------------------------------------- HOOI
@@ -356,20 +356,20 @@ def test_gradients_finite_at_degenerate_spectra():
 
 def test_ranks_above_the_matricization_say_the_largest_allowed_value():
     x = jnp.ones((2, 3, 4))
-    with pytest.raises(ValueError, match=r"ranks\[0\] = 3 .*largest allowed value is 2"):
+    with pytest.raises(ValueError, match=r"rank\[0\] = 3 .*largest allowed value is 2"):
         tucker.hosvd(x, (3, 2, 2))
-    with pytest.raises(ValueError, match=r"ranks\[0\] = 4 .*largest allowed value is 2"):
+    with pytest.raises(ValueError, match=r"rank\[0\] = 4 .*largest allowed value is 2"):
         tucker.hooi(x, 4)
-    with pytest.raises(ValueError, match=r"ranks\[2\] = 2 .*largest allowed value is 1"):
+    with pytest.raises(ValueError, match=r"rank\[2\] = 2 .*largest allowed value is 1"):
         tucker.hooi(jnp.ones((3, 3, 1)), (3, 3, 2))
-    with pytest.raises(ValueError, match=r"ranks\[1\] = 4 .*largest allowed value is 3"):
+    with pytest.raises(ValueError, match=r"rank\[1\] = 4 .*largest allowed value is 3"):
         tucker.hosvd(jnp.ones((3, 4, 1)), (3, 4, 1))  # mode-1 unfolding is 4 x 3
     with pytest.raises(ValueError, match=r"largest allowed value is 1"):
         tucker.hosvd(jnp.ones((5,)), 2)  # a vector's unfolding is (5, 1)
     with pytest.raises(ValueError, match=r"largest allowed value is 3"):
         tucker.random(key(0), (3, 4, 5), (4, 2, 2))
-    with pytest.raises(ValueError, match=r"ranks\[1\] = 5 .*largest allowed value is 4"):
-        tucker.from_dense(jnp.ones((4, 4, 4)), ranks=(2, 5, 2))
+    with pytest.raises(ValueError, match=r"rank\[1\] = 5 .*largest allowed value is 4"):
+        tucker.from_dense(jnp.ones((4, 4, 4)), rank=(2, 5, 2))
 
 
 def test_bad_arguments():
@@ -378,14 +378,14 @@ def test_bad_arguments():
         tucker.hosvd(x, (2, 2))
     with pytest.raises(ValueError, match="ints >= 1"):
         tucker.hosvd(x, (2, 0, 2))
-    with pytest.raises(TypeError, match="ranks must be a Python int"):
+    with pytest.raises(TypeError, match="rank must be a Python int"):
         tucker.hosvd(x, 2.5)
     with pytest.raises(ValueError, match="rtol must be >= 0"):
         tucker.hosvd(x, rtol=-0.1)
     with pytest.raises(ValueError, match="max_rank must be >= 1"):
         tucker.from_dense(x, max_rank=0)
     with pytest.raises(ValueError, match="not both"):
-        tucker.from_dense(x, max_rank=2, ranks=2)
+        tucker.from_dense(x, max_rank=2, rank=2)
     with pytest.raises(TypeError, match="static ranks"):
         jax.jit(lambda x: tucker.hosvd(x, rtol=0.1))(x)
     with pytest.raises(TypeError, match="static ranks"):

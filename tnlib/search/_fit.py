@@ -1,13 +1,14 @@
 """Padded layout and the jitted masked fitting kernels of :mod:`tnlib.search.engine`.
 
-Private to the search package. A search space's candidates are embedded in one padded
-network (:class:`_Layout`: every support edge at ``max_rank``, every mode at its padded
+Private to the search package (a module made for sharing: its names are public inside
+it, the module itself is not). A search space's candidates are embedded in one padded
+network (:class:`Layout`: every support edge at ``max_rank``, every mode at its padded
 size); a candidate is a pair of masks (edge masks ``(E, max_rank)``, mode masks
-``(N, max padded size)``) whose outer products per node (:func:`_core_masks`) zero the
-cores beyond its ranks and sizes. :func:`_fitter` returns the jitted fit of one
-candidate, or of a batch of candidates (vmapped), by masked ALS (:func:`_als_sweep`:
+``(N, max padded size)``) whose outer products per node (:func:`core_masks`) zero the
+cores beyond its ranks and sizes. :func:`fitter` returns the jitted fit of one
+candidate, or of a batch of candidates (vmapped), by masked ALS (:func:`als_sweep`:
 each core solves its normal equations restricted to the unmasked entries) or by masked
-Adam, each from ``restarts`` random starts (the best is kept).
+Adam, (``FitConfig.optimizer``, optax), each from ``restarts`` random starts (the best is kept).
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from tnlib import network
+from tnlib import _numerics, _optim, network
 from tnlib.network import Network
 
 # ------------------------------------------------------------------ padded layout
 
 
-class _Layout(NamedTuple):
+class Layout(NamedTuple):
     node_dims: tuple[int, ...]  # padded mode size per node
     n_edges: int
     max_rank: int
@@ -36,7 +38,7 @@ class _Layout(NamedTuple):
 
 
 @functools.lru_cache(maxsize=256)
-def _layout(space) -> _Layout:
+def layout(space) -> Layout:
     """The padded layout of a :class:`~tnlib.search.space.SearchSpace` (cached)."""
     n = space.n_nodes
     node_dims = ((max(space.dims),) * n if space.search_perm else space.node_dims(space.perm))
@@ -51,10 +53,10 @@ def _layout(space) -> _Layout:
             index[i, j] = index[j, i] = e
     incident = tuple(tuple(index[k, j] for j in range(n) if (k, j) in index) for k in range(n))
     adj = tuple(tuple(row) for row in adj)
-    return _Layout(node_dims, len(space.edges), r, incident, adj, network.einsum_spec(adj))
+    return Layout(node_dims, len(space.edges), r, incident, adj, network.einsum_spec(adj))
 
 
-def _core_masks(lay: _Layout, em, pm):
+def core_masks(lay: Layout, em, pm):
     """Per node, the outer product of its mode mask and its bonds' edge masks."""
     out = []
     for k, nk in enumerate(lay.node_dims):
@@ -69,7 +71,7 @@ def _core_masks(lay: _Layout, em, pm):
 
 
 @functools.lru_cache(maxsize=256)
-def _als_specs(spec: str) -> tuple[tuple[str, str], ...]:
+def als_specs(spec: str) -> tuple[tuple[str, str], ...]:
     """Per node ``k``: the einsum of ``E^T b`` (target with the other cores: mode ``k``,
     then the bonds of ``k``) and of the Gram matrix ``E^T E`` (the other cores with a
     second copy of themselves: bonds of ``k``, then their copies), where ``E`` is the
@@ -95,10 +97,10 @@ def _als_specs(spec: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _als_sweep(cores, xn, masks, lay: _Layout, ridge):
+def als_sweep(cores, xn, masks, lay: Layout, ridge):
     """One masked ALS sweep: core ``k`` solves its normal equations restricted to the
     unmasked bond entries (masked rows and columns replaced by the identity)."""
-    specs = _als_specs(lay.spec)
+    specs = als_specs(lay.spec)
     cores = list(cores)
     for k, (rhs_spec, gram_spec) in enumerate(specs):
         others = [c for j, c in enumerate(cores) if j != k]
@@ -111,10 +113,10 @@ def _als_sweep(cores, xn, masks, lay: _Layout, ridge):
         g = g * jnp.outer(mb, mb) + jnp.diag(1.0 - mb + ridge * scale * mb)
         sol = jnp.linalg.solve(g, rhs * mb[:, None])
         cores[k] = sol.T.reshape(cores[k].shape) * masks[k]
-    return network._balance(tuple(cores))
+    return _numerics.balance_norms(tuple(cores))
 
 
-def _make_fit_one(lay: _Layout, cfg, loss):
+def make_fit_one(lay: Layout, cfg, loss):
     n = len(lay.node_dims)
 
     def start(key, masks, init, noise_scale, dtype):
@@ -136,7 +138,7 @@ def _make_fit_one(lay: _Layout, cfg, loss):
 
     def fit_one(x, em, pm, base_key, index, init, noise_scale):
         key = jax.random.fold_in(base_key, index)
-        masks = _core_masks(lay, em, pm)
+        masks = core_masks(lay, em, pm)
         if loss is not None:
             dtype = em.dtype
             xn, per_core = None, jnp.ones((), dtype)
@@ -160,12 +162,13 @@ def _make_fit_one(lay: _Layout, cfg, loss):
                 ridge = cfg.ridge if cfg.ridge is not None else (
                     1e-10 if dtype == jnp.float64 else 1e-6)
                 cs = jax.lax.fori_loop(0, cfg.n_iter,
-                                       lambda _, c: _als_sweep(c, xn, masks, lay, ridge), cs)
+                                       lambda _, c: als_sweep(c, xn, masks, lay, ridge), cs)
             else:
                 def obj(raw):
                     return err_of(tuple(r * m for r, m in zip(raw, masks, strict=True)))
 
-                cs = network._adam(obj, cs, cfg.n_iter, cfg.learning_rate)
+                opt = cfg.optimizer or optax.adam(cfg.learning_rate, eps=1e-12)
+                cs = _optim.minimize(obj, cs, cfg.n_iter, opt)
                 cs = tuple(c * m for c, m in zip(cs, masks, strict=True))
             err = jnp.real(err_of(cs))
             return cs, jnp.where(jnp.isfinite(err), err, jnp.inf)
@@ -179,18 +182,18 @@ def _make_fit_one(lay: _Layout, cfg, loss):
 
 
 @functools.lru_cache(maxsize=64)
-def _fitter(lay: _Layout, cfg, loss, batched: bool, shared_x: bool):
+def fitter(lay: Layout, cfg, loss, batched: bool, shared_x: bool):
     """The jitted fit of one candidate (``batched=False``) or of a batch (vmapped).
 
     Cold and warm starts share one compiled function: a cold start passes zero cores
     and ``noise_scale`` 1, a warm start the incumbent's cores and 0.1."""
-    fit_one = _make_fit_one(lay, cfg, loss)
+    fit_one = make_fit_one(lay, cfg, loss)
     if not batched:
         return jax.jit(fit_one)
     return jax.jit(jax.vmap(fit_one, in_axes=(None if shared_x else 0, 0, 0, None, 0, 0, 0)))
 
 
-def _bucket(n: int, min_batch: int, max_batch: int) -> int:
+def bucket(n: int, min_batch: int, max_batch: int) -> int:
     """The batch size for ``n`` candidates: the next power of two in ``[min_batch, max_batch]``."""
     b = 1
     while b < max(n, min_batch):

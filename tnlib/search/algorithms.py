@@ -48,15 +48,16 @@ import itertools
 import jax
 import numpy as np
 
-from tnlib.search.engine import Evaluation, Evaluator, Problem, SearchResult, _as_key
-from tnlib.search.space import SearchSpace, Structure, _check_structure
+from tnlib._validate import as_key
+from tnlib.search.engine import Evaluation, Evaluator, Problem, SearchResult
+from tnlib.search.space import SearchSpace, Structure, check_structure
 
 __all__ = ["tnga", "tnls", "tnale", "greedy"]
 
 
 def _setup(problem: Problem, seed, max_evals, batched: bool, max_batch: int, min_batch: int,
            replay=None, on_batch=None):
-    key = _as_key(seed, "seed")
+    key = as_key(seed, "seed")
     k_eval, k_host = jax.random.split(key)
     host = int(jax.random.randint(k_host, (), 0, 2**31 - 1))
     ev = Evaluator(problem, k_eval, batched=batched, max_evals=max_evals, max_batch=max_batch,
@@ -68,7 +69,7 @@ def _start(space: SearchSpace, init, default: Structure) -> Structure:
     if init is None:
         return default
     if isinstance(init, Structure):
-        return _check_structure(space, init, "init")
+        return check_structure(space, init, "init")
     return space.structure(init)
 
 

@@ -43,15 +43,17 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tnlib import tucker
+from tnlib import tt
+from tnlib._tucker_ops import check_ranks
 from tnlib.search._core_shapes_dp import tt_dp, tucker_dp
 
 __all__ = [
     "RankSelection", "core_shapes", "greedy_core_shapes", "tt_ranks", "greedy_tt_ranks",
-    "tucker_params", "tt_params", "tucker_surrogate", "tt_surrogate",
+    "tucker_params", "tt_params", "tucker_surrogate", "tt_surrogate", "tucker_error",
 ]
 
 
@@ -132,10 +134,13 @@ def tucker_params(dims, ranks) -> int:
 
 def tt_params(dims, ranks) -> int:
     """TT parameter count ``sum_k r_{k-1} n_k r_k`` for ``N + 1`` bond ranks
-    ``(r_0, ..., r_N)`` (boundaries included)."""
+    ``(r_0, ..., r_N)`` (boundaries included): ``tnlib.tt.num_params`` of an abstract
+    train with those core shapes (nothing is allocated)."""
     if len(ranks) != len(dims) + 1:
         raise ValueError(f"ranks must hold {len(dims) + 1} bond ranks, got {ranks}")
-    return sum(ranks[k] * n * ranks[k + 1] for k, n in enumerate(dims))
+    return tt.num_params(tt.TensorTrain(tuple(
+        jax.ShapeDtypeStruct((ranks[k], n, ranks[k + 1]), jnp.float32)
+        for k, n in enumerate(dims))))
 
 
 # ----------------------------------------------------------------------------- spectra
@@ -285,7 +290,7 @@ def tucker_surrogate(x, ranks) -> float:
     singular values; an upper bound on the squared HOSVD error) at a core shape."""
     x = _as_array(x)
     tails = _tucker_tails(x)
-    ranks = tucker._check_ranks(tuple(ranks), x.shape)
+    ranks = check_ranks(tuple(ranks), x.shape)
     return _bounds(tails, ranks)[0]
 
 
@@ -453,6 +458,20 @@ def _tucker_residual(x, bases, ranks, n_iter: int) -> float:
         approx = np.moveaxis(np.tensordot(f, approx, axes=(1, k)), 0, k)
     diff = (x - approx).ravel()
     return float(np.vdot(diff, diff).real)
+
+
+def tucker_error(x, ranks, n_iter: int = 0) -> float:
+    """Relative error ``||x - t||_F / ||x||_F`` of the truncated HOSVD (``n_iter=0``) or
+    of ``n_iter`` HOOI sweeps from it at core shape ``ranks`` (numpy, float64, the
+    reconstruction formed: no cancellation near 0). The numpy twin of
+    ``tnlib.tucker.hosvd`` / ``hooi`` for rank studies on large tensors."""
+    x = _as_array(x)
+    ranks = check_ranks(tuple(ranks), x.shape)
+    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
+        raise ValueError(f"n_iter must be an int >= 0, got {n_iter!r}")
+    bases = [_leading_vectors(np.moveaxis(x, k, 0).reshape(x.shape[k], -1), r)
+             for k, r in enumerate(ranks)]
+    return _rel(_tucker_residual(x, bases, ranks, n_iter), float(np.vdot(x, x).real))
 
 
 def greedy_core_shapes(x, budget: int, *, method: str = "hooi", n_iter: int = 2

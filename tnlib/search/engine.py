@@ -41,10 +41,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
+from tnlib._validate import as_key
 from tnlib.network import Network
-from tnlib.search._fit import _bucket, _core_masks, _fitter, _layout
-from tnlib.search.space import SearchSpace, Structure, _check_structure, search_space
+from tnlib.search._fit import bucket, core_masks, fitter, layout
+from tnlib.search.space import SearchSpace, Structure, check_structure, search_space
 
 __all__ = [
     "FitConfig", "Problem", "problem", "objective", "Evaluation", "EvalRecord",
@@ -59,6 +61,9 @@ class FitConfig(NamedTuple):
     ``"adam"`` (masked gradient descent). ``n_iter``: ALS sweeps or Adam steps.
     ``restarts``: random starts per candidate (the best is kept). ``ridge``: relative
     ridge of the ALS normal equations (None: 1e-10 in float64, 1e-6 in float32).
+    ``optimizer``: the optax ``GradientTransformation`` of ``"adam"`` fits (None:
+    ``optax.adam(learning_rate, eps=1e-12)``); fits are cached per config, so reuse
+    one optimizer object across calls.
     """
 
     method: str = "als"
@@ -66,6 +71,7 @@ class FitConfig(NamedTuple):
     restarts: int = 2
     learning_rate: float = 0.02
     ridge: float | None = None
+    optimizer: optax.GradientTransformation | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -96,7 +102,8 @@ def problem(target=None, *, max_rank: int, loss: Callable | None = None, dims=No
             edges="all", support=None, perm=None, search_perm: bool = False,
             max_params: int | None = None, lam: float = 10.0, method: str | None = None,
             n_iter: int | None = None, restarts: int = 2, learning_rate: float = 0.02,
-            ridge: float | None = None, dtype=None) -> Problem:
+            ridge: float | None = None, dtype=None,
+            optimizer: optax.GradientTransformation | None = None) -> Problem:
     """A validated :class:`Problem`.
 
     Give either ``target`` (a dense tensor; its shape gives ``dims``) or ``loss``
@@ -158,8 +165,11 @@ def problem(target=None, *, max_rank: int, loss: Callable | None = None, dims=No
     if ridge is not None and (isinstance(ridge, bool) or not isinstance(ridge, int | float)
                               or not ridge >= 0):
         raise ValueError(f"ridge must be None or a number >= 0, got {ridge!r}")
+    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer must be an optax GradientTransformation, got "
+                        f"{type(optimizer).__name__}")
     return Problem(space, target, loss, float(lam),
-                   FitConfig(method, n_iter, restarts, float(learning_rate), ridge))
+                   FitConfig(method, n_iter, restarts, float(learning_rate), ridge, optimizer))
 
 
 # ------------------------------------------------------------------ padded layout
@@ -174,12 +184,12 @@ def _check_space(space) -> SearchSpace:
 
 def padded_adjacency(space: SearchSpace) -> tuple[tuple[int, ...], ...]:
     """Structure matrix of the padded network: every support edge at ``max_rank``."""
-    return _layout(_check_space(space)).adjacency
+    return layout(_check_space(space)).adjacency
 
 
 def _masks_np(space: SearchSpace, s: Structure) -> tuple[np.ndarray, np.ndarray]:
     """Edge masks ``(E, max_rank)`` and mode masks ``(N, max padded size)`` of ``s``."""
-    lay = _layout(space)
+    lay = layout(space)
     em = np.zeros((lay.n_edges, lay.max_rank))
     for e, r in enumerate(s.ranks):
         em[e, :r] = 1
@@ -191,7 +201,7 @@ def _masks_np(space: SearchSpace, s: Structure) -> tuple[np.ndarray, np.ndarray]
 
 def _check_padded(space: SearchSpace, cores, name: str = "cores") -> tuple:
     """``cores`` as a tuple of arrays with the padded layout's shapes, or ValueError."""
-    lay = _layout(space)
+    lay = layout(space)
     shapes = tuple((d,) + (lay.max_rank,) * len(inc)
                    for d, inc in zip(lay.node_dims, lay.incident, strict=True))
     cores = tuple(cores)
@@ -205,19 +215,19 @@ def _check_padded(space: SearchSpace, cores, name: str = "cores") -> tuple:
 def mask(space: SearchSpace, s: Structure, cores) -> tuple:
     """Padded cores multiplied by the masks of ``s``: the padded network then equals
     ``unpad(space, s, cores)`` exactly."""
-    s = _check_structure(_check_space(space), s, "s")
+    s = check_structure(_check_space(space), s, "s")
     cores = _check_padded(space, cores)
     em, pm = _masks_np(space, s)
-    ms = _core_masks(_layout(space), em, pm)
+    ms = core_masks(layout(space), em, pm)
     return tuple(c * m.astype(c.dtype) for c, m in zip(cores, ms, strict=True))
 
 
 def unpad(space: SearchSpace, s: Structure, cores) -> Network:
     """The :class:`~tnlib.network.Network` of structure ``s`` held in padded ``cores``
     (their leading slices; rank-one bonds dropped)."""
-    s = _check_structure(_check_space(space), s, "s")
+    s = check_structure(_check_space(space), s, "s")
     cores = _check_padded(space, cores)
-    lay = _layout(space)
+    lay = layout(space)
     out = []
     for k, c in enumerate(cores):
         idx = [slice(0, space.dims[s.perm[k]])]
@@ -233,7 +243,7 @@ def pad(space: SearchSpace, net: Network) -> tuple:
     if not isinstance(net, Network):
         raise TypeError(f"net must be a tnlib.network.Network, got {type(net).__name__}")
     s = _check_space(space).structure(net.adjacency, net.perm, "net")
-    lay = _layout(space)
+    lay = layout(space)
     out = []
     for k, c in enumerate(net.cores):
         shape = (lay.node_dims[k],) + (lay.max_rank,) * len(lay.incident[k])
@@ -248,23 +258,9 @@ def pad(space: SearchSpace, net: Network) -> tuple:
 
 def _target_for(space: SearchSpace, x, perm):
     """``x`` with node ``k`` carrying mode ``perm[k]``, zero-padded to the layout."""
-    lay = _layout(space)
+    lay = layout(space)
     xt = jnp.transpose(x, perm)
     return jnp.pad(xt, [(0, t - d) for t, d in zip(lay.node_dims, xt.shape, strict=True)])
-
-
-def _as_key(seed, name: str = "key"):
-    """A PRNG key from an int seed (Python or NumPy) or a key (typed, or raw ``uint32[2]``)."""
-    if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
-        return jax.random.PRNGKey(int(seed))
-    dtype, shape = getattr(seed, "dtype", None), getattr(seed, "shape", None)
-    if dtype is not None and shape is not None:
-        if jnp.issubdtype(dtype, jax.dtypes.prng_key) and tuple(shape) == ():
-            return seed
-        if dtype == np.uint32 and tuple(shape) == (2,):
-            return jnp.asarray(seed)
-    raise TypeError(f"{name} must be an int seed or a PRNG key (jax.random.key / PRNGKey), "
-                    f"got {seed!r}")
 
 
 # --------------------------------------------------------------------- evaluator
@@ -348,7 +344,7 @@ class Evaluator:
             raise ValueError(f"max_evals must be an int >= 1 or None, got {max_evals!r}")
         self.problem = problem
         self.space = problem.space
-        self.key = _as_key(key)
+        self.key = as_key(key)
         self.batched = batched
         self.max_evals = max_evals
         if not 1 <= min_batch <= max_batch:
@@ -360,7 +356,7 @@ class Evaluator:
         self.log: list[EvalRecord] = []
         self.cache: dict[Structure, Evaluation] = {}
         self.best: Evaluation | None = None
-        self._lay = _layout(self.space)
+        self._lay = layout(self.space)
         self._x = None  # the padded target, once
         self.fits: list[tuple] = []  # the fitted cores of every evaluation, by index
         self._replay: dict[Structure, list] = {}
@@ -384,7 +380,7 @@ class Evaluator:
         Returns one :class:`Evaluation` per structure, None for those left over when
         the budget ran out.
         """
-        structures = [_check_structure(self.space, s, "structures") for s in structures]
+        structures = [check_structure(self.space, s, "structures") for s in structures]
         if init is not None:
             if len(init) != len(structures):
                 raise ValueError(f"init must hold one set of padded cores per structure "
@@ -416,7 +412,7 @@ class Evaluator:
         skipped (use :meth:`evaluate`). Returns the cached (best) Evaluation per
         structure, None for those not refitted because the budget ran out.
         """
-        structures = [_check_structure(self.space, s, "structures") for s in structures]
+        structures = [check_structure(self.space, s, "structures") for s in structures]
         todo = []
         for s in structures:
             e = self.cache.get(s)
@@ -474,18 +470,18 @@ class Evaluator:
             scale = np.full(n_real, 0.1, dt)
         t0 = time.perf_counter()
         if self.batched:
-            size = _bucket(n_real, self.min_batch, self.max_batch)
+            size = bucket(n_real, self.min_batch, self.max_batch)
 
             def padb(a):
                 return np.concatenate([a, np.repeat(a[-1:], size - n_real, axis=0)])
 
-            f = _fitter(self._lay, prob.fit, prob.loss, True, shared)
+            f = fitter(self._lay, prob.fit, prob.loss, True, shared)
             cores, errs = f(xs if shared else padb(xs), padb(em), padb(pm), self.key,
                             padb(index), tuple(padb(c) for c in ini), padb(scale))
             cores, errs = jax.device_get((cores, errs))
             per = [(tuple(c[i] for c in cores), float(errs[i])) for i in range(n_real)]
         else:
-            f = _fitter(self._lay, prob.fit, prob.loss, False, True)
+            f = fitter(self._lay, prob.fit, prob.loss, False, True)
             per = []
             for i in range(n_real):
                 out = f(xs if shared else xs[i], em[i], pm[i], self.key, index[i],

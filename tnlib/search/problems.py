@@ -53,7 +53,7 @@ def _planted(key, dims, edges, ranks, permute, dtype):
         adj[k, k] = dims[perm[k]]
     for (i, j), r in zip(edges, ranks, strict=True):
         adj[i, j] = adj[j, i] = r
-    net = network.random(k_net, adj, perm, dtype)
+    net = network.random(k_net, dims, adj, dtype, perm=perm)
     x = network.to_dense(net)
     x = x / jnp.linalg.norm(x.ravel())
     adj = net.adjacency

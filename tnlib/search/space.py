@@ -24,7 +24,7 @@ import numpy as np
 
 from tnlib import network
 
-__all__ = ["Structure", "SearchSpace", "search_space"]
+__all__ = ["Structure", "SearchSpace", "search_space", "check_structure"]
 
 
 class Structure(NamedTuple):
@@ -97,11 +97,11 @@ class SearchSpace:
         the mode sizes under ``perm``, it has an edge outside the support, a rank above
         ``max_rank``, or ``perm`` differs from the space's when it is not searched.
         """
-        adj = network._check_adjacency(adjacency, name)
+        adj = network.check_adjacency(adjacency, name)
         n = self.n_nodes
         if len(adj) != n:
             raise ValueError(f"{name} has {len(adj)} nodes but the target has {n} modes")
-        perm = self.perm if perm is None else network._check_perm(perm, n, f"{name} perm")
+        perm = self.perm if perm is None else network.check_perm(perm, n, f"{name} perm")
         if not self.search_perm and perm != self.perm:
             raise ValueError(f"{name} perm {perm} differs from the search space's fixed perm "
                              f"{self.perm} (search_perm=False)")
@@ -122,7 +122,7 @@ class SearchSpace:
         return Structure(tuple(adj[i][j] for i, j in self.edges), tuple(perm))
 
 
-def _check_structure(space: SearchSpace, s, name: str = "structure") -> Structure:
+def check_structure(space: SearchSpace, s, name: str = "structure") -> Structure:
     """``s`` as a Structure of ``space`` (ints), or ValueError naming ``name``: one rank
     in ``1..max_rank`` per support edge and a permutation of the nodes."""
     try:
@@ -135,7 +135,7 @@ def _check_structure(space: SearchSpace, s, name: str = "structure") -> Structur
             1 <= r <= space.max_rank for r in ranks):
         raise ValueError(f"{name} must hold one rank in 1..{space.max_rank} per support edge "
                          f"({len(space.edges)} edges), got ranks {ranks}")
-    perm = network._check_perm(perm, space.n_nodes, f"{name} perm")
+    perm = network.check_perm(perm, space.n_nodes, f"{name} perm")
     if not space.search_perm and perm != space.perm:
         raise ValueError(f"{name} perm {perm} differs from the search space's fixed perm "
                          f"{space.perm} (search_perm=False)")
@@ -194,9 +194,9 @@ def search_space(dims, max_rank: int, *, edges="all", support=None, perm=None,
     if isinstance(max_rank, bool) or not isinstance(max_rank, int | np.integer) or max_rank < 1:
         raise ValueError(f"max_rank must be an int >= 1 (rank one = no edge is the smallest "
                          f"network), got {max_rank!r}")
-    perm = network._check_perm(perm, n)
+    perm = network.check_perm(perm, n)
     if support is not None:
-        adj = network._check_adjacency(support, "support")
+        adj = network.check_adjacency(support, "support")
         if len(adj) != n:
             raise ValueError(f"support has {len(adj)} nodes but dims has {n} modes")
         got = tuple(adj[k][k] for k in range(n))

@@ -1,7 +1,7 @@
-"""The sweep task: a ``:smoke`` run, its reliability (resuming between sweeps exactly,
-damaged checkpoints set aside, the run lock, config errors naming the key) and its
-optax step-size schedule. (The conversions to and from ``MPSClassifier`` are tested
-beside them, in tests/models/test_mps.py.)
+"""The sweep task: a ``:smoke`` run, resuming mid-sweep exactly, a diverging run,
+config errors naming the key and its optax step-size schedule (damaged checkpoints
+and the lock, as for every task: test_exp_tasks.py; the conversions to and from
+``MPSClassifier``: tests/models/test_mps.py).
 
 One reference run (configs/mps_digits_sweep.py:smoke, two sweeps) is shared by the
 tests of this module; the other runs have its shapes, so nothing compiles twice.
@@ -10,8 +10,6 @@ tests of this module; the other runs have its shapes, so nothing compiles twice.
 import contextlib
 import io
 import math
-import os
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -113,12 +111,10 @@ def test_a_diverging_run_stops_with_an_error(config, tmp_path):
         task.train_and_evaluate(bad, tmp_path / "w")
 
 
-def test_interrupted_and_damaged_runs_resume_exactly(config, reference, tmp_path, monkeypatch,
-                                                     capsys):
+def test_ctrl_c_in_a_sweep_resumes_exactly(config, reference, tmp_path, monkeypatch, capsys):
     """Ctrl-C in sweep 2 leaves checkpoint 1 committed; the run started again resumes
-    from it and ends bitwise equal to the uninterrupted one. Then its newest checkpoint
-    is garbled: it is set aside with a warning, the run resumes from step 1 and again
-    ends bitwise equal."""
+    from it (recomputing the environments) and ends bitwise equal to the uninterrupted
+    one. (Damaged checkpoints and the lock: test_exp_tasks.py.)"""
     real, calls = sw.sweep, []
 
     def interrupted(*args, **kwargs):
@@ -142,27 +138,6 @@ def test_interrupted_and_damaged_runs_resume_exactly(config, reference, tmp_path
     assert without_wall(metrics(run)) == without_wall(reference.lines)
     assert_bitwise_equal(saved_state(run, 2), reference.last)
 
-    files = [p for p in (run / "checkpoints" / "2" / "state").rglob("*")
-             if p.is_file() and p.parent.name == "d"]
-    garbled = max(files, key=lambda p: p.stat().st_size)
-    data = bytearray(garbled.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    garbled.write_bytes(bytes(data))
-    with pytest.warns(records.CheckpointWarning, match="checkpoint step 2 is corrupt"):
-        task.train_and_evaluate(config, run)
-    assert "resumed from step 1" in capsys.readouterr().out
-    assert [p.name for p in (run / "checkpoints.corrupt").iterdir()] == ["2"]
-    assert without_wall(metrics(run)) == without_wall(reference.lines)
-    assert_bitwise_equal(saved_state(run, 2), reference.last)
-
-
-def test_locked_directory_fails_before_loading_data(config, reference, tmp_path, monkeypatch):
-    run = tmp_path / "run"
-    shutil.copytree(reference.workdir, run)
-    monkeypatch.setattr(task, "load_data", lambda cfg: pytest.fail("loaded the data"))
-    with records.lock_run_dir(run):  # another open file description: as another process
-        with pytest.raises(records.RunLockedError, match=f"{run}.*PID {os.getpid()}"):
-            task.train_and_evaluate(config, run)
 
 
 @pytest.mark.parametrize(

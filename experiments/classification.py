@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ __all__ = [
     "check_config",
     "check_schedule",
     "evaluate",
-    "load_data",
     "make_steps",
     "model_options",
     "train_and_evaluate",
@@ -43,33 +41,24 @@ Split = tuple[np.ndarray, np.ndarray]
 
 # --------------------------------------------------------------------------- model zoo
 
-
-def _mps_classifier(cfg: ml_collections.ConfigDict, n_sites: int, n_classes: int, rngs):
-    """``MPSClassifier(n_sites, n_classes, **model config except name, rngs=rngs)``."""
-    from tnlib.models import MPSClassifier
-
-    kwargs = {k: v for k, v in cfg.items() if k != "name"}
-    return MPSClassifier(n_sites, n_classes, **kwargs, rngs=rngs)
+# model.name -> the tnlib.models class built as Cls(n_sites, n_classes, **model config).
+MODELS = {"mps_classifier": "MPSClassifier", "structured_mlp": "StructuredMLP"}
 
 
-def _structured_mlp(cfg: ml_collections.ConfigDict, n_sites: int, n_classes: int, rngs):
-    """``StructuredMLP(n_sites, n_classes, **model config except name, rngs=rngs)``."""
-    from tnlib.models import StructuredMLP
+def _model_class(name: str) -> type[nnx.Module]:
+    import tnlib.models  # imported here: `tnlib --help` stays fast
 
-    kwargs = {k: v for k, v in cfg.items() if k != "name"}
-    return StructuredMLP(n_sites, n_classes, **kwargs, rngs=rngs)
-
-
-MODELS: dict[str, Callable[..., nnx.Module]] = {"mps_classifier": _mps_classifier,
-                                                "structured_mlp": _structured_mlp}
+    return getattr(tnlib.models, MODELS[name])
 
 
 def build_model(cfg: ml_collections.ConfigDict, n_sites: int, n_classes: int, seed: int):
-    """The model named ``cfg.name``; a constructor's ValueError becomes a ConfigError."""
+    """``MODELS[cfg.name](n_sites, n_classes, **cfg but name, rngs)``; a constructor's
+    ValueError or TypeError becomes a ConfigError."""
     if cfg.name not in MODELS:
         raise ConfigError(f"model.name={cfg.name!r} is not one of {sorted(MODELS)}")
+    kwargs = {k: v for k, v in cfg.items() if k != "name"}
     try:
-        return MODELS[cfg.name](cfg, n_sites, n_classes, nnx.Rngs(seed))
+        return _model_class(cfg.name)(n_sites, n_classes, **kwargs, rngs=nnx.Rngs(seed))
     except (ValueError, TypeError) as e:
         raise ConfigError(f"model: {e}") from e
 
@@ -77,10 +66,7 @@ def build_model(cfg: ml_collections.ConfigDict, n_sites: int, n_classes: int, se
 def model_options(name: str) -> list[str]:
     """Config keys ``model.<key>`` the model ``name`` (a key of :data:`MODELS`) accepts,
     besides ``name``: the keyword arguments of its class, less those the runner sets."""
-    from tnlib.models import MPSClassifier, StructuredMLP
-
-    classes = {"mps_classifier": MPSClassifier, "structured_mlp": StructuredMLP}
-    params = inspect.signature(classes[name].__init__).parameters
+    params = inspect.signature(_model_class(name).__init__).parameters
     return [k for k in params if k not in ("self", "n_sites", "in_features", "n_classes", "rngs",
                                             "dtype", "param_dtype")]
 
@@ -126,11 +112,6 @@ def check_schedule(tc: ml_collections.ConfigDict, total_steps: int) -> None:
 # --------------------------------------------------------------------------- steps
 
 
-def load_data(cfg: ml_collections.ConfigDict) -> dict[str, Split]:
-    """The splits of the config's ``data`` section (:func:`tnlib.experiments.data.from_config`)."""
-    return data_lib.from_config(cfg)
-
-
 def make_steps(graphdef, rest, optimizer: optax.GradientTransformation):
     """Jitted ``train_step(params, opt_state, x, y)`` and ``eval_step(params, x, y, mask)``.
 
@@ -162,15 +143,7 @@ def make_steps(graphdef, rest, optimizer: optax.GradientTransformation):
     return train_step, eval_step
 
 
-def evaluate(eval_step, params, split: Split, batch_size: int, mesh=None) -> dict[str, float]:
-    """Mean loss and accuracy over ``split`` in padded, masked batches
-    (:func:`tnlib.experiments.data.eval_batches`; with ``mesh``, split over its ``data``)."""
-    total_loss, total_correct = 0.0, 0
-    for xb, yb, mask in data_lib.eval_batches(split, batch_size, mesh):
-        loss, correct = eval_step(params, xb, yb, mask)
-        total_loss += float(loss)
-        total_correct += int(correct)
-    return {"loss": total_loss / len(split[0]), "acc": total_correct / len(split[0])}
+evaluate = data_lib.evaluate  # evaluate(eval_step, params, split, batch_size, mesh=None)
 
 
 # --------------------------------------------------------------------------- task
@@ -179,7 +152,7 @@ def evaluate(eval_step, params, split: Split, batch_size: int, mesh=None) -> dic
 def setup(config: ml_collections.ConfigDict) -> runner.Task:
     """Load the data, build the model and optimizer: the :class:`~runner.Task` of ``config``."""
     tc = config.train
-    splits = load_data(config.data)
+    splits = data_lib.from_config(config.data)
     x_train, y_train = splits["train"]
     n_train, n_sites = x_train.shape
     n_classes = int(max(y.max() for _, y in splits.values())) + 1

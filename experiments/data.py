@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["LOADERS", "DataUnavailableError", "average_pool", "check_options", "eval_batches",
-           "from_config", "load", "load_digits", "load_mnist", "random_shift", "subset",
-           "translate"]
+           "evaluate", "from_config", "load", "load_digits", "load_mnist", "random_shift",
+           "subset", "translate"]
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -231,6 +231,18 @@ def from_config(cfg) -> dict[str, Split]:
             raise ConfigError(f"data.n_{split}={n} exceeds the {len(splits[split][0])} "
                               f"{split} examples of {cfg.name!r}")
     return subset(splits, sizes)
+
+
+def evaluate(eval_step, params, split: Split, batch_size: int, mesh=None) -> dict[str, float]:
+    """Mean loss and accuracy over ``split``: ``eval_step(params, x, y, mask)`` returns the
+    summed loss and the number correct over the unmasked rows of each batch of
+    :func:`eval_batches`."""
+    total_loss, total_correct = 0.0, 0
+    for xb, yb, mask in eval_batches(split, batch_size, mesh):
+        loss, correct = eval_step(params, xb, yb, mask)
+        total_loss += float(loss)
+        total_correct += int(correct)
+    return {"loss": total_loss / len(split[0]), "acc": total_correct / len(split[0])}
 
 
 def eval_batches(split: Split, batch_size: int, mesh=None):

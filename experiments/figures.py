@@ -233,7 +233,9 @@ def _write_model_cost(config, workdir: Path) -> None:
 
 def _build(classification, config, workdir: Path):
     meta = records.read_json(workdir / "meta.json")
-    splits = classification.load_data(config.data)
+    from . import data
+
+    splits = data.from_config(config.data)
     n_classes = int(max(y.max() for _, y in splits.values())) + 1
     return classification.build_model(config.model, int(meta["n_sites"]), n_classes,
                                       config.seed)

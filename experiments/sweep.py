@@ -50,7 +50,6 @@ from tnlib.models.mps import FEATURE_MAPS, local_feature_map
 from . import config as config_lib
 from . import data as data_lib
 from . import records, runner, sharding
-from .classification import load_data
 from .config import ConfigError, check_keys, validate
 
 __all__ = ["MODEL_KEYS", "TRAIN_KEYS", "check_config", "evaluate", "make_schedule", "setup",
@@ -161,15 +160,11 @@ def _eval_batch(mps, x, y, mask, *, feature_map, loss):
 
 def evaluate(mps, split, batch_size: int, feature_map: str, loss: str,
              mesh=None) -> dict[str, float]:
-    """Mean loss (the training loss) and accuracy over ``split``; the last batch is
-    padded and masked, so one compilation per batch size. With ``mesh``, batches are
-    split over its ``data`` axis (the batch size rounded up to a multiple of it)."""
-    total_loss, total_correct = 0.0, 0
-    for xb, yb, mask in data_lib.eval_batches(split, batch_size, mesh):
-        lsum, correct = _eval_batch(mps, xb, yb, mask, feature_map=feature_map, loss=loss)
-        total_loss += float(lsum)
-        total_correct += int(correct)
-    return {"loss": total_loss / len(split[0]), "acc": total_correct / len(split[0])}
+    """Mean loss (the training loss) and accuracy of ``mps`` over ``split``
+    (:func:`tnlib.experiments.data.evaluate`: padded, masked batches, split over
+    ``mesh.data`` when given)."""
+    step = functools.partial(_eval_batch, feature_map=feature_map, loss=loss)
+    return data_lib.evaluate(step, mps, split, batch_size, mesh)
 
 
 # --------------------------------------------------------------------------- task
@@ -214,7 +209,7 @@ def setup(config: ml_collections.ConfigDict) -> runner.Task:
     The state is ``(mps, envs)``; a checkpoint holds the chain only (the environments
     of the training set are recomputed from it at the first step of a session)."""
     mc, tc = config.model, config.train
-    splits = load_data(config.data)
+    splits = data_lib.from_config(config.data)
     x_train, y_train = splits["train"]
     n_train, n_sites = x_train.shape
     if n_sites < 2:

@@ -3,6 +3,7 @@ README "Guarantees" that the runner owns, once, in a few seconds. Each real task
 shows them through its :smoke run (test_exp_tasks.py; SIGKILL of a `tnlib run`
 subprocess in test_exp_reliability.py)."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -146,7 +147,7 @@ def test_a_checkpoint_that_does_not_fit_is_an_error_and_nothing_moves(reference,
     class Wider(Fake):
         def setup(self, config):
             task = super().setup(config)
-            return runner.Task(**{**task.__dict__, "state": {"w": jnp.zeros(5)}})
+            return dataclasses.replace(task, state={"w": jnp.zeros(5)})
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", records.CheckpointWarning)

@@ -27,7 +27,7 @@ _SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     import orbax.checkpoint as ocp
     import tnlib.sweep as sw
-    from tnlib.experiments import sweep as task
+    from tnlib.experiments import data, sweep as task
     from tnlib.experiments.config import ConfigError, apply_overrides, load_config
     assert jax.device_count() == 8, jax.devices()
     root, out = Path(sys.argv[1]), Path(sys.argv[2])
@@ -56,7 +56,7 @@ _SCRIPT = textwrap.dedent("""
             st = ckptr.restore(wd / "checkpoints" / str(lines[-1]["step"]) / "state")
         mps = sw.LabelledMPS(*(np.asarray(st[k]) for k in ("cores", "label", "center",
                                                             "ranks")))
-        x = task.load_data(config.data)["test"][0]
+        x = data.from_config(config.data)["test"][0]
         feats = task.local_feature_map(x, mps.local_dim, config.model.feature_map)
         result[name] = {"lines": lines, "logits": np.asarray(sw.logits(mps, feats)[0]).tolist(),
                         "meta": json.loads((wd / "meta.json").read_text())}

@@ -35,10 +35,23 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from tnlib import linalg
+from tnlib import _mps_sweep, linalg
+from tnlib._mps_sweep import DIRECTIONS as _DIRECTIONS
+from tnlib._mps_sweep import PaddedChain as _PaddedChain
+from tnlib._mps_sweep import check_center as _check_center
+from tnlib._mps_sweep import check_max_rank as _check_max_rank
+from tnlib._mps_sweep import e0 as _e0
+from tnlib._mps_sweep import left_step as _left_step
+from tnlib._mps_sweep import local_logits as _local_logits
+from tnlib._mps_sweep import right_orthogonal_cores as _right_orthogonal_cores
+from tnlib._mps_sweep import right_step as _right_step
+from tnlib._mps_sweep import scan_environments as _scan_environments
+from tnlib._mps_sweep import sides as _sides
+from tnlib._mps_sweep import sweep_loop as _sweep_loop
+from tnlib._mps_sweep import unit as _unit
 from tnlib._validate import check_int
-from tnlib.linalg import is_concrete
 from tnlib.struct import pytree_dataclass
 
 __all__ = [
@@ -47,23 +60,6 @@ __all__ = [
 ]
 
 LOSSES = ("cross_entropy", "squared")
-_DIRECTIONS = ("right", "left")
-
-
-class _PaddedChain:
-    """Sizes of a padded chain, read from its stacked ``cores`` ``(L, D, d, D)``."""
-
-    @property
-    def n_sites(self) -> int:
-        return self.cores.shape[-4]
-
-    @property
-    def max_bond(self) -> int:
-        return self.cores.shape[-1]
-
-    @property
-    def local_dim(self) -> int:
-        return self.cores.shape[-2]
 
 
 @pytree_dataclass
@@ -117,32 +113,6 @@ def _check_features(mps: LabelledMPS, features, name="features"):
         raise ValueError(f"{name} must have shape (N, n_sites, local_dim) = (N, {want[0]}, "
                          f"{want[1]}), got {features.shape}")
     return features
-
-
-def _check_center(mps, direction):
-    """The label / centre can move in ``direction`` (checked when ``center`` is concrete:
-    under jit the bounds are the caller's business)."""
-    if not is_concrete(mps.center):
-        return
-    c, L = int(mps.center), mps.n_sites
-    if not 0 <= c < L:
-        raise ValueError(f"mps.center must be in [0, {L - 1}], got {c}")
-    if direction == "right" and c > L - 2:
-        raise ValueError(f"mps.center={c} is the last site: direction='right' needs "
-                         f"center <= {L - 2}")
-    if direction == "left" and c < 1:
-        raise ValueError("mps.center=0 is the first site: direction='left' needs center >= 1")
-
-
-def _check_max_rank(max_rank):
-    """A concrete ``max_rank`` is a positive int (traced values are the caller's business)."""
-    if max_rank is None or not is_concrete(max_rank):
-        return
-    if isinstance(max_rank, bool | np.bool_) or not (
-            isinstance(max_rank, int | np.integer) or (
-                isinstance(max_rank, jax.Array | np.ndarray) and max_rank.ndim == 0
-                and jnp.issubdtype(max_rank.dtype, jnp.integer))) or int(max_rank) < 1:
-        raise ValueError(f"max_rank must be an int >= 1 (or None for max_bond), got {max_rank!r}")
 
 
 def _check_update_args(direction, loss, steps):
@@ -214,24 +184,6 @@ def to_cores(mps: LabelledMPS):
     return cores, jnp.asarray(np.asarray(mps.label)[: ranks[c], :, :, : ranks[c + 1]]), c
 
 
-def _right_orthogonal_cores(key, n_sites, d, init_bond, dtype):
-    """Unpadded right-orthogonal cores (on the host) and their bonds ``(L + 1,)``: the
-    product state ``(1, ..., 1) / sqrt(d)`` for ``init_bond=1``, else random cores with
-    bonds ``min(init_bond, d ** min(k, L - k))`` (orthonormal rows from a QR drawn
-    with a NumPy generator seeded by ``key``)."""
-    L = n_sites
-    ranks = [1] + [min(init_bond, d ** min(k, L - k)) for k in range(1, L)] + [1]
-    if init_bond == 1:
-        return [np.full((1, d, 1), 1 / np.sqrt(d), dtype)] * L, ranks
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
-    cores = []
-    for k in range(L):
-        rl, rr = ranks[k], ranks[k + 1]
-        q, _ = np.linalg.qr(rng.standard_normal((d * rr, rl)))  # orthonormal columns
-        cores.append(q.T.reshape(rl, d, rr).astype(dtype))
-    return cores, ranks
-
-
 def init(key, n_sites: int, n_classes: int, *, max_bond: int, local_dim: int = 2,
          init_bond: int = 1, init_std: float = 0.0, dtype=jnp.float32) -> LabelledMPS:
     """A small-bond start for sweeping: the label at site 0, the rest right-orthogonal.
@@ -260,55 +212,6 @@ def init(key, n_sites: int, n_classes: int, *, max_bond: int, local_dim: int = 2
 
 
 # ----------------------------------------------------------------------- environments
-
-
-def _unit(v):
-    """Rows of ``v`` scaled to unit norm (zero rows stay zero) and the logs of the scales."""
-    nrm = jnp.linalg.norm(v, axis=-1)
-    nrm = jnp.where(nrm > 0, nrm, 1.0)
-    return v / nrm[..., None], jnp.log(nrm)
-
-
-def _left_step(vec, core, feat):
-    """``(N, D)`` left vectors through one core ``(D, d, D)`` with features ``(N, d)``."""
-    t = (vec @ core.reshape(core.shape[0], -1)).reshape(vec.shape[0], *core.shape[1:])
-    return jnp.einsum("nsb,ns->nb", t, feat)
-
-
-def _right_step(vec, core, feat):
-    """``(N, D)`` right vectors through one core ``(D, d, D)`` with features ``(N, d)``."""
-    t = (vec @ core.reshape(-1, core.shape[-1]).T).reshape(vec.shape[0], *core.shape[:2])
-    return jnp.einsum("nas,ns->na", t, feat)
-
-
-def _e0(n, D, dt):
-    return jnp.zeros((n, D), dt).at[:, 0].set(1)
-
-
-def _scan_environments(cores, feats, max_bond):
-    """Unit left / right environments ``(L + 1, N, D)`` of ``cores`` ``(L, D, d, D)`` for
-    features ``(L, N, d)`` and their log-scales ``(L + 1, N)``: ``left[j]`` contracts
-    sites ``0..j-1``, ``right[j]`` sites ``j..L-1``. One ``lax.scan`` each way."""
-    L, n, _ = feats.shape
-    dt = jnp.promote_types(cores.dtype, jnp.float32)
-    cores = cores.astype(dt)
-    feats = feats.astype(dt)
-    start = (_e0(n, max_bond, dt), jnp.zeros((n,), jnp.finfo(dt).dtype))
-
-    def go(step):
-        def body(carry, inp):
-            vec, acc = carry
-            v, ls = _unit(step(vec, *inp))
-            return (v, acc + ls), (v, acc + ls)
-        return body
-
-    _, (lv, ls) = jax.lax.scan(go(_left_step), start, (cores, feats))
-    _, (rv, rs) = jax.lax.scan(go(_right_step), start, (cores, feats), reverse=True)
-    cat = lambda first, rest: jnp.concatenate([first[None], rest])  # noqa: E731
-    left, left_scale = cat(start[0], lv), cat(start[1], ls)
-    right = jnp.concatenate([rv, start[0][None]])
-    right_scale = jnp.concatenate([rs, start[1][None]])
-    return feats, left, right, left_scale, right_scale
 
 
 @jax.jit
@@ -393,21 +296,6 @@ def bond_tensor(mps: LabelledMPS, direction: str = "right"):
     return _bond(mps, c if direction == "right" else c - 1, direction)
 
 
-def _sides(left, f1, f2, right):
-    """``left (N, D) x f1 (N, d)`` and ``f2 (N, d) x right (N, D)`` flattened."""
-    n = left.shape[0]
-    lf = (left[:, :, None] * f1[:, None, :]).reshape(n, -1)
-    rf = (f2[:, :, None] * right[:, None, :]).reshape(n, -1)
-    return lf, rf
-
-
-def _local_logits(B, lf, rf):
-    D, d, _, C, _ = B.shape
-    m = jnp.transpose(B, (0, 1, 3, 2, 4)).reshape(D * d, C * d * D)
-    t = (lf @ m).reshape(lf.shape[0], C, -1)
-    return jnp.einsum("ncj,nj->nc", t, rf)
-
-
 def bond_logits(B, left, f1, f2, right):
     """Outputs ``(N, C)`` of bond tensor ``B`` ``(D, d, d, C, D)`` for left / right
     environments ``(N, D)`` and the features ``(N, d)`` of its two sites."""
@@ -466,7 +354,7 @@ def split_bond(B, direction: str, max_rank, cutoff):
 # ----------------------------------------------------------------------------- update
 
 
-def _update(mps, envs, lr, momentum, cutoff, max_rank, *, direction, steps, loss):
+def _update(mps, envs, lr, momentum, cutoff, max_rank, *, direction, steps, loss, optimizer):
     D = mps.max_bond
     c = mps.center
     p = c if direction == "right" else c - 1
@@ -489,13 +377,8 @@ def _update(mps, envs, lr, momentum, cutoff, max_rank, *, direction, steps, loss
         g = jnp.einsum("ni,nc,nj->icj", lf, g, rf)
         return jnp.transpose(g.reshape(D, b.shape[1], b.shape[3], b.shape[2], D), (0, 1, 3, 2, 4))
 
-    def step(_, carry):  # Nesterov momentum (plain gradient descent when momentum = 0)
-        b, v = carry
-        v = momentum * v - lr * mask * grad(b + momentum * v)
-        return b + v, v
-
     loss_before = loss_fn(B)
-    B, _ = jax.lax.fori_loop(0, steps, step, (B, jnp.zeros_like(B)))
+    B = _mps_sweep.descend(grad, B, mask, steps, lr, momentum, optimizer)
     loss_after = loss_fn(B)
     lpart, rpart, rank, discarded = split_bond(B, direction, jnp.minimum(max_rank, D), cutoff)
     # rounding must not leak into the padding: rows / columns past the outer bonds are zero
@@ -525,12 +408,13 @@ def _update(mps, envs, lr, momentum, cutoff, max_rank, *, direction, steps, loss
     return new, envs, info
 
 
-_update_jit = jax.jit(_update, static_argnames=("direction", "steps", "loss"),
+_update_jit = jax.jit(_update, static_argnames=("direction", "steps", "loss", "optimizer"),
                       donate_argnames=("envs",))
 
 
 def update(mps: LabelledMPS, envs: Environments, *, direction: str, lr=1.0, momentum=0.0,
-           cutoff=1e-6, max_rank=None, steps: int = 4, loss: str = "cross_entropy"):
+           cutoff=1e-6, max_rank=None, steps: int = 4, loss: str = "cross_entropy",
+           optimizer: optax.GradientTransformation | None = None):
     """One two-site update: optimize the bond tensor at the label, split it, move on.
 
     Args:
@@ -543,6 +427,10 @@ def update(mps: LabelledMPS, envs: Environments, *, direction: str, lr=1.0, mome
       direction: ``"right"`` or ``"left"`` (static: one compilation each).
       lr: gradient-descent step size on ``B`` (traced).
       momentum: Nesterov momentum of the steps on ``B`` (traced; 0: plain descent).
+      optimizer: an optax ``GradientTransformation`` for the steps on ``B`` (static:
+        one compilation per object; its state restarts at every update). None:
+        ``optax.sgd(lr, momentum, nesterov=True)``, returning the classic Nesterov
+        iterate (``tnlib._mps_sweep.descend``).
       cutoff: relative singular-value threshold of the split (traced).
       max_rank: cap on the kept bond (traced; default and upper bound ``D``; a
         concrete value must be an int >= 1).
@@ -556,7 +444,8 @@ def update(mps: LabelledMPS, envs: Environments, *, direction: str, lr=1.0, mome
     _check_training(mps, max_rank)
     _check_center(mps, direction)
     return _update_unchecked(mps, envs, direction=direction, lr=lr, momentum=momentum,
-                             cutoff=cutoff, max_rank=max_rank, steps=steps, loss=loss)
+                             cutoff=cutoff, max_rank=max_rank, steps=steps, loss=loss,
+                             optimizer=optimizer)
 
 
 def _check_training(mps, max_rank):
@@ -566,15 +455,19 @@ def _check_training(mps, max_rank):
     _check_max_rank(max_rank)
 
 
-def _update_unchecked(mps, envs, *, direction, lr, momentum, cutoff, max_rank, steps, loss):
+def _update_unchecked(mps, envs, *, direction, lr, momentum, cutoff, max_rank, steps, loss,
+                      optimizer=None):
     _check_update_args(direction, loss, steps)
+    _mps_sweep.check_optimizer(optimizer)
     max_rank = mps.max_bond if max_rank is None else max_rank
     return _update_jit(mps, envs, lr, momentum, cutoff, max_rank, direction=direction,
-                       steps=steps, loss=loss)
+                       steps=steps, loss=loss, optimizer=optimizer)
+
 
 
 def sweep(mps: LabelledMPS, envs: Environments, *, lr=1.0, momentum=0.0, cutoff=1e-6,
-          max_rank=None, steps: int = 4, loss: str = "cross_entropy", callback=None):
+          max_rank=None, steps: int = 4, loss: str = "cross_entropy", callback=None,
+          optimizer: optax.GradientTransformation | None = None):
     """One sweep: move the label from its site to the right end, then back to site 0.
 
     Runs ``L - 1 - center`` right updates and ``L - 1`` left updates (see
@@ -586,24 +479,9 @@ def sweep(mps: LabelledMPS, envs: Environments, *, lr=1.0, momentum=0.0, cutoff=
     """
     _check_training(mps, max_rank)
     _check_update_args("right", loss, steps)
+    _mps_sweep.check_optimizer(optimizer)
     return _sweep_loop(_update_unchecked, mps, envs, callback, lr=lr, momentum=momentum,
-                       cutoff=cutoff, max_rank=max_rank, steps=steps, loss=loss)
+                       cutoff=cutoff, max_rank=max_rank, steps=steps, loss=loss,
+                       optimizer=optimizer)
 
 
-def _sweep_loop(update_fn, mps, envs, callback, **kwargs):
-    """``L - 1 - center`` right then ``L - 1`` left calls of ``update_fn(mps, envs,
-    direction=..., **kwargs)``; returns ``(mps, envs, infos)`` with the infos stacked
-    on the host (one transfer, and no eager stack compiled per length and dtype)."""
-    L = mps.n_sites
-    c = int(mps.center)
-    if not 0 <= c < L:
-        raise ValueError(f"mps.center must be in [0, {L - 1}], got {c}")
-    infos = []
-    for direction, count in (("right", L - 1 - c), ("left", L - 1)):
-        for _ in range(count):
-            mps, envs, info = update_fn(mps, envs, direction=direction, **kwargs)
-            infos.append(info)
-            if callback is not None:
-                callback(info)
-    stacked = jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(infos)) if infos else {}
-    return mps, envs, stacked

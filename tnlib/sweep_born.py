@@ -33,24 +33,24 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
+from tnlib import _mps_sweep
+from tnlib._mps_sweep import DIRECTIONS as _DIRECTIONS
+from tnlib._mps_sweep import PaddedChain as _PaddedChain
+from tnlib._mps_sweep import check_center as _check_center
+from tnlib._mps_sweep import check_max_rank as _check_max_rank
+from tnlib._mps_sweep import left_step as _left_step
+from tnlib._mps_sweep import local_logits as _local_logits
+from tnlib._mps_sweep import right_orthogonal_cores as _right_orthogonal_cores
+from tnlib._mps_sweep import right_step as _right_step
+from tnlib._mps_sweep import scan_environments as _scan_environments
+from tnlib._mps_sweep import sides as _sides
+from tnlib._mps_sweep import sweep_loop as _sweep_loop
+from tnlib._mps_sweep import unit as _unit
 from tnlib._validate import check_int
 from tnlib.struct import pytree_dataclass
-from tnlib.sweep import (
-    _DIRECTIONS,
-    _check_center,
-    _check_max_rank,
-    _left_step,
-    _local_logits,
-    _PaddedChain,
-    _right_orthogonal_cores,
-    _right_step,
-    _scan_environments,
-    _sides,
-    _sweep_loop,
-    _unit,
-    split_bond,
-)
+from tnlib.sweep import split_bond
 
 __all__ = [
     "BornMPS", "BornEnvironments", "init", "from_cores", "to_cores", "environments", "nll",
@@ -294,7 +294,7 @@ def _normalized(a):
     return a / jnp.where(nrm > 0, nrm, 1)
 
 
-def _update(mps, envs, lr, momentum, cutoff, max_rank, *, direction, steps):
+def _update(mps, envs, lr, momentum, cutoff, max_rank, *, direction, steps, optimizer):
     D = mps.max_bond
     c = mps.center
     p = c if direction == "right" else c - 1
@@ -319,13 +319,8 @@ def _update(mps, envs, lr, momentum, cutoff, max_rank, *, direction, steps):
         data = jnp.einsum("ni,nj->ij", lf / a[:, None], rf).reshape(b.shape) / n
         return 2 * (b / jnp.sum(jnp.abs(b) ** 2) - jnp.conj(data))
 
-    def step(_, carry):  # Nesterov momentum (plain gradient descent when momentum = 0)
-        b, v = carry
-        v = momentum * v - lr * mask * grad(b + momentum * v)
-        return b + v, v
-
     nll_before = _local_nll(B, lf, rf) - scale
-    B, _ = jax.lax.fori_loop(0, steps, step, (B, jnp.zeros_like(B)))
+    B = _mps_sweep.descend(grad, B, mask, steps, lr, momentum, optimizer)
     nll_after = _local_nll(B, lf, rf) - scale
     B = _normalized(B)
     lpart, rpart, rank, discarded = split_bond(B[:, :, :, None, :], direction,
@@ -355,11 +350,13 @@ def _update(mps, envs, lr, momentum, cutoff, max_rank, *, direction, steps):
     return new, envs, info
 
 
-_update_jit = jax.jit(_update, static_argnames=("direction", "steps"), donate_argnames=("envs",))
+_update_jit = jax.jit(_update, static_argnames=("direction", "steps", "optimizer"),
+                      donate_argnames=("envs",))
 
 
 def update(mps: BornMPS, envs: BornEnvironments, *, direction: str, lr=0.1, momentum=0.0,
-           cutoff=1e-6, max_rank=None, steps: int = 4):
+           cutoff=1e-6, max_rank=None, steps: int = 4,
+           optimizer: optax.GradientTransformation | None = None):
     """One two-site update: optimize the bond tensor at the centre, split it, move on.
 
     Args:
@@ -370,6 +367,8 @@ def update(mps: BornMPS, envs: BornEnvironments, *, direction: str, lr=0.1, mome
       direction: ``"right"`` or ``"left"`` (static: one compilation each).
       lr: gradient step size on the unit-norm ``B`` (traced).
       momentum: Nesterov momentum of the steps (traced; 0: plain descent).
+      optimizer: an optax ``GradientTransformation`` for the steps (static; as in
+        ``tnlib.sweep.update``); None: Nesterov with ``lr`` and ``momentum``.
       cutoff: relative singular-value threshold of the split (traced).
       max_rank: cap on the kept bond (traced; default and upper bound ``D``).
       steps: number of gradient steps (static).
@@ -382,19 +381,23 @@ def update(mps: BornMPS, envs: BornEnvironments, *, direction: str, lr=0.1, mome
     _check_max_rank(max_rank)
     _check_center(mps, direction)
     return _update_unchecked(mps, envs, direction=direction, lr=lr, momentum=momentum,
-                             cutoff=cutoff, max_rank=max_rank, steps=steps)
+                             cutoff=cutoff, max_rank=max_rank, steps=steps,
+                             optimizer=optimizer)
 
 
-def _update_unchecked(mps, envs, *, direction, lr, momentum, cutoff, max_rank, steps):
+def _update_unchecked(mps, envs, *, direction, lr, momentum, cutoff, max_rank, steps,
+                      optimizer=None):
     _check_direction(direction)
     check_int(steps, "steps", 0)
+    _mps_sweep.check_optimizer(optimizer)
     max_rank = mps.max_bond if max_rank is None else max_rank
     return _update_jit(mps, envs, lr, momentum, cutoff, max_rank, direction=direction,
-                       steps=steps)
+                       steps=steps, optimizer=optimizer)
 
 
 def sweep(mps: BornMPS, envs: BornEnvironments, *, lr=0.1, momentum=0.0, cutoff=1e-6,
-          max_rank=None, steps: int = 4, callback=None):
+          max_rank=None, steps: int = 4, callback=None,
+          optimizer: optax.GradientTransformation | None = None):
     """One sweep: move the centre from its site to the right end, then back to site 0.
 
     See :func:`update` for the arguments (``envs`` is donated); ``callback(info)`` is
@@ -403,5 +406,6 @@ def sweep(mps: BornMPS, envs: BornEnvironments, *, lr=0.1, momentum=0.0, cutoff=
     """
     _check_max_rank(max_rank)
     check_int(steps, "steps", 0)
+    _mps_sweep.check_optimizer(optimizer)
     return _sweep_loop(_update_unchecked, mps, envs, callback, lr=lr, momentum=momentum,
-                       cutoff=cutoff, max_rank=max_rank, steps=steps)
+                       cutoff=cutoff, max_rank=max_rank, steps=steps, optimizer=optimizer)

@@ -231,14 +231,14 @@ def test_combinations_known_after_loading_stop_before_any_work(changes, key, nee
 
 
 def test_augment_shift_needs_square_images(tmp_path, monkeypatch):
-    from tnlib.experiments import classification
+    from tnlib.experiments import classification, data
 
     def loader(cfg):  # 63-pixel examples: not a square image
         rng = np.random.default_rng(0)
         return {k: (rng.random((n, 63), dtype=np.float32), np.arange(n, dtype=np.int32) % 10)
                 for k, n in (("train", 200), ("test", 50))}
 
-    monkeypatch.setattr(classification, "load_data", loader)
+    monkeypatch.setattr(data, "from_config", loader)
     with pytest.raises(ConfigError, match=r"train\.augment_shift=1 needs square images.*63"):
         classification.train_and_evaluate(digits(**{"train.augment_shift": 1}), tmp_path / "w")
     assert not (tmp_path / "w").exists()

@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 from _bench import add_thread_args, markdown_table, meta, meta_line, write  # noqa: E402
 from jax import lax  # noqa: E402
 
-from tnlib import btt  # noqa: E402
+from tnlib import _numerics, btt  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)  # float64 reference of the accuracy table
 
@@ -68,7 +68,7 @@ def rows_matvec(left, right, xf):
     z (n2, B, m1, r), y (m1, B, m2); no activation transposed before the products."""
     n2, m1, n1, r = left.shape
     m2 = right.shape[1]
-    dt, acc = btt._dtypes(xf, left, right)
+    dt, acc = _numerics.accumulation_dtypes(xf, left, right)
     x3 = xf.reshape(-1, n1, n2)
     z = lax.dot_general(x3, left, (((1,), (2,)), ((2,), (0,))),
                         preferred_element_type=acc).astype(dt)
@@ -80,7 +80,7 @@ def rows_matvec(left, right, xf):
 def mid_f32_matvec(left, right, xf):
     """``rows`` with the stage-1 result kept in float32 (stage 2 mixes f32 and bf16)."""
     n2, m1, n1, r = left.shape
-    dt, acc = btt._dtypes(xf, left, right)
+    dt, acc = _numerics.accumulation_dtypes(xf, left, right)
     x3 = xf.reshape(-1, n1, n2)
     z = lax.dot_general(x3, left, (((1,), (2,)), ((2,), (0,))), preferred_element_type=acc)
     y = lax.dot_general(z, right, (((0, 3), (2, 3)), ((2,), (0,))), preferred_element_type=acc)
@@ -98,7 +98,7 @@ def pure_bf16_matvec(left, right, xf):
 
 
 def dense_matvec(w, xf):
-    dt, acc = btt._dtypes(xf, w)
+    dt, acc = _numerics.accumulation_dtypes(xf, w)
     return lax.dot_general(xf, w, (((1,), (1,)), ((), ())), preferred_element_type=acc).astype(dt)
 
 

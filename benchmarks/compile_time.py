@@ -47,7 +47,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from _bench import add_thread_args, markdown_table, meta, meta_line, write  # noqa: E402
 
-from tnlib import tt  # noqa: E402
+from tnlib import _features, tt  # noqa: E402
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -71,7 +71,7 @@ def _sweep(method):
 def _unrolled(cores, feats, start):
     vec, acc = start, jnp.zeros((), jnp.float32)
     for k in range(cores.shape[0]):
-        (vec, acc), _ = tt._feature_step((vec, acc), (cores[k], feats[k]))
+        (vec, acc), _ = _features.feature_step((vec, acc), (cores[k], feats[k]))
     return vec, acc
 
 

@@ -96,8 +96,8 @@ def pieces(order, batch):
     candidate's restarts (2 fits) and for a bucket (``2 * batch`` fits)."""
     p = problems.planted_ring(jax.random.PRNGKey(0), order, 4)
     prob = problem(p.tensor, max_rank=4, edges="ring", n_iter=30, restarts=2)
-    lay = _fit._layout(prob.space)
-    specs = _fit._als_specs(lay.spec)
+    lay = _fit.layout(prob.space)
+    specs = _fit.als_specs(lay.spec)
     x = jnp.asarray(p.tensor, jnp.float32)
     x = x / jnp.linalg.norm(x)
     shapes = [(d,) + (lay.max_rank,) * len(inc) for d, inc in zip(lay.node_dims, lay.incident,

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 __all__ = [
     "safe_sqrt", "safe_log", "low_precision", "check_rank_args", "is_concrete", "balance_norms",
+    "accumulation_dtypes",
 ]
 
 
@@ -67,3 +68,10 @@ def balance_norms(cores):
         c * jnp.where(ok, jnp.exp(logmean) / jnp.where(ok, v, 1.0), 1.0).astype(c.dtype)
         for c, v in zip(cores, norms, strict=True)
     )
+
+
+def accumulation_dtypes(*arrays):
+    """``(dt, acc)``: the promoted dtype of the operands and the dtype products accumulate
+    in (float32 for 16-bit floats, ``dt`` itself otherwise)."""
+    dt = jnp.result_type(*arrays)
+    return dt, (jnp.dtype(jnp.float32) if jnp.finfo(dt).bits < 32 else dt)

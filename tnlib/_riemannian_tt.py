@@ -19,7 +19,8 @@ import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
 from tnlib import linalg
-from tnlib.tt import TensorTrain, _transfer
+from tnlib._tt_sweeps import transfer as _transfer
+from tnlib.tt import TensorTrain
 from tnlib.tt import check as _check_tt
 
 TYPE = TensorTrain

@@ -392,13 +392,6 @@ def _flatten_x(w, x):
     return x.reshape(-1, w.d_in), x.shape[:-1]
 
 
-def _dtypes(*arrays):
-    """``(dt, acc)``: the promoted dtype of the operands and the dtype the products
-    accumulate in (float32 for 16-bit floats, ``dt`` itself otherwise)."""
-    dt = jnp.result_type(*arrays)
-    return dt, (jnp.dtype(jnp.float32) if jnp.finfo(dt).bits < 32 else dt)
-
-
 def _dot(a, b, contract, batch=((), ()), acc=None):
     """``lax.dot_general`` accumulating in ``acc``; output dims: batch, ``a``'s free,
     ``b``'s free."""
@@ -456,7 +449,7 @@ def matvec(w, x):
 @matvec.register
 def _(w: LowRank, x):
     xf, lead = _flatten_x(w, x)
-    dt, acc = _dtypes(xf, w.u, w.v)
+    dt, acc = _numerics.accumulation_dtypes(xf, w.u, w.v)
     xf, u, v = xf.astype(dt), w.u.astype(dt), w.v.astype(dt)
     t = _dot(xf, v, ((1,), (1,)), acc=acc).astype(dt)  # (B, r)
     y = _dot(t, u, ((1,), (1,)), acc=acc).astype(dt)  # (B, d_out)
@@ -467,7 +460,7 @@ def _(w: LowRank, x):
 def _(w: Kronecker, x):
     xf, lead = _flatten_x(w, x)
     (m1, m2), (n1, n2) = w.out_factors, w.in_factors
-    dt, acc = _dtypes(xf, w.a, w.b)
+    dt, acc = _numerics.accumulation_dtypes(xf, w.a, w.b)
     x3, a, b = xf.reshape(-1, n1, n2).astype(dt), w.a.astype(dt), w.b.astype(dt)
     t = _dot(x3, b, ((2,), (1,)), acc=acc).astype(dt)  # (B, n1, m2)
     y = _dot(t, a, ((1,), (1,)), acc=acc).astype(dt)  # (B, m2, m1)
@@ -478,7 +471,7 @@ def _(w: Kronecker, x):
 def _(w: BlockTT, x):
     xf, lead = _flatten_x(w, x)
     (m1, m2), (n1, n2) = w.out_factors, w.in_factors
-    dt, acc = _dtypes(xf, w.left, w.right)
+    dt, acc = _numerics.accumulation_dtypes(xf, w.left, w.right)
     x3 = xf.reshape(-1, n1, n2).astype(dt)
     y = _btt_apply(w.left.astype(dt), w.right.astype(dt), x3, acc)
     return y.reshape(*lead, m1 * m2)

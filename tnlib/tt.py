@@ -305,7 +305,7 @@ def hadamard(a, b):
     return TensorTrain(tuple(cores))
 
 
-_transfer = _tt_sweeps.transfer  # one step of <x|y> (also used by tnlib._riemannian_tt)
+_transfer = _tt_sweeps.transfer  # one step of <x|y>
 _compute_dtype = _tt_sweeps.compute_dtype  # at least float32
 _acc_dtype = _tt_sweeps.acc_dtype  # the running log-scale's real dtype
 
@@ -526,7 +526,7 @@ def feature_method(n_sites: int, bond: int, batch: int = 1, method: str = "auto"
     return _features.choose(method, n_sites, bond, batch)
 
 
-_feature_step = _features.feature_step  # the scan step (benchmarks/compile_time.py unrolls it)
+_feature_step = _features.feature_step  # the scan step
 
 
 def sweep_features(cores, features, vector, *, method: str = "auto"):

@@ -120,6 +120,19 @@ def tree_chain(cores, feats, vector, acc_dtype):
 # 0.59/1.51 vs 0.21/1.01, bond 32: 13.4/10.8 vs 3.4/7.5; bond 4 at any L and every
 # batch >= 4: the scan (the tree does r times the work; at batch 256, bond 32 it is
 # 100x slower).
+def unstacked_chain(cores, feats, method: str, acc_dtype):
+    """``(v, log_scale)`` of a chain whose cores cannot be stacked (``cores`` and
+    ``feats`` lists, already in the compute dtype): the log-depth tree for
+    ``method="tree"``, else the scan step unrolled site by site."""
+    start = jnp.ones((1,), cores[0].dtype)
+    if method == "tree":
+        return tree_chain(cores, feats, start, acc_dtype)
+    carry = (start, jnp.zeros((), acc_dtype))
+    for core, f in zip(cores, feats, strict=True):
+        carry, _ = feature_step(carry, (core, f))
+    return carry
+
+
 def choose(method: str, n_sites: int, bond: int, batch: int = 1) -> str:
     """Resolve ``method`` (``"auto" | "scan" | "tree"``) to ``"scan"`` or ``"tree"``.
 

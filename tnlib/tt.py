@@ -305,7 +305,6 @@ def hadamard(a, b):
     return TensorTrain(tuple(cores))
 
 
-_transfer = _tt_sweeps.transfer  # one step of <x|y>
 _compute_dtype = _tt_sweeps.compute_dtype  # at least float32
 _acc_dtype = _tt_sweeps.acc_dtype  # the running log-scale's real dtype
 
@@ -526,9 +525,6 @@ def feature_method(n_sites: int, bond: int, batch: int = 1, method: str = "auto"
     return _features.choose(method, n_sites, bond, batch)
 
 
-_feature_step = _features.feature_step  # the scan step
-
-
 def sweep_features(cores, features, vector, *, method: str = "auto"):
     """Sweep a row vector through stacked cores contracted with per-site features.
 
@@ -604,13 +600,6 @@ def contract_features(tt: TensorTrain, features, *, method: str = "auto"):
     if isinstance(feats, jax.Array):
         feats = [feats[k] for k in range(tt.n_sites)]
     dt = _compute_dtype(jnp.result_type(tt.dtype, *feats))
-    cores = [c.astype(dt) for c in tt.cores]
-    feats = [f.astype(dt) for f in feats]
-    if method == "tree":
-        vec, acc = _features.tree_chain(cores, feats, jnp.ones((1,), dt), _acc_dtype(dt))
-        return vec[0], acc
-    carry = (jnp.ones((1,), dt), jnp.zeros((), _acc_dtype(dt)))
-    for core, f in zip(cores, feats, strict=True):
-        carry, _ = _feature_step(carry, (core, f))
-    vec, acc = carry
+    vec, acc = _features.unstacked_chain([c.astype(dt) for c in tt.cores],
+                                         [f.astype(dt) for f in feats], method, _acc_dtype(dt))
     return vec[0], acc

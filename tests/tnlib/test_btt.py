@@ -1,11 +1,16 @@
 """tnlib.btt against the dense matrices it represents (float64; eager / jit / vmap,
-eval_shape, check_grads), projections of structured and random matrices, hand counts
-of parameters and flops, and the initialization scale."""
+eval_shape, check_grads and gradients of the dense product), projections of structured
+and random matrices, hand counts of parameters and flops, the initialization scale, and
+the dot_general fast path of matvec: GEMM layout (no activation transposed before the
+products) and the 16-bit path (float32 accumulation, bf16 output, error no worse than a
+pure bf16-accumulation baseline on a long contraction)."""
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import pytest
 from dense_checks import F64, MODES, close, key, run
@@ -28,15 +33,25 @@ def rbg_key(i=0):
     return jax.random.key(i, impl="rbg")
 
 
-def reference_dense(w):
-    """The dense matrix from the definitions, with numpy (independent of btt.to_dense)."""
+def dense_of(w):
+    """The dense matrix from the definitions, ``W[(i, j), (p, q)] = sum_k right[i, j, q, k]
+    left[q, i, p, k]`` and its siblings (jnp.einsum: differentiable, independent of
+    btt.to_dense)."""
     if isinstance(w, btt.LowRank):
-        return np.asarray(w.u) @ np.asarray(w.v)
+        return w.u @ w.v
     if isinstance(w, btt.Kronecker):
-        return np.kron(np.asarray(w.a), np.asarray(w.b))
-    (m1, m2), (n1, n2) = w.out_factors, w.in_factors
-    t = np.einsum("ijqk,qipk->ijpq", np.asarray(w.right), np.asarray(w.left))
-    return t.reshape(m1 * m2, n1 * n2)
+        return jnp.einsum("ip,jq->ijpq", w.a, w.b).reshape(w.d_out, w.d_in)
+    return jnp.einsum("ijqk,qipk->ijpq", w.right, w.left).reshape(w.d_out, w.d_in)
+
+
+def reference_dense(w):
+    return np.asarray(dense_of(w))
+
+
+def blocktt(seed, out_factors, in_factors, rank, dtype=F64):
+    (m1, m2), (n1, n2) = out_factors, in_factors
+    return btt.BlockTT(normal(seed, (n2, m1, n1, rank), dtype),
+                       normal(seed + 1, (m1, m2, n2, rank), dtype))
 
 
 def make(kind, seed, dtype=F64):
@@ -81,13 +96,21 @@ def randomize(kind, k, dtype=F64):
 def test_matvec_and_to_dense_match_dense(mode, kind):
     w = make(kind, 0)
     assert (w.d_out, w.d_in) == (6, 10)
-    W = reference_dense(w)
-    close(run(mode, btt.to_dense, w), W)
+    W, other = reference_dense(w), make("btt", 1)
     x = normal(5, (4, 3, 10))
-    y = run(mode, btt.matvec, w, x)
-    assert y.shape == (4, 3, 6)
+
+    def verbs(w, other, x):  # one compilation per kind under jit
+        return (btt.to_dense(w), btt.matvec(w, x), btt.matvec(w, x[0, 0]), btt.norm(w),
+                btt.inner(w, other), btt.inner(w, w))
+
+    dense, y, y1, nrm, ip, ip_self = run(mode, verbs, w, other, x)
+    close(dense, W)
+    chex.assert_shape(y, (4, 3, 6))
     close(y, np.asarray(x) @ W.T)
-    close(run(mode, btt.matvec, w, x[0, 0]), W @ np.asarray(x[0, 0]))  # a single vector
+    close(y1, W @ np.asarray(x[0, 0]))  # a single vector
+    close(nrm, np.linalg.norm(W))
+    close(ip, np.vdot(W, reference_dense(other)))
+    close(ip_self, np.vdot(W, W))  # same-kind shortcut (lowrank, kronecker)
 
 
 @pytest.mark.parametrize("kind", ["lowrank", "kronecker", "btt"])
@@ -136,6 +159,50 @@ def test_check_grads(kind):
     w, x = make(kind, 11), normal(12, (2, 10))
     check_grads(jax.jit(btt.matvec), (w, x), order=1, modes=("fwd", "rev"), atol=1e-6, rtol=1e-6)
     check_grads(jax.jit(btt.to_dense), (w,), order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
+
+
+# (out_factors, in_factors, rank): non-square blocks (m1 != n1, m2 != n2), Monarch and r > 1
+SHAPES = [((2, 3), (5, 2), 1), ((3, 2), (2, 4), 3), ((4, 1), (3, 5), 2)]
+LEADS = [(), (4,), (2, 3)]
+
+
+def test_blocktt_matvec_equals_dense_for_shapes_and_batch_shapes():
+    ws = [blocktt(3 * s, *shape) for s, shape in enumerate(SHAPES)]
+    cases = [(w, normal(10 + i, (*lead, w.d_in))) for w in ws for i, lead in enumerate(LEADS)]
+    jitted = jax.jit(lambda cases: [btt.matvec(w, x) for w, x in cases])(cases)  # one compile
+    for (w, x), y in zip(cases, jitted, strict=True):
+        chex.assert_shape(y, (*x.shape[:-1], w.d_out))
+        assert y.dtype == F64
+        close(y, np.asarray(x) @ reference_dense(w).T, tol=1e-12)
+    # vmap over vectors is the batched product
+    w, x = ws[1], normal(21, (5, 3, ws[1].d_in))
+    chex.assert_trees_all_close(jax.vmap(btt.matvec, in_axes=(None, 0))(w, x),
+                                btt.matvec(w, x), atol=1e-12, rtol=0)
+
+
+def test_grad_wrt_x_and_cores_equals_grad_of_dense_product():
+    """Monarch and rank 3; gradients of the structured and the dense loss in one jit."""
+    ws = [blocktt(40, (3, 2), (2, 4), 1), blocktt(43, (3, 2), (2, 4), 3)]
+    x, c = normal(41, (3, 8)), normal(42, (3, 6))
+    loss = lambda w, x: jnp.sum(jnp.sin(btt.matvec(w, x)) * c)  # noqa: E731
+    dense_loss = lambda w, x: jnp.sum(jnp.sin(x @ dense_of(w).T) * c)  # noqa: E731
+    both = jax.jit(lambda ws: [(jax.grad(loss, (0, 1))(w, x), jax.grad(dense_loss, (0, 1))(w, x))
+                               for w in ws])
+    for got, want in both(ws):
+        chex.assert_trees_all_close(got, want, atol=1e-12, rtol=0)
+
+
+def test_monarch_layout_has_no_transpose_before_the_products():
+    """Rank 1: two dot_generals with the batch of vectors as the GEMM rows; the only
+    transpose of activations is the one of the output after the last product."""
+    for rank in (1, 2):
+        w = blocktt(50, (3, 2), (2, 4), rank)
+        eqns = jax.make_jaxpr(btt.matvec)(w, normal(51, (4, w.d_in))).jaxpr.eqns
+        assert [e.primitive.name for e in eqns].count("dot_general") == 2
+    names = [e.primitive.name for e in jax.make_jaxpr(btt.matvec)(
+        blocktt(52, (3, 2), (2, 4), 1), normal(53, (4, 8))).jaxpr.eqns]
+    first_dot = names.index("dot_general")
+    assert "transpose" not in names[: names.index("dot_general", first_dot + 1)]
 
 
 # ---------------------------------------------------------------------- projections
@@ -255,6 +322,91 @@ def test_lr_multipliers_follow_fan_in_rule():
     scaled = jax.tree.map(lambda g, s: g * s, w, m)
     close(scaled.left, w.left * w.d_in / 3)
     assert math.isclose(btt.lr_multipliers(make("monarch", 0)).right, 5.0)
+
+
+# ----------------------------------------------------------------------- 16-bit path
+
+BF16 = jnp.bfloat16
+
+
+def bf16_sequential(terms):
+    """Sum of float32 ``terms`` accumulated in bfloat16 (rounded after every addition)."""
+    acc = None
+    for t in terms:
+        acc = t.astype(ml_dtypes.bfloat16) if acc is None else (
+            acc.astype(np.float32) + t).astype(ml_dtypes.bfloat16)
+    return acc
+
+
+def lowrank_pure_bf16(w, x):
+    x, u, v = (np.asarray(a.astype(jnp.float32)) for a in (x, w.u, w.v))
+    t = bf16_sequential(x[:, None, p] * v[None, :, p] for p in range(x.shape[1]))
+    t = t.astype(np.float32)
+    return bf16_sequential(t[:, None, k] * u[None, :, k] for k in range(u.shape[1]))
+
+
+def blocktt_pure_bf16(w, x):
+    left, right, x = (np.asarray(a.astype(jnp.float32)) for a in (w.left, w.right, x))
+    n2, m1, n1, r = left.shape
+    x3 = x.reshape(-1, n1, n2)
+    z = bf16_sequential(np.einsum("bq,qik->bqik", x3[:, p], left[:, :, p]) for p in range(n1))
+    z = z.astype(np.float32)
+    y = bf16_sequential(np.einsum("bi,ij->bij", z[:, q, :, k], right[:, :, q, k])
+                        for q in range(n2) for k in range(r))
+    return y.reshape(x.shape[0], -1)
+
+
+def rel_err(y, ref):
+    y = np.asarray(y, np.float64)
+    return np.linalg.norm(y - ref) / np.linalg.norm(ref)
+
+
+def test_bf16_accumulates_in_float32_and_returns_bf16():
+    for w in (blocktt(60, (3, 2), (2, 4), 2, BF16), btt.LowRank(normal(61, (5, 2), BF16),
+              normal(62, (2, 8), BF16)), btt.Kronecker(normal(63, (2, 3), BF16),
+              normal(64, (3, 4), BF16))):
+        x = normal(65, (4, w.d_in), BF16)
+        jaxpr = jax.make_jaxpr(btt.matvec)(w, x)
+        dots = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
+        assert len(dots) == 2
+        assert all(e.params["preferred_element_type"] == jnp.float32 for e in dots)
+        assert all(v.aval.dtype == BF16 for e in dots for v in e.invars)  # 16-bit GEMMs
+        assert jaxpr.out_avals[0].dtype == BF16
+    # a float32 input promotes: float32 throughout
+    w = blocktt(66, (3, 2), (2, 4), 2, BF16)
+    assert btt.matvec(w, normal(67, (4, 8), jnp.float32)).dtype == jnp.float32
+
+
+@pytest.mark.parametrize("kind", ["lowrank", "blocktt"])
+def test_bf16_error_within_tolerance_and_no_worse_than_bf16_accumulation(kind):
+    """Width 4096: LowRank contracts 4096 terms, BlockTT (64 x 64, rank 2) 64 then 128."""
+    if kind == "lowrank":
+        w = btt.LowRank(normal(70, (64, 2), BF16), normal(71, (2, 4096), BF16))
+        baseline = lowrank_pure_bf16
+    else:
+        w = blocktt(72, (64, 64), (64, 64), 2, BF16)
+        baseline = blocktt_pure_bf16
+    x = normal(73, (4, w.d_in), BF16)
+    w64 = jax.tree.map(lambda a: a.astype(F64), w)
+    ref = np.asarray(x.astype(F64) @ dense_of(w64).T)
+    y = jax.jit(btt.matvec)(w, x)
+    assert y.dtype == BF16
+    ours, pure = rel_err(y, ref), rel_err(baseline(w, x), ref)
+    assert ours < 1e-2  # a few bf16 roundings (unit roundoff 2**-9)
+    assert ours <= pure, (ours, pure)
+
+
+def test_bf16_grad_close_to_float64():
+    w = blocktt(80, (8, 8), (8, 8), 2, BF16)
+    x = normal(81, (4, w.d_in), BF16)
+    loss = lambda w, x: jnp.sum(jnp.square(btt.matvec(w, x).astype(jnp.float32)))  # noqa: E731
+    dense_loss = lambda w, x: jnp.sum(jnp.square(x @ dense_of(w).T))  # noqa: E731
+    w64, x64 = jax.tree.map(lambda a: a.astype(F64), (w, x))
+    got, want = jax.jit(lambda: (jax.grad(loss, (0, 1))(w, x),
+                                 jax.grad(dense_loss, (0, 1))(w64, x64)))()
+    for g, h in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert g.dtype == BF16
+        assert rel_err(g, np.asarray(h)) < 3e-2
 
 
 # ------------------------------------------------------------------------ errors

@@ -97,18 +97,18 @@ _FIELDS = ("index", "n_params", "objective", "rse", "wall_s", "batch")
 
 
 def _save(state: SearchState):
-    """The checkpoint arrays: the log's columns and every evaluation's cores."""
+    """The checkpoint arrays: the log's columns and, per node, every evaluation's fitted
+    (padded, so equally shaped) core stacked: a few arrays however long the search."""
     recs = [r for r, _ in state.log]
     tree = {k: np.asarray([getattr(r, k) for r in recs]) for k in _FIELDS}
     tree["ranks"] = np.asarray([r.structure.ranks for r in recs], np.int64)
     tree["perm"] = np.asarray([r.structure.perm for r in recs], np.int64)
     tree["done"] = np.asarray(state.done)
-    tree["fits"] = {f"{r.index}_{k}": np.asarray(c)
-                    for r, cores in state.log for k, c in enumerate(cores)}
+    tree["fits"] = [np.stack(node) for node in zip(*(c for _, c in state.log), strict=True)]
     return tree, {}
 
 
-def _load(tree, n_nodes: int) -> SearchState:
+def _load(tree, info) -> SearchState:
     log = []
     for i in range(len(tree["index"])):
         s = Structure(tuple(int(v) for v in tree["ranks"][i]),
@@ -116,8 +116,7 @@ def _load(tree, n_nodes: int) -> SearchState:
         vals = {k: tree[k][i].item() for k in _FIELDS}
         rec = EvalRecord(vals["index"], s, vals["n_params"], vals["objective"], vals["rse"],
                          vals["wall_s"], vals["batch"])
-        log.append((rec, tuple(np.asarray(tree["fits"][f"{rec.index}_{k}"])
-                               for k in range(n_nodes))))
+        log.append((rec, tuple(np.asarray(node[i]) for node in tree["fits"])))
     return SearchState(tuple(log), bool(tree["done"]))
 
 
@@ -153,8 +152,7 @@ def setup(config: ml_collections.ConfigDict) -> runner.Task:
 
     return runner.Task(
         state=SearchState((), False), total_steps=config.search.max_evals, step=step,
-        summarize=summarize, save=_save, fixed_shapes=False,
-        load=lambda tree, info: _load(tree, prob.space.n_nodes),
+        summarize=summarize, save=_save, load=_load, fixed_shapes=False,
         done=lambda state: state.done, keep_checkpoints=3, postfix=("best_objective",),
         meta={"planted_params": planted.n_params}, desc="search", unit="batch",
         line=lambda s: (f"n_params={s['n_params']} (planted {s['planted_params']}) "

@@ -2,7 +2,11 @@
 
 A task is a module with ``check_config(config)`` (raises ConfigError before any work)
 and ``train_and_evaluate(config, workdir) -> dict``, selected by ``config.task``
-through :data:`TASKS` and imported lazily so ``tnlib --help`` stays fast.
+through :data:`TASKS` and imported lazily so ``tnlib --help`` stays fast. Each task's
+``train_and_evaluate`` is ``runner.run(config, workdir, setup)``: its ``setup`` builds a
+:class:`~tnlib.experiments.runner.Task` (state, step, evaluate, checkpoint mapping) and
+the one run loop of :mod:`tnlib.experiments.runner` does the rest (lock, resumption,
+checkpoints, metrics, summary), the same for every task.
 """
 
 from __future__ import annotations

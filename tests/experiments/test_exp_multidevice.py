@@ -58,8 +58,8 @@ _SCRIPT = textwrap.dedent("""
 
 
 def test_data_parallel_and_resharded_runs_match_single_device(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu")
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=os.environ["XLA_FLAGS"] + " --xla_force_host_platform_device_count=8")
     res = subprocess.run([sys.executable, "-c", _SCRIPT, str(ROOT), str(tmp_path)], env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-4000:]
@@ -110,8 +110,8 @@ _MODEL_SHARDED = textwrap.dedent("""
 
 
 def test_model_sharded_layers_match_unsharded():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu")
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=os.environ["XLA_FLAGS"] + " --xla_force_host_platform_device_count=8")
     res = subprocess.run([sys.executable, "-c", _MODEL_SHARDED], env=env, capture_output=True,
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-4000:]

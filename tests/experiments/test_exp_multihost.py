@@ -72,7 +72,8 @@ def _run_args(workdir, *overrides):
 def _env(n_devices, **extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
     env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count="
-               f"{n_devices} --xla_cpu_multi_thread_eigen=false", **extra)
+               f"{n_devices} --xla_cpu_multi_thread_eigen=false "
+               + os.environ.get("XLA_FLAGS", ""), **extra)
     return env
 
 

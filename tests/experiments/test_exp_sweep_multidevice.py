@@ -78,8 +78,8 @@ def _close(a, b, key):
 
 
 def test_sweep_on_eight_devices_matches_one_and_resumes_on_one(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu")
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=os.environ["XLA_FLAGS"] + " --xla_force_host_platform_device_count=8")
     try:
         res = subprocess.run([sys.executable, "-c", _SCRIPT, str(ROOT), str(tmp_path)],
                              env=env, capture_output=True, text=True, timeout=240)

@@ -95,8 +95,8 @@ _SHARDED = textwrap.dedent("""
 
 
 def test_sharded_contraction_on_8_simulated_devices():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu")
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=os.environ["XLA_FLAGS"] + " --xla_force_host_platform_device_count=8")
     code = _SHARDED.format(adj=ADJ.tolist(), limit=LIMIT)
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=300)

@@ -198,27 +198,6 @@ def test_tt_batched_networks(dims, rank, seed):
             close(rounded[i, j], A, F64, factor=100)
 
 
-@covers("tt.from_dense", "tt.round", "tt.orthogonalize", "tt.inner", "tt.contract_features",
-        "tt.matvec", "tt.log_norm")
-def test_tt_under_jit_matches_eager():
-    dims, rank = (2, 3, 2), 2
-    t = tt.random(key(0), dims, rank, F64)
-    m = tt.random(key(1), dims, 2, F64, col_dims=dims)
-    x = normal(key(2), (12,), F64)
-    feats = [jnp.ones((n,), F64) for n in dims]
-
-    def f(t, m, x):
-        d = tt.to_dense(t)
-        r = tt.round(tt.from_dense(d, max_rank=2, rtol=1e-3), max_rank=2)
-        o = tt.orthogonalize(t, 1)
-        return (tt.to_dense(r), tt.inner(o, t), tt.matvec(m, x), tt.log_norm(t),
-                tt.contract_features(t, feats))
-
-    for a, b in zip(jax.tree.leaves(jax.jit(f)(t, m, x)), jax.tree.leaves(f(t, m, x)),
-                    strict=True):
-        close(a, b, F64)
-
-
 @covers("tt.random", "tt.from_dense", "tt.round", "tt.orthogonalize", "tt.inner", "tt.add",
         "tt.hadamard", "tt.matvec", "tt.matmul", "tt.contract_features", "tt.sweep_features",
         "tt.check", "tt.scale", "tt.to_dense", "tt.norm", "tt.log_norm", "tt.stack")

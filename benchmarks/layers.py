@@ -11,17 +11,18 @@ call), jitted, on ``x`` ``(B, d)``:
   ``TTLinear``);
 * ``lowrank``: ``tnlib.btt.LowRank`` of rank ``d / 8``.
 
-Forward = ``y = layer(x)``; forward+backward = the gradient of ``sum(y**2)`` (computed in
-float32) with respect to the input and every parameter. FLOPs are the layer's own count
-of the products it computes (``tnlib.btt.flops``; for the TT-matrix the sum over sites of
-``tt.matvec``'s contractions, ``2 r_{k-1} m_k n_k r_k prod(n_{>k}) prod(m_{<k})`` per
-vector; dense ``2 B d^2``); forward+backward is counted as 3x forward (the backward of
-every product is two products of the same size). "frac dense" is the layer's FLOP/s over
-the dense matmul's on the same device, dtype, width and batch; "speed-up" is dense time
-over layer time. For bfloat16 the table records the relative error of each layer
-against float32 arithmetic on the same (bf16-rounded) inputs, and the header says
-whether XLA's default bf16 dot accumulates in more than bf16 precision (a dot of 4096
-ones returns exactly 4096 only then: bf16 stops counting at 256).
+Forward = ``y = layer(x)``; forward+backward = the gradient of ``sum(y**2)`` (computed
+in float32) with respect to the input and every parameter. FLOPs are the layer's own
+count of the products it computes (``tnlib.btt.flops``; for the TT-matrix
+``tnlib.tt.flops``, the sum over sites of ``tt.matvec``'s contractions, ``2 r_{k-1} m_k
+n_k r_k prod(n_{>k}) prod(m_{<k})`` per vector; dense ``2 B d^2``); forward+backward is
+counted as 3x forward (the backward of every product is two products of the same size).
+"frac dense" is the layer's FLOP/s over the dense matmul's on the same device, dtype,
+width and batch; "speed-up" is dense time over layer time. For bfloat16 the table
+records the relative error of each layer against float32 arithmetic on the same
+(bf16-rounded) inputs, and the header says whether XLA's default bf16 dot accumulates in
+more than bf16 precision (a dot of 4096 ones returns exactly 4096 only then: bf16 stops
+counting at 256).
 
 A second table runs tensorly-torch's ``FactorizedLinear`` (CP, Tucker and its TT-matrix
 ``blocktt``, ``rank=0.1`` i.e. about 10% of the dense parameters, both its
@@ -72,16 +73,6 @@ def balanced(d: int, k: int) -> tuple[int, ...]:
     return tuple(sorted((a,) + balanced(d // a, k - 1)))
 
 
-def tt_flops(ttm: tt.TTMatrix, batch: int) -> int:
-    """FLOPs of ``vmap(tt.matvec)`` on ``batch`` vectors (2 per multiply-add)."""
-    ranks, m, n = ttm.ranks, ttm.row_dims, ttm.col_dims
-    total = 0
-    for k in range(len(m)):
-        rest = math.prod(n[k + 1:]) * math.prod(m[:k])
-        total += 2 * ranks[k] * m[k] * n[k] * ranks[k + 1] * rest
-    return batch * total
-
-
 def layers(d: int, key):
     """``{name: (params, apply(params, x), flops(batch), num_params)}`` at width ``d``."""
     k = jax.random.split(key, 5)
@@ -99,8 +90,7 @@ def layers(d: int, key):
                              btt.num_params(w_btt)),
         "monarch": (w_mon, btt.matvec, lambda b: btt.flops(w_mon, b), btt.num_params(w_mon)),
         f"tt {'x'.join(map(str, f3))} r{TT_RANK}": (
-            w_tt, tt_apply, lambda b: tt_flops(w_tt, b),
-            sum(c.size for c in w_tt.cores)),
+            w_tt, tt_apply, lambda b: tt.flops(w_tt, b), tt.num_params(w_tt)),
         f"lowrank r{d // LOWRANK_DIV}": (w_lr, btt.matvec, lambda b: btt.flops(w_lr, b),
                                           btt.num_params(w_lr)),
     }

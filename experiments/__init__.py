@@ -12,9 +12,19 @@ checkpoints, metrics, summary), the same for every task.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 __all__ = ["TASKS", "get_task"]
+
+# What the extra ``tnlib[experiments]`` installs (import name: distribution); checked
+# by name only (no import), so a bare ``pip install tnlib`` gets the command to run.
+EXTRA_MODULES = {"ml_collections": "ml_collections", "orbax": "orbax-checkpoint",
+                 "matplotlib": "matplotlib", "sklearn": "scikit-learn", "tqdm": "tqdm"}
+_missing = [dist for mod, dist in EXTRA_MODULES.items() if importlib.util.find_spec(mod) is None]
+if _missing:
+    raise ImportError(f"tnlib.experiments (and the tnlib command) needs {', '.join(_missing)}: "
+                      "pip install 'tnlib[experiments]'")
 
 # config.task -> task module (relative to this package).
 TASKS: dict[str, str] = {

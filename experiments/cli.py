@@ -25,18 +25,20 @@ from .records import CheckpointError, CheckpointWarning, RunLockedError
 __all__ = ["build_parser", "main", "run"]
 
 RUN_EPILOG = """\
-CONFIG is a Python file defining get_config(arg); ARG (after the colon) is a
-comma-separated list of that config's options, e.g. `smoke` or `chi=20,smoke`.
-Each config's docstring lists its options.
+CONFIG is a Python file defining get_config(arg), or the name of a config that
+ships with tnlib (tnlib.configs: mps_digits, mps_mnist, search_planted, ...);
+ARG (after the colon) is a comma-separated list of that config's options, e.g.
+`smoke` or `chi=20,smoke`. Each config's docstring lists its options.
 
 examples:
-  tnlib run configs/mps_digits.py                    # the demo (digits, MPS classifier)
-  tnlib run configs/mps_digits.py:smoke              # a few seconds
+  tnlib run mps_digits                               # the demo (digits, MPS classifier)
+  tnlib run mps_digits:smoke                         # a few seconds
+  tnlib run path/to/my_config.py:smoke               # your own config file
   tnlib run configs/mps_mnist.py:chi=20 --set train.lr=2e-3 --set train.num_epochs=5
   tnlib run configs/mps_digits.py --print-config     # show the keys --set accepts
 
 The run directory (default runs/<config>/<arg or default>/seed<k>/) receives
-config.json, meta.json (git commit, package versions), metrics.jsonl, checkpoints/,
+config.json, meta.json (tnlib version, git commit, package versions), metrics.jsonl, checkpoints/,
 summary.json and curves.png. Running the same command again resumes from the latest
 checkpoint (a corrupt one is reported and set aside, and the previous one is used); a
 finished run is only re-evaluated. While a run works, run.lock in its directory keeps a
@@ -59,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run_p.add_argument("config", metavar="CONFIG[:ARG]", help="config file and its argument")
+    run_p.add_argument("config", metavar="CONFIG[:ARG]",
+                       help="config file or shipped config name, and its argument")
     run_p.add_argument(
         "--set",
         dest="overrides",

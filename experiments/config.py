@@ -27,6 +27,7 @@ __all__ = [
     "ConfigError",
     "apply_overrides",
     "check_keys",
+    "find_config",
     "flat_keys",
     "load_config",
     "load_config_module",
@@ -35,6 +36,7 @@ __all__ = [
     "parse_spec",
     "parse_value",
     "run_dir",
+    "shipped_configs",
     "validate",
 ]
 
@@ -51,18 +53,53 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 
     The argument starts after the first ``.py:``; without one the whole string is
     the path and the argument is ``None``. An empty argument (``"x.py:"``) is ``None``.
+    A shipped config named without a path takes its argument after the first colon:
+    ``"mps_digits:smoke"`` is ``("mps_digits", "smoke")``.
     """
     head, sep, tail = spec.partition(".py:")
-    if not sep:
-        return spec, None
-    return head + ".py", (tail or None)
+    if sep:
+        return head + ".py", (tail or None)
+    name, sep, tail = spec.partition(":")
+    if sep and _is_name(name):
+        return name, (tail or None)
+    return spec, None
+
+
+def _is_name(text: str) -> bool:
+    """``text`` names a shipped config (``mps_digits``), not a path."""
+    return bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text))
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The configs that ship with tnlib (the package :mod:`tnlib.configs`), by name."""
+    import tnlib.configs
+
+    folder = Path(tnlib.configs.__file__).parent
+    return {p.stem: p for p in sorted(folder.glob("*.py")) if not p.stem.startswith("_")}
+
+
+def find_config(path: str | Path) -> Path:
+    """The config file ``path`` names.
+
+    A file that exists (absolute, or relative to the current directory) is used as is;
+    otherwise a shipped config is looked up by name: ``mps_digits``, or the
+    checkout-relative ``configs/mps_digits.py``, is ``tnlib/configs/mps_digits.py``
+    wherever tnlib is installed.
+    """
+    p = Path(path)
+    if p.is_file():
+        return p
+    name = p.stem if (p.suffix == ".py" and p.parent == Path("configs")) else str(path)
+    shipped = shipped_configs() if _is_name(name) else {}
+    if name in shipped:
+        return shipped[name]
+    raise ConfigError(f"config file not found: {path} (a .py file, or one of the shipped "
+                      f"configs: {', '.join(shipped_configs())})")
 
 
 def load_config_module(path: str | Path) -> ModuleType:
     """Import the config file at ``path`` as a fresh module (by path, not by name)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    path = find_config(path)
     name = "tnlib_config_" + re.sub(r"\W", "_", path.stem)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:

@@ -14,8 +14,12 @@ a run with overrides gets ``<arg>+<key=value>+...`` as its argument component, s
 the same result is reachable by hand with
 ``tnlib run CONFIG:ARG --set KEY=VALUE ... --workdir DIR`` (:meth:`RunSpec.command`).
 
+The plot scripts ship as :mod:`tnlib.paper_figures` and the configs as
+:mod:`tnlib.configs`, so this works from an installed wheel as well as a checkout.
 Outputs go to ``paper_figures/out/`` in full mode (committed) and to
-``paper_figures/out/quick/`` in quick mode (git-ignored).
+``paper_figures/out/quick/`` in quick mode (git-ignored) in a checkout; from an
+installed wheel to ``paper_figures_out/`` (``.../quick/``) under the current directory;
+``--out`` overrides both.
 
 This module imports no JAX at import time, so ``tnlib --help`` stays fast.
 """
@@ -34,7 +38,7 @@ from types import ModuleType
 from typing import Any
 
 from . import records
-from .config import ConfigError, apply_overrides, load_config, parse_spec, run_dir
+from .config import ConfigError, apply_overrides, find_config, load_config, parse_spec, run_dir
 
 __all__ = [
     "FIGURES",
@@ -44,18 +48,29 @@ __all__ = [
     "command",
     "default_out_dir",
     "ensure_run",
+    "in_checkout",
     "load_script",
     "make_figure",
 ]
 
-ROOT = Path(__file__).resolve().parents[1]  # the checkout: configs/ and paper_figures/
+def _scripts_dir() -> Path:
+    """The folder of :mod:`tnlib.paper_figures` (``paper_figures/`` in a checkout)."""
+    import tnlib.paper_figures
+
+    return Path(tnlib.paper_figures.__file__).resolve().parent
+
+
+def in_checkout() -> bool:
+    """Whether tnlib runs from a source checkout (editable install) rather than a wheel."""
+    return (_scripts_dir().parent / "pyproject.toml").is_file()
 
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
     """One run a figure reads: ``tnlib run CONFIG[:ARG] --set OVERRIDES... --seed SEED``.
 
-    ``config`` is relative to the checkout (``configs/...``) or absolute.
+    ``config`` names a shipped config (``configs/<name>.py``, found in
+    :mod:`tnlib.configs` wherever tnlib is installed) or is an absolute path.
     """
 
     config: str
@@ -65,7 +80,7 @@ class RunSpec:
     def config_path(self) -> tuple[Path, str | None]:
         path, arg = parse_spec(self.config)
         p = Path(path)
-        return (p if p.is_absolute() else ROOT / p), arg
+        return (p if p.is_absolute() else find_config(path)), arg
 
     def workdir(self, root: str | Path) -> Path:
         """``<root>/<config stem>/<arg>[+<override>...]/seed<k>``."""
@@ -105,7 +120,7 @@ class Figure:
 
     @property
     def script(self) -> Path:
-        return ROOT / "paper_figures" / f"{self.name}.py"
+        return _scripts_dir() / f"{self.name}.py"
 
 
 # --------------------------------------------------------------------------- registry
@@ -245,8 +260,7 @@ def load_script(figure: Figure) -> ModuleType:
     """Import ``paper_figures/<name>.py`` by path."""
     path = figure.script
     if not path.is_file():
-        raise ConfigError(f"figure script {path} is missing (tnlib figures needs a checkout "
-                          "of the repository, not an installed wheel)")
+        raise ConfigError(f"figure script {path} is missing")
     spec = importlib.util.spec_from_file_location(f"tnlib_figure_{figure.name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -254,8 +268,10 @@ def load_script(figure: Figure) -> ModuleType:
 
 
 def default_out_dir(quick: bool) -> Path:
-    """``paper_figures/out`` (full, committed) or ``paper_figures/out/quick`` (ignored)."""
-    out = ROOT / "paper_figures" / "out"
+    """In a checkout ``paper_figures/out`` (full, committed) or ``paper_figures/out/quick``
+    (ignored); from an installed wheel ``paper_figures_out[/quick]`` in the current
+    directory."""
+    out = _scripts_dir() / "out" if in_checkout() else Path("paper_figures_out")
     return out / "quick" if quick else out
 
 
@@ -342,8 +358,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small runs (minutes on a CPU)")
     p.add_argument("--workdir-root", default="runs", metavar="DIR",
                    help="where run directories live (default: runs)")
-    p.add_argument("--out", metavar="DIR", help="output directory (default: "
-                   "paper_figures/out, or paper_figures/out/quick with --quick)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default in a checkout: "
+                   "paper_figures/out, or paper_figures/out/quick with --quick; from an "
+                   "installed wheel: ./paper_figures_out[/quick])")
     p.add_argument("--plot-only", action="store_true",
                    help="do not run anything; plot from the existing run directories")
     p.add_argument("--allow-missing", action="store_true",

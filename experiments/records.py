@@ -181,16 +181,20 @@ def make_meta(
 ) -> dict[str, Any]:
     """``meta.json`` for this invocation; earlier invocations are kept under ``"sessions"``.
 
-    The top level describes the latest invocation (git commit and dirty flag of the
-    tnlib checkout, python and package versions, devices, start time).
+    The top level describes the latest invocation (tnlib's version; the git commit and
+    dirty flag of the tnlib checkout, None when tnlib is installed from a wheel; python
+    and package versions, devices, start time).
     """
     import tnlib
 
     source = Path(tnlib.__file__).resolve().parent.parent
-    git = git_state(source)
-    session = {"start_time": now_iso(), "start_step": start_step, "git_commit": git["commit"]}
+    checkout = (source / "pyproject.toml").is_file()  # not a site-packages inside some repo
+    git = git_state(source) if checkout else {"commit": None, "dirty": None}
+    session = {"start_time": now_iso(), "start_step": start_step, "git_commit": git["commit"],
+               "tnlib_version": tnlib.__version__}
     sessions = list((previous or {}).get("sessions", [])) + [session]
     return {
+        "tnlib_version": tnlib.__version__,
         "git_commit": git["commit"],
         "git_dirty": git["dirty"],
         "python": sys.version.split()[0],

@@ -38,7 +38,8 @@ def _require(module: str, package: str):
         return importlib.import_module(module)
     except ImportError as e:  # pragma: no cover - exercised by monkeypatching in tests
         raise ImportError(
-            f"this conversion needs the optional package {package!r}: pip install {package}"
+            f"this conversion needs the optional package {package!r}: pip install {package} "
+            "(or all the peers: pip install 'tnlib[interop]')"
         ) from e
 
 

@@ -11,7 +11,7 @@ from tnlib.experiments import config as cfg
 from tnlib.experiments.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((ROOT / "configs").glob("*.py"))
+CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.py") if not p.name.startswith("_"))
 
 
 def base() -> ml_collections.ConfigDict:

@@ -13,8 +13,8 @@ from tnlib.experiments.config import ConfigError, apply_overrides, load_config
 ROOT = Path(__file__).resolve().parents[2]
 # Training configs (task "classification") but the one test_exp_tasks.py runs.
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.py")
-                 if load_config(f"{p}:smoke")[0].task == "classification"
-                 and p.name != "mps_digits.py")
+                 if not p.name.startswith("_") and p.name != "mps_digits.py"
+                 and load_config(f"{p}:smoke")[0].task == "classification")
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

@@ -114,7 +114,8 @@ def image_tensor(name: str = "camera", shape=(4,) * 8, dtype=jnp.float32):
         import skimage.data
         import skimage.transform
     except ImportError as e:
-        raise ImportError("image_tensor needs scikit-image: pip install scikit-image") from e
+        raise ImportError("image_tensor needs scikit-image: pip install scikit-image "
+                          "(or pip install 'tnlib[experiments]')") from e
     shape = tuple(shape)
     if not shape or any(isinstance(d, bool) or not isinstance(d, int | np.integer) or d < 1
                         for d in shape):

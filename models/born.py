@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tnlib import sweep_born, tt
+from tnlib._validate import check_size
 from tnlib.models._common import check_int
 
 __all__ = ["MPSBornMachine", "from_born_mps", "to_born_mps"]
@@ -93,6 +94,9 @@ class MPSBornMachine(nnx.Module):
             raise ValueError(f"init_std must be >= 0, got {init_std!r}")
         if embedding_init is not None and not callable(embedding_init):
             raise ValueError(f"embedding_init must be callable, got {embedding_init!r}")
+        check_size(n_sites * bond_dim * bond_dim * embedding_dim + vocab_size * embedding_dim,
+                   param_dtype,
+                   f"MPSBornMachine(n_sites={n_sites}, bond_dim={bond_dim}) parameters")
         self.n_sites, self.vocab_size = n_sites, vocab_size
         self.bond_dim, self.embedding_dim = bond_dim, embedding_dim
         self.dtype, self.param_dtype = dtype, param_dtype

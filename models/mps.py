@@ -51,6 +51,7 @@ from flax import nnx
 
 from tnlib import linalg, tt
 from tnlib import sweep as sw
+from tnlib._validate import check_size
 from tnlib.models._common import compute_dtype
 
 __all__ = ["FEATURE_MAPS", "MPSClassifier", "from_labelled_mps", "local_feature_map",
@@ -140,6 +141,9 @@ class MPSClassifier(nnx.Module):
             raise ValueError(f"contraction must be one of {CONTRACTIONS}, got {contraction!r}")
         if not init_std >= 0:
             raise ValueError(f"init_std must be >= 0, got {init_std!r}")
+        # before any allocation: bond_dim=10**9 is a clear error, not an out-of-memory
+        check_size(n_sites * bond_dim * bond_dim * (local_dim + n_classes), param_dtype,
+                   f"MPSClassifier(n_sites={n_sites}, bond_dim={bond_dim}) parameters")
         self.n_sites, self.n_classes = n_sites, n_classes
         self.bond_dim, self.local_dim, self.label_site = bond_dim, local_dim, label_site
         self.feature_map, self.readout, self.contraction = feature_map, readout, contraction

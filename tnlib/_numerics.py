@@ -9,8 +9,11 @@ rescales the cores of a network to equal norms.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "safe_sqrt", "safe_log", "low_precision", "check_rank_args", "is_concrete", "balance_norms",
@@ -41,9 +44,16 @@ def is_concrete(x) -> bool:
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(x))
 
 
-def check_rank_args(max_rank, rtol) -> None:
+def check_rank_args(max_rank, rtol, x=None) -> None:
     """TypeError / ValueError naming the argument unless ``max_rank`` is None or a
-    Python int >= 1 (static) and ``rtol`` is None or a concrete number >= 0."""
+    Python int >= 1 (static) and ``rtol`` is None or a concrete finite number >= 0 (NaN
+    and inf are refused: every comparison with NaN is False, which truncated to rank 1).
+    With ``x`` (the tensor a ``from_dense`` decomposes), also a ValueError naming the
+    axis of size 0 (an empty tensor has no decomposition; it divided by zero)."""
+    if x is not None:
+        from tnlib._validate import check_shape
+
+        check_shape(np.shape(x), "x")
     if max_rank is not None:
         if isinstance(max_rank, bool) or not isinstance(max_rank, int):
             raise TypeError(
@@ -54,8 +64,9 @@ def check_rank_args(max_rank, rtol) -> None:
     if rtol is not None:
         if not is_concrete(rtol):
             raise TypeError("rtol must be a concrete number, not a traced value")
-        if float(rtol) < 0:
-            raise ValueError(f"rtol must be >= 0, got {float(rtol)}")
+        value = float(rtol)
+        if not math.isfinite(value) or value < 0:  # NaN compares False: would keep rank 1
+            raise ValueError(f"rtol must be >= 0 and finite, got {value}")
 
 
 def balance_norms(cores):

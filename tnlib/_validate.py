@@ -101,3 +101,98 @@ def as_key(seed, name: str = "key"):
             return jnp.asarray(seed)
     raise TypeError(f"{name} must be an int seed or a PRNG key (jax.random.key / PRNGKey), "
                     f"got {seed!r}")
+
+
+# ----------------------------------------------------------------- sizes and resource guard
+
+MAX_BYTES_ENV = "TNLIB_MAX_BYTES"
+MEMORY_FRACTION = 0.5  # of the machine's physical memory, when TNLIB_MAX_BYTES is unset
+
+
+def max_bytes() -> int | None:
+    """The most bytes one array may take before :func:`check_size` refuses it: the
+    environment variable ``TNLIB_MAX_BYTES`` (bytes; ``0`` or ``none`` turns the guard
+    off), else half the machine's physical memory (``os.sysconf``); None: no limit."""
+    import os
+
+    text = os.environ.get(MAX_BYTES_ENV, "").strip()
+    if text:
+        if text.lower() in ("0", "none", "off"):
+            return None
+        try:
+            value = int(float(text))
+        except ValueError:
+            raise ValueError(f"{MAX_BYTES_ENV}={text!r} must be a number of bytes "
+                             "(0 or 'none' turns the size guard off)") from None
+        return value if value > 0 else None
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * MEMORY_FRACTION)
+    except (ValueError, OSError, AttributeError):  # no sysconf: no limit
+        return None
+
+
+def _count(n: int) -> str:
+    """``n`` for a message: exact below 10**15, else ``about 10**k`` (no float overflow)."""
+    return str(n) if n < 10**15 else f"about 10**{len(str(n)) - 1}"
+
+
+def _human(n: int) -> str:
+    if n >= 1024**7:
+        return f"{_count(n)} bytes"
+    x = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if x < 1024 or unit == "EiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{x:.3g} {unit}"
+        x /= 1024
+    return f"{x:.3g} EiB"
+
+
+def check_size(count, dtype, what: str) -> None:
+    """ValueError naming ``what`` and the size when ``count`` elements (an int or a
+    shape) of ``dtype`` would take more than :func:`max_bytes`. Static (reads Python
+    ints only), so it works under jit; called before anything is allocated."""
+    import math
+
+    if not isinstance(count, int | np.integer):
+        count = math.prod(int(n) for n in count)
+    limit = max_bytes()
+    if limit is None:
+        return
+    nbytes = int(count) * np.dtype(dtype).itemsize
+    if nbytes > limit:
+        raise ValueError(
+            f"{what} would materialize {_count(int(count))} elements of {np.dtype(dtype).name} "
+            f"({_human(nbytes)}), more than the limit of {_human(limit)}; set "
+            f"{MAX_BYTES_ENV}=<bytes> to change the limit or {MAX_BYTES_ENV}=0 to turn it off"
+        )
+
+
+def check_shape(shape, name: str = "x") -> tuple[int, ...]:
+    """``shape`` as a tuple, or ValueError naming ``name`` and the axis of size 0 (an
+    empty tensor has no decomposition)."""
+    shape = tuple(int(n) for n in shape)
+    for k, n in enumerate(shape):
+        if n < 1:
+            raise ValueError(f"{name} has shape {shape}: axis {k} has size {n}; every "
+                             "axis must have size >= 1")
+    return shape
+
+
+def check_float(value, name: str, dtype=np.float32) -> float:
+    """``value`` as a Python float, or ValueError naming ``name`` unless it is a finite
+    number that ``dtype`` represents: not NaN or inf, not overflowing to inf in
+    ``dtype``, and not a nonzero value below ``dtype``'s smallest normal number (it would
+    be flushed to 0, e.g. ``lr=1e-320`` in float32)."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    info = np.finfo(dtype)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if abs(v) > float(info.max):
+        raise ValueError(f"{name}={v!r} overflows {np.dtype(dtype).name} (largest "
+                         f"{float(info.max):.4g})")
+    if v != 0 and abs(v) < float(info.tiny):
+        raise ValueError(f"{name}={v!r} is below the smallest normal {np.dtype(dtype).name} "
+                         f"({float(info.tiny):.4g}) and would compute as 0")
+    return v

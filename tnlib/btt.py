@@ -69,6 +69,7 @@ from tnlib import _numerics, linalg
 from tnlib._validate import as_inexact as _as_inexact
 from tnlib._validate import check_dims as _check_dims
 from tnlib._validate import check_int
+from tnlib._validate import check_size as _check_size
 from tnlib.struct import pytree_dataclass
 
 __all__ = [
@@ -343,7 +344,7 @@ def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None,
       dims: ``(out_factors, in_factors)`` for the factored kinds (not for low-rank).
     """
     kind = _check_kind(kind)
-    _numerics.check_rank_args(max_rank, rtol)
+    _numerics.check_rank_args(max_rank, rtol, x)
     x = _as_inexact(x)
     if x.ndim != 2:
         raise ValueError(f"x must be a matrix (d_out, d_in), got shape {_shape(x)}")
@@ -489,18 +490,21 @@ def to_dense(tn):
 @to_dense.register
 def _(w: LowRank):
     check(w)
+    _check_size((w.d_out, w.d_in), jnp.result_type(*jax.tree.leaves(w)), "btt.to_dense")
     return w.u @ w.v
 
 
 @to_dense.register
 def _(w: Kronecker):
     check(w)
+    _check_size((w.d_out, w.d_in), jnp.result_type(*jax.tree.leaves(w)), "btt.to_dense")
     return jnp.kron(w.a, w.b)
 
 
 @to_dense.register
 def _(w: BlockTT):
     check(w)
+    _check_size((w.d_out, w.d_in), jnp.result_type(*jax.tree.leaves(w)), "btt.to_dense")
     (m1, m2), (n1, n2) = w.out_factors, w.in_factors
     # blocks[i, q] = right[i, :, q, :] @ left[q, i, :, :]^T  (m2, n1)
     blocks = jnp.matmul(w.right.transpose(0, 2, 1, 3), w.left.transpose(1, 0, 3, 2))

@@ -30,6 +30,7 @@ from tnlib import _numerics, linalg
 from tnlib._validate import as_inexact as _as_inexact
 from tnlib._validate import check_dims as _check_dims
 from tnlib._validate import check_same_dims as _check_same_dims
+from tnlib._validate import check_size as _check_size
 from tnlib.struct import pytree_dataclass
 
 __all__ = [
@@ -143,8 +144,10 @@ def random(key, dims: Sequence[int], rank: int, dtype=jnp.float32) -> CP:
 
 
 def to_dense(tn: CP):
-    """The dense tensor of shape ``dims`` (Khatri-Rao product summed over the rank)."""
+    """The dense tensor of shape ``dims`` (Khatri-Rao product summed over the rank); a
+    ValueError naming the size when it (times the rank) exceeds ``_validate.max_bytes()``."""
     check(tn)
+    _check_size((*tn.dims, tn.rank), tn.factors[0].dtype, "cp.to_dense")
     r = tn.rank
     res = tn.factors[0] * tn.weights
     for f in tn.factors[1:]:
@@ -329,7 +332,7 @@ def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None,
     x = _as_inexact(x)
     if x.ndim == 0:
         raise ValueError("x must have at least one axis")
-    _numerics.check_rank_args(max_rank, rtol)
+    _numerics.check_rank_args(max_rank, rtol, x)
     max_rank = rank_bound(x.shape) if max_rank is None else _check_rank(max_rank, x.shape)
     if rtol is None:
         return als(x, max_rank, n_iter=n_iter, key=key, return_errors=return_errors)

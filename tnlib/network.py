@@ -46,6 +46,7 @@ import optax
 from tnlib import _numerics, _optim, linalg
 from tnlib._slicing import SlicePlan, contract_sliced, slice_plan
 from tnlib._validate import check_dims as _check_dims
+from tnlib._validate import check_size as _check_size
 from tnlib.struct import pytree_dataclass
 
 try:  # optional: better paths for large networks
@@ -231,7 +232,36 @@ def contract_path(subscripts: str, *shapes) -> tuple[tuple[int, ...], ...]:
     cache.
     """
     shapes = tuple(tuple(int(d) for d in s) for s in shapes)
-    return _cached_path(subscripts, shapes)
+    _check_subscripts(subscripts, shapes)
+    try:
+        return _cached_path(subscripts, shapes)
+    except (KeyError, IndexError, ValueError) as e:  # opt_einsum's errors for a bad spec
+        raise ValueError(f"subscripts {subscripts!r} do not describe a contraction of "
+                         f"shapes {shapes}: {type(e).__name__}: {e}") from None
+
+
+def _check_subscripts(subscripts, shapes) -> None:
+    """ValueError naming the spec unless it is ``in,in,...->out`` with one input term
+    per array, an output of input letters only (no comma) and, without ``...``, one
+    letter per axis."""
+    if not isinstance(subscripts, str):
+        raise TypeError(f"subscripts must be a str, got {type(subscripts).__name__}")
+    lhs, arrow, out = subscripts.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(shapes):
+        raise ValueError(f"subscripts {subscripts!r} has {len(terms)} input terms for "
+                         f"{len(shapes)} arrays")
+    if arrow:
+        letters = set(lhs) - {",", " ", "."}
+        bad = sorted(set(out) - letters - {" ", "."})
+        if bad:
+            raise ValueError(f"subscripts {subscripts!r}: output {out!r} has {bad} that no "
+                             "input has (an output takes no comma)")
+    for term, shape in zip(terms, shapes, strict=True):
+        term = term.strip()
+        if "..." not in term and len(term) != len(shape):
+            raise ValueError(f"subscripts {subscripts!r}: term {term!r} has {len(term)} "
+                             f"letters for an array of shape {shape}")
 
 
 contract_path.cache_clear = _cached_path.cache_clear
@@ -356,8 +386,10 @@ def num_params(tn) -> int:
 
 
 def to_dense(tn: Network) -> jax.Array:
-    """The dense tensor represented, modes in their original order ``0..N-1``."""
+    """The dense tensor represented, modes in their original order ``0..N-1`` (a
+    ValueError naming the size when it exceeds ``_validate.max_bytes()``)."""
     check(tn)
+    _check_size(tn.dims, tn.cores[0].dtype, "network.to_dense")
     return contract(tn.cores, einsum_spec(tn.adjacency, tn.perm))
 
 

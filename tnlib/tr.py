@@ -28,6 +28,7 @@ from tnlib._validate import as_inexact as _as_inexact
 from tnlib._validate import check_cores as _check_cores
 from tnlib._validate import check_dims as _check_dims
 from tnlib._validate import check_same_dims as _check_same_dims
+from tnlib._validate import check_size as _check_size
 from tnlib._validate import rank_sequence as _rank_sequence
 from tnlib.struct import pytree_dataclass
 
@@ -108,9 +109,11 @@ def random(key, dims: Sequence[int], rank, dtype=jnp.float32) -> TensorRing:
 
 
 def to_dense(tn: TensorRing):
-    """The dense tensor of shape ``dims``: the chain product traced over the closing bond."""
+    """The dense tensor of shape ``dims``: the chain product traced over the closing bond
+    (a ValueError naming the size when it exceeds ``_validate.max_bytes()``)."""
     check(tn)
     r0 = tn.cores[0].shape[0]
+    _check_size((*tn.dims, r0 * r0), tn.cores[0].dtype, "tr.to_dense")
     res = tn.cores[0].reshape(-1, tn.cores[0].shape[-1])
     for c in tn.cores[1:]:
         res = (res @ c.reshape(c.shape[0], -1)).reshape(-1, c.shape[-1])
@@ -279,7 +282,7 @@ def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None) -> 
     x = _as_inexact(x)
     if x.ndim == 0:
         raise ValueError("x must have at least one axis")
-    _numerics.check_rank_args(max_rank, rtol)
+    _numerics.check_rank_args(max_rank, rtol, x)
     if rtol is not None and max_rank is None and not linalg.is_concrete(x):
         raise TypeError(
             "from_dense with only rtol picks a data-dependent rank and needs a concrete "

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 
 from tnlib import _numerics, linalg
 from tnlib._validate import check_dims as _check_dims
+from tnlib._validate import check_size as _check_size
 from tnlib.struct import pytree_dataclass
 
 __all__ = [
@@ -343,7 +344,7 @@ def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None, tre
     if x.ndim == 0:
         raise ValueError("x must have at least one axis")
     tree = balanced_tree(x.ndim) if tree is None else _check_tree(tree, x.ndim)
-    _numerics.check_rank_args(max_rank, rtol)
+    _numerics.check_rank_args(max_rank, rtol, x)
     rtol_only = rtol is not None and max_rank is None
     if rtol_only and not linalg.is_concrete(x):
         raise _rtol_only_error("from_dense")
@@ -416,10 +417,17 @@ def _hsvd(x, tree, max_rank, rtol):
     return _assemble(arrays, tree), tuple(counts[k] for k in nodes(tree)[:-1] if counts)
 
 
-@jax.jit
 def to_dense(tn):
-    """The dense tensor represented, shape ``tn.dims`` (axes in mode order)."""
+    """The dense tensor represented, shape ``tn.dims`` (axes in mode order); a
+    ValueError naming the size when it exceeds ``_validate.max_bytes()`` (checked on
+    every call, outside the jitted contraction, so the limit is read each time)."""
     check(tn)
+    _check_size(tn.dims, tn.leaves[0].dtype, "tree.to_dense")
+    return _contract_dense(tn)
+
+
+@jax.jit
+def _contract_dense(tn):
     frames = _arrays(tn)
     for node in _interior(tn.tree):
         b = frames[node]

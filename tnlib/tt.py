@@ -29,6 +29,7 @@ from tnlib import _features, _numerics, _tt_sweeps, linalg
 from tnlib._validate import check_cores as _check_cores
 from tnlib._validate import check_dims as _check_dims
 from tnlib._validate import check_int as _check_int
+from tnlib._validate import check_size as _check_size
 from tnlib._validate import rank_sequence as _rank_sequence
 from tnlib.struct import pytree_dataclass
 
@@ -169,7 +170,7 @@ def random(key, dims: Sequence[int], rank, dtype=jnp.float32, *, col_dims=None):
 
 def _tt_svd(x, dims, max_rank, rtol):
     """TT-SVD of ``x`` reshaped to ``dims``; returns cores ``(r, n, r')``."""
-    _numerics.check_rank_args(max_rank, rtol)
+    _numerics.check_rank_args(max_rank, rtol, x)
     if rtol is not None and max_rank is None and not linalg.is_concrete(x):
         raise TypeError(
             "from_dense with only rtol picks a data-dependent rank and needs a concrete "
@@ -242,8 +243,11 @@ def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None,
 
 
 def to_dense(tn):
-    """The dense tensor (shape ``dims``) or matrix (shape ``ttm.shape``) represented."""
+    """The dense tensor (shape ``dims``) or matrix (shape ``ttm.shape``) represented;
+    a ValueError naming the size when it exceeds ``_validate.max_bytes()``."""
     check(tn)
+    _check_size(tn.shape if isinstance(tn, TTMatrix) else tn.dims, tn.cores[0].dtype,
+                "tt.to_dense")
     if isinstance(tn, TTMatrix):
         flat = TensorTrain(tuple(c.reshape(c.shape[0], -1, c.shape[-1]) for c in tn.cores))
         t = to_dense(flat).reshape(

@@ -40,6 +40,7 @@ from tnlib._tucker_ops import project as _project
 from tnlib._tucker_ops import unfold as _unfold
 from tnlib._validate import check_dims as _check_dims
 from tnlib._validate import check_same_dims as _check_same_dims
+from tnlib._validate import check_size as _check_size
 from tnlib.struct import pytree_dataclass
 
 __all__ = [
@@ -177,7 +178,7 @@ def hosvd(x, rank=None, rtol: float | None = None) -> Tucker:
       ``Tucker`` with core ``(r_1, ..., r_N)`` and factors ``(n_k, r_k)``.
     """
     x = _as_tensor(x)
-    _numerics.check_rank_args(None, rtol)
+    _numerics.check_rank_args(None, rtol, x)
     if rtol is not None and rank is None and not linalg.is_concrete(x):
         raise TypeError(
             "hosvd with only rtol picks data-dependent ranks and needs a concrete tensor; "
@@ -226,7 +227,7 @@ def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None,
         combine with ``max_rank``.
     """
     x = _as_tensor(x)
-    _numerics.check_rank_args(max_rank, rtol)
+    _numerics.check_rank_args(max_rank, rtol, x)
     if max_rank is not None:
         if rank is not None:
             raise ValueError("pass max_rank (a cap) or rank (exact per-mode ranks), not both")
@@ -284,8 +285,10 @@ def _hooi_sweep(ranks: tuple[int, ...]):
 
 
 def to_dense(tn: Tucker):
-    """The dense tensor of shape ``tn.dims``: ``core x_1 factors[0] ... x_N factors[N-1]``."""
+    """The dense tensor of shape ``tn.dims``: ``core x_1 factors[0] ... x_N factors[N-1]``
+    (a ValueError naming the size when it exceeds ``_validate.max_bytes()``)."""
     check(tn)
+    _check_size(tn.dims, tn.core.dtype, "tucker.to_dense")
     x = tn.core
     for k, f in enumerate(tn.factors):
         x = _dense_mode_product(x, f, k)

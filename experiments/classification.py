@@ -115,8 +115,10 @@ def check_schedule(tc: ml_collections.ConfigDict, total_steps: int) -> None:
 def make_steps(graphdef, rest, optimizer: optax.GradientTransformation):
     """Jitted ``train_step(params, opt_state, x, y)`` and ``eval_step(params, x, y, mask)``.
 
-    ``train_step`` returns ``(params, opt_state, loss, accuracy)`` (batch means);
-    ``eval_step`` returns the summed loss and the number correct over unmasked rows.
+    ``train_step`` returns ``(params, opt_state, loss, accuracy)`` (batch means; an
+    empty batch is a ValueError: its mean loss is NaN and one update would turn every
+    parameter into NaN); ``eval_step`` returns the summed loss and the number correct
+    over unmasked rows.
     """
 
     def logits_fn(params, x):
@@ -129,6 +131,9 @@ def make_steps(graphdef, rest, optimizer: optax.GradientTransformation):
 
     @jax.jit
     def train_step(params, opt_state, x, y):
+        if x.shape[0] == 0 or y.shape[0] == 0:  # static: checked when traced
+            raise ValueError(f"train_step got an empty batch (x {x.shape}, y {y.shape}); "
+                             "a step needs at least one example")
         (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss, acc

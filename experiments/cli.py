@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from . import TASKS, get_task
 from .config import ConfigError, apply_overrides, load_config, run_dir
 from .data import DataUnavailableError
-from .records import CheckpointError, CheckpointWarning, RunLockedError
+from .records import CheckpointError, CheckpointWarning, MetricsWarning, RunLockedError
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -101,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
 
         initialize_distributed()
     task.check_config(config)
+    if args.workdir is not None and not args.workdir.strip():
+        raise ConfigError("--workdir is empty; pass a directory, or leave --workdir out for "
+                          "the default runs/<config>/<arg>/seed<k>/")
     workdir = args.workdir or run_dir(path, arg, config.get("seed", 0))
     if args.print_config:
         print(config)
@@ -122,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         show = warnings.showwarning
 
         def showwarning(message, category, filename, lineno, file=None, line=None):
-            if issubclass(category, CheckpointWarning):
+            if issubclass(category, CheckpointWarning | MetricsWarning):
                 print(f"tnlib: warning: {message}", file=sys.stderr, flush=True)
             else:
                 show(message, category, filename, lineno, file, line)
@@ -142,6 +145,9 @@ def _main(args: argparse.Namespace) -> int:
         print(f"tnlib: error: {e}", file=sys.stderr)
         return 2
     except (FloatingPointError, CheckpointError) as e:
+        print(f"tnlib: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the disk: full, read-only, removed under the run
         print(f"tnlib: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -278,7 +278,8 @@ RULES: tuple[Rule, ...] = (
 
 # Dotted key -> the type its value must have (when present and not None). An int is
 # accepted for a float; a bool is never accepted for an int or a float; floats must
-# be finite (``1e999`` parses as inf).
+# be finite (``1e999`` parses as inf) and held by float32, the dtype runs compute in
+# (``1e-320`` passes ``> 0`` but is 0.0 in float32).
 TYPES: dict[str, type] = {
     "task": str, "seed": int,
     "data.name": str, "data.n_train": int, "data.n_test": int, "data.downsample": int,
@@ -295,6 +296,9 @@ TYPES: dict[str, type] = {
 }
 
 
+FLOAT32_TINY, FLOAT32_MAX = 1.1754943508222875e-38, 3.4028234663852886e38  # normal range
+
+
 def _type_problem(value: Any, want: type) -> str | None:
     """Why ``value`` is not a ``want`` (None when it is)."""
     if want is float:
@@ -302,6 +306,10 @@ def _type_problem(value: Any, want: type) -> str | None:
             return "a float"
         if not math.isfinite(value):
             return "a finite float"
+        if value != 0 and not FLOAT32_TINY <= abs(value) <= FLOAT32_MAX:
+            # runs compute in float32: 1e-320 would be 0 there, 1e39 inf
+            return (f"a float that float32 holds (0, or magnitude in [{FLOAT32_TINY:.4g}, "
+                    f"{FLOAT32_MAX:.4g}]); runs compute in float32")
         return None
     if want is int:
         return None if isinstance(value, int) and not isinstance(value, bool) else "an int"

@@ -7,7 +7,9 @@ lock when its process dies, even by SIGKILL, so a stale file never blocks a new 
 
 ``metrics.jsonl`` holds one JSON object per line, one line per logged step, with
 strictly increasing ``step``; a resumed run first drops the lines past its checkpoint
-(:func:`truncate_metrics`) so nothing is logged twice.
+(:func:`truncate_metrics`) so nothing is logged twice. A torn last line (a run killed
+while writing it) is dropped quietly; an unreadable line anywhere else is damage: the
+file is copied aside and a :class:`MetricsWarning` names the copy and the line.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import json
 import math
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,11 +37,13 @@ __all__ = [
     "PACKAGES",
     "CheckpointError",
     "CheckpointWarning",
+    "MetricsWarning",
     "RunLockedError",
     "accuracy_line",
     "append_metrics",
     "eval_summary",
     "finish_run",
+    "jsonable",
     "git_state",
     "lock_run_dir",
     "make_meta",
@@ -53,16 +59,16 @@ __all__ = [
 PACKAGES = ("tnlib", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Plain Python for JSON: numpy / jax scalars become floats or ints, NaN becomes None."""
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
@@ -70,12 +76,19 @@ def write_json(path: Path, obj: Mapping[str, Any]) -> None:
     """Write ``obj`` as indented JSON, atomically (temp file + rename)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(jsonable(obj), indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+    """The JSON object in ``path``; a file that is not one is a ValueError naming it."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return obj
 
 
 def now_iso() -> str:
@@ -94,6 +107,11 @@ class RunLockedError(RuntimeError):
 class CheckpointWarning(UserWarning):
     """A checkpoint was found corrupt or truncated and set aside; an older one is used
     (raised by :func:`tnlib.experiments.training.restore_checkpoint`)."""
+
+
+class MetricsWarning(UserWarning):
+    """``metrics.jsonl`` held an unreadable line before its last one; the original was
+    copied aside before the file was rewritten (:func:`truncate_metrics`)."""
 
 
 class CheckpointError(RuntimeError):
@@ -271,20 +289,50 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def append_metrics(path: Path, record: Mapping[str, Any]) -> None:
-    """Append one line and flush it, so a killed run loses at most that line."""
+    """Append one line and flush it, so a killed run loses at most that line (a torn
+    last line, which :func:`truncate_metrics` drops)."""
+    from . import faults
+
+    line = json.dumps(jsonable(record), sort_keys=True) + "\n"
     with open(path, "a") as f:
-        f.write(json.dumps(_jsonable(record), sort_keys=True) + "\n")
+        half = len(line) // 2
+        f.write(line[:half])
+        f.flush()
+        faults.point("metrics")
+        f.write(line[half:])
         f.flush()
 
 
 def truncate_metrics(path: Path, max_step: int) -> int:
-    """Keep only the lines with ``step <= max_step`` (and drop torn lines); returns how many."""
+    """Keep only the lines with ``step <= max_step`` (and drop a torn last line); returns
+    how many. An unreadable line before the last is not dropped silently: the original
+    file is first copied to ``metrics.jsonl.damaged[.k]`` and a :class:`MetricsWarning`
+    names the line and the copy."""
     path = Path(path)
-    kept = [r for r in read_metrics(path) if r.get("step", 0) <= max_step]
-    if path.exists():
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
-        tmp.replace(path)
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines()
+    kept, bad = [], []
+    for k, line in enumerate(lines, start=1):
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            if k < len(lines):  # the last line may be torn by a kill; others may not
+                bad.append(k)
+            continue
+        if isinstance(r, dict) and r.get("step", 0) <= max_step:
+            kept.append(r)
+    if bad:
+        copy, i = path.with_name(path.name + ".damaged"), 1
+        while copy.exists():
+            copy, i = path.with_name(f"{path.name}.damaged.{i}"), i + 1
+        shutil.copy2(path, copy)
+        warnings.warn(f"{path} has {len(bad)} unreadable line(s) before its last (line "
+                      f"{', '.join(map(str, bad[:5]))}); kept a copy of it as {copy} and "
+                      "dropped those lines", MetricsWarning, stacklevel=2)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+    tmp.replace(path)
     return len(kept)
 
 

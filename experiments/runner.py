@@ -8,9 +8,13 @@ same way for every task:
 * **lock**: ``workdir/run.lock`` is held (``flock``, process 0) for the whole run,
   taken before ``setup`` when the directory exists, so a second run fails at once
   (:class:`~tnlib.experiments.records.RunLockedError`);
+* **the directory**: a ``workdir`` that is a file, or that cannot be written, is a
+  ConfigError before any work;
 * **exact config check**: a directory holding checkpoints of another config (other
-  than its ``mesh``) is refused (:func:`check_resumable`); the directory is created
-  only after ``setup`` returned, so a config error leaves no trace;
+  than its ``mesh``) is refused (:func:`check_resumable`), read from ``config.json``
+  and, when that file is missing, from the config every checkpoint stores in its
+  metadata; a restored checkpoint's stored config is compared again; the directory is
+  created only after ``setup`` returned, so a config error leaves no trace;
 * **restore / quarantine**: the newest checkpoint that verifies is restored
   (:func:`~tnlib.experiments.training.restore_checkpoint`: damaged ones are moved to
   ``checkpoints.corrupt/`` with a ``CheckpointWarning``); ``metrics.jsonl`` is cut back
@@ -20,10 +24,14 @@ same way for every task:
   since the last line) and ``task.log_extra``, every ``eval_every`` steps (and at the
   last) ``task.evaluate(state)`` go to one ``metrics.jsonl`` line with ``step`` and
   ``wall_s``; a non-finite ``train_loss`` raises ``FloatingPointError``; every
-  ``checkpoint_every`` steps (and at the last) an asynchronous orbax save starts, and
-  the previous one is committed (manifest); a tqdm bar shows the progress;
-* **Ctrl-C** (``KeyboardInterrupt``) waits for the save in flight and commits it
-  before it propagates (``tnlib run`` exits 130);
+  ``checkpoint_every`` steps (and at the last) a checkpoint is saved and the loop
+  goes on only once orbax has finished it and its manifest is written
+  (:func:`~tnlib.experiments.training.save_checkpoint`); the step metrics not yet
+  logged (``checkpoint_every`` need not be a multiple of ``log_every``) are stored in
+  the checkpoint's metadata, so the first line after a resume averages the same steps
+  as the uninterrupted run's; a tqdm bar shows the progress;
+* **Ctrl-C** (SIGINT) during a save is held back until the save and its manifest are
+  complete, then raised as ``KeyboardInterrupt`` (``tnlib run`` exits 130);
 * **the end**: the summary (``task.summarize(state, final evaluation)`` plus ``steps``
   and ``wall_s``, summed over resumed sessions) goes to ``summary.json``, curves to
   ``curves.png`` and one line to stdout (:func:`~tnlib.experiments.records.finish_run`).
@@ -39,7 +47,10 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -52,7 +63,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
-from . import records, sharding, training
+from . import faults, records, sharding, training
 from .config import ConfigError
 
 __all__ = ["Task", "check_resumable", "run"]
@@ -131,22 +142,119 @@ class Task:
     ticks_per_step: int = 1
 
 
+def _comparable(config: Any) -> dict[str, Any]:
+    """A config as plain JSON, without its ``mesh`` (a checkpoint restores onto any)."""
+    if isinstance(config, ml_collections.ConfigDict):
+        config = json.loads(config.to_json())
+    return {k: v for k, v in config.items() if k != "mesh"}
+
+
+def _stored_config(ckpt: Path) -> tuple[dict[str, Any] | None, Path | None]:
+    """The config stored in the metadata of the newest checkpoint that has one."""
+    for step_dir in sorted((p for p in ckpt.iterdir() if p.name.isdigit()),
+                           key=lambda p: int(p.name), reverse=True):
+        for meta in sorted((step_dir / "meta").glob("*")):
+            try:
+                stored = json.loads(meta.read_text()).get("config")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(stored, dict):
+                return stored, meta
+    return None, None
+
+
 def check_resumable(workdir: Path, config: ml_collections.ConfigDict) -> None:
     """Raise ConfigError when ``workdir`` holds checkpoints of a run started with a
-    different config (its ``config.json``; the ``mesh`` may differ: a checkpoint
-    restores onto any mesh)."""
+    different config: its ``config.json`` or, when that is missing, the config stored
+    in the newest checkpoint's metadata (the ``mesh`` may differ: a checkpoint restores
+    onto any mesh). Checkpoints with neither cannot be checked: an error too. An
+    unreadable ``config.json`` is an error naming it."""
     path, ckpt = Path(workdir) / "config.json", Path(workdir) / "checkpoints"
     if not ckpt.is_dir() or not any(p.name.isdigit() for p in ckpt.iterdir()):
         return
-
-    def same(c):
-        return {k: v for k, v in c.items() if k != "mesh"}
-
-    if path.exists() and same(records.read_json(path)) != same(json.loads(config.to_json())):
+    if path.exists():
+        try:
+            stored, where = records.read_json(path), path
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot read {path} to check that the checkpoints in "
+                              f"{workdir} belong to this config: {e}; restore or delete "
+                              "that file (or the directory)") from None
+    else:
+        stored, where = _stored_config(ckpt)
+        if stored is None:
+            raise ConfigError(
+                f"{workdir} holds checkpoints but no config.json, and no checkpoint stores "
+                "its config: cannot check that they belong to this config; use another "
+                "--workdir or delete that directory")
+    if _comparable(stored) != _comparable(config):
         raise ConfigError(
-            f"{workdir} holds checkpoints of a run with a different config ({path}); "
+            f"{workdir} holds checkpoints of a run with a different config ({where}); "
             "use another --workdir or delete that directory"
         )
+
+
+def check_workdir(workdir: Path) -> None:
+    """ConfigError unless ``workdir`` is (or can be made as) a writable directory: not a
+    file, not under a file, not on a read-only file system (a probe file is created
+    and removed in the nearest existing directory)."""
+    workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"workdir {workdir} is a file, not a directory; pass another "
+                          "--workdir")
+    probe_dir = workdir
+    while not probe_dir.exists():
+        if probe_dir.parent == probe_dir:
+            break
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise ConfigError(f"workdir {workdir} cannot be created: {probe_dir} is a file")
+    probe = probe_dir / f".tnlib-write-probe-{os.getpid()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"workdir {workdir} cannot be written ({probe_dir}: "
+                          f"{e.strerror or e}); pass a writable --workdir") from None
+
+
+@contextlib.contextmanager
+def _sigint_held():
+    """Hold Ctrl-C (SIGINT) back for the ``with`` block and raise ``KeyboardInterrupt``
+    after it: a save and its manifest are never cut in the middle. Only the main
+    thread can install handlers; elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda sig, frame: received.append(sig))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+def _exact(value: Any) -> dict[str, Any]:
+    """One step metric as JSON that gives back the same value: a numeric scalar array
+    keeps its dtype (``float32`` values are exact as Python floats), anything else
+    is stored as plain JSON."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return {"dtype": None, "value": value}
+    a = np.asarray(value)
+    if a.ndim == 0 and a.dtype.kind in "biuf":
+        return {"dtype": str(a.dtype), "value": a.item()}
+    return {"dtype": None, "value": records.jsonable(value)}
+
+
+def _window_to_json(window: Mapping[str, list]) -> dict[str, list]:
+    """The step metrics not yet logged (``checkpoint_every`` off the log cadence)."""
+    return {k: [_exact(v) for v in values] for k, values in window.items()}
+
+
+def _window_from_json(saved: Mapping[str, list]) -> dict[str, list]:
+    return {k: [v["value"] if v["dtype"] is None else np.asarray(v["value"], v["dtype"])
+                for v in values] for k, values in saved.items()}
 
 
 def _mean(values: list) -> Any:
@@ -178,6 +286,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path,
     """
     workdir = Path(workdir)
     main = sharding.is_main_process()  # process 0 writes the records; all save checkpoints
+    check_workdir(workdir)
     with contextlib.ExitStack() as stack:
         checked = workdir.is_dir()
         if checked:  # fail fast, before loading data
@@ -205,10 +314,18 @@ def _loop(config, workdir: Path, task: Task, stack: contextlib.ExitStack,
     restored = training.restore_checkpoint(mngr, abstract,
                                            quarantine=workdir / "checkpoints.corrupt")
     state, step, wall_before = task.state, 0, 0.0
+    window: dict[str, list] = {}
     if restored is not None:
         step, tree, ck_meta = restored
+        stored = ck_meta.get("config")
+        if stored is not None and _comparable(stored) != _comparable(config):
+            raise ConfigError(
+                f"checkpoint step {step} in {workdir} was written by a run with a different "
+                "config (the config stored in the checkpoint); use another --workdir or "
+                "delete that directory")
         state = task.load(tree, ck_meta.get("task", {}))
         wall_before = float(ck_meta.get("wall_s", 0.0))
+        window = _window_from_json(ck_meta.get("log_window", {}))
         if main:
             records.truncate_metrics(metrics_path, step)
             print(f"resumed from step {step}", flush=True)
@@ -221,9 +338,9 @@ def _loop(config, workdir: Path, task: Task, stack: contextlib.ExitStack,
     def finished(state, step):
         return step >= task.total_steps or (task.done is not None and task.done(state))
 
+    faults.point("start")
+    config_json = json.loads(config.to_json())
     start_step, t0 = step, time.perf_counter()
-    window: dict[str, list] = {}
-    pending: list[int] = []
     last_record: dict[str, Any] = {}
     final: Mapping[str, Any] = {}
     n = task.ticks_per_step
@@ -238,6 +355,7 @@ def _loop(config, workdir: Path, task: Task, stack: contextlib.ExitStack,
                 bar.update(k)
 
             state, metrics = task.step(state, step, tick)
+            faults.point("step")
             step += 1
             bar.update(max(n - ticked[0], 0))
             for k, v in metrics.items():
@@ -268,15 +386,15 @@ def _loop(config, workdir: Path, task: Task, stack: contextlib.ExitStack,
                     bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) else v
                                      for k, v in shown.items()}, refresh=False)
             if step % task.checkpoint_every == 0 or last:
-                training.commit_checkpoints(mngr, pending)  # the previous save, now complete
                 tree, info = task.save(state)
-                training.save_checkpoint(mngr, step, tree, {
-                    "step": step, "wall_s": wall, "seed": config.seed, **task.checkpoint_meta,
-                    **({"task": info} if info else {})})
-                pending = [step]
+                meta = {"step": step, "wall_s": wall, "seed": config.seed,
+                        **task.checkpoint_meta, "config": config_json,
+                        **({"task": info} if info else {}),
+                        **({"log_window": _window_to_json(window)} if window else {})}
+                with _sigint_held():  # returns once durable and verified by its manifest
+                    training.save_checkpoint(mngr, step, tree, meta)
     finally:
         bar.close()
-        training.commit_checkpoints(mngr, pending)
 
     if step == start_step:  # finished in an earlier session: re-evaluate
         final, wall = task.evaluate(state), wall_before

@@ -7,13 +7,17 @@ uninterrupted run would have seen, with no RNG state to save beyond ``(seed, K)`
 
 Checkpoints are orbax step directories ``checkpoints/<step>/``. Orbax writes each one
 to a temporary directory and renames it when complete, so a run killed mid-save
-leaves no half-written step. After a save has finished, :func:`commit_checkpoints`
-adds ``tnlib_manifest.json`` to the step directory: the size and SHA-256 of every
-file. :func:`restore_checkpoint` walks the steps from the newest down, verifies the
-manifest (orbax itself does not notice flipped bytes: it restores them as wrong
-numbers), restores with orbax, and moves a step that fails either check to
-``checkpoints.corrupt/`` with a :class:`CheckpointWarning` naming the step and the
-file, then tries the previous step.
+leaves no half-written step. :func:`save_checkpoint` waits for orbax to finish and
+then, before it returns, adds ``tnlib_manifest.json`` to the step directory (the size
+and SHA-256 of every file), and only then deletes checkpoints beyond ``keep``: the
+newest checkpoint is trusted only once its integrity record exists, and a trusted one
+is never deleted before its successor is. :func:`restore_checkpoint` walks the steps
+from the newest down, verifies the manifest (orbax itself does not notice flipped
+bytes: it restores them as wrong numbers), restores with orbax, and moves a step that
+fails either check, or that has no manifest at all (a run stopped between orbax's
+rename and the manifest: nothing can vouch for its bytes), to ``checkpoints.corrupt/``
+with a :class:`CheckpointWarning` naming the step and the reason, then tries the
+previous step.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from . import faults
 from .records import CheckpointError, CheckpointWarning
 
 __all__ = [
@@ -123,13 +128,17 @@ MANIFEST = "tnlib_manifest.json"
 
 
 def checkpoint_manager(directory: Path, keep: int) -> ocp.CheckpointManager:
-    """An orbax manager keeping the last ``keep`` checkpoints under ``directory``.
+    """An orbax manager for the checkpoints under ``directory``; :func:`save_checkpoint`
+    keeps the last ``keep`` of them (orbax itself deletes nothing: it would delete the
+    previous checkpoint before the new one has its manifest).
 
-    Saving is asynchronous; an interrupted save leaves only a temporary directory that
-    orbax ignores, so a restore always sees complete checkpoints.
+    An interrupted save leaves only a temporary directory that orbax ignores, so a
+    restore always sees complete checkpoints.
     """
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+    options = ocp.CheckpointManagerOptions(max_to_keep=None, create=True)
+    mngr = ocp.CheckpointManager(Path(directory).absolute(), options=options)
+    mngr.tnlib_keep = int(keep)  # read by save_checkpoint
+    return mngr
 
 
 def checkpoint_path(mngr: ocp.CheckpointManager, step: int) -> Path:
@@ -172,45 +181,71 @@ def verify_manifest(step_dir: Path) -> tuple[bool, str | None]:
     if not path.exists():
         return False, None
     try:
-        files = json.loads(path.read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return True, f"its manifest {path} is unreadable ({e})"
-    for rel, want in sorted(files.items()):
+        manifest = json.loads(path.read_text())
+        files = manifest["files"]
+        wants = sorted((rel, int(want["size"]), str(want["sha256"]))
+                       for rel, want in files.items())
+        step = manifest["step"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return True, f"its manifest {path} is unreadable ({type(e).__name__}: {e})"
+    if str(step) != Path(step_dir).name:
+        return True, f"its manifest {path} is for step {step!r}, not {Path(step_dir).name}"
+    for rel, size, digest in wants:
         p = Path(step_dir) / rel
         if not p.is_file():
             return True, f"file {p} is missing"
-        if p.stat().st_size != want["size"]:
-            return True, f"file {p} has {p.stat().st_size} bytes, the manifest says {want['size']}"
-        if _digest(p) != want["sha256"]:
+        if p.stat().st_size != size:
+            return True, f"file {p} has {p.stat().st_size} bytes, the manifest says {size}"
+        if _digest(p) != digest:
             return True, f"file {p} does not match its SHA-256 in the manifest"
     return True, None
 
 
 def save_checkpoint(mngr: ocp.CheckpointManager, step: int, state: Any,
-                    meta: dict[str, Any]) -> None:
-    """Start saving ``state`` (a pytree of arrays) and the JSON ``meta`` as ``step``.
+                    meta: dict[str, Any]) -> Path:
+    """Save ``state`` (a pytree of arrays) and the JSON ``meta`` as ``step``, durably.
 
-    Asynchronous; call :func:`commit_checkpoints` (at the next save and at the end) to
-    wait for it and write its manifest.
+    Returns only once orbax has finished writing and renamed the step directory, its
+    manifest is written (process 0) and the checkpoints beyond the manager's ``keep``
+    are deleted, oldest first (never the one just written). A process killed before
+    the manifest leaves a step that :func:`restore_checkpoint` sets aside. Returns the
+    step directory.
     """
     mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                             meta=ocp.args.JsonSave(meta)))
+    faults.point("save")
+    commit_checkpoints(mngr, [step])
+    return checkpoint_path(mngr, step)
 
 
 def commit_checkpoints(mngr: ocp.CheckpointManager, steps: Iterable[int]) -> list[int]:
-    """Wait for pending saves, then write the manifest of each of ``steps`` still on disk
-    (orbax may have deleted old ones); returns the steps committed. In a multi-process
-    run only process 0 writes manifests (orbax has already synchronised the save)."""
+    """Wait for pending saves, write the manifest of each of ``steps`` on disk that has
+    none, then delete the oldest checkpoints beyond the manager's ``keep``; returns the
+    steps committed. In a multi-process run only process 0 writes manifests and
+    deletes (orbax has already synchronised the save); the others wait at a barrier."""
     mngr.wait_until_finished()
-    if jax.process_index() != 0:
-        return []
+    faults.point("commit")
     done = []
-    for step in steps:
-        step_dir = checkpoint_path(mngr, step)
-        if step_dir.is_dir() and not (step_dir / MANIFEST).exists():
-            write_manifest(step_dir, step)
-            done.append(step)
+    if jax.process_index() == 0:
+        for step in steps:
+            step_dir = checkpoint_path(mngr, step)
+            if step_dir.is_dir() and not (step_dir / MANIFEST).exists():
+                write_manifest(step_dir, step)
+                done.append(step)
+        _prune(mngr)
+    _sync_processes("tnlib committed checkpoints")
+    mngr.reload()
     return done
+
+
+def _prune(mngr: ocp.CheckpointManager) -> None:
+    """Delete the oldest step directories beyond ``mngr.tnlib_keep`` (all of them have
+    manifests by now: only the newest can lack one, and it is never deleted)."""
+    keep = getattr(mngr, "tnlib_keep", None)
+    steps = sorted(int(p.name) for p in Path(mngr.directory).iterdir()
+                   if p.name.isdigit() and p.is_dir())
+    for step in steps[:-keep] if keep else []:
+        shutil.rmtree(checkpoint_path(mngr, step), ignore_errors=True)
 
 
 def _set_aside(step_dir: Path, quarantine: Path) -> Path:
@@ -239,17 +274,21 @@ def restore_checkpoint(
     """``(step, state, meta)`` of the newest checkpoint that verifies and restores, or None.
 
     A step whose manifest does not match its files, or that has no manifest (killed
-    between orbax's commit and ours) and that orbax cannot read, is moved to
-    ``quarantine`` with a :class:`CheckpointWarning` naming the step and the file, and
-    the previous step is tried. A step whose manifest matches but that orbax cannot
-    restore into ``abstract_state`` raises :class:`CheckpointError` (a code change,
-    not a damaged disk: nothing is moved). In a multi-process run every process calls
-    this (orbax restores collectively) and reaches the same verdicts from the shared
-    files; process 0 alone moves a bad step, the others wait for it at a barrier.
+    between orbax's commit and ours: its bytes cannot be verified, so it is not
+    trusted), is moved to ``quarantine`` with a :class:`CheckpointWarning` naming the
+    step and the file or the reason, and the previous step is tried. A step whose
+    manifest matches but that orbax cannot restore into ``abstract_state`` raises
+    :class:`CheckpointError` (a code change, not a damaged disk: nothing is moved). In
+    a multi-process run every process calls this (orbax restores collectively) and
+    reaches the same verdicts from the shared files; process 0 alone moves a bad step,
+    the others wait for it at a barrier.
     """
     for step in sorted(mngr.all_steps(), reverse=True):
         step_dir = checkpoint_path(mngr, step)
         has_manifest, problem = verify_manifest(step_dir)
+        if not has_manifest:
+            problem = (f"it has no integrity record ({MANIFEST}: the run stopped between "
+                       "orbax's save and the record), so its files cannot be verified")
         if problem is None:
             try:
                 out = mngr.restore(step, args=ocp.args.Composite(
@@ -258,20 +297,19 @@ def restore_checkpoint(
             except Exception as e:  # orbax / tensorstore raise many types for bad files
                 # on one line: TensorStore errors carry a multi-line spec
                 detail = " ".join(str(e).split())[:300]
-                if has_manifest:
-                    raise CheckpointError(
-                        f"checkpoint step {step} in {step_dir} is intact but does not fit this "
-                        f"run's model and optimizer ({type(e).__name__}: {detail}); use "
-                        "another --workdir"
-                    ) from e
-                problem = f"orbax cannot read it: {type(e).__name__}: {detail}"
+                raise CheckpointError(
+                    f"checkpoint step {step} in {step_dir} is intact but does not fit this "
+                    f"run's model and optimizer ({type(e).__name__}: {detail}); use "
+                    "another --workdir"
+                ) from e
         if jax.process_index() == 0:  # one mover; the others wait for the move
             dest = _set_aside(step_dir, Path(quarantine))
         else:
             dest = Path(quarantine) / step_dir.name
         _sync_processes(f"tnlib set aside checkpoint {step}")
-        msg = (f"checkpoint step {step} is corrupt or truncated: {problem}; moved it to "
-               f"{dest} and trying the previous checkpoint")
+        what = "is corrupt or truncated" if has_manifest else "is not verified"
+        msg = (f"checkpoint step {step} {what}: {problem}; moved it to {dest} and trying "
+               "the previous checkpoint")
         warnings.warn(msg, CheckpointWarning, stacklevel=2)
         mngr.reload()
     return None

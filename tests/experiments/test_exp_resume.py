@@ -62,14 +62,21 @@ def test_manifest_detects_each_kind_of_damage(tmp_path):
     assert f"file {data} is missing" in training.verify_manifest(step_dir)[1]
     (step_dir / training.MANIFEST).write_text("{not json")
     assert "manifest" in training.verify_manifest(step_dir)[1]
+    # a flipped bit may leave valid JSON: a renamed key or another step is damage too
+    for text in (json.dumps({**manifest, "step": 6}),
+                 json.dumps({**manifest, "files": {"meta/metadata": {"size": 2, "sha255": "x"}}}),
+                 json.dumps({"step": 7, "filez": {}})):
+        (step_dir / training.MANIFEST).write_text(text)
+        assert "manifest" in training.verify_manifest(step_dir)[1]
 
 
-def test_commit_writes_manifests_for_saved_steps_only(tmp_path):
+def test_a_save_returns_durable_with_its_manifest_and_then_prunes(tmp_path):
+    # issue 26 item 1: the manifest of step N used to be written at the next save
     mngr = training.checkpoint_manager(tmp_path / "checkpoints", keep=2)
     state = {"params": {"w": jnp.arange(4.0)}, "opt_state": (jnp.zeros(2),)}
     for step in (1, 2, 3):
-        training.save_checkpoint(mngr, step, state, {"step": step})
-    assert training.commit_checkpoints(mngr, [1, 2, 3]) == [2, 3]  # orbax dropped step 1
-    for step in (2, 3):
-        assert training.verify_manifest(training.checkpoint_path(mngr, step)) == (True, None)
+        path = training.save_checkpoint(mngr, step, state, {"step": step})
+        assert training.verify_manifest(path) == (True, None)  # before anything else runs
+    assert sorted(mngr.all_steps()) == [2, 3]  # pruned only after the newest is verified
+    assert training.commit_checkpoints(mngr, [1, 2, 3]) == []  # nothing left to commit
     mngr.close()

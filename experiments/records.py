@@ -110,8 +110,9 @@ class CheckpointWarning(UserWarning):
 
 
 class MetricsWarning(UserWarning):
-    """``metrics.jsonl`` held an unreadable line before its last one; the original was
-    copied aside before the file was rewritten (:func:`truncate_metrics`)."""
+    """A run record was damaged: ``metrics.jsonl`` held an unreadable line before its
+    last one (:func:`truncate_metrics`), or ``meta.json`` was unreadable
+    (:func:`write_run_start`); the original was copied aside before it was rewritten."""
 
 
 class CheckpointError(RuntimeError):
@@ -265,7 +266,15 @@ def write_run_start(workdir: Path, config, *, restored: bool, step: int,
 
     write_json(workdir / "config.json", json.loads(config.to_json()))
     meta_path = workdir / "meta.json"
-    previous = read_json(meta_path) if meta_path.exists() and restored else None
+    previous = None
+    if meta_path.exists() and restored:
+        try:
+            previous = read_json(meta_path)
+        except (OSError, ValueError) as e:  # damaged: start its history afresh, say so
+            copy = _set_aside_copy(meta_path)
+            warnings.warn(f"{e}; kept it as {copy} and started a new {meta_path.name} (the "
+                          "earlier sessions are listed only in the copy)", MetricsWarning,
+                          stacklevel=2)
     meta = make_meta(previous, start_step=step, devices=[str(d) for d in jax.devices()])
     meta.update(fields)
     write_json(meta_path, meta)
@@ -303,6 +312,15 @@ def append_metrics(path: Path, record: Mapping[str, Any]) -> None:
         f.flush()
 
 
+def _set_aside_copy(path: Path) -> Path:
+    """Copy ``path`` to ``<name>.damaged`` (``.damaged.1``, ... when taken); the copy."""
+    copy, i = path.with_name(path.name + ".damaged"), 1
+    while copy.exists():
+        copy, i = path.with_name(f"{path.name}.damaged.{i}"), i + 1
+    shutil.copy2(path, copy)
+    return copy
+
+
 def truncate_metrics(path: Path, max_step: int) -> int:
     """Keep only the lines with ``step <= max_step`` (and drop a torn last line); returns
     how many. An unreadable line before the last is not dropped silently: the original
@@ -323,10 +341,7 @@ def truncate_metrics(path: Path, max_step: int) -> int:
         if isinstance(r, dict) and r.get("step", 0) <= max_step:
             kept.append(r)
     if bad:
-        copy, i = path.with_name(path.name + ".damaged"), 1
-        while copy.exists():
-            copy, i = path.with_name(f"{path.name}.damaged.{i}"), i + 1
-        shutil.copy2(path, copy)
+        copy = _set_aside_copy(path)
         warnings.warn(f"{path} has {len(bad)} unreadable line(s) before its last (line "
                       f"{', '.join(map(str, bad[:5]))}); kept a copy of it as {copy} and "
                       "dropped those lines", MetricsWarning, stacklevel=2)

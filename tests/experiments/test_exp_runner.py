@@ -373,3 +373,14 @@ def test_an_unreadable_config_json_is_a_config_error_naming_it(reference, tmp_pa
     (run / "config.json").write_text('{"task": "fake", "se')
     with pytest.raises(ConfigError, match=f"cannot read {run / 'config.json'}"):
         Fake().run(run)
+
+
+def test_an_unreadable_meta_json_is_reported_and_kept(reference, tmp_path):
+    ref, _, _ = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    (run / "meta.json").write_text("{torn")
+    with pytest.warns(records.MetricsWarning, match=r"meta.json is not valid JSON.*damaged"):
+        Fake().run(run)
+    assert (run / "meta.json.damaged").read_text() == "{torn"
+    assert records.read_json(run / "meta.json")["task"] == "fake"

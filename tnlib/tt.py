@@ -38,6 +38,10 @@ __all__ = [
     "log_norm", "add", "scale", "hadamard", "orthogonalize", "round", "matvec", "matmul",
     "stack", "sweep_features", "contract_features", "feature_method", "check", "num_params",
     "flops",
+    # tnlib/_tt_ops.py
+    "ones", "zeros", "eye", "pad_rank", "renormalize", "transpose", "conj_transpose", "trace",
+    "bilinear_form", "bilinear_form_two_mat", "quadratic_form", "matmul_matrices", "getitem",
+    "gather", "schmidt_values", "entropy", "reduced_density_matrix", "mutual_information",
 ]
 
 
@@ -63,6 +67,12 @@ class TensorTrain:
     @property
     def dtype(self):
         return jnp.result_type(*self.cores)
+
+    def __getitem__(self, index):
+        """``tt[1:3, 0, :]``: see ``tnlib.tt.getitem``."""
+        return getitem(self, index)
+
+    __iter__ = None  # indexing takes one entry per site; iterating is not meant
 
 
 @pytree_dataclass
@@ -476,14 +486,17 @@ def matvec(ttm: TTMatrix, x):
 
 def matmul(ttm: TTMatrix, tt: TensorTrain) -> TensorTrain:
     """``ttm @ tt``: a TT-matrix applied to a TT; ranks multiply (round afterwards).
+    With a ``TTMatrix`` ``tt``, the TT-matrix product (``matmul_matrices``).
 
     Output core ``k`` has shape ``(a c, m, b d)`` for cores ``(a, m, n, b)`` and
     ``(c, n, d)``, dtype ``jnp.result_type`` of the two (bfloat16 / float16 computed
     in float32 for mode sizes up to 8)."""
+    if isinstance(ttm, TTMatrix) and isinstance(tt, TTMatrix):
+        return matmul_matrices(ttm, tt)  # TT-matrix x TT-matrix
     check(ttm, "ttm")
     check(tt, "tt")
     if not isinstance(ttm, TTMatrix) or not isinstance(tt, TensorTrain):
-        raise TypeError("matmul(ttm, tt) takes a TTMatrix and a TensorTrain")
+        raise TypeError("matmul(ttm, tt) takes a TTMatrix and a TensorTrain (or TTMatrix)")
     if ttm.col_dims != tt.dims:
         raise ValueError(f"ttm.col_dims {ttm.col_dims} do not match tt.dims {tt.dims}")
     # site k: (a, m, n, b) x (c, n, d) -> (a c, m, b d); small n as one fused
@@ -607,3 +620,25 @@ def contract_features(tt: TensorTrain, features, *, method: str = "auto"):
     vec, acc = _features.unstacked_chain([c.astype(dt) for c in tt.cores],
                                          [f.astype(dt) for f in feats], method, _acc_dtype(dt))
     return vec[0], acc
+
+
+from tnlib._tt_ops import (  # noqa: E402  (re-exports; _tt_ops imports this module's types)
+    bilinear_form,
+    bilinear_form_two_mat,
+    conj_transpose,
+    entropy,
+    eye,
+    gather,
+    getitem,
+    matmul_matrices,
+    mutual_information,
+    ones,
+    pad_rank,
+    quadratic_form,
+    reduced_density_matrix,
+    renormalize,
+    schmidt_values,
+    trace,
+    transpose,
+    zeros,
+)

@@ -51,9 +51,11 @@ __all__ = [
     "plot_curves",
     "read_json",
     "read_metrics",
+    "tensorboard_writer",
     "truncate_metrics",
     "write_json",
     "write_run_start",
+    "write_scalars",
 ]
 
 PACKAGES = ("tnlib", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
@@ -310,6 +312,28 @@ def append_metrics(path: Path, record: Mapping[str, Any]) -> None:
         faults.point("metrics")
         f.write(line[half:])
         f.flush()
+
+
+def tensorboard_writer(logdir: Path):
+    """A TensorBoard event writer (tensorboardX) into ``logdir``, or None when tensorboardX
+    is not installed or ``TNLIB_TENSORBOARD=0``. :func:`write_scalars` feeds it the same
+    records as ``metrics.jsonl``."""
+    if os.environ.get("TNLIB_TENSORBOARD", "1") == "0":
+        return None
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(logdir), flush_secs=10)
+
+
+def write_scalars(writer, record: Mapping[str, Any]) -> None:
+    """Every finite number of one metrics record as a scalar at ``record["step"]``."""
+    step = int(record["step"])
+    for key, value in record.items():
+        if key != "step" and isinstance(value, int | float) and not isinstance(value, bool) \
+                and math.isfinite(value):
+            writer.add_scalar(key, value, step)
 
 
 def _set_aside_copy(path: Path) -> Path:

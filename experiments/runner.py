@@ -331,9 +331,14 @@ def _loop(config, workdir: Path, task: Task, stack: contextlib.ExitStack,
             print(f"resumed from step {step}", flush=True)
     elif main:
         metrics_path.unlink(missing_ok=True)
+    tb = None
     if main:
         records.write_run_start(workdir, config, restored=restored is not None, step=step,
                                 task=config.task, **task.meta)
+        tb = records.tensorboard_writer(workdir / "tensorboard")
+        if tb is not None:
+            stack.callback(tb.close)
+            print(f"tensorboard: tensorboard --logdir {workdir / 'tensorboard'}", flush=True)
 
     def finished(state, step):
         return step >= task.total_steps or (task.done is not None and task.done(state))
@@ -381,6 +386,8 @@ def _loop(config, workdir: Path, task: Task, stack: contextlib.ExitStack,
                 last_record = record
                 if main:
                     records.append_metrics(metrics_path, record)
+                    if tb is not None:
+                        records.write_scalars(tb, record)
                 shown = {k: record[k] for k in task.postfix if k in record}
                 if shown:
                     bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) else v

@@ -55,6 +55,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tnlib import btt, tt
+from tnlib._validate import check_size
 from tnlib.models._common import check_int, double_precision, param_tree, promote_dtype
 from tnlib.models._shapes import (
     check_cheaper_than_dense,
@@ -89,10 +90,15 @@ def _check_kernel(kernel, bias):
 
 def _draw(make: Callable, key, kernel_init):
     """``make(key)`` (the muP default), or its cores drawn one by one by
-    ``kernel_init(key_k, shape, dtype)`` (shapes from ``jax.eval_shape(make, key)``)."""
+    ``kernel_init(key_k, shape, dtype)`` (shapes from ``jax.eval_shape(make, key)``).
+    Cores larger in all than ``TNLIB_MAX_BYTES`` (default half the memory) are a
+    ValueError naming the size, before anything is allocated."""
+    leaves, treedef = jax.tree.flatten(jax.eval_shape(make, key))
+    for dtype in {a.dtype for a in leaves}:
+        check_size(sum(a.size for a in leaves if a.dtype == dtype), dtype,
+                   "the layer's cores")
     if kernel_init is None:
         return make(key)
-    leaves, treedef = jax.tree.flatten(jax.eval_shape(make, key))
     keys = jax.random.split(key, len(leaves))
     return jax.tree.unflatten(treedef, [kernel_init(k, a.shape, a.dtype)
                                         for k, a in zip(keys, leaves, strict=True)])

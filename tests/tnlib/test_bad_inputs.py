@@ -110,6 +110,9 @@ def test_model_constructors_refuse_impossible_sizes_before_allocating():
 
     with pytest.raises(ValueError, match="largest rank"):
         BTTLinear(64, 64, rank=10**6, rngs=nnx.Rngs(0))
+    # and sizes: the cores of a 10**6 x 10**6 layer (default rank) are counted first
+    with pytest.raises(ValueError, match=r"the layer's cores would materialize 500000000000"):
+        BTTLinear(10**6, 10**6, rngs=nnx.Rngs(0))
 
 
 @pytest.mark.parametrize("value,problem", [

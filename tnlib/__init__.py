@@ -33,26 +33,29 @@ follow the shared parameters, keyword-only. ``tests/tnlib/test_protocol.py`` hol
 every module to this (names, kinds, defaults) and checks each verb against the dense
 tensor under ``jit``.
 
-==========  ======================================================================
-format      verbs beyond the shared six, and the format's own keywords
-==========  ======================================================================
-``tt``      ``round``, ``orthogonalize(tn, center)``, ``flops`` (TT-matrix
-            ``matvec``); ``random(..., col_dims=)`` and ``from_dense(...,
-            row_dims=, col_dims=)`` build TT-matrices; ``matvec``, ``add``, ...
-``tucker``  ``from_dense(..., rank=)`` (exact per-mode ranks); ``hosvd``, ``hooi``
-``tree``    ``round``, ``orthogonalize(tn)``; ``random(..., tree=)``,
-            ``from_dense(..., tree=)`` (dimension tree, default balanced)
-``btt``     ``flops`` (``matvec``); ``random(..., kind=)``, ``from_dense(...,
-            kind=, dims=)``: ``kind`` in ``btt.KINDS`` = lowrank, kronecker, btt,
-            monarch; ``dims`` = ``(d_out, d_in)`` or ``(out_factors, in_factors)``
-``cp``      ``from_dense(..., n_iter=, key=, return_errors=)`` (ALS; ``rtol``
-            searches ranks 1..``max_rank``); ``als``
-``tr``      ``als``
-``network`` ``random(..., perm=)`` (``rank``: an int for the complete graph or a
-            matrix of bond ranks, ``structure``); ``from_dense(..., adjacency=,
-            perm=, key=, n_iter=, method=, optimizer=)`` (default: the chain by
-            TT-SVD); ``fit`` (a fixed structure, returns the error too)
-==========  ======================================================================
+===========  ======================================================================
+format       verbs beyond the shared six, and the format's own keywords
+===========  ======================================================================
+``tt``       ``round``, ``orthogonalize(tn, center)`` (TTs and TT-matrices),
+             ``flops`` (TT-matrix ``matvec``); ``max_rank`` may be per bond (a
+             list); ``random(..., col_dims=)`` and ``from_dense(..., row_dims=,
+             col_dims=)`` build TT-matrices; ``matvec``, ``matmul``, ``add``,
+             ``eye``, ``trace``, ``transpose``, ``bilinear_form``, ``tt[1:3, 0]``,
+             ``gather``, ``entropy``, ... (``tnlib/_tt_ops.py``)
+``tucker``   ``from_dense(..., rank=)`` (exact per-mode ranks); ``hosvd``, ``hooi``
+``tree``     ``round``, ``orthogonalize(tn)``; ``random(..., tree=)``,
+             ``from_dense(..., tree=)`` (dimension tree, default balanced)
+``btt``      ``flops`` (``matvec``); ``random(..., kind=)``, ``from_dense(...,
+             kind=, dims=)``: ``kind`` in ``btt.KINDS`` = lowrank, kronecker, btt,
+             monarch; ``dims`` = ``(d_out, d_in)`` or ``(out_factors, in_factors)``
+``cp``       ``from_dense(..., n_iter=, key=, return_errors=)`` (ALS; ``rtol``
+             searches ranks 1..``max_rank``); ``als``
+``tr``       ``als``
+``network``  ``random(..., perm=)`` (``rank``: an int for the complete graph or a
+             matrix of bond ranks, ``structure``); ``from_dense(..., adjacency=,
+             perm=, key=, n_iter=, method=, optimizer=)`` (default: the chain by
+             TT-SVD); ``fit`` (a fixed structure, returns the error too)
+===========  ======================================================================
 
 Helpers shared between modules live under public names in private modules
 (``tnlib._numerics``, ``tnlib._validate``, ``tnlib._optim``, ...); no module uses

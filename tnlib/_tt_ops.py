@@ -28,6 +28,40 @@ __all__ = [
 ]
 
 
+# ------------------------------------------------- shared with tnlib.tt (public names)
+
+
+def bond_caps(max_rank, n_sites: int):
+    """``max_rank`` of ``tt.from_dense`` / ``tt.round`` as per-bond caps: None, or a
+    tuple of ``n_sites - 1`` ints. Takes an int (every bond), a sequence of the
+    ``n_sites - 1`` internal ranks, or t3f's / tensorly's ``n_sites + 1`` ranks with the
+    boundary 1s (``[1, 2, 3, 1]``); TypeError / ValueError naming ``max_rank`` else."""
+    if max_rank is None or isinstance(max_rank, bool | int | float | np.number) or not (
+            hasattr(max_rank, "__iter__")) or getattr(max_rank, "ndim", 1) == 0:
+        _numerics.check_rank_args(max_rank, None)
+        return None if max_rank is None else (max_rank,) * (n_sites - 1)
+    caps = tuple(max_rank)
+    if len(caps) == n_sites + 1:
+        if caps[0] != 1 or caps[-1] != 1:
+            raise ValueError(f"max_rank: a list of all {n_sites + 1} ranks must start and end "
+                             f"with the boundary rank 1, got {caps}")
+        caps = caps[1:-1]
+    return rank_sequence(caps, n_sites - 1, "max_rank", f"internal bond caps (or {n_sites + 1} "
+                         "ranks with the boundary 1s)")
+
+
+def as_flat(ttm):
+    """A TT-matrix's cores as a ``TensorTrain`` over merged modes ``m_k n_k``."""
+    return TensorTrain(tuple(c.reshape(c.shape[0], -1, c.shape[-1]) for c in ttm.cores))
+
+
+def from_flat(flat, ttm):
+    """Inverse of ``as_flat``: ``flat``'s cores (any ranks) in ``ttm``'s mode sizes."""
+    return TTMatrix(tuple(
+        c.reshape(c.shape[0], m, n, c.shape[-1])
+        for c, m, n in zip(flat.cores, ttm.row_dims, ttm.col_dims, strict=True)))
+
+
 def _type_check(x, cls, name):
     if not isinstance(x, cls):
         raise TypeError(f"{name} must be a {cls.__name__}, got {type(x).__name__}")

@@ -180,7 +180,8 @@ def random(key, dims: Sequence[int], rank, dtype=jnp.float32, *, col_dims=None):
 
 def _tt_svd(x, dims, max_rank, rtol):
     """TT-SVD of ``x`` reshaped to ``dims``; returns cores ``(r, n, r')``."""
-    _numerics.check_rank_args(max_rank, rtol, x)
+    caps = _tt_ops.bond_caps(max_rank, len(dims))  # per bond: an int or a list
+    _numerics.check_rank_args(None, rtol, x)
     if rtol is not None and max_rank is None and not linalg.is_concrete(x):
         raise TypeError(
             "from_dense with only rtol picks a data-dependent rank and needs a concrete "
@@ -194,7 +195,7 @@ def _tt_svd(x, dims, max_rank, rtol):
     rest = x.reshape(dims[0], -1)
     for k in range(n_sites - 1):
         u, s, vh = linalg.svd(rest)
-        keep = s.shape[-1] if max_rank is None else min(max_rank, s.shape[-1])
+        keep = s.shape[-1] if caps is None else min(caps[k], s.shape[-1])
         if abs_tol is not None and max_rank is None:
             keep = linalg.tolerance_rank(s, abs_tol)
         u, s, vh = u[:, :keep], s[:keep], vh[:keep]
@@ -216,7 +217,9 @@ def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None,
       x: dense array; its shape gives the mode sizes. For a TT-matrix pass a
         matrix (or any array of ``prod(row_dims) * prod(col_dims)`` entries) with
         ``row_dims`` and ``col_dims``.
-      max_rank: static cap on every bond (Python int >= 1).
+      max_rank: static cap on every bond (Python int >= 1), or per bond: a list of the
+        ``L - 1`` internal caps, or of all ``L + 1`` ranks with the boundary 1s as t3f's
+        ``to_tt_tensor(max_tt_rank=[...])`` / tensorly's ``tensor_train(x, rank=[...])``.
       rtol: relative Frobenius tolerance. With only ``rtol`` the result satisfies
         ``||x - tt||_F <= rtol * ||x||_F`` with the smallest ranks the sweep finds
         (needs concrete ``x``); with ``max_rank`` too it only zeroes singular values.
@@ -362,7 +365,7 @@ def norm(tn):
 # ----------------------------------------------------------------- canonical forms
 
 
-def orthogonalize(tn: TensorTrain, center: int) -> TensorTrain:
+def orthogonalize(tn, center: int):
     """Bring ``tn`` into mixed-canonical form around site ``center``.
 
     Cores left of ``center`` become left-orthogonal (their ``(r*n, r')`` unfolding
@@ -371,11 +374,12 @@ def orthogonalize(tn: TensorTrain, center: int) -> TensorTrain:
     bonds shrink exactly (the tensor is unchanged) on the orthogonalized side: bond
     ``k`` (between sites ``k`` and ``k+1``) to at most ``prod(dims[:k+1])`` left of
     ``center``, to at most ``prod(dims[k+1:])`` from ``center`` on; ``round`` bounds
-    every bond by both.
+    every bond by both. A ``TTMatrix`` is orthogonalized over its merged modes
+    ``m_k n_k`` (quimb ``MPO.canonize``).
     """
     check(tn)
     if isinstance(tn, TTMatrix):
-        raise TypeError("orthogonalize takes a TensorTrain")
+        return _tt_ops.from_flat(orthogonalize(_tt_ops.as_flat(tn), center), tn)
     L = tn.n_sites
     if isinstance(center, bool) or not isinstance(center, int) or not 0 <= center < L:
         raise ValueError(f"center must be an int in [0, {L - 1}], got {center!r}")
@@ -393,15 +397,20 @@ def orthogonalize(tn: TensorTrain, center: int) -> TensorTrain:
     return TensorTrain(tuple(cores))
 
 
-def round(tn: TensorTrain, *, max_rank: int | None = None, rtol: float | None = None):
+def round(tn, *, max_rank: int | None = None, rtol: float | None = None):
     """TT-rounding: left-orthogonalize, then truncate each bond by SVD right to left.
 
     With only ``rtol`` (concrete input) the result satisfies
     ``||tn - out||_F <= rtol * ||tn||_F`` with the smallest ranks the sweep finds.
-    ``max_rank`` (static) caps the bonds; with both, ``rtol`` only zeroes values.
+    ``max_rank`` (static) caps the bonds: an int, or per bond as in ``from_dense``;
+    with both, ``rtol`` only zeroes values. A ``TTMatrix`` is rounded over its merged
+    modes ``m_k n_k`` (t3f ``round`` of a TT-matrix, quimb ``MPO.compress``).
     """
     check(tn)
-    _numerics.check_rank_args(max_rank, rtol)
+    if isinstance(tn, TTMatrix):
+        return _tt_ops.from_flat(round(_tt_ops.as_flat(tn), max_rank=max_rank, rtol=rtol), tn)
+    caps = _tt_ops.bond_caps(max_rank, tn.n_sites)
+    _numerics.check_rank_args(None, rtol)
     if rtol is not None and max_rank is None and not linalg.is_concrete(tn):
         raise TypeError(
             "round with only rtol picks a data-dependent rank and needs concrete cores; "
@@ -422,7 +431,7 @@ def round(tn: TensorTrain, *, max_rank: int | None = None, rtol: float | None = 
             u, vh = vht.T, ut.T
         else:
             u, s, vh = linalg.svd(mat)
-        keep = s.shape[-1] if max_rank is None else min(max_rank, s.shape[-1])
+        keep = s.shape[-1] if caps is None else min(caps[k - 1], s.shape[-1])
         if abs_tol is not None and max_rank is None:
             keep = linalg.tolerance_rank(s, abs_tol)
         u, s, vh = u[:, :keep], s[:keep], vh[:keep]
@@ -622,6 +631,7 @@ def contract_features(tt: TensorTrain, features, *, method: str = "auto"):
     return vec[0], acc
 
 
+from tnlib import _tt_ops  # noqa: E402  (shared helpers: per-bond caps, TT-matrix <-> TT)
 from tnlib._tt_ops import (  # noqa: E402  (re-exports; _tt_ops imports this module's types)
     bilinear_form,
     bilinear_form_two_mat,

@@ -225,7 +225,7 @@ def test_tt_bad_input_names_the_argument():
         (lambda: tt.round(t, rtol=-1.0), "rtol"),
         (lambda: tt.orthogonalize(t, 3), "center"),
         (lambda: tt.orthogonalize(t, -1), "center"),
-        (lambda: tt.orthogonalize(m, 0), "TensorTrain"),
+        (lambda: tt.orthogonalize(m, 5), "center"),  # a TT-matrix is orthogonalized too
         (lambda: tt.inner(t, u), "mode sizes"),
         (lambda: tt.add(t, u), "mode sizes"),
         (lambda: tt.hadamard(t, u), "mode sizes"),

@@ -266,3 +266,90 @@ def test_diagnostics_agree_with_quimb_and_have_gradients():
         tt.mutual_information(t, 2, 2)
     with pytest.raises(ValueError, match="base"):
         tt.entropy(t, base=1)
+
+
+# ------------------------------------------- per-bond ranks, TT-matrix round / orthogonalize
+
+
+def _tt_svd_dense(x, caps):
+    """Numpy TT-SVD, left to right, bond ``k`` truncated to ``caps[k]``: the dense tensor."""
+    dims, r, rest, cores = x.shape, 1, x.reshape(x.shape[0], -1), []
+    for k in range(len(dims) - 1):
+        u, s, vh = np.linalg.svd(rest, full_matrices=False)
+        keep = min(caps[k], s.size)
+        cores.append(u[:, :keep].reshape(r, dims[k], keep))
+        r, rest = keep, (s[:keep, None] * vh[:keep]).reshape(keep * dims[k + 1], -1)
+    out = np.ones((1, 1))
+    for c in [*cores, rest.reshape(r, dims[-1], 1)]:
+        out = np.tensordot(out, c, axes=([-1], [0]))
+    return out[0, ..., 0]
+
+
+def test_tensorly_tensor_train_per_bond_rank_cases():
+    # tensorly/decomposition/tests/test_tt_decomposition.py test_tensor_train, tests 1-3
+    rng = np.random.RandomState(1234)
+    x = jnp.asarray(rng.random_sample([3, 4, 5, 6, 2, 10]))
+    t = tt.from_dense(x, max_rank=[1, 3, 3, 4, 2, 2, 1])  # test 1: the ranks asked for
+    assert t.ranks == (1, 3, 3, 4, 2, 2, 1) and t.dims == x.shape
+    rank = [1, 5, 4, 3, 8, 10, 1]  # test 2: each rank at most the one asked for
+    assert all(r <= c for r, c in zip(tt.from_dense(x, max_rank=rank).ranks, rank, strict=True))
+    x3 = jnp.asarray(rng.random_sample([3, 3, 3]))  # test 3: full ranks reconstruct
+    t3 = tt.from_dense(x3, max_rank=(1, 3, 3, 1))
+    assert float(jnp.linalg.norm(tt.to_dense(t3) - x3) / jnp.linalg.norm(x3)) < 10e-5
+
+
+def test_per_bond_ranks_match_dense_tt_svd_and_rounding():
+    x = jnp.asarray(np.random.default_rng(60).standard_normal((2, 3, 4, 3)))
+    caps = [2, 5, 2]
+
+    def f(x):  # from_dense and round with per-bond caps (internal or with the 1s), one jit
+        t = tt.from_dense(x, max_rank=caps)
+        full = tt.from_dense(x)
+        r = tt.round(full, max_rank=[1, *caps, 1])
+        return t, tt.to_dense(t), r, tt.to_dense(r)
+
+    t, td, r, rd = jax.jit(f)(x)
+    assert t.ranks == (1, 2, 5, 2, 1) and r.ranks == (1, 2, 5, 2, 1)
+    close(td, _tt_svd_dense(np.asarray(x), caps))
+    # rounding truncates right to left: the TT-SVD of the mirrored tensor
+    rev = np.asarray(x).transpose(3, 2, 1, 0)
+    close(rd, _tt_svd_dense(rev, caps[::-1]).transpose(3, 2, 1, 0))
+    # an int still caps every bond
+    assert tt.round(tt.from_dense(x), max_rank=2).ranks == (1, 2, 2, 2, 1)
+    with pytest.raises(ValueError, match="max_rank must be an int or a sequence of 3"):
+        tt.from_dense(x, max_rank=[2, 2])
+    with pytest.raises(ValueError, match="boundary rank 1"):
+        tt.round(t, max_rank=[2, 2, 2, 2, 2])
+    with pytest.raises(TypeError, match="max_rank must be a Python int"):
+        tt.round(t, max_rank=2.0)
+
+
+def test_ttmatrix_round_orthogonalize_match_dense():
+    a = np_tt((2, 3, 2), 2, 70, C128, col_dims=(3, 2, 2))
+    b = np_tt((2, 3, 2), 3, 71, C128, col_dims=(3, 2, 2))
+
+    def f(a, b):
+        s = tt.add(a, b)  # rank 5: exactly rank <= 5 after rounding
+        o = tt.orthogonalize(s, 1)
+        return (tt.to_dense(s), tt.to_dense(tt.round(s, max_rank=5)),
+                tt.to_dense(o), tt.round(s, max_rank=[2, 3]), o.cores[0])
+
+    dense, rounded, orth, small, left = jax.jit(f)(a, b)
+    close(rounded, dense)
+    close(orth, dense)
+    m = left.reshape(-1, left.shape[-1])  # left-orthogonal over the merged mode
+    close(m.conj().T @ m, np.eye(m.shape[1]))
+    assert isinstance(small, tt.TTMatrix) and small.ranks == (1, 2, 3, 1)
+    assert small.row_dims == (2, 3, 2) and small.col_dims == (3, 2, 2)
+    # the truncation is the rounding of the TT over merged modes m_k n_k
+    flat = tt.round(tt.TensorTrain(tuple(c.reshape(c.shape[0], -1, c.shape[-1])
+                                         for c in tt.add(a, b).cores)), max_rank=[2, 3])
+    close(tt.to_dense(small).reshape(-1), np.asarray(
+        tt.to_dense(flat)).reshape(2, 3, 3, 2, 2, 2).transpose(0, 2, 4, 1, 3, 5).reshape(-1))
+    # vmap and gradient of the rounded product
+    a2 = np_tt((2, 3, 2), 2, 73, C128, col_dims=(3, 2, 2))
+    rb = jax.vmap(lambda a: tt.to_dense(tt.round(tt.matmul(a, tt.transpose(a)), max_rank=3)))(
+        batch(a, a2))
+    close(rb[1], np.asarray(tt.to_dense(tt.round(tt.matmul(a2, tt.transpose(a2)), max_rank=3))))
+    check_grads(jax.jit(lambda a: tt.norm(tt.round(a, max_rank=[2, 2]))),
+                (np_tt((2, 2, 2), 3, 72, col_dims=(2, 2, 2)),), order=1, modes=("rev",))

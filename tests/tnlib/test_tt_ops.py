@@ -28,11 +28,13 @@ def batch(*tns):
 
 def test_ones_zeros_eye_t3f_cases():
     # t3f/initializers_test.py testTensorOnesAndZeros, testMatrixOnesAndZeros, testEye
-    close(tt.to_dense(tt.ones([2, 3, 4])), np.ones((2, 3, 4)))
-    close(tt.to_dense(tt.zeros([2, 3, 4])), np.zeros((2, 3, 4)))
-    close(tt.to_dense(tt.ones([2, 3, 4], col_dims=[1, 2, 5])), np.ones((24, 10)))
-    close(tt.to_dense(tt.zeros([2, 3, 4], col_dims=[1, 2, 5])), np.zeros((24, 10)))
-    close(tt.to_dense(tt.eye([4, 5, 6])), np.eye(120))
+    got = jax.jit(lambda: [tt.to_dense(t) for t in (
+        tt.ones([2, 3, 4]), tt.zeros([2, 3, 4]), tt.ones([2, 3, 4], col_dims=[1, 2, 5]),
+        tt.zeros([2, 3, 4], col_dims=[1, 2, 5]), tt.eye([4, 5, 6]))])()
+    want = [np.ones((2, 3, 4)), np.zeros((2, 3, 4)), np.ones((24, 10)), np.zeros((24, 10)),
+            np.eye(120)]
+    for g, w in zip(got, want, strict=True):
+        close(g, w)
     assert tt.eye([2, 3], C128).dtype == C128
     # num_params (tensorly tt_n_param): read from shapes, TT-matrices included
     assert tt.num_params(tt.ones([2, 3, 4])) == 9
@@ -237,26 +239,33 @@ def test_schmidt_entropy_mutual_information_match_dense(dtype=C128):
     close(m, mi)
     # vmap over two states
     t2 = np_tt((2, 3, 2, 2), 3, 41, dtype)
-    e2, m2 = jax.vmap(lambda t: (tt.entropy(t), tt.mutual_information(t, 1, 3)))(batch(t, t2))
+    e2, m2 = jax.jit(jax.vmap(lambda t: (tt.entropy(t), tt.mutual_information(t, 1, 3))))(
+        batch(t, t2))
     _, ent2, _, mi2 = _dense_diagnostics(t2, 1, 3)
     close(e2[1], np.asarray(ent2))
     close(m2[1], mi2)
 
 
-def test_diagnostics_agree_with_quimb_and_have_gradients():
+@pytest.mark.slow  # importing quimb costs seconds; the dense reference above runs by default
+def test_diagnostics_agree_with_quimb():
     qtn = pytest.importorskip("quimb.tensor")
     t = np_tt((2, 2, 2, 2, 2), 2, 50)
     arrays = [np.asarray(c) for c in t.cores]
     arrays[0], arrays[-1] = arrays[0][0], arrays[-1][..., 0]
     mps = qtn.MatrixProductState(arrays, shape="lpr")
     mps = mps / mps.norm()
-    for k in range(4):
-        close(tt.schmidt_values(t)[k], np.sort(mps.schmidt_values(k + 1))[::-1][:2])
-        close(tt.entropy(t)[k], mps.entropy(k + 1))
-    # product state: no entanglement, no mutual information
-    p = tt.ones([2, 3, 2], F64)
-    close(tt.entropy(p), np.zeros(2))
-    close(tt.mutual_information(p, 0, 2), 0.0)
+    sv, ent = jax.jit(lambda t: (tt.schmidt_values(t), tt.entropy(t)))(t)
+    for k in range(4):  # quimb's i = k + 1 sites on the left
+        close(sv[k], np.sort(mps.schmidt_values(k + 1))[::-1][:2])
+        close(ent[k], mps.entropy(k + 1))
+
+
+def test_diagnostics_product_state_gradients_errors():
+    t = np_tt((2, 2, 2, 2, 2), 2, 50)
+    p = tt.ones([2, 3, 2], F64)  # a product state: no entanglement, no mutual information
+    ent_p, mi_p = jax.jit(lambda p: (tt.entropy(p), tt.mutual_information(p, 0, 2)))(p)
+    close(ent_p, np.zeros(2))
+    close(mi_p, 0.0)
     assert tt.entropy(tt.ones([3])).shape == (0,)
     check_grads(jax.jit(lambda t: tt.entropy(t).sum() + tt.mutual_information(t, 0, 2)),
                 (np_tt((2, 3, 2), 2, 51),), order=1, modes=("rev",))
@@ -289,13 +298,18 @@ def test_tensorly_tensor_train_per_bond_rank_cases():
     # tensorly/decomposition/tests/test_tt_decomposition.py test_tensor_train, tests 1-3
     rng = np.random.RandomState(1234)
     x = jnp.asarray(rng.random_sample([3, 4, 5, 6, 2, 10]))
-    t = tt.from_dense(x, max_rank=[1, 3, 3, 4, 2, 2, 1])  # test 1: the ranks asked for
-    assert t.ranks == (1, 3, 3, 4, 2, 2, 1) and t.dims == x.shape
-    rank = [1, 5, 4, 3, 8, 10, 1]  # test 2: each rank at most the one asked for
-    assert all(r <= c for r, c in zip(tt.from_dense(x, max_rank=rank).ranks, rank, strict=True))
-    x3 = jnp.asarray(rng.random_sample([3, 3, 3]))  # test 3: full ranks reconstruct
-    t3 = tt.from_dense(x3, max_rank=(1, 3, 3, 1))
-    assert float(jnp.linalg.norm(tt.to_dense(t3) - x3) / jnp.linalg.norm(x3)) < 10e-5
+    x3 = jnp.asarray(rng.random_sample([3, 3, 3]))
+    rank = [1, 5, 4, 3, 8, 10, 1]
+
+    def f(x, x3):
+        t3 = tt.from_dense(x3, max_rank=(1, 3, 3, 1))
+        return (tt.from_dense(x, max_rank=[1, 3, 3, 4, 2, 2, 1]), tt.from_dense(x, max_rank=rank),
+                jnp.linalg.norm(tt.to_dense(t3) - x3) / jnp.linalg.norm(x3))
+
+    t, t2, err3 = jax.jit(f)(x, x3)
+    assert t.ranks == (1, 3, 3, 4, 2, 2, 1) and t.dims == x.shape  # test 1: the ranks asked for
+    assert all(r <= c for r, c in zip(t2.ranks, rank, strict=True))  # test 2: at most those
+    assert float(err3) < 10e-5  # test 3: full ranks reconstruct
 
 
 def test_per_bond_ranks_match_dense_tt_svd_and_rounding():
@@ -306,16 +320,16 @@ def test_per_bond_ranks_match_dense_tt_svd_and_rounding():
         t = tt.from_dense(x, max_rank=caps)
         full = tt.from_dense(x)
         r = tt.round(full, max_rank=[1, *caps, 1])
-        return t, tt.to_dense(t), r, tt.to_dense(r)
+        return t, tt.to_dense(t), r, tt.to_dense(r), tt.round(full, max_rank=2)
 
-    t, td, r, rd = jax.jit(f)(x)
+    t, td, r, rd, r2 = jax.jit(f)(x)
     assert t.ranks == (1, 2, 5, 2, 1) and r.ranks == (1, 2, 5, 2, 1)
     close(td, _tt_svd_dense(np.asarray(x), caps))
     # rounding truncates right to left: the TT-SVD of the mirrored tensor
     rev = np.asarray(x).transpose(3, 2, 1, 0)
     close(rd, _tt_svd_dense(rev, caps[::-1]).transpose(3, 2, 1, 0))
     # an int still caps every bond
-    assert tt.round(tt.from_dense(x), max_rank=2).ranks == (1, 2, 2, 2, 1)
+    assert r2.ranks == (1, 2, 2, 2, 1)
     with pytest.raises(ValueError, match="max_rank must be an int or a sequence of 3"):
         tt.from_dense(x, max_rank=[2, 2])
     with pytest.raises(ValueError, match="boundary rank 1"):
@@ -331,10 +345,12 @@ def test_ttmatrix_round_orthogonalize_match_dense():
     def f(a, b):
         s = tt.add(a, b)  # rank 5: exactly rank <= 5 after rounding
         o = tt.orthogonalize(s, 1)
+        flat = tt.round(tt.TensorTrain(tuple(c.reshape(c.shape[0], -1, c.shape[-1])
+                                             for c in s.cores)), max_rank=[2, 3])
         return (tt.to_dense(s), tt.to_dense(tt.round(s, max_rank=5)),
-                tt.to_dense(o), tt.round(s, max_rank=[2, 3]), o.cores[0])
+                tt.to_dense(o), tt.round(s, max_rank=[2, 3]), o.cores[0], tt.to_dense(flat))
 
-    dense, rounded, orth, small, left = jax.jit(f)(a, b)
+    dense, rounded, orth, small, left, flat = jax.jit(f)(a, b)
     close(rounded, dense)
     close(orth, dense)
     m = left.reshape(-1, left.shape[-1])  # left-orthogonal over the merged mode
@@ -342,14 +358,15 @@ def test_ttmatrix_round_orthogonalize_match_dense():
     assert isinstance(small, tt.TTMatrix) and small.ranks == (1, 2, 3, 1)
     assert small.row_dims == (2, 3, 2) and small.col_dims == (3, 2, 2)
     # the truncation is the rounding of the TT over merged modes m_k n_k
-    flat = tt.round(tt.TensorTrain(tuple(c.reshape(c.shape[0], -1, c.shape[-1])
-                                         for c in tt.add(a, b).cores)), max_rank=[2, 3])
-    close(tt.to_dense(small).reshape(-1), np.asarray(
-        tt.to_dense(flat)).reshape(2, 3, 3, 2, 2, 2).transpose(0, 2, 4, 1, 3, 5).reshape(-1))
+    merged = np.asarray(flat).reshape(2, 3, 3, 2, 2, 2).transpose(0, 2, 4, 1, 3, 5)
+    close(tt.to_dense(small).reshape(-1), merged.reshape(-1))
     # vmap and gradient of the rounded product
     a2 = np_tt((2, 3, 2), 2, 73, C128, col_dims=(3, 2, 2))
-    rb = jax.vmap(lambda a: tt.to_dense(tt.round(tt.matmul(a, tt.transpose(a)), max_rank=3)))(
-        batch(a, a2))
-    close(rb[1], np.asarray(tt.to_dense(tt.round(tt.matmul(a2, tt.transpose(a2)), max_rank=3))))
+
+    def g(a):
+        return tt.to_dense(tt.round(tt.matmul(a, tt.transpose(a)), max_rank=3))
+
+    rb, want = jax.jit(lambda ab, a2: (jax.vmap(g)(ab), g(a2)))(batch(a, a2), a2)
+    close(rb[1], want)
     check_grads(jax.jit(lambda a: tt.norm(tt.round(a, max_rank=[2, 2]))),
                 (np_tt((2, 2, 2), 3, 72, col_dims=(2, 2, 2)),), order=1, modes=("rev",))

@@ -24,7 +24,7 @@ __all__ = [
     "ones", "zeros", "eye", "pad_rank", "renormalize", "transpose", "conj_transpose",
     "trace", "bilinear_form", "bilinear_form_two_mat", "quadratic_form", "matmul_matrices",
     "getitem", "gather", "schmidt_values", "entropy", "reduced_density_matrix",
-    "mutual_information",
+    "mutual_information", "project_tangent",
 ]
 
 
@@ -415,3 +415,45 @@ def mutual_information(tt: TensorTrain, i: int, j: int, *, base: float = 2.0):
         return _entropy(jnp.linalg.eigvalsh(m), base)
 
     return s(rho_a) + s(rho_b) - s(rho)
+
+
+# ------------------------------------------------------------------------- Riemannian
+
+
+def project_tangent(x, g):
+    """Orthogonal projection of ``g`` onto the tangent space at ``x`` of the manifold of
+    fixed TT ranks, returned in ``x``'s format at doubled ranks (t3f ``riemannian.project``,
+    which takes TT-matrices too and returns the same rank-``2r`` train).
+
+    Args:
+      x: the point, a ``TensorTrain`` or ``TTMatrix`` with feasible ranks
+        (``tnlib.riemannian.check_point``). A TT-matrix is the TT over merged modes
+        ``m_k n_k``: its tangent space is that TT's.
+      g: a network of ``x``'s format and mode sizes (any ranks, never formed densely), or
+        a dense array: shape ``x.dims``, or ``x.shape`` (a matrix) for a TT-matrix.
+
+    Returns:
+      ``P_x(g)`` as a ``TensorTrain`` / ``TTMatrix`` of internal ranks ``2 r``; as a
+      ``tnlib.riemannian.Tangent`` use ``riemannian.project`` (on ``as_flat(x)``).
+    """
+    from tnlib import riemannian
+
+    if isinstance(x, TensorTrain):
+        return riemannian.to_tangent(x, riemannian.project(x, g))
+    _type_check(x, TTMatrix, "x")
+    xf = as_flat(x)
+    if isinstance(g, TTMatrix):
+        check(g, "g")
+        if (g.row_dims, g.col_dims) != (x.row_dims, x.col_dims):
+            raise ValueError(f"g has mode sizes {g.row_dims} x {g.col_dims}; x has "
+                             f"{x.row_dims} x {x.col_dims}")
+        gf = as_flat(g)
+    else:
+        g = jnp.asarray(g)
+        if g.shape != x.shape:
+            raise ValueError(f"g must be a TTMatrix or a dense matrix of shape {x.shape}, got "
+                             f"shape {g.shape}")
+        L = x.n_sites
+        order = [ax for k in range(L) for ax in (k, L + k)]
+        gf = g.reshape(x.row_dims + x.col_dims).transpose(order).reshape(xf.dims)
+    return from_flat(riemannian.to_tangent(xf, riemannian.project(xf, gf)), x)

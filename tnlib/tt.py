@@ -42,6 +42,7 @@ __all__ = [
     "ones", "zeros", "eye", "pad_rank", "renormalize", "transpose", "conj_transpose", "trace",
     "bilinear_form", "bilinear_form_two_mat", "quadratic_form", "matmul_matrices", "getitem",
     "gather", "schmidt_values", "entropy", "reduced_density_matrix", "mutual_information",
+    "project_tangent",
 ]
 
 
@@ -644,6 +645,7 @@ from tnlib._tt_ops import (  # noqa: E402  (re-exports; _tt_ops imports this mod
     mutual_information,
     ones,
     pad_rank,
+    project_tangent,
     quadratic_form,
     reduced_density_matrix,
     renormalize,

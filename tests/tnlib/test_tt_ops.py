@@ -370,3 +370,31 @@ def test_ttmatrix_round_orthogonalize_match_dense():
     close(rb[1], want)
     check_grads(jax.jit(lambda a: tt.norm(tt.round(a, max_rank=[2, 2]))),
                 (np_tt((2, 2, 2), 3, 72, col_dims=(2, 2, 2)),), order=1, modes=("rev",))
+
+
+# ------------------------------------------------------------------------- Riemannian
+
+
+def test_project_tangent_of_ttmatrix():
+    # t3f/riemannian_test.py checks project against an explicit tangent basis; here the
+    # defining properties, in dense float64: P is idempotent and self-adjoint, P x = x
+    x = tt.round(np_tt((2, 3, 2), 2, 80, col_dims=(2, 2, 3)), max_rank=2)
+    g = np_tt((2, 3, 2), 3, 81, col_dims=(2, 2, 3))
+    h = jnp.asarray(np.random.default_rng(82).standard_normal(x.shape))
+
+    def f(x, g, h):
+        pg, ph = tt.project_tangent(x, g), tt.project_tangent(x, h)
+        return (pg, tt.to_dense(pg), tt.to_dense(ph), tt.to_dense(tt.project_tangent(x, pg)),
+                tt.to_dense(tt.project_tangent(x, tt.to_dense(g))),
+                tt.to_dense(tt.project_tangent(x, x)))
+
+    pg, pgd, phd, ppg, pg_dense, px = jax.jit(f)(x, g, h)
+    assert isinstance(pg, tt.TTMatrix) and pg.ranks == (1, 4, 4, 1)
+    close(ppg, pgd)  # idempotent
+    close(pg_dense, pgd)  # dense g and TT-matrix g agree
+    close(px, tt.to_dense(x))
+    close(jnp.vdot(pgd, h), jnp.vdot(tt.to_dense(g), phd))  # self-adjoint
+    check_grads(jax.jit(lambda g: tt.norm(tt.project_tangent(x, g))), (g,), order=1,
+                modes=("rev",))
+    with pytest.raises(ValueError, match="dense matrix of shape"):
+        tt.project_tangent(x, jnp.ones((3, 3)))

@@ -258,8 +258,8 @@ class CPConv(nnx.Module):
     """2-D convolution whose kernel is a rank-``R`` CP tensor.
 
     Args:
-      in_features, out_features, kernel_size, strides, padding, use_bias, dtype,
-        param_dtype, rngs: as in ``TuckerConv``.
+      in_features: as in ``TuckerConv``, and so are ``out_features``, ``kernel_size``,
+        ``strides``, ``padding``, ``use_bias``, ``dtype``, ``param_dtype``, ``rngs``.
       rank: CP rank ``R >= 1``.
       init_scale: the dense kernel has ``E ||K||_F^2 = init_scale**2 * C_out`` (the
         LeCun-normal budget): ``tnlib.cp.random`` factors, each scaled by the same

@@ -34,7 +34,8 @@ EXTRA_ONLY = ("skimage", "matplotlib", "sklearn", "ml_collections", "tqdm", "ten
 def sh(*args, cwd, env=None, timeout=900):
     res = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True,
                          text=True, timeout=timeout)
-    assert res.returncode == 0, f"{' '.join(map(str, args))}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    command = " ".join(map(str, args))
+    assert res.returncode == 0, f"{command}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     return res.stdout
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -24,7 +25,7 @@ __all__ = [
     "ones", "zeros", "eye", "pad_rank", "renormalize", "transpose", "conj_transpose",
     "trace", "bilinear_form", "bilinear_form_two_mat", "quadratic_form", "matmul_matrices",
     "getitem", "gather", "schmidt_values", "entropy", "reduced_density_matrix",
-    "mutual_information", "project_tangent",
+    "mutual_information", "project_tangent", "hessian_vector_product",
 ]
 
 
@@ -441,19 +442,65 @@ def project_tangent(x, g):
     if isinstance(x, TensorTrain):
         return riemannian.to_tangent(x, riemannian.project(x, g))
     _type_check(x, TTMatrix, "x")
+    xf, gf = as_flat(x), _flat_arg(x, g, "g")
+    return from_flat(riemannian.to_tangent(xf, riemannian.project(xf, gf)), x)
+
+
+def _flat_arg(x: TTMatrix, g, name: str):
+    """``g`` (a TT-matrix or a dense matrix of ``x.shape``) as a TT / dense tensor over
+    ``x``'s merged modes."""
     xf = as_flat(x)
     if isinstance(g, TTMatrix):
         check(g, "g")
         if (g.row_dims, g.col_dims) != (x.row_dims, x.col_dims):
-            raise ValueError(f"g has mode sizes {g.row_dims} x {g.col_dims}; x has "
+            raise ValueError(f"{name} has mode sizes {g.row_dims} x {g.col_dims}; x has "
                              f"{x.row_dims} x {x.col_dims}")
-        gf = as_flat(g)
-    else:
-        g = jnp.asarray(g)
-        if g.shape != x.shape:
-            raise ValueError(f"g must be a TTMatrix or a dense matrix of shape {x.shape}, got "
-                             f"shape {g.shape}")
-        L = x.n_sites
-        order = [ax for k in range(L) for ax in (k, L + k)]
-        gf = g.reshape(x.row_dims + x.col_dims).transpose(order).reshape(xf.dims)
-    return from_flat(riemannian.to_tangent(xf, riemannian.project(xf, gf)), x)
+        return as_flat(g)
+    g = jnp.asarray(g)
+    if g.shape != x.shape:
+        raise ValueError(f"{name} must be a TTMatrix or a dense matrix of shape {x.shape}, "
+                         f"got shape {g.shape}")
+    L = x.n_sites
+    order = [ax for k in range(L) for ax in (k, L + k)]
+    return g.reshape(x.row_dims + x.col_dims).transpose(order).reshape(xf.dims)
+
+
+def hessian_vector_product(f, x, v):
+    """``P_x H P_x v``: the Hessian of ``f`` at ``x`` restricted to the tangent space of
+    fixed TT ranks, applied to ``v`` (t3f ``hessian_vector_product``; like t3f, the
+    curvature term of the true Riemannian Hessian is left out).
+
+    Args:
+      f: a real scalar function of a network of ``x``'s format (``TensorTrain`` /
+        ``TTMatrix``), differentiable by JAX.
+      x: the point (real dtype, feasible ranks, as in ``project_tangent``).
+      v: the direction: a network of ``x``'s format or a dense array, as ``g`` in
+        ``project_tangent``.
+
+    Returns:
+      The product in ``x``'s format at internal ranks ``2 r`` (like ``project_tangent``).
+      Computed as the forward-over-reverse derivative of ``f(x + T(delta))`` in the
+      tangent coordinates ``delta`` (``T`` linear), never forming the dense Hessian.
+    """
+    from tnlib import _riemannian_tt, riemannian
+
+    if not callable(f):
+        raise TypeError(f"f must be a callable of a {type(x).__name__}, got {f!r}")
+    if isinstance(x, TTMatrix):
+        check(x, "x")
+        xf, vf = as_flat(x), _flat_arg(x, v, "v")
+        hv = hessian_vector_product(lambda w: f(from_flat(w, x)), xf, vf)
+        return from_flat(hv, x)
+    _type_check(x, TensorTrain, "x")
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise TypeError("x: hessian_vector_product takes a real TT (f's Hessian over "
+                        "complex cores is not a complex-linear map)")
+    xi = riemannian.project(x, v)
+    fr = _riemannian_tt.frame(x)
+
+    def g(ds):
+        return f(_riemannian_tt.tangent_net(fr, ds, plus_point=True))
+
+    zero = tuple(jnp.zeros_like(d) for d in xi.deltas)
+    _, hv = jax.jvp(jax.grad(g), (zero,), (tuple(xi.deltas),))
+    return riemannian.to_tangent(x, riemannian.Tangent(_riemannian_tt.gauge(fr, hv)))

@@ -66,7 +66,7 @@ LOSSES = ("cross_entropy", "squared")
 class LabelledMPS(_PaddedChain):
     """An MPS classifier in padded form.
 
-    Fields:
+    Attributes:
       cores: ``(L, D, d, D)`` pixel cores; the slot at ``center`` is zero.
       label: ``(D, d, C, D)`` the core at site ``center``, carrying the class index.
       center: int32 scalar, the site holding the label (an array, so moving it does

@@ -11,7 +11,7 @@ The chain is kept in mixed canonical form around its orthogonality ``center``: c
 left of it are left-orthogonal, cores right of it right-orthogonal, so the bond tensor
 ``B`` ``(D, d, d, D)`` of the centre and a neighbour carries the whole norm,
 ``Z = ||B||^2``. One *update* merges the two cores into ``B``, takes gradient steps on
-the training negative log-likelihood
+the training negative log-likelihood::
 
     NLL(B) = -(1/N) sum_n log |<l_n, B[:, x_p, x_{p+1}, :] r_n>|^2 + log ||B||^2
              - (2/N) sum_n (log-scales of l_n and r_n)

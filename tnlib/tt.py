@@ -42,7 +42,7 @@ __all__ = [
     "ones", "zeros", "eye", "pad_rank", "renormalize", "transpose", "conj_transpose", "trace",
     "bilinear_form", "bilinear_form_two_mat", "quadratic_form", "matmul_matrices", "getitem",
     "gather", "schmidt_values", "entropy", "reduced_density_matrix", "mutual_information",
-    "project_tangent",
+    "project_tangent", "hessian_vector_product",
 ]
 
 
@@ -641,6 +641,7 @@ from tnlib._tt_ops import (  # noqa: E402  (re-exports; _tt_ops imports this mod
     eye,
     gather,
     getitem,
+    hessian_vector_product,
     matmul_matrices,
     mutual_information,
     ones,

@@ -19,7 +19,7 @@ from tnlib import tt
         "tt.conj_transpose", "tt.trace", "tt.bilinear_form", "tt.bilinear_form_two_mat",
         "tt.quadratic_form", "tt.matmul_matrices", "tt.getitem", "tt.gather",
         "tt.schmidt_values", "tt.entropy", "tt.reduced_density_matrix",
-        "tt.mutual_information", "tt.project_tangent")
+        "tt.mutual_information", "tt.project_tangent", "tt.hessian_vector_product")
 @pytest.mark.parametrize("dtype", [F64, C128], ids=dtype_id)
 @settings(max_examples=1, deadline=None)
 @given(dims_st(2, 3, 3), st.integers(1, 3), seeds, st.data())
@@ -62,3 +62,6 @@ def test_tt_ops_match_dense(dtype, dims, rank, seed, data):
     assert float(tt.mutual_information(x, 0, 1)) >= -1e-9
     p = tt.round(a, max_rank=rank)  # feasible ranks: a point of the manifold
     close(tt.to_dense(tt.project_tangent(p, p)), np.asarray(tt.to_dense(p)), dtype)  # P x = x
+    if dtype == F64:  # the Hessian of ||X||^2 / 2 is the identity: P H P b = P b
+        hv = tt.hessian_vector_product(lambda t: tt.norm(t) ** 2 / 2, p, b)
+        close(tt.to_dense(hv), np.asarray(tt.to_dense(tt.project_tangent(p, b))), dtype)

@@ -398,3 +398,35 @@ def test_project_tangent_of_ttmatrix():
                 modes=("rev",))
     with pytest.raises(ValueError, match="dense matrix of shape"):
         tt.project_tangent(x, jnp.ones((3, 3)))
+
+
+def test_hessian_vector_product_matches_dense():
+    # P_x H P_x v with the dense Hessian of F(X) = sum(X^4) / 4 + <C, X> (H = diag(3 X^2))
+    x = tt.round(np_tt((2, 3, 2), 2, 90), max_rank=2)
+    c = jnp.asarray(np.random.default_rng(91).standard_normal(x.dims))
+    v = jnp.asarray(np.random.default_rng(92).standard_normal(x.dims))
+    m = tt.round(np_tt((2, 2), 2, 93, col_dims=(2, 2)), max_rank=2)
+    u, w = (jnp.asarray(np.random.default_rng(s).standard_normal(m.shape)) for s in (94, 95))
+
+    def F(t):
+        d = tt.to_dense(t)
+        return jnp.sum(d ** 4) / 4 + jnp.sum(c.reshape(d.shape) * d) if d.shape == c.shape \
+            else jnp.sum(d ** 4) / 4
+
+    def f(x, v, m, u, w):
+        eye = jnp.eye(v.size).reshape(-1, *x.dims)
+        P = jax.vmap(lambda e: tt.to_dense(tt.project_tangent(x, e)).ravel())(eye)  # symmetric
+        X = tt.to_dense(x).ravel()
+        want = P @ (3 * X ** 2 * (P @ v.ravel()))
+        hm_w = tt.hessian_vector_product(F, m, w)
+        return (tt.to_dense(tt.hessian_vector_product(F, x, v)).ravel(), want, hm_w,
+                jnp.vdot(tt.to_dense(tt.project_tangent(m, u)), tt.to_dense(hm_w)),
+                jnp.vdot(tt.to_dense(tt.hessian_vector_product(F, m, u)),
+                         tt.to_dense(tt.project_tangent(m, w))))
+
+    got, want, hm_w, uhw, hu_w = jax.jit(f)(x, v, m, u, w)
+    close(got, want)
+    assert isinstance(hm_w, tt.TTMatrix) and hm_w.ranks == (1, 4, 1)
+    close(uhw, hu_w)  # the restricted Hessian is symmetric on the TT-matrix tangent space
+    with pytest.raises(TypeError, match="real TT"):
+        tt.hessian_vector_product(F, np_tt((2, 2), 1, 0, C128), jnp.ones((2, 2)))

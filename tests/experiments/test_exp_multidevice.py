@@ -13,6 +13,10 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+# Slow tier (make test-slow, which CI runs right after make test): 8-device subprocesses (~50 s)
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -27,6 +27,9 @@ import pytest
 from tnlib.experiments import sharding
 from tnlib.experiments.config import ConfigError
 
+# Slow tier (make test-slow, which CI runs right after make test): two jax processes (~60 s)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 240  # a hang (a process waiting forever in a collective) fails the test
 

@@ -29,6 +29,12 @@ import pytest
 from tnlib.experiments import records, training
 from tnlib.experiments.cli import main
 
+# Slow tier (make test-slow, which CI runs right after make test): tnlib run
+# subprocesses killed and rerun (~65 s); make test keeps the fault harness's seeded
+# kills (test_exp_faults.py) and each task's guarantees (test_exp_tasks.py,
+# test_exp_runner.py).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = str(ROOT / "configs" / "mps_digits.py") + ":smoke"
 # digits:smoke trains on 256 images in batches of 32: 8 steps per epoch.
@@ -42,6 +48,7 @@ CTRL_C = """
 import sys
 from tnlib.experiments import training
 from tnlib.experiments.cli import main
+
 real = training.batch_indices
 def interrupt(seed, step, n, batch_size):
     if step == {step}:

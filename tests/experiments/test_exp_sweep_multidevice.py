@@ -18,6 +18,10 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+# Slow tier (make test-slow, which CI runs right after make test): an 8-device subprocess (~15 s)
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,6 +3,9 @@ array shapes only, so they work under jit)."""
 
 from __future__ import annotations
 
+import math
+import os
+
 import numpy as np
 
 
@@ -113,8 +116,6 @@ def max_bytes() -> int | None:
     """The most bytes one array may take before :func:`check_size` refuses it: the
     environment variable ``TNLIB_MAX_BYTES`` (bytes; ``0`` or ``none`` turns the guard
     off), else half the machine's physical memory (``os.sysconf``); None: no limit."""
-    import os
-
     text = os.environ.get(MAX_BYTES_ENV, "").strip()
     if text:
         if text.lower() in ("0", "none", "off"):
@@ -151,8 +152,6 @@ def check_size(count, dtype, what: str) -> None:
     """ValueError naming ``what`` and the size when ``count`` elements (an int or a
     shape) of ``dtype`` would take more than :func:`max_bytes`. Static (reads Python
     ints only), so it works under jit; called before anything is allocated."""
-    import math
-
     if not isinstance(count, int | np.integer):
         count = math.prod(int(n) for n in count)
     limit = max_bytes()

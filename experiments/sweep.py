@@ -1,17 +1,27 @@
-"""MPS classifier trained by DMRG-style two-site sweeps: ``train_and_evaluate(config, workdir)``.
+"""MPS classifier trained by two-site sweeps: ``train_and_evaluate(config, workdir)``.
 
 The model is a :class:`tnlib.sweep.LabelledMPS` (the classifier of Stoudenmire &
-Schwab 2016 with the class index on one pixel core) trained by
-:func:`tnlib.sweep.sweep`: full-batch gradient steps on each bond tensor with the
-training set's environments cached, truncated SVD with ``model.max_bond`` and
-``train.cutoff``. One logged step is one sweep (right to the end and back); each
-line of ``metrics.jsonl`` carries the train / validation / test loss and accuracy
-and the bond dimensions kept (``bond_dims``, all ``L + 1`` of them). A checkpoint
+Schwab 2016 with the class index on one pixel core, moving with the sweep as in the
+paper) trained by :func:`tnlib.sweep.update`: by default each bond tensor's squared
+loss is solved by ``train.passes`` conjugate-gradient iterations with ridge term
+``train.l2`` (TNML's ``fixedL.cc``), then split by SVD keeping a discarded weight of at
+most ``train.cutoff`` and between ``model.min_bond`` and ``model.max_bond`` singular
+values (ITensor's rule); ``train.solver="gd"`` takes ``train.local_steps`` gradient
+steps instead (any ``train.loss``). The chain starts from TNML's data-driven state
+(``model.init="data"``: :func:`tnlib.sweep.init_from_data`) or a product state
+(``"product"``). The padded bond grows in powers of two as the kept bonds need it
+(:func:`tnlib.sweep.grow`), so early sweeps cost what their bonds need.
+
+One runner step is one bond update; a sweep is ``2 (L - 1)`` of them. Each line of
+``metrics.jsonl`` is one sweep (``epoch`` counts sweeps, ``step`` updates): the train /
+validation / test loss and accuracy, the bond dimensions kept (``bond_dims``, all
+``L + 1``) and the mean local loss and discarded weight of its updates. A checkpoint
 (orbax, with a SHA-256 manifest: :func:`tnlib.experiments.training.save_checkpoint`)
-is written after every ``train.checkpoint_every`` sweeps and a run started again
-resumes from the last one that verifies; the environments are recomputed from the
-model, so a resumed run continues exactly as an uninterrupted one. The step size per
-sweep is an optax schedule (constant, or cosine to ``end_lr_factor``).
+is written every ``train.checkpoint_every`` updates, mid-sweep included, and at the
+end; a run started again resumes from the last one that verifies, recomputing the
+environments of the chain at its label position, and continues exactly as an
+uninterrupted run. The gradient solver's step size per sweep is an optax schedule
+(constant, or cosine to ``end_lr_factor``).
 
 Devices. The ``mesh`` section (:mod:`tnlib.experiments.sharding`; default all devices
 on ``data``) splits the training samples, their cached environments and every
@@ -21,7 +31,7 @@ gradient-step loop, same trip count everywhere) and every device computes the sa
 SVD split of the replicated bond tensor. The host waits for each update before
 dispatching the next when the mesh has more than one device: XLA:CPU's simulated
 devices deadlock when the host queues many collective programs ahead (see
-``_bounded_dispatch``). A ``model`` axis larger than 1 is a config error (the bond
+``_wait``). A ``model`` axis larger than 1 is a config error (the bond
 tensors are small), and so is a training set that does not split evenly over
 ``mesh.data`` (no sample is dropped). Only process 0 writes records; checkpoints
 restore onto any mesh.
@@ -56,18 +66,22 @@ __all__ = ["MODEL_KEYS", "TRAIN_KEYS", "check_config", "evaluate", "make_schedul
            "train_and_evaluate"]
 
 # Keys of config.model and config.train the task reads (any other is a ConfigError).
-MODEL_KEYS = ("name", "max_bond", "init_bond", "local_dim", "feature_map", "init_std")
-TRAIN_KEYS = ("num_sweeps", "loss", "lr", "momentum", "schedule", "end_lr_factor",
-              "local_steps", "cutoff", "eval_batch_size", "checkpoint_every", "keep_checkpoints")
+MODEL_KEYS = ("name", "max_bond", "min_bond", "init", "init_bond", "init_per_class",
+              "local_dim", "feature_map", "init_std")
+TRAIN_KEYS = ("num_sweeps", "solver", "passes", "l2", "loss", "lr", "momentum", "schedule",
+              "end_lr_factor", "local_steps", "cutoff", "eval_batch_size", "checkpoint_every",
+              "keep_checkpoints")
 # Every key but train.end_lr_factor (read by the cosine schedule only; default 0).
 REQUIRED = ("task", "seed", "data.name", *(f"model.{k}" for k in MODEL_KEYS),
             *(f"train.{k}" for k in TRAIN_KEYS if k != "end_lr_factor"))
 TYPES: dict[str, type] = {
     **{k: t for k, t in config_lib.TYPES.items() if k in ("task", "seed") or
        k.startswith("data.")},
-    "model.name": str, "model.max_bond": int, "model.init_bond": int, "model.local_dim": int,
+    "model.name": str, "model.max_bond": int, "model.min_bond": int, "model.init": str,
+    "model.init_bond": int, "model.init_per_class": int, "model.local_dim": int,
     "model.feature_map": str, "model.init_std": float,
-    "train.num_sweeps": int, "train.loss": str, "train.lr": float, "train.momentum": float,
+    "train.num_sweeps": int, "train.solver": str, "train.passes": int, "train.l2": float,
+    "train.loss": str, "train.lr": float, "train.momentum": float,
     "train.schedule": str, "train.end_lr_factor": float, "train.local_steps": int,
     "train.cutoff": float, "train.eval_batch_size": int, "train.checkpoint_every": int,
     "train.keep_checkpoints": int,
@@ -80,11 +94,15 @@ _SHARED = ("seed", "model.local_dim", "model.init_std", "data.downsample", "data
 RULES = (
     *(r for r in config_lib.RULES if r[0] in _SHARED),
     ("model.max_bond", lambda v: v >= 1, "an int >= 1"),
+    ("model.min_bond", lambda v: v >= 1, "an int >= 1"),
     ("model.init_bond", lambda v: v >= 1, "an int >= 1"),
+    ("model.init_per_class", lambda v: v >= 1, "an int >= 1"),
+    ("train.passes", lambda v: v >= 0, "an int >= 0"),
+    ("train.l2", lambda v: v >= 0, "a float >= 0"),
     ("train.num_sweeps", lambda v: v >= 1, "an int >= 1"),
     ("train.local_steps", lambda v: v >= 0, "an int >= 0"),
     ("train.momentum", lambda v: 0 <= v < 1, "a float in [0, 1)"),
-    ("train.cutoff", lambda v: 0 <= v < 1, "a float in [0, 1)"),
+    ("train.cutoff", lambda v: 0 <= v < 1, "a float in [0, 1) (the discarded weight)"),
 )
 
 
@@ -98,6 +116,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     """
     validate(config, choices={"task": ["sweep"], "model.name": ["mps_sweep"],
                               "model.feature_map": FEATURE_MAPS, "train.loss": sw.LOSSES,
+                              "model.init": ["data", "product"], "train.solver": sw.SOLVERS,
                               "train.schedule": ["constant", "cosine"],
                               "data.name": data_lib.LOADERS},
              rules=RULES, types=TYPES, required=REQUIRED)
@@ -107,6 +126,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if config.model.init_bond > config.model.max_bond:
         raise ConfigError(f"model.init_bond={config.model.init_bond} exceeds "
                           f"model.max_bond={config.model.max_bond}")
+    if config.model.min_bond > config.model.max_bond:
+        raise ConfigError(f"model.min_bond={config.model.min_bond} exceeds "
+                          f"model.max_bond={config.model.max_bond}")
+    if config.train.solver == "cg" and config.train.loss != "squared":
+        raise ConfigError(f"train.solver='cg' solves the squared loss; set train.loss="
+                          f"'squared' (got {config.train.loss!r}) or train.solver='gd'")
     if config.model.feature_map == "linear" and config.model.local_dim != 2:
         raise ConfigError("model.feature_map='linear' needs model.local_dim=2")
     data_lib.check_options(config.data)
@@ -170,20 +195,12 @@ def evaluate(mps, split, batch_size: int, feature_map: str, loss: str,
 # --------------------------------------------------------------------------- task
 
 
-def _bounded_dispatch(mesh, callback):
-    """The per-update callback of :func:`tnlib.sweep.sweep`, which on a mesh of more
-    than one device also waits for each update before the next is queued
-    (:func:`~tnlib.experiments.sharding.throttle`: XLA:CPU's simulated devices deadlock
-    when the host queues many collective programs ahead; a sweep queues ``2 (L - 1)``
-    updates per sweep). On GPUs that costs one dispatch latency per update."""
-    if mesh.size == 1:
-        return callback
-
-    def wait(info):
-        sharding.throttle(mesh, 0, info["loss_after"], every=1)
-        callback(info)
-
-    return wait
+def _wait(mesh, info) -> None:
+    """On a mesh of more than one device, wait for an update before the next is queued
+    (:func:`~tnlib.experiments.sharding.throttle`): XLA:CPU's simulated devices
+    deadlock when the host queues many collective programs ahead. On GPUs that costs
+    one dispatch latency per update."""
+    sharding.throttle(mesh, 0, info["loss_after"], every=1)
 
 
 def make_schedule(tc: ml_collections.ConfigDict) -> optax.Schedule:
@@ -206,8 +223,10 @@ def _n_params(mps: sw.LabelledMPS) -> int:
 def setup(config: ml_collections.ConfigDict) -> runner.Task:
     """Load the data and build the chain: the :class:`~runner.Task` of ``config``.
 
-    The state is ``(mps, envs)``; a checkpoint holds the chain only (the environments
-    of the training set are recomputed from it at the first step of a session)."""
+    The state is ``(mps, envs)``; one step is one bond update (its direction follows
+    from the step index: the label starts every sweep on the middle site, ``L // 2``).
+    A checkpoint holds the chain only, at its current padded bond; the environments of
+    the training set are recomputed from it at the first step of a session."""
     mc, tc = config.model, config.train
     splits = data_lib.from_config(config.data)
     x_train, y_train = splits["train"]
@@ -217,20 +236,33 @@ def setup(config: ml_collections.ConfigDict) -> runner.Task:
     check_mesh(config, n_train)
     mesh = sharding.make_mesh(config.get("mesh"))
     n_classes = int(max(y.max() for _, y in splits.values())) + 1
-    mps = sw.init(jax.random.key(config.seed), n_sites, n_classes, max_bond=mc.max_bond,
-                  local_dim=mc.local_dim, init_bond=mc.init_bond, init_std=mc.init_std)
-    schedule, updates = make_schedule(tc), 2 * (n_sites - 1)
+    key, home = jax.random.key(config.seed), n_sites // 2  # the label's site (TNML's)
+    if mc.init == "data":
+        feats = np.asarray(_features(jnp.asarray(x_train), mc.local_dim, mc.feature_map))
+        mps = sw.init_from_data(key, feats, y_train, n_classes, init_bond=mc.init_bond,
+                                per_class=mc.init_per_class, center=home)
+    else:
+        mps = sw.init(key, n_sites, n_classes, max_bond=mc.init_bond, local_dim=mc.local_dim,
+                      init_bond=mc.init_bond, init_std=mc.init_std, center=home)
+    schedule = make_schedule(tc)
+    directions = sw.sweep_directions(n_sites, home, back=True)
+    per_sweep = len(directions)
+    options = dict(solver=tc.solver, passes=tc.passes, l2=tc.l2, cutoff=tc.cutoff,
+                   min_rank=mc.min_bond, loss=tc.loss, steps=tc.local_steps,
+                   momentum=tc.momentum)
 
     def step(state, index, tick):
         mps, envs = state
         if envs is None:  # samples and their environments split over mesh.data
             xs, ys = sharding.shard_batch(mesh, x_train, y_train)
             envs = sw.environments(mps, _features(xs, mc.local_dim, mc.feature_map), ys)
-        mps, envs, infos = sw.sweep(
-            mps, envs, lr=float(schedule(index)), momentum=tc.momentum, cutoff=tc.cutoff,
-            steps=tc.local_steps, loss=tc.loss, callback=_bounded_dispatch(mesh, lambda _: tick()))
-        return (mps, envs), {"mean_discarded": float(np.mean(infos["discarded"])),
-                             "local_loss": float(np.mean(infos["loss_after"]))}
+        direction = directions[index % per_sweep]
+        mps, envs = sw.grow(mps, envs, direction, mc.max_bond)
+        mps, envs, info = sw.update(mps, envs, direction=direction, max_rank=mc.max_bond,
+                                    lr=float(schedule(index // per_sweep)), **options)
+        if mesh.size > 1:
+            _wait(mesh, info)
+        return (mps, envs), {"local_loss": info["loss_after"], "discarded": info["discarded"]}
 
     def evaluate_all(state) -> dict[str, float]:
         out = {}
@@ -243,8 +275,9 @@ def setup(config: ml_collections.ConfigDict) -> runner.Task:
 
     def log_extra(state, step):
         dims = [int(r) for r in np.asarray(state[0].ranks)]
-        return {"epoch": step, "lr": float(schedule(step - 1)), "bond_dims": dims,
-                "max_kept_bond": max(dims), "mean_bond": float(np.mean(dims[1:-1]))}
+        return {"lr": float(schedule((step - 1) // per_sweep)), "bond_dims": dims,
+                "max_kept_bond": max(dims), "mean_bond": float(np.mean(dims[1:-1])),
+                "padded_bond": state[0].max_bond}
 
     def save(state):
         mps = state[0]
@@ -261,20 +294,23 @@ def setup(config: ml_collections.ConfigDict) -> runner.Task:
     def summarize(state, final):
         mps = state[0]
         return {**records.eval_summary(final), "n_params": _n_params(mps), "n_train": n_train,
-                "n_test": len(splits["test"][0]),
+                "n_test": len(splits["test"][0]), "updates_per_sweep": per_sweep,
                 "bond_dims": [int(r) for r in np.asarray(mps.ranks)]}
 
     return runner.Task(
-        state=(sharding.replicate(mps, mesh), None), total_steps=tc.num_sweeps, step=step,
-        evaluate=evaluate_all, summarize=summarize, save=save, load=load, eval_every=1,
-        checkpoint_every=tc.checkpoint_every, keep_checkpoints=tc.keep_checkpoints,
-        log_extra=log_extra, postfix=("train_acc", "max_kept_bond"),
-        diverged="sweep {step} diverged (train loss {loss}); try a smaller train.lr",
-        meta={"n_train": n_train, "n_sites": n_sites, "total_steps": tc.num_sweeps,
-              "updates_per_sweep": updates, "max_bond": mc.max_bond, "mesh": dict(mesh.shape),
+        state=(sharding.replicate(mps, mesh), None), total_steps=tc.num_sweeps * per_sweep,
+        step=step, evaluate=evaluate_all, summarize=summarize, save=save, load=load,
+        fixed_shapes=False, log_every=per_sweep, eval_every=per_sweep,
+        steps_per_epoch=per_sweep, checkpoint_every=tc.checkpoint_every,
+        keep_checkpoints=tc.keep_checkpoints, log_extra=log_extra,
+        postfix=("train_acc", "max_kept_bond"),
+        diverged="the sweep ending at update {step} diverged (train loss {loss}); try a "
+                 "smaller train.lr (solver gd) or a larger train.l2 (solver cg)",
+        meta={"n_train": n_train, "n_sites": n_sites, "total_steps": tc.num_sweeps * per_sweep,
+              "updates_per_sweep": per_sweep, "max_bond": mc.max_bond, "mesh": dict(mesh.shape),
               "processes": jax.process_count()},
         title=f"MPS sweeps (chi <= {mc.max_bond}) on {config.data.name}",
-        desc="sweep", unit="site", ticks_per_step=updates)
+        desc="sweep", unit="update")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:

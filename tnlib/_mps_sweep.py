@@ -17,7 +17,7 @@ from tnlib.linalg import is_concrete
 __all__ = [
     "DIRECTIONS", "PaddedChain", "check_center", "check_max_rank", "right_orthogonal_cores",
     "unit", "left_step", "right_step", "e0", "scan_environments", "sides", "local_logits",
-    "sweep_loop", "check_optimizer", "descend",
+    "sweep_directions", "sweep_loop", "check_optimizer", "descend",
 ]
 
 DIRECTIONS = ("right", "left")
@@ -148,21 +148,28 @@ def local_logits(B, lf, rf):
     return jnp.einsum("ncj,nj->nc", t, rf)
 
 
-def sweep_loop(update_fn, mps, envs, callback, **kwargs):
-    """``L - 1 - center`` right then ``L - 1`` left calls of ``update_fn(mps, envs,
-    direction=..., **kwargs)``; returns ``(mps, envs, infos)`` with the infos stacked
+def sweep_directions(n_sites: int, center: int, back: bool = False) -> list[str]:
+    """The directions of one sweep's updates from the label at ``center``: ``L - 1 -
+    center`` right then ``L - 1`` left, then (``back``) ``center`` right again, which
+    returns the label to ``center``."""
+    L = n_sites
+    return ["right"] * (L - 1 - center) + ["left"] * (L - 1) + ["right"] * (center if back else 0)
+
+
+def sweep_loop(update_fn, mps, envs, callback, back=False, **kwargs):
+    """The calls ``update_fn(mps, envs, direction=..., **kwargs)`` of one sweep
+    (:func:`sweep_directions`); returns ``(mps, envs, infos)`` with the infos stacked
     on the host (one transfer, and no eager stack compiled per length and dtype)."""
     L = mps.n_sites
     c = int(mps.center)
     if not 0 <= c < L:
         raise ValueError(f"mps.center must be in [0, {L - 1}], got {c}")
     infos = []
-    for direction, count in (("right", L - 1 - c), ("left", L - 1)):
-        for _ in range(count):
-            mps, envs, info = update_fn(mps, envs, direction=direction, **kwargs)
-            infos.append(info)
-            if callback is not None:
-                callback(info)
+    for direction in sweep_directions(L, c, back):
+        mps, envs, info = update_fn(mps, envs, direction=direction, **kwargs)
+        infos.append(info)
+        if callback is not None:
+            callback(info)
     stacked = jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(infos)) if infos else {}
     return mps, envs, stacked
 

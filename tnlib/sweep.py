@@ -3,27 +3,32 @@
 The classifier is an MPS over ``L`` pixel sites whose core at the orthogonality
 ``center`` carries the class index: ``label`` has shape ``(D, d, C, D)``. One *update*
 merges the labelled core with its neighbour into a bond tensor ``B`` of shape
-``(D, d, d, C, D)``, takes a few gradient steps on ``B`` with the rest of the chain
-frozen (its per-sample left and right environments are cached), splits ``B`` by a
-truncated SVD and leaves the class index on the neighbour, then updates the cached
-environment it has just passed. A *sweep* moves the label from its site to the
-right end and back to site 0.
+``(D, d, d, C, D)``, solves for ``B`` with the rest of the chain frozen (its
+per-sample left and right environments are cached): by default the squared loss by
+conjugate gradient (:func:`solve_cg`, as the authors' code TNML does), or gradient
+steps on any loss; then splits ``B`` by a truncated SVD (:func:`kept_count`:
+ITensor's discarded-weight ``cutoff`` between ``min_rank`` and ``max_rank``), leaves
+the class index on the neighbour, and updates the cached environment it has just
+passed. A *sweep* moves the label from its site to the right end, to the left end
+and back (:func:`sweep_directions`); the chain's middle is the natural home of the
+label (TNML's), since a label at an end sees only ``d * bond`` features of the rest.
 
-Static padded shapes. All bonds are padded to ``D = max_bond`` (the array shape);
-the bond dimensions actually kept are in ``ranks`` and every row or column past
-them is exactly zero. A split keeps the singular values ``s_i > cutoff * s_0``,
-at most ``max_rank`` of them (a traced value ``<= D``), and zeroes the rest, so an
-update compiles once per direction whatever the chain length or the site
-(``update`` is jitted with the site read from the traced ``center``).
+Padded shapes. Bonds are padded to ``D = max_bond`` (the array shape); the bond
+dimensions actually kept are in ``ranks`` and every row or column past them is
+exactly zero, so an update compiles once per direction and ``D`` whatever the chain
+length or the site (``update`` is jitted with the site read from the traced
+``center``). :func:`grow` raises ``D`` in powers of two as the kept bonds need it
+(``sweep(grow_to=...)``), so the work follows the bonds reached, not the maximum.
 
 Outputs. As in :class:`tnlib.models.MPSClassifier` (``readout="linear"``), the
 outputs (logits) of a sample are the class amplitudes computed from *unit*
-environments: ``f_c(x) = <l(x), B_c(phi) r(x)> / (|l(x)| |r(x)|)``. The exact
-amplitude is ``f_c(x)`` times a positive per-sample factor (``exp`` of the running
-log-scales kept beside the environments), so the predicted class is the
-amplitude's argmax whatever the label position, while the loss stays finite for
-hundreds of sites in float32. The loss is cross-entropy on ``f`` (default) or the
-paper's squared loss ``1/2 sum_c (f_c - y_c)^2``, both averaged over the batch.
+environments: ``f_c(x) = <l(x), B_c(phi) r(x)> / (|l(x)| |r(x)|)`` (TNML normalizes
+its environments the same way). The exact amplitude is ``f_c(x)`` times a positive
+per-sample factor (``exp`` of the running log-scales kept beside the environments),
+so the predicted class is the amplitude's argmax whatever the label position, while
+the loss stays finite for hundreds of sites in float32. The loss is the paper's
+squared loss ``1/2 sum_c (f_c - y_c)^2`` or cross-entropy on ``f``, averaged over
+the batch (the CG solver minimizes the same squared loss summed, plus ``l2 |B|^2``).
 
 Environment convention: ``left[j]`` contracts sites ``0..j-1`` (``left[0] = e_0``),
 ``right[j]`` sites ``j..L-1`` (``right[L] = e_0``); the bond tensor on sites
@@ -49,14 +54,18 @@ from tnlib._mps_sweep import right_orthogonal_cores as _right_orthogonal_cores
 from tnlib._mps_sweep import right_step as _right_step
 from tnlib._mps_sweep import scan_environments as _scan_environments
 from tnlib._mps_sweep import sides as _sides
+from tnlib._mps_sweep import sweep_directions
 from tnlib._mps_sweep import sweep_loop as _sweep_loop
 from tnlib._mps_sweep import unit as _unit
 from tnlib._validate import check_int
+from tnlib.linalg import is_concrete
 from tnlib.struct import pytree_dataclass
 
 __all__ = [
-    "LabelledMPS", "Environments", "init", "from_cores", "to_cores", "environments",
-    "logits", "bond_tensor", "bond_logits", "split_bond", "update", "sweep", "LOSSES",
+    "LabelledMPS", "Environments", "init", "init_from_data", "from_cores", "to_cores",
+    "environments", "logits", "bond_tensor", "bond_logits", "kept_count", "split_bond",
+    "solve_cg", "update", "bucket", "needed_bond", "pad", "grow", "sweep", "sweep_directions",
+    "LOSSES", "SOLVERS",
 ]
 
 LOSSES = ("cross_entropy", "squared")
@@ -185,8 +194,9 @@ def to_cores(mps: LabelledMPS):
 
 
 def init(key, n_sites: int, n_classes: int, *, max_bond: int, local_dim: int = 2,
-         init_bond: int = 1, init_std: float = 0.0, dtype=jnp.float32) -> LabelledMPS:
-    """A small-bond start for sweeping: the label at site 0, the rest right-orthogonal.
+         init_bond: int = 1, init_std: float = 0.0, center: int = 0,
+         dtype=jnp.float32) -> LabelledMPS:
+    """A small-bond start for sweeping: the label at ``center``, the rest right-orthogonal.
 
     With ``init_bond=1`` (default) the pixel cores are the product state
     ``(1, ..., 1) / sqrt(d)`` (every pixel contributes ``<1, phi(x)> / sqrt(d)``);
@@ -200,15 +210,124 @@ def init(key, n_sites: int, n_classes: int, *, max_bond: int, local_dim: int = 2
         check_int(v, name, low)
     if init_bond > max_bond:
         raise ValueError(f"init_bond={init_bond} exceeds max_bond={max_bond}")
+    check_int(center, "center", 0)
+    if center >= n_sites:
+        raise ValueError(f"center must be in [0, {n_sites - 1}], got {center}")
     if not init_std >= 0:
         raise ValueError(f"init_std must be >= 0, got {init_std!r}")
     k_cores, k_label = jax.random.split(key)
     cores, ranks = _right_orthogonal_cores(k_cores, n_sites, local_dim, init_bond, dtype)
     d = local_dim
-    shape = (1, d, n_classes, ranks[1])
+    shape = (ranks[center], d, n_classes, ranks[center + 1])
     label = init_std * jax.random.normal(k_label, shape, dtype) if init_std else np.zeros(
         shape, dtype)
-    return from_cores(cores, label, 0, max_bond)
+    return from_cores(cores, label, center, max_bond)
+
+
+def _compress(cores, max_bond, cutoff):
+    """Host (NumPy float64) compression of an open chain ``[(r, d_k, r')]``: QR from the
+    left, then truncated SVDs from the right (:func:`kept_count`'s rule), leaving
+    sites ``1..L-1`` right-orthogonal and the norm on site 0."""
+    cores = list(cores)
+    for k in range(len(cores) - 1):
+        a = cores[k]
+        q, r = np.linalg.qr(a.reshape(-1, a.shape[-1]))
+        cores[k] = q.reshape(a.shape[0], a.shape[1], q.shape[1])
+        cores[k + 1] = np.einsum("ab,bsc->asc", r, cores[k + 1])
+    for k in range(len(cores) - 1, 0, -1):
+        a = cores[k]
+        u, s, vh = np.linalg.svd(a.reshape(a.shape[0], -1), full_matrices=False)
+        tail = np.cumsum((s**2)[::-1])[::-1] / max(np.sum(s**2), np.finfo(float).tiny)
+        keep = max(1, min(max_bond, int(np.sum(tail > cutoff)),
+                          int(np.sum(s > s[0] * np.finfo(s.dtype).eps * 4 * s.size))))
+        cores[k] = vh[:keep].reshape(keep, *a.shape[1:])
+        cores[k - 1] = np.einsum("asb,bc->asc", cores[k - 1], u[:, :keep] * s[:keep])
+    return cores
+
+
+def _sum_chain(blocks):
+    """The chain of the sum of chains (each ``[(r, d_k, r')]``): block-diagonal cores."""
+    out = []
+    L = len(blocks[0])
+    for k in range(L):
+        parts = [b[k] for b in blocks]
+        rl = 1 if k == 0 else sum(p.shape[0] for p in parts)
+        rr = 1 if k == L - 1 else sum(p.shape[2] for p in parts)
+        core = np.zeros((rl, parts[0].shape[1], rr))
+        i = j = 0
+        for p in parts:
+            core[i:i + p.shape[0], :, j:j + p.shape[2]] = p
+            i += 0 if k == 0 else p.shape[0]
+            j += 0 if k == L - 1 else p.shape[2]
+        out.append(core)
+    return out
+
+
+def init_from_data(key, features, labels, n_classes: int, *, init_bond: int = 10,
+                   per_class: int = 100, center: int = 0, max_bond: int | None = None,
+                   label_weight: float = 0.1, dtype=jnp.float32) -> LabelledMPS:
+    """TNML's data-driven start (``fixedL.cc``): for each class, the sum of the product
+    states of ``per_class`` training samples drawn at random, compressed to bond
+    ``init_bond`` (discarded weight <= 1e-10), times ``label_weight`` on that class's
+    label; the classes summed and compressed again (bond ``init_bond``, discarded
+    weight <= 1e-8), the label core scaled to unit norm.
+
+    The label sits on ``center`` (TNML: the middle site, ``L // 2``), the cores left
+    of it left-orthogonal and those right of it right-orthogonal. Built on the host
+    in float64 (``O(L per_class^3)``), then padded to ``max_bond`` (default the
+    largest bond reached).
+
+    Args:
+      key: which samples are drawn (without replacement within a class).
+      features: ``(N, L, d)`` local feature vectors of the training set.
+      labels: ``(N,)`` int classes in ``[0, n_classes)``.
+    """
+    check_int(n_classes, "n_classes", 1)
+    check_int(init_bond, "init_bond", 1)
+    check_int(per_class, "per_class", 1)
+    check_int(center, "center", 0)
+    feats = np.asarray(features, np.float64)
+    y = np.asarray(labels)
+    if feats.ndim != 3 or feats.shape[1] < 2:
+        raise ValueError(f"features must have shape (N, n_sites >= 2, local_dim), got "
+                         f"{feats.shape}")
+    if y.shape != feats.shape[:1]:
+        raise ValueError(f"labels must have shape ({feats.shape[0]},), got {y.shape}")
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    L, d = feats.shape[1:]
+    if center >= L:
+        raise ValueError(f"center must be in [0, {L - 1}], got {center}")
+    per_label = []
+    for c in range(n_classes):
+        idx = np.flatnonzero(y == c)
+        if idx.size == 0:
+            continue
+        pick = feats[rng.choice(idx, min(per_class, idx.size), replace=False)]  # (K, L, d)
+        K = pick.shape[0]
+        chain = []
+        for k in range(L):
+            core = np.zeros((1 if k == 0 else K, d, 1 if k == L - 1 else K))
+            for m in range(K):
+                core[0 if k == 0 else m, :, 0 if k == L - 1 else m] = pick[m, k]
+            chain.append(core)
+        chain = _compress(chain, init_bond, 1e-10)
+        lab = np.zeros((chain[center].shape[0], d, n_classes, chain[center].shape[2]))
+        lab[:, :, c] = label_weight * chain[center]
+        chain[center] = lab.reshape(lab.shape[0], d * n_classes, -1)
+        per_label.append(chain)
+    chain = _compress(_sum_chain(per_label), init_bond, 1e-8)
+    for k in range(center):  # the norm moves to the label's site (exact QRs)
+        a = chain[k]
+        q, r = np.linalg.qr(a.reshape(-1, a.shape[-1]))
+        chain[k] = q.reshape(a.shape[0], a.shape[1], q.shape[1])
+        chain[k + 1] = np.einsum("ab,bsc->asc", r, chain[k + 1])
+    label = chain[center].reshape(chain[center].shape[0], d, n_classes, -1)
+    label = label / np.linalg.norm(label)
+    cores = [np.zeros((a.shape[0], d, a.shape[2])) if k == center else a
+             for k, a in enumerate(chain)]
+    bond = max(a.shape[2] for a in chain)
+    max_bond = bond if max_bond is None else max_bond
+    return from_cores([c.astype(dtype) for c in cores], label.astype(dtype), center, max_bond)
 
 
 # ----------------------------------------------------------------------- environments
@@ -318,14 +437,34 @@ def _loss_grad(out, labels, kind):
     return (out - onehot) / out.shape[0]
 
 
-def split_bond(B, direction: str, max_rank, cutoff):
+def kept_count(s, total, cutoff, max_rank, min_rank=1):
+    """How many of the singular values ``s`` (descending) a split keeps.
+
+    ITensor's rule (as in TNML): the fewest values whose *discarded weight*
+    ``sum_{i >= k} s_i^2 / total`` is at most ``cutoff``, raised to ``min_rank`` and
+    capped at ``max_rank``, and never a value that is numerically zero
+    (``s_i <= s_0 * eps * len(s)``, NumPy's ``matrix_rank`` tolerance), nor fewer than
+    one. ``total`` is the squared norm of the whole matrix (values past ``s`` included).
+    All arguments may be traced."""
+    w = s**2 / jnp.where(total > 0, total, 1)
+    # tail[k]: the weight discarded when k values are kept (k = 0 .. len(s) - 1), summed
+    # from the smallest so that tiny weights are not lost to rounding
+    tail = jnp.cumsum(w[::-1])[::-1]
+    k = jnp.sum(tail > cutoff)
+    k = jnp.minimum(jnp.maximum(k, min_rank), max_rank)
+    tol = s[0] * jnp.finfo(s.dtype).eps * 4 * s.shape[0]
+    return jnp.maximum(jnp.minimum(k, jnp.sum(s > tol)), 1)
+
+
+def split_bond(B, direction: str, max_rank, cutoff, min_rank=1):
     """Split a bond tensor by truncated SVD, moving the class index one site on.
 
     ``"right"``: ``B -> core (D, d, D)`` (left-orthogonal, on the left site) and
     ``label (D, d, C, D)`` on the right site; ``"left"``: ``label`` on the left site
-    and a right-orthogonal ``core`` on the right. Keeps the singular values
-    ``s_i > cutoff * s_0`` among the first ``max_rank`` (traced, ``<= D``), at least
-    one, and zeroes the others with their vectors.
+    and a right-orthogonal ``core`` on the right. Keeps the leading singular values
+    chosen by :func:`kept_count` (discarded weight at most ``cutoff``, between
+    ``min_rank`` and ``max_rank <= D``; all traced) and zeroes the others with their
+    vectors.
 
     Returns ``(left_part, right_part, rank, discarded)``: ``rank`` the number kept,
     ``discarded`` the squared weight dropped relative to ``||B||^2``.
@@ -338,23 +477,93 @@ def split_bond(B, direction: str, max_rank, cutoff):
         m = jnp.transpose(B, (0, 1, 3, 2, 4)).reshape(D * d * C, d * D)
     u, s, vh = linalg.svd(m)  # NaN factors for a diverged (non-finite) B, never a hang
     total = jnp.sum(s**2)  # ||B||^2, the values past D included
+    k = kept_count(s, total, cutoff, jnp.minimum(max_rank, D), min_rank)
     u, s, vh = u[:, :D], s[:D], vh[:D]
-    idx = jnp.arange(D)
-    keep = ((idx < max_rank) & (s > cutoff * s[0])).at[0].set(True)
+    keep = jnp.arange(D) < k
     kept = jnp.where(keep, s, 0)
     discarded = jnp.where(total > 0, 1 - jnp.sum(kept**2) / jnp.where(total > 0, total, 1), 0)
     u = u * keep.astype(u.dtype)
     vh = vh * keep[:, None].astype(vh.dtype)
     if direction == "right":
-        return (u.reshape(D, d, D), (kept[:, None] * vh).reshape(D, d, C, D),
-                jnp.sum(keep), discarded)
-    return ((u * kept).reshape(D, d, C, D), vh.reshape(D, d, D), jnp.sum(keep), discarded)
+        return (u.reshape(D, d, D), (kept[:, None] * vh).reshape(D, d, C, D), k, discarded)
+    return ((u * kept).reshape(D, d, C, D), vh.reshape(D, d, D), k, discarded)
+
+
+# ------------------------------------------------------------------------ local solve
+
+
+def _normal_ops(lf, rf, shape):
+    """The local least-squares problem of a bond tensor as two GEMM-shaped maps:
+    ``forward(b) (N, C)`` the outputs and ``adjoint(g (N, C)) -> (D, d, d, C, D)``
+    ``sum_n lf_n (x) g_n (x) rf_n`` (so the normal matrix is ``adjoint o forward``)."""
+    D, d, _, C, _ = shape
+
+    def forward(b):
+        return _local_logits(b, lf, rf)
+
+    def adjoint(g):
+        w = (g[:, :, None] * rf[:, None, :]).reshape(g.shape[0], -1)  # (N, C * d * D)
+        out = (lf.T @ w).reshape(D, d, C, d, D)
+        return jnp.transpose(out, (0, 1, 3, 2, 4))
+
+    return forward, adjoint
+
+
+def solve_cg(B, lf, rf, labels, passes: int, l2=0.0, mask=None):
+    """Conjugate gradient on the bond's squared loss, started from ``B``.
+
+    Minimizes ``sum_n ||f_n(B) - y_n||^2 + l2 ||B||^2`` (TNML's cost: a sum over the
+    samples, ``y_n`` one-hot) where ``f_n(B) = <lf_n (x) rf_n, B>`` per class. The
+    normal equations ``(G + l2 I) B = sum_n y_n (x) lf_n (x) rf_n`` (``G`` the
+    samples' Gram operator, the same for every class) are solved by ``passes``
+    (static) CG iterations; each costs one :func:`_normal_ops` forward and adjoint
+    (two GEMMs over the samples). ``mask`` (broadcastable to ``B``) confines the
+    solution to the kept bonds. Exact in at most ``d^2 r_l r_r`` iterations in exact
+    arithmetic; stops moving once the residual is zero.
+
+    Returns ``(B, residual_norm)``.
+    """
+    forward, adjoint = _normal_ops(lf, rf, B.shape)
+    mask = jnp.ones((), B.dtype) if mask is None else mask.astype(B.dtype)
+    onehot = jax.nn.one_hot(labels, B.shape[3], dtype=B.dtype)
+
+    def apply(p):
+        return mask * (adjoint(forward(p)) + l2 * p)
+
+    r = mask * (adjoint(onehot - forward(B)) - l2 * B)
+    rs = jnp.vdot(r, r)
+
+    def body(_, carry):
+        x, r, p, rs = carry
+        ap = apply(p)
+        pap = jnp.vdot(p, ap)
+        alpha = jnp.where(pap > 0, rs / jnp.where(pap > 0, pap, 1), 0)
+        x = x + alpha * p
+        r = r - alpha * ap
+        rs_new = jnp.vdot(r, r)
+        beta = jnp.where(rs > 0, rs_new / jnp.where(rs > 0, rs, 1), 0)
+        return x, r, r + beta * p, rs_new
+
+    x, r, _, rs = jax.lax.fori_loop(0, passes, body, (B, r, r, rs))
+    return x, jnp.sqrt(rs)
 
 
 # ----------------------------------------------------------------------------- update
 
 
-def _update(mps, envs, lr, momentum, cutoff, max_rank, *, direction, steps, loss, optimizer):
+def _rescaled(B, lf, rf, labels, l2):
+    """``a B`` with ``a`` minimizing the CG cost ``sum_n ||a f_n(B) - y_n||^2 + l2 a^2
+    |B|^2`` (1 when ``B`` is zero): an exact line search along ``B`` that makes the
+    start of the solve independent of the chain's overall scale (TNML rescales ``B``
+    to unit norm instead; this start is never worse than ``B`` itself)."""
+    out = _local_logits(B, lf, rf)
+    num = jnp.sum(out * jax.nn.one_hot(labels, out.shape[-1], dtype=out.dtype))
+    den = jnp.sum(out**2) + l2 * jnp.sum(B**2)
+    return B * jnp.where(den > 0, num / jnp.where(den > 0, den, 1), 1)
+
+
+def _update(mps, envs, lr, momentum, cutoff, max_rank, l2, min_rank, *, direction, iters,
+            loss, optimizer, solver):
     D = mps.max_bond
     c = mps.center
     p = c if direction == "right" else c - 1
@@ -372,15 +581,20 @@ def _update(mps, envs, lr, momentum, cutoff, max_rank, *, direction, steps, loss
     def loss_fn(b):
         return _loss(_local_logits(b, lf, rf), envs.labels, loss)
 
-    def grad(b):  # the outputs are linear in B: dL/dB = sum_n lf_n (x) dL/df_n (x) rf_n
-        g = _loss_grad(_local_logits(b, lf, rf), envs.labels, loss)
-        g = jnp.einsum("ni,nc,nj->icj", lf, g, rf)
-        return jnp.transpose(g.reshape(D, b.shape[1], b.shape[3], b.shape[2], D), (0, 1, 3, 2, 4))
-
     loss_before = loss_fn(B)
-    B = _mps_sweep.descend(grad, B, mask, steps, lr, momentum, optimizer)
+    if solver == "cg":  # from the best multiple of B: the chain's scale is arbitrary
+        B, _ = solve_cg(_rescaled(B, lf, rf, envs.labels, l2), lf, rf, envs.labels, iters, l2,
+                        mask)
+    else:
+        forward, adjoint = _normal_ops(lf, rf, B.shape)
+
+        def grad(b):  # the outputs are linear in B: dL/dB = sum_n lf_n (x) dL/df_n (x) rf_n
+            return adjoint(_loss_grad(forward(b), envs.labels, loss))
+
+        B = _mps_sweep.descend(grad, B, mask, iters, lr, momentum, optimizer)
     loss_after = loss_fn(B)
-    lpart, rpart, rank, discarded = split_bond(B, direction, jnp.minimum(max_rank, D), cutoff)
+    lpart, rpart, rank, discarded = split_bond(B, direction, jnp.minimum(max_rank, D), cutoff,
+                                               min_rank)
     # rounding must not leak into the padding: rows / columns past the outer bonds are zero
     lpart = lpart * lmask.reshape((D,) + (1,) * (lpart.ndim - 1))
     rpart = rpart * rmask
@@ -408,12 +622,16 @@ def _update(mps, envs, lr, momentum, cutoff, max_rank, *, direction, steps, loss
     return new, envs, info
 
 
-_update_jit = jax.jit(_update, static_argnames=("direction", "steps", "loss", "optimizer"),
+_update_jit = jax.jit(_update, static_argnames=("direction", "iters", "loss", "optimizer",
+                                                "solver"),
                       donate_argnames=("envs",))
 
+SOLVERS = ("cg", "gd")
 
-def update(mps: LabelledMPS, envs: Environments, *, direction: str, lr=1.0, momentum=0.0,
-           cutoff=1e-6, max_rank=None, steps: int = 4, loss: str = "cross_entropy",
+
+def update(mps: LabelledMPS, envs: Environments, *, direction: str, solver: str = "cg",
+           passes: int = 4, l2=0.0, cutoff=1e-10, max_rank=None, min_rank=1,
+           loss: str = "squared", steps: int = 4, lr=1.0, momentum=0.0,
            optimizer: optax.GradientTransformation | None = None):
     """One two-site update: optimize the bond tensor at the label, split it, move on.
 
@@ -425,26 +643,29 @@ def update(mps: LabelledMPS, envs: Environments, *, direction: str, lr=1.0, mome
       envs: the cached environments (from :func:`environments`); **donated**: use
         the returned ones afterwards.
       direction: ``"right"`` or ``"left"`` (static: one compilation each).
-      lr: gradient-descent step size on ``B`` (traced).
-      momentum: Nesterov momentum of the steps on ``B`` (traced; 0: plain descent).
-      optimizer: an optax ``GradientTransformation`` for the steps on ``B`` (static:
-        one compilation per object; its state restarts at every update). None:
-        ``optax.sgd(lr, momentum, nesterov=True)``, returning the classic Nesterov
-        iterate (``tnlib._mps_sweep.descend``).
-      cutoff: relative singular-value threshold of the split (traced).
-      max_rank: cap on the kept bond (traced; default and upper bound ``D``; a
-        concrete value must be an int >= 1).
-      steps: number of gradient steps (static).
-      loss: ``"cross_entropy"`` or ``"squared"`` (static).
+      solver: ``"cg"`` (default; Stoudenmire & Schwab, TNML): :func:`solve_cg` on the
+        squared loss from the best multiple of the bond tensor (an exact line search;
+        TNML rescales it to unit norm), ``passes`` iterations (static) with ridge term
+        ``l2`` (TNML's ``lambda``, on the summed cost; traced). ``"gd"``: ``steps`` (static) optax
+        steps of ``optimizer`` (default Nesterov SGD with ``lr`` and ``momentum``,
+        both traced) on ``loss``, ``"squared"`` or ``"cross_entropy"``.
+      cutoff: largest discarded weight of the split (ITensor's / TNML's ``cutoff``;
+        traced); see :func:`kept_count`.
+      max_rank, min_rank: bounds on the kept bond (traced; ``max_rank`` defaults to and
+        is capped at ``D = mps.max_bond``; ``min_rank`` is TNML's ``minm``, reached
+        when the bond tensor has that many non-zero singular values).
+      loss: the loss reported (and, for ``"gd"``, minimized); ``"cg"`` needs
+        ``"squared"``.
 
     Returns ``(mps, envs, info)`` with ``info`` holding ``loss_before`` and
-    ``loss_after`` the gradient steps (before truncation), the kept ``rank``, the
-    ``discarded`` relative weight and the bond's left ``site``.
+    ``loss_after`` the local solve (``loss``, before truncation), the kept ``rank``,
+    the ``discarded`` relative weight and the bond's left ``site``.
     """
     _check_training(mps, max_rank)
     _check_center(mps, direction)
-    return _update_unchecked(mps, envs, direction=direction, lr=lr, momentum=momentum,
-                             cutoff=cutoff, max_rank=max_rank, steps=steps, loss=loss,
+    return _update_unchecked(mps, envs, direction=direction, solver=solver, passes=passes,
+                             l2=l2, cutoff=cutoff, max_rank=max_rank, min_rank=min_rank,
+                             loss=loss, steps=steps, lr=lr, momentum=momentum,
                              optimizer=optimizer)
 
 
@@ -455,33 +676,110 @@ def _check_training(mps, max_rank):
     _check_max_rank(max_rank)
 
 
-def _update_unchecked(mps, envs, *, direction, lr, momentum, cutoff, max_rank, steps, loss,
+def _check_solver(solver, loss, passes, l2, min_rank, optimizer=None):
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if solver == "cg" and optimizer is not None:
+        raise ValueError("optimizer is the gradient solver's: pass solver='gd' with it")
+    if solver == "cg" and loss != "squared":
+        raise ValueError(f"solver='cg' solves the squared loss; got loss={loss!r} (use "
+                         f"solver='gd' for {loss!r})")
+    check_int(passes, "passes", 0)
+    check_int(min_rank, "min_rank", 1)
+    if is_concrete(l2) and not float(l2) >= 0:
+        raise ValueError(f"l2 must be >= 0, got {l2!r}")
+
+
+def _update_unchecked(mps, envs, *, direction, solver="cg", passes=4, l2=0.0, cutoff=1e-10,
+                      max_rank=None, min_rank=1, loss="squared", steps=4, lr=1.0, momentum=0.0,
                       optimizer=None):
     _check_update_args(direction, loss, steps)
     _mps_sweep.check_optimizer(optimizer)
+    _check_solver(solver, loss, passes, l2, min_rank, optimizer)
     max_rank = mps.max_bond if max_rank is None else max_rank
-    return _update_jit(mps, envs, lr, momentum, cutoff, max_rank, direction=direction,
-                       steps=steps, loss=loss, optimizer=optimizer)
+    return _update_jit(mps, envs, lr, momentum, cutoff, max_rank, l2, min_rank,
+                       direction=direction, iters=passes if solver == "cg" else steps,
+                       loss=loss, optimizer=optimizer if solver == "gd" else None,
+                       solver=solver)
 
 
+# --------------------------------------------------------------------- growing bonds
 
-def sweep(mps: LabelledMPS, envs: Environments, *, lr=1.0, momentum=0.0, cutoff=1e-6,
-          max_rank=None, steps: int = 4, loss: str = "cross_entropy", callback=None,
-          optimizer: optax.GradientTransformation | None = None):
-    """One sweep: move the label from its site to the right end, then back to site 0.
 
-    Runs ``L - 1 - center`` right updates and ``L - 1`` left updates (see
-    :func:`update` for the arguments; ``envs`` is donated). ``callback(info)``, when
-    given, is called after every update (a progress bar, say). Returns
-    ``(mps, envs, infos)`` where ``infos`` stacks the per-update ``info`` arrays in
-    order (NumPy arrays: a sweep is a host loop); the kept bond dimensions after the
-    sweep are ``mps.ranks``.
+def bucket(n: int, cap: int) -> int:
+    """The padded bond for ``n`` kept: the next power of two, at most ``cap``."""
+    return min(cap, 1 << max(0, int(n) - 1).bit_length())
+
+
+def needed_bond(mps: LabelledMPS, direction: str, max_rank: int) -> int:
+    """The largest bond the next update in ``direction`` can keep (host; reads
+    ``ranks`` and ``center``): the rank bound of its split, at most ``max_rank``."""
+    ranks = np.asarray(mps.ranks)
+    c, d, C = int(mps.center), mps.local_dim, mps.n_classes
+    p = c if direction == "right" else c - 1
+    r_l, r_r = int(ranks[p]), int(ranks[p + 2])
+    rows, cols = (r_l * d, d * C * r_r) if direction == "right" else (r_l * d * C, d * r_r)
+    return min(max_rank, rows, cols)
+
+
+def pad(mps: LabelledMPS, max_bond: int) -> LabelledMPS:
+    """The same chain padded to a larger ``max_bond`` (zeros; host-side shapes)."""
+    D = mps.max_bond
+    check_int(max_bond, "max_bond", D)
+    e = max_bond - D
+    if e == 0:
+        return mps
+    cores = jnp.pad(mps.cores, ((0, 0), (0, e), (0, 0), (0, e)))
+    label = jnp.pad(mps.label, ((0, e), (0, 0), (0, 0), (0, e)))
+    return LabelledMPS(cores, label, mps.center, mps.ranks)
+
+
+def grow(mps: LabelledMPS, envs: Environments, direction: str, max_rank: int):
+    """Make room for the next update: when it may keep more than ``mps.max_bond``
+    (:func:`needed_bond`), pad the chain to the next :func:`bucket` (at most
+    ``max_rank``) and recompute the environments at that size (``envs`` is then
+    dropped). So each update costs what the bonds reached need, compiles happen once
+    per bucket, and the environments are those :func:`environments` gives for the
+    chain, whether or not the run was interrupted. Returns ``(mps, envs)``."""
+    want = needed_bond(mps, direction, max_rank)
+    if want <= mps.max_bond:
+        return mps, envs
+    mps = pad(mps, bucket(want, max_rank))
+    return mps, _environments(mps, envs.features, envs.labels)
+
+
+def sweep(mps: LabelledMPS, envs: Environments, *, solver: str = "cg", passes: int = 4,
+          l2=0.0, cutoff=1e-10, max_rank=None, min_rank=1, loss: str = "squared",
+          steps: int = 4, lr=1.0, momentum=0.0, callback=None,
+          optimizer: optax.GradientTransformation | None = None, grow_to: int | None = None):
+    """One sweep: move the label from its site to the right end, to the left end, and
+    back to its site (where the chain's middle gives the classifier the most room: a
+    label at an end sees only ``d * bond`` features of the rest of the image).
+
+    Runs ``L - 1 - center`` right updates, ``L - 1`` left updates and ``center`` right
+    ones (:func:`sweep_directions`; see :func:`update` for the arguments; ``envs`` is
+    donated). ``grow_to``: when given,
+    the padded bond grows by :func:`grow` up to ``grow_to`` as the kept bonds need
+    it (``max_rank`` then defaults to ``grow_to``). ``callback(info)``, when given,
+    is called after every update (a progress bar, say). Returns ``(mps, envs,
+    infos)`` where ``infos`` stacks the per-update ``info`` arrays in order (NumPy
+    arrays: a sweep is a host loop); the kept bond dimensions after the sweep are
+    ``mps.ranks``.
     """
     _check_training(mps, max_rank)
     _check_update_args("right", loss, steps)
     _mps_sweep.check_optimizer(optimizer)
-    return _sweep_loop(_update_unchecked, mps, envs, callback, lr=lr, momentum=momentum,
-                       cutoff=cutoff, max_rank=max_rank, steps=steps, loss=loss,
-                       optimizer=optimizer)
+    _check_solver(solver, loss, passes, l2, min_rank, optimizer)
+    kwargs = dict(solver=solver, passes=passes, l2=l2, cutoff=cutoff, min_rank=min_rank,
+                  loss=loss, steps=steps, lr=lr, momentum=momentum, optimizer=optimizer)
+    if grow_to is None:
+        return _sweep_loop(_update_unchecked, mps, envs, callback, True, max_rank=max_rank,
+                           **kwargs)
+    check_int(grow_to, "grow_to", 1)
+    cap = grow_to if max_rank is None else min(int(max_rank), grow_to)
 
+    def grown(mps, envs, *, direction, **kw):
+        mps, envs = grow(mps, envs, direction, cap)
+        return _update_unchecked(mps, envs, direction=direction, max_rank=cap, **kw)
 
+    return _sweep_loop(grown, mps, envs, callback, True, **kwargs)

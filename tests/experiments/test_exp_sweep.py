@@ -71,12 +71,21 @@ def test_smoke_run_logs_bond_dims(config, reference, capsys):
     checkpoints with manifests; started again, a finished run only re-evaluates, and a
     different config refuses the directory."""
     lines, summary, workdir = reference.lines, reference.summary, reference.workdir
-    assert [r["step"] for r in lines] == list(range(1, config.train.num_sweeps + 1))
+    per_sweep = 2 * (64 - 1)  # one runner step is one bond update
+    assert summary["updates_per_sweep"] == per_sweep
+    assert [r["step"] for r in lines] == [per_sweep * (s + 1)
+                                          for s in range(config.train.num_sweeps)]
+    assert [r["epoch"] for r in lines] == list(range(1, config.train.num_sweeps + 1))
+    # checkpoints every train.checkpoint_every updates, mid-sweep, and at the end
+    assert steps(workdir)[-1] == per_sweep * config.train.num_sweeps
+    assert 0 < config.train.checkpoint_every < per_sweep
     for r in lines:
         dims = r["bond_dims"]
         assert len(dims) == 64 + 1 and dims[0] == dims[-1] == 1
         assert 1 < max(dims) <= config.model.max_bond
-        assert {"train_loss", "train_acc", "test_acc", "test_loss", "lr", "wall_s"} <= set(r)
+        assert {"train_loss", "train_acc", "test_acc", "test_loss", "lr", "wall_s", "local_loss",
+                "discarded", "padded_bond"} <= set(r)
+        assert r["padded_bond"] <= config.model.max_bond
     assert 0 <= summary["test_accuracy"] <= 1 and summary["bond_dims"] == lines[-1]["bond_dims"]
     for f in ("config.json", "meta.json", "summary.json", "curves.png", records.LOCK_FILE):
         assert (workdir / f).is_file()
@@ -85,7 +94,7 @@ def test_smoke_run_logs_bond_dims(config, reference, capsys):
     assert reference.out.strip().splitlines()[-1].startswith("test_accuracy=")
 
     again = task.train_and_evaluate(config, workdir)
-    assert "resumed from step 2" in capsys.readouterr().out
+    assert f"resumed from step {2 * per_sweep}" in capsys.readouterr().out
     assert again["test_accuracy"] == summary["test_accuracy"]
     assert metrics(workdir) == lines
     with pytest.raises(ConfigError, match="different config"):
@@ -98,46 +107,51 @@ def test_mnist_smoke_run(tmp_path):  # runs the same code in the default suite
     task.check_config(config)
     summary = task.train_and_evaluate(config, tmp_path)
     dims = summary["bond_dims"]
+    per_sweep = 2 * (7 * 7 - 1)
     assert len(dims) == 7 * 7 + 1 and 1 < max(dims) <= config.model.max_bond
-    assert 0 <= summary["test_accuracy"] <= 1 and summary["steps"] == config.train.num_sweeps
-    assert steps(tmp_path) == [config.train.num_sweeps]
+    assert summary["steps"] == config.train.num_sweeps * per_sweep
+    assert 0 <= summary["test_accuracy"] <= 1
+    assert steps(tmp_path)[-1] == config.train.num_sweeps * per_sweep
 
 
 def test_a_diverging_run_stops_with_an_error(config, tmp_path):
-    """A step size far too large: the bond tensors overflow within the first sweep, whose
-    end raises (the SVD of a non-finite bond tensor returns NaN instead of spinning)."""
-    bad = apply_overrides(config, ["train.lr=1000.0", "train.momentum=0.8"])
-    with pytest.raises(FloatingPointError, match=r"sweep 1 diverged .*train\.lr"):
+    """The gradient solver with a step size far too large: the bond tensors overflow
+    within the first sweep, whose end raises (the SVD of a non-finite bond tensor
+    returns NaN instead of spinning)."""
+    bad = apply_overrides(config, ["train.solver=gd", "train.lr=1000.0", "train.momentum=0.8"])
+    with pytest.raises(FloatingPointError, match=r"update 126 diverged .*train\.lr"):
         task.train_and_evaluate(bad, tmp_path / "w")
 
 
 def test_ctrl_c_in_a_sweep_resumes_exactly(config, reference, tmp_path, monkeypatch, capsys):
-    """Ctrl-C in sweep 2 leaves checkpoint 1 committed; the run started again resumes
-    from it (recomputing the environments) and ends bitwise equal to the uninterrupted
-    one. (Damaged checkpoints and the lock: test_exp_tasks.py.)"""
-    real, calls = sw.sweep, []
+    """Ctrl-C at bond update 200 (mid-sweep 2, the label moving left) leaves the
+    mid-sweep checkpoint 168 committed; the run started again resumes from it (recomputing the
+    environments at the label's site) and ends bitwise equal to the uninterrupted one.
+    (Damaged checkpoints and the lock: test_exp_tasks.py.)"""
+    real, calls = sw.update, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 200:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
     run = tmp_path / "run"
     monkeypatch.setattr(records, "plot_curves", lambda *args, **kwargs: None)  # not tested here
-    monkeypatch.setattr(sw, "sweep", interrupted)
+    monkeypatch.setattr(sw, "update", interrupted)
     with pytest.raises(KeyboardInterrupt):
         task.train_and_evaluate(config, run)
-    monkeypatch.setattr(sw, "sweep", real)
-    assert [r["step"] for r in metrics(run)] == [1] and steps(run) == [1]
-    assert training.verify_manifest(run / "checkpoints" / "1") == (True, None)
+    monkeypatch.setattr(sw, "update", real)
+    assert [r["step"] for r in metrics(run)] == [126] and steps(run) == [84, 168]
+    assert training.verify_manifest(run / "checkpoints" / "168") == (True, None)
+    # mid-sweep: from site 32, 31 updates right to site 63, then 11 left
+    assert int(saved_state(run, 168)["center"]) == 63 - 11
 
     resumed = task.train_and_evaluate(config, run)
-    assert "resumed from step 1" in capsys.readouterr().out
+    assert "resumed from step 168" in capsys.readouterr().out
     assert resumed["test_accuracy"] == reference.summary["test_accuracy"]
     assert without_wall(metrics(run)) == without_wall(reference.lines)
-    assert_bitwise_equal(saved_state(run, 2), reference.last)
-
+    assert_bitwise_equal(saved_state(run, 252), reference.last)
 
 
 @pytest.mark.parametrize(
@@ -149,7 +163,10 @@ def test_ctrl_c_in_a_sweep_resumes_exactly(config, reference, tmp_path, monkeypa
      ("train.lr", "1e-3", "expected a float"), ("train.cutoff", float("nan"), "finite"),
      ("train.num_sweeps", 0, "an int >= 1"), ("train.momentum", 1.0, "[0, 1)"),
      ("train.loss", "hinge", "is not one of"), ("train.cutoff", None, "may not be None"),
-     ("model.init_bond", 9, "exceeds model.max_bond")])
+     ("model.init_bond", 9, "exceeds model.max_bond"),
+     ("model.min_bond", 9, "exceeds model.max_bond"), ("model.init", "zeros", "is not one of"),
+     ("train.solver", "newton", "is not one of"), ("train.passes", -1, "an int >= 0"),
+     ("train.l2", -1.0, "a float >= 0"), ("train.loss", "cross_entropy", "squared loss")])
 def test_config_errors_name_the_key(config, key, value, needle):
     c = config.copy_and_resolve_references()
     with c.ignore_type():  # as a config file would write it (bypassing --set's checks)

@@ -487,8 +487,9 @@ def test_split_bond_reconstructs_up_to_what_it_reports(dtype, max_rank, cutoff, 
 @pytest.mark.parametrize("dtype", [F64], ids=dtype_id)  # each dtype: 3 slow compiles
 @settings(max_examples=2)
 @given(st.integers(1, PAD + 2), st.sampled_from([0.0, 1e-3]), st.floats(0.1, 1.0),
-       st.sampled_from([0.0, 0.5]), st.integers(1, 3), seeds)
-def test_classifier_update_and_sweep(dtype, max_rank, cutoff, lr, momentum, init_bond, seed):
+       st.sampled_from([0.0, 0.5]), st.integers(1, 3), st.sampled_from(["cg", "gd"]), seeds)
+def test_classifier_update_and_sweep(dtype, max_rank, cutoff, lr, momentum, init_bond, solver,
+                                     seed):
     rng = np.random.default_rng(seed)
     init_bond = min(init_bond, PAD)
     mps = sw.init(jax.random.PRNGKey(seed), L_, C_, max_bond=PAD, local_dim=D_,
@@ -502,13 +503,14 @@ def test_classifier_update_and_sweep(dtype, max_rank, cutoff, lr, momentum, init
     feats = jnp.asarray(np.stack([np.cos(x), np.sin(x)], -1).astype(dtype))
     labels = jnp.asarray(rng.integers(C_, size=N_), jnp.int32)
     envs = sw.environments(mps, feats, labels)
-    kw = dict(lr=lr, momentum=momentum, cutoff=cutoff, max_rank=max_rank, steps=2)
+    kw = dict(lr=lr, momentum=momentum, cutoff=cutoff, max_rank=max_rank, steps=2, passes=2,
+              solver=solver, loss="squared" if solver == "cg" else "cross_entropy")
     new, envs, info = sw.update(mps, envs, direction="right", **kw)
-    new, envs, infos = sw.sweep(new, envs, **kw)
+    new, envs, infos = sw.sweep(new, envs, **kw)  # from site 1 and back to it
     assert sorted(sw.LOSSES) == ["cross_entropy", "squared"]
-    new, envs, info2 = sw.update(new, envs, direction="right", loss="squared", **kw)
+    new, envs, info2 = sw.update(new, envs, direction="right", **{**kw, "loss": "squared"})
     finite((info, infos, info2, new, envs), "training")
-    assert int(new.center) == 1 and infos["rank"].shape == (2 * L_ - 3,)
+    assert int(new.center) == 2 and infos["rank"].shape == (2 * L_ - 2,)
     r = np.asarray(new.ranks)
     assert r[0] == r[-1] == 1 and r.max() <= min(max_rank, PAD)  # capped, never above D
     assert np.all((infos["discarded"] >= -1e-6) & (infos["discarded"] <= 1 + 1e-6))

@@ -104,7 +104,8 @@ def test_sweep_update_default_matches_old_nesterov_and_takes_an_optimizer():
     feats = jax.random.uniform(key(7), (12, 6, 2), F64)
     labels = jnp.arange(12) % 3
     mps = sweep.init(key(8), 6, 3, max_bond=4, init_bond=2, init_std=0.1, dtype=F64)
-    kw = dict(direction="right", lr=0.2, momentum=0.8, steps=3)
+    kw = dict(direction="right", solver="gd", loss="cross_entropy", lr=0.2, momentum=0.8,
+              steps=3)
     new, _, info = sweep.update(mps, sweep.environments(mps, feats, labels), **kw)
 
     def old_descend(grad, b, mask, steps, lr, momentum, optimizer=None):
@@ -125,3 +126,6 @@ def test_sweep_update_default_matches_old_nesterov_and_takes_an_optimizer():
     assert float(adam_info["loss_after"]) < float(adam_info["loss_before"])
     with pytest.raises(TypeError, match="optimizer must be an optax"):
         sweep.sweep(mps, sweep.environments(mps, feats, labels), optimizer="sgd")
+    with pytest.raises(ValueError, match="solver='gd'"):  # the CG solver takes none
+        sweep.update(mps, sweep.environments(mps, feats, labels), direction="right",
+                     optimizer=optax.adam(0.05))

@@ -180,3 +180,160 @@ def test_sweep_trains_grows_bonds_and_compiles_per_direction_only(swept):
         ce.append(np.mean(np.log(np.exp(out).sum(-1)) - out[np.arange(N), run.y]))
     assert ce[1] < ce[0]
     assert swept[5].traces == swept[8].traces > 0
+
+
+# ----------------------------------------------------------- the published algorithm
+
+
+def bond_problem(seed, r_l=2, r_r=3, pad=4, n=120):
+    """Environments ``(n, pad)`` valid on their first ``r_l`` / ``r_r`` entries, features,
+    labels and the mask of a bond tensor ``(pad, 2, 2, C_, pad)`` (float64)."""
+    rng = np.random.default_rng(seed)
+    left = np.zeros((n, pad))
+    left[:, :r_l] = rng.standard_normal((n, r_l))
+    right = np.zeros((n, pad))
+    right[:, :r_r] = rng.standard_normal((n, r_r))
+    f1, f2 = rng.standard_normal((n, D_)), rng.standard_normal((n, D_))
+    y = rng.integers(0, C_, n)
+    idx = np.arange(pad)
+    mask = ((idx < r_l)[:, None, None, None, None] * (idx < r_r)).astype(float)
+    mask = np.broadcast_to(mask, (pad, D_, D_, C_, pad))
+    b0 = rng.standard_normal(mask.shape) * mask
+    return left, f1, f2, right, y, mask, b0
+
+
+def dense_least_squares(left, f1, f2, right, y, mask, l2):
+    """The minimizer of ``sum_n ||f_n(B) - y_n||^2 + l2 ||B||^2`` over the masked entries,
+    by a dense solve of the normal equations (NumPy, float64)."""
+    x = np.einsum("na,ns,nt,nb->nastb", left, f1, f2, right).reshape(len(y), -1)
+    keep = mask[:, :, :, 0, :].reshape(-1) > 0
+    xv = x[:, keep]
+    w = np.linalg.solve(xv.T @ xv + l2 * np.eye(xv.shape[1]), xv.T @ np.eye(C_)[y])
+    full = np.zeros((keep.size, C_))
+    full[keep] = w
+    pad = mask.shape[0]
+    return full.reshape(pad, D_, D_, pad, C_).transpose(0, 1, 2, 4, 3)
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.7])
+def test_cg_reaches_the_dense_least_squares_minimum(l2):
+    """solve_cg (jitted, from a random start) on a bond problem of 2*2*2*3 = 24 unknowns
+    per class reaches the normal equations' solution; entries outside the mask stay 0."""
+    left, f1, f2, right, y, mask, b0 = bond_problem(0)
+    lf, rf = sw._mps_sweep.sides(*map(jnp.asarray, (left, f1, f2, right)))
+    solve = jax.jit(sw.solve_cg, static_argnums=4)
+    b, res = solve(jnp.asarray(b0), lf, rf, jnp.asarray(y), 40, l2, jnp.asarray(mask))
+    want = dense_least_squares(left, f1, f2, right, y, mask, l2)
+    close(b, want, 1e-10)
+    assert float(res) < 1e-8 and not np.any(np.asarray(b)[mask == 0])
+    few, _ = solve(jnp.asarray(b0), lf, rf, jnp.asarray(y), 3, l2, jnp.asarray(mask))
+    cost = lambda t: np.sum((np.asarray(sw.bond_logits(  # noqa: E731
+        t, *map(jnp.asarray, (left, f1, f2, right)))) - np.eye(C_)[y]) ** 2) + l2 * np.sum(
+        np.asarray(t) ** 2)
+    assert cost(want) <= cost(few) < cost(b0)  # three passes: between start and minimum
+
+
+def kept_by_rule(s, cutoff, max_rank, min_rank):
+    """The discarded-weight rule written out: the fewest values whose dropped squared
+    weight is <= cutoff, within [min_rank, max_rank] and not past the non-zero ones."""
+    w = s**2 / np.sum(s**2)
+    k = next(k for k in range(len(s) + 1) if np.sum(w[k:]) <= cutoff)
+    k = min(max(k, min_rank), max_rank)
+    return max(1, min(k, int(np.sum(s > 0))))
+
+
+def test_kept_count_is_the_discarded_weight_rule():
+    rng = np.random.default_rng(5)
+    count = jax.jit(sw.kept_count)
+    for trial in range(20):
+        s = np.sort(rng.exponential(size=8) ** 3)[::-1]
+        s[8 - trial % 3:] = 0  # some exact zeros
+        for cutoff in (0.0, 1e-6, 1e-3, 0.05, 0.3):
+            for lo, hi in ((1, 8), (1, 3), (5, 8), (2, 2)):
+                want = kept_by_rule(s, cutoff, hi, lo)
+                got = int(count(jnp.asarray(s), jnp.sum(jnp.asarray(s) ** 2), cutoff, hi, lo))
+                assert got == want, (s, cutoff, lo, hi)
+    # split_bond keeps exactly those values (at most D = 3) and reports their dropped weight
+    B = jnp.asarray(rng.standard_normal((3, 2, 2, C_, 3)) * np.geomspace(1, 1e-3, 3))
+    s = np.linalg.svd(np.asarray(B).reshape(6, -1), compute_uv=False)
+    for cutoff in (1e-9, 1e-3, 0.05, 0.2, 0.6):
+        _, _, k, discarded = sw.split_bond(B, "right", 3, cutoff)
+        assert int(k) == kept_by_rule(s, cutoff, 3, 1)
+        close(discarded, np.sum(s[int(k):] ** 2) / np.sum(s**2), 1e-12)
+
+
+def test_growing_bonds_match_a_fixed_padding():
+    """sweep(grow_to=6) from a bond-1 chain pads in powers of two (1, 2, 4, 6) and keeps
+    the bonds, losses and outputs of the same sweep run at padding 6 from the start."""
+    n_sites = 5
+    x = uniform(n_sites, N, n_sites)
+    feats, y = features(n_sites, N, n_sites), labels(x)
+    runs = {}
+    for start in (1, PAD):
+        mps = sw.init(key(1), n_sites, C_, max_bond=start, dtype=F64)
+        envs = sw.environments(mps, feats, y)
+        kw = dict(passes=STEPS, cutoff=1e-12, min_rank=2)
+        mps, _, info = (sw.sweep(mps, envs, grow_to=PAD, **kw) if start == 1 else
+                        sw.sweep(mps, envs, max_rank=PAD, **kw))
+        runs[start] = (mps, info)
+    (grown, info_g), (fixed, info_f) = runs[1], runs[PAD]
+    assert grown.max_bond <= PAD and fixed.max_bond == PAD
+    assert np.asarray(grown.ranks).tolist() == np.asarray(fixed.ranks).tolist()
+    close(info_g["loss_after"], info_f["loss_after"], 1e-9)
+    close(sw.logits(grown, feats)[0], sw.logits(fixed, feats)[0], 1e-8)
+    assert [sw.bucket(n, 6) for n in (1, 2, 3, 4, 5, 7)] == [1, 2, 4, 4, 6, 6]
+
+
+def test_cg_sweeps_lower_the_training_loss_on_a_tiny_problem():
+    """Three CG sweeps without truncation: every local solve lowers its own loss and
+    each sweep lowers the training loss. (Not every update lowers the *global* loss:
+    the outputs are computed with per-sample unit environments, which change with
+    the bond, as in TNML.)"""
+    n_sites = 5
+    x = uniform(7, N, n_sites)
+    feats, y = features(7, N, n_sites), labels(x)
+    mps = sw.init_from_data(key(2), feats, y, C_, init_bond=2, per_class=4, center=2,
+                            dtype=F64)
+    envs = sw.environments(mps, feats, y)
+
+    def loss(m):
+        out = np.asarray(sw.logits(m, feats)[0])
+        return 0.5 * np.mean(np.sum((out - np.eye(C_)[np.asarray(y)]) ** 2, -1))
+
+    losses = [loss(mps)]
+    for _ in range(3):
+        mps, envs, info = sw.sweep(mps, envs, passes=8, cutoff=0.0, grow_to=PAD)
+        assert np.all(info["loss_after"] <= info["loss_before"] + 1e-12)
+        # right to the end, left to the start, right back to the label's site
+        assert info["site"].tolist() == [2, 3, 3, 2, 1, 0, 0, 1] and int(mps.center) == 2
+        losses.append(loss(mps))
+    assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
+
+
+def test_data_driven_start_and_solver_errors():
+    """init_from_data gives a right-orthogonal chain with the label on site 0 whose
+    bonds are at most init_bond; cg refuses a loss it does not solve."""
+    n_sites = 6
+    feats, y = features(3, 40, n_sites), labels(uniform(3, 40, n_sites))
+    mps = sw.init_from_data(key(0), feats, y, C_, init_bond=3, per_class=6, center=3,
+                            dtype=F64)
+    cores, label, c = sw.to_cores(mps)
+    assert c == 3 and max(np.asarray(mps.ranks)) == mps.max_bond == 3
+    close(np.linalg.norm(np.asarray(label)), 1.0)
+    for k, core in enumerate(cores):  # mixed canonical about the label
+        if k != c:
+            m = np.asarray(core).reshape(core.shape[0], -1)
+            m = m @ m.T if k > c else np.asarray(core).reshape(-1, core.shape[-1]).T @ np.asarray(
+                core).reshape(-1, core.shape[-1])
+            close(m, np.eye(m.shape[0]), 1e-10)
+    # the same start as the data-driven sum it compresses: a chain of the sampled images
+    # classifies better than chance on this separable toy
+    out = np.asarray(sw.logits(mps, feats)[0])
+    assert np.mean(np.argmax(out, -1) == np.asarray(y)) > 1 / C_ + 0.1
+    envs = sw.environments(mps, feats, y)
+    with pytest.raises(ValueError, match="solver='cg' solves the squared loss"):
+        sw.update(mps, envs, direction="right", loss="cross_entropy")
+    with pytest.raises(ValueError, match="solver must be one of"):
+        sw.update(mps, envs, direction="right", solver="newton")
+    with pytest.raises(ValueError, match="labels must have shape"):
+        sw.init_from_data(key(0), feats, y[:3], C_)

@@ -551,12 +551,12 @@ def solve_cg(B, lf, rf, labels, passes: int, l2=0.0, mask=None):
 # ----------------------------------------------------------------------------- update
 
 
-def _rescaled(B, lf, rf, labels, l2):
+def _rescaled(B, out, labels, l2):
     """``a B`` with ``a`` minimizing the CG cost ``sum_n ||a f_n(B) - y_n||^2 + l2 a^2
-    |B|^2`` (1 when ``B`` is zero): an exact line search along ``B`` that makes the
-    start of the solve independent of the chain's overall scale (TNML rescales ``B``
-    to unit norm instead; this start is never worse than ``B`` itself)."""
-    out = _local_logits(B, lf, rf)
+    |B|^2`` given the outputs ``out = f(B)`` (1 when ``B`` is zero): an exact line
+    search along ``B`` that makes the start of the solve independent of the chain's
+    overall scale (TNML rescales ``B`` to unit norm instead; this start is never worse
+    than ``B`` itself)."""
     num = jnp.sum(out * jax.nn.one_hot(labels, out.shape[-1], dtype=out.dtype))
     den = jnp.sum(out**2) + l2 * jnp.sum(B**2)
     return B * jnp.where(den > 0, num / jnp.where(den > 0, den, 1), 1)
@@ -581,9 +581,10 @@ def _update(mps, envs, lr, momentum, cutoff, max_rank, l2, min_rank, *, directio
     def loss_fn(b):
         return _loss(_local_logits(b, lf, rf), envs.labels, loss)
 
-    loss_before = loss_fn(B)
+    out = _local_logits(B, lf, rf)
+    loss_before = _loss(out, envs.labels, loss)
     if solver == "cg":  # from the best multiple of B: the chain's scale is arbitrary
-        B, _ = solve_cg(_rescaled(B, lf, rf, envs.labels, l2), lf, rf, envs.labels, iters, l2,
+        B, _ = solve_cg(_rescaled(B, out, envs.labels, l2), lf, rf, envs.labels, iters, l2,
                         mask)
     else:
         forward, adjoint = _normal_ops(lf, rf, B.shape)

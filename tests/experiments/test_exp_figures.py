@@ -97,3 +97,40 @@ def test_core_shapes_figure_end_to_end(tmp_path, rank_study_task, capsys):
         figures.make_figure("core_shapes", root=tmp_path / "runs", out_dir=out, runs=[spec])
     with pytest.raises(ConfigError, match="unknown figure"):
         figures.make_figure("nope", root=tmp_path)
+
+
+def test_mps_bond_dim_plot_reports_seeds_spread_and_the_paper(tmp_path):
+    """The mps_bond_dim script on hand-made run directories (its runs take minutes to
+    hours): per bond and series, the mean test error over seeds with its range and worst
+    seed against the paper's value, train errors, the bonds the sweeps reached and the
+    paper / TNML / ours settings table."""
+    from tnlib.experiments.figures import load_script
+
+    def run(task, bond, seed, test_acc, train_acc, dims):
+        d = tmp_path / f"{task}{bond}s{seed}"
+        d.mkdir()
+        model = {"max_bond": bond} if task == "sweep" else {"bond_dim": bond}
+        (d / "config.json").write_text(json.dumps({"task": task, "seed": seed,
+                                                   "model": model, "train": {}}))
+        (d / "meta.json").write_text(json.dumps({"git_commit": "abc", "devices": ["cpu:0"]}))
+        (d / "summary.json").write_text(json.dumps(
+            {"test_accuracy": test_acc, "n_train": 60000, "wall_s": 10.0, "bond_dims": dims}))
+        (d / "metrics.jsonl").write_text(json.dumps({"train_acc": train_acc}) + "\n")
+        return {"dir": str(d), "seed": seed, "command": f"tnlib run {task} {bond} {seed}"}
+
+    runs = [run("sweep", 10, 0, 0.954, 0.95, [1, 2, 10, 9, 1]),
+            run("sweep", 10, 1, 0.950, 0.94, [1, 2, 8, 10, 1]),
+            run("sweep", 120, 0, 0.9905, 0.999, [1, 2, 120, 60, 1]),
+            run("classification", 10, 0, 0.978, 0.99, [])]
+    script = load_script(figures.FIGURES["mps_bond_dim"])
+    (tmp_path / "out").mkdir()
+    files = script.plot(runs, tmp_path / "out")
+    assert files["png"].is_file() and files["pdf"].is_file()
+    md = files["md"].read_text()
+    sweep10 = next(line for line in md.splitlines() if line.startswith("| 10 | two-site"))
+    assert "4.80 [4.60, 5.00]" in sweep10 and "| ~5 |" in sweep10  # mean [min, max]
+    assert "| 0,1 |" in sweep10 and "max 10, mean" in sweep10 and "5.50" in sweep10
+    assert "-0.2 pp" in sweep10 and "+0 pp" in sweep10  # mean and worst seed vs paper
+    assert "0.97" in md and "< 1" not in md  # the paper's value, not a bound
+    assert "| label index | moves with the sweep | fixed on site N / 2 |" in md
+    assert "Adam on all cores" in md and "2.20 [2.20, 2.20]" in md

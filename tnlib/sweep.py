@@ -509,32 +509,37 @@ def _normal_ops(lf, rf, shape):
     return forward, adjoint
 
 
-def solve_cg(B, lf, rf, labels, passes: int, l2=0.0, mask=None):
+def solve_cg(B, lf, rf, labels, passes: int, l2=0.0, mask=None, out=None):
     """Conjugate gradient on the bond's squared loss, started from ``B``.
 
-    Minimizes ``sum_n ||f_n(B) - y_n||^2 + l2 ||B||^2`` (TNML's cost: a sum over the
-    samples, ``y_n`` one-hot) where ``f_n(B) = <lf_n (x) rf_n, B>`` per class. The
-    normal equations ``(G + l2 I) B = sum_n y_n (x) lf_n (x) rf_n`` (``G`` the
+    Minimizes ``J(B) = sum_n ||f_n(B) - y_n||^2 + l2 ||B||^2`` (TNML's cost: a sum
+    over the samples, ``y_n`` one-hot) where ``f_n(B) = <lf_n (x) rf_n, B>`` per class.
+    The normal equations ``(G + l2 I) B = sum_n y_n (x) lf_n (x) rf_n`` (``G`` the
     samples' Gram operator, the same for every class) are solved by ``passes``
     (static) CG iterations; each costs one :func:`_normal_ops` forward and adjoint
     (two GEMMs over the samples). ``mask`` (broadcastable to ``B``) confines the
     solution to the kept bonds. Exact in at most ``d^2 r_l r_r`` iterations in exact
-    arithmetic; stops moving once the residual is zero.
+    arithmetic; stops moving once the residual is zero. ``out``: the outputs
+    ``f(B)`` when the caller has them (saves one forward product).
 
-    Returns ``(B, residual_norm)``.
+    Returns ``(B, residual_norm, cost)``: ``cost`` is ``J`` at the returned ``B``,
+    tracked without another pass over the samples (each CG step lowers ``J`` by
+    ``alpha |r|^2``).
     """
     forward, adjoint = _normal_ops(lf, rf, B.shape)
     mask = jnp.ones((), B.dtype) if mask is None else mask.astype(B.dtype)
     onehot = jax.nn.one_hot(labels, B.shape[3], dtype=B.dtype)
+    out = forward(B) if out is None else out
 
     def apply(p):
         return mask * (adjoint(forward(p)) + l2 * p)
 
-    r = mask * (adjoint(onehot - forward(B)) - l2 * B)
+    r = mask * (adjoint(onehot - out) - l2 * B)
     rs = jnp.vdot(r, r)
+    cost = jnp.sum((out - onehot) ** 2) + l2 * jnp.vdot(B, B)
 
     def body(_, carry):
-        x, r, p, rs = carry
+        x, r, p, rs, cost = carry
         ap = apply(p)
         pap = jnp.vdot(p, ap)
         alpha = jnp.where(pap > 0, rs / jnp.where(pap > 0, pap, 1), 0)
@@ -542,24 +547,25 @@ def solve_cg(B, lf, rf, labels, passes: int, l2=0.0, mask=None):
         r = r - alpha * ap
         rs_new = jnp.vdot(r, r)
         beta = jnp.where(rs > 0, rs_new / jnp.where(rs > 0, rs, 1), 0)
-        return x, r, r + beta * p, rs_new
+        return x, r, r + beta * p, rs_new, cost - alpha * rs
 
-    x, r, _, rs = jax.lax.fori_loop(0, passes, body, (B, r, r, rs))
-    return x, jnp.sqrt(rs)
+    x, r, _, rs, cost = jax.lax.fori_loop(0, passes, body, (B, r, r, rs, cost))
+    return x, jnp.sqrt(rs), cost
 
 
 # ----------------------------------------------------------------------------- update
 
 
 def _rescaled(B, out, labels, l2):
-    """``a B`` with ``a`` minimizing the CG cost ``sum_n ||a f_n(B) - y_n||^2 + l2 a^2
-    |B|^2`` given the outputs ``out = f(B)`` (1 when ``B`` is zero): an exact line
-    search along ``B`` that makes the start of the solve independent of the chain's
-    overall scale (TNML rescales ``B`` to unit norm instead; this start is never worse
-    than ``B`` itself)."""
+    """``(a B, a out)`` with ``a`` minimizing the CG cost ``sum_n ||a f_n(B) - y_n||^2 +
+    l2 a^2 |B|^2`` given the outputs ``out = f(B)`` (1 when ``B`` is zero): an exact
+    line search along ``B`` that makes the start of the solve independent of the
+    chain's overall scale (TNML rescales ``B`` to unit norm instead; this start is
+    never worse than ``B`` itself)."""
     num = jnp.sum(out * jax.nn.one_hot(labels, out.shape[-1], dtype=out.dtype))
     den = jnp.sum(out**2) + l2 * jnp.sum(B**2)
-    return B * jnp.where(den > 0, num / jnp.where(den > 0, den, 1), 1)
+    a = jnp.where(den > 0, num / jnp.where(den > 0, den, 1), 1)
+    return a * B, a * out
 
 
 def _update(mps, envs, lr, momentum, cutoff, max_rank, l2, min_rank, *, direction, iters,
@@ -584,8 +590,10 @@ def _update(mps, envs, lr, momentum, cutoff, max_rank, l2, min_rank, *, directio
     out = _local_logits(B, lf, rf)
     loss_before = _loss(out, envs.labels, loss)
     if solver == "cg":  # from the best multiple of B: the chain's scale is arbitrary
-        B, _ = solve_cg(_rescaled(B, out, envs.labels, l2), lf, rf, envs.labels, iters, l2,
-                        mask)
+        B, out = _rescaled(B, out, envs.labels, l2)
+        B, _, cost = solve_cg(B, lf, rf, envs.labels, iters, l2, mask, out)
+        # the squared loss (a mean) from the tracked cost: no pass over the samples
+        loss_after = 0.5 * (cost - l2 * jnp.vdot(B, B)) / out.shape[0]
     else:
         forward, adjoint = _normal_ops(lf, rf, B.shape)
 
@@ -593,7 +601,7 @@ def _update(mps, envs, lr, momentum, cutoff, max_rank, l2, min_rank, *, directio
             return adjoint(_loss_grad(forward(b), envs.labels, loss))
 
         B = _mps_sweep.descend(grad, B, mask, iters, lr, momentum, optimizer)
-    loss_after = loss_fn(B)
+        loss_after = loss_fn(B)
     lpart, rpart, rank, discarded = split_bond(B, direction, jnp.minimum(max_rank, D), cutoff,
                                                min_rank)
     # rounding must not leak into the padding: rows / columns past the outer bonds are zero

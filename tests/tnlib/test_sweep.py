@@ -222,15 +222,18 @@ def test_cg_reaches_the_dense_least_squares_minimum(l2):
     left, f1, f2, right, y, mask, b0 = bond_problem(0)
     lf, rf = sw._mps_sweep.sides(*map(jnp.asarray, (left, f1, f2, right)))
     solve = jax.jit(sw.solve_cg, static_argnums=4)
-    b, res = solve(jnp.asarray(b0), lf, rf, jnp.asarray(y), 40, l2, jnp.asarray(mask))
+    b, res, tracked = solve(jnp.asarray(b0), lf, rf, jnp.asarray(y), 40, l2, jnp.asarray(mask))
     want = dense_least_squares(left, f1, f2, right, y, mask, l2)
     close(b, want, 1e-10)
     assert float(res) < 1e-8 and not np.any(np.asarray(b)[mask == 0])
-    few, _ = solve(jnp.asarray(b0), lf, rf, jnp.asarray(y), 3, l2, jnp.asarray(mask))
+    few, _, tracked_few = solve(jnp.asarray(b0), lf, rf, jnp.asarray(y), 3, l2,
+                                jnp.asarray(mask))
     cost = lambda t: np.sum((np.asarray(sw.bond_logits(  # noqa: E731
         t, *map(jnp.asarray, (left, f1, f2, right)))) - np.eye(C_)[y]) ** 2) + l2 * np.sum(
         np.asarray(t) ** 2)
     assert cost(want) <= cost(few) < cost(b0)  # three passes: between start and minimum
+    close(tracked, cost(want), 1e-9)  # the cost it tracks without another pass
+    close(tracked_few, cost(few), 1e-9)
 
 
 def kept_by_rule(s, cutoff, max_rank, min_rank):

@@ -63,7 +63,7 @@ figures-quick: $(STAMP)
 # On a shared machine add BENCH_ARGS=--single-thread (or --threads N): oversubscribed
 # BLAS and XLA thread pools distort timings 10-100x.
 BENCH_STAMP := $(VENV)/.installed-bench
-BENCH_SCRIPTS := compile_time peers_tt peers_decomp layers mps_train btt_layout
+BENCH_SCRIPTS := compile_time peers_tt peers_tt_matrix peers_decomp layers mps_train mps_sweep btt_layout
 BENCH_ARGS ?=
 
 $(BENCH_STAMP): $(STAMP)

@@ -7,8 +7,9 @@
 # PART:
 #   bench   issue 7: structured layers against dense (bf16, widths 4096-16384),
 #           the BTT layouts, and the MPS classifier step against TensorKrowch on cuda.
-#   sweeps  issue 6: the DMRG-style sweep runs of the mps_bond_dim figure
-#           (configs/mps_mnist_sweep.py, max_bond 20, 40, 80, 120), smallest first.
+#   sweeps  issue 19: the bond update against the GEMM rate (benchmarks/mps_sweep.py),
+#           then the sweep runs of the mps_bond_dim figure
+#           (configs/mps_mnist_sweep.py, max_bond 40, 80, 120), smallest first.
 # --quick: smoke sizes (seconds on a CPU): checks the script end to end before a session
 #          spends device time on it.
 #
@@ -97,13 +98,20 @@ bench)
     ;;
 sweeps)
     if [[ -n "$quick" ]]; then
+        step mps_sweep "$python" benchmarks/mps_sweep.py --quick
         bonds=(4)
         args=(--set train.num_sweeps=1 --set data.n_train=500 --set data.n_test=200
-              --set train.local_steps=2 --set train.eval_batch_size=200)
+              --set train.passes=1 --set train.eval_batch_size=200
+              --set model.init_per_class=5)
     else
-        bonds=(20 40 80 120)
+        step mps_sweep "$python" benchmarks/mps_sweep.py --sweep-chi 60
+        bonds=(40 80 120)
         args=()
     fi
+    for ext in json md; do
+        src=benchmarks/out/mps_sweep.$ext
+        [[ -f $src ]] && cp "$src" "$out/"
+    done
     for b in "${bonds[@]}"; do
         name=mps_mnist_sweep/max_bond=$b/seed0
         dir=${quick:+$scratch/}runs/$name

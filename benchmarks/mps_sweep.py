@@ -10,8 +10,8 @@ This script measures, in one process:
   timed in alternation with the bond update so both see the same machine state;
 * **bond update** at each ``--chis`` bond (all bonds at ``chi``, ``--n`` samples, 10
   classes, ``--passes`` CG passes): its median time and achieved FLOP/s, counting the
-  GEMM work it must do (``(passes + 1)`` forward + adjoint products, two more forward
-  products for the losses before and after the solve, the environment step; the SVD
+  GEMM work it must do (the outputs at the start and the initial residual, then one
+  forward and one adjoint product per CG pass, and the environment step; the SVD
   and element-wise work are not counted, so the ratio is a lower bound), reported as
   a ratio to the GEMM rate;
 * **one full sweep** at ``--sweep-chi`` on a 196-site chain over ``--n`` samples of
@@ -52,7 +52,7 @@ def update_flops(n: int, chi: int, passes: int) -> float:
     forward = 2.0 * n * k * m + 2.0 * n * m  # lf @ B, then the per-sample contraction
     adjoint = 2.0 * n * k * m + 1.0 * n * m  # lf^T @ (g (x) rf)
     env = 2.0 * n * chi * k
-    return (passes + 1) * (forward + adjoint) + 2 * forward + env
+    return (passes + 1) * (forward + adjoint) + env
 
 
 def bond_problem(n: int, chi: int, seed: int = 0):

@@ -23,7 +23,7 @@ def run(tmp_path, *args):
 def test_sweeps_part_quick_returns_the_run_without_checkpoints(tmp_path):
     res = run(tmp_path, "sweeps", "--quick")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "sweep max_bond=4: rc=0" in res.stdout
+    assert "sweep max_bond=4: rc=0" in res.stdout and "mps_sweep: rc=0" in res.stdout
     run_dir = tmp_path / "out" / "runs" / "mps_mnist_sweep" / "max_bond=4" / "seed0"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert 0.0 <= summary["test_accuracy"] <= 1.0
@@ -50,4 +50,4 @@ def test_a_failing_step_fails_the_part(tmp_path):
     res = subprocess.run(["bash", str(SCRIPT), "sweeps", "--quick"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode != 0
-    assert "rc=3" in res.stdout and "failed: sweep max_bond=4" in res.stdout
+    assert "rc=3" in res.stdout and "failed: mps_sweep sweep max_bond=4" in res.stdout

@@ -75,6 +75,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.model.init_per_class = 5
         c.train.num_sweeps = 2
         c.train.passes = 2
+        c.train.l2 = 1.0  # 128 samples, 64 unknowns per class: keep the solve well posed
         c.train.eval_batch_size = 64  # train and test in batches of one shape: one compile
         c.train.checkpoint_every = 84  # mid-sweep: updates 84, 126 (sweep 1), 168, 252
     return c

@@ -2,12 +2,16 @@
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8``): the smoke run with the
 training samples split over an 8-device ``data`` axis gives the per-sweep losses,
 accuracies and bond dimensions of the one-device run and a final model with the same
-outputs; the update compiles once per direction (not per site); a checkpoint written
-on 8 devices resumes on 1 and continues to the same curve; meshes the sweep cannot
-use are config errors naming the key.
+outputs, to the precision the sweep allows: the devices sum the CG products in
+another order, and 252 updates in a row, each truncating its bond tensor to bond 4
+(about 11% of its weight dropped), amplify that rounding to about 1e-3 in the losses
+(measured: 1.8e-3 in the train loss, 3e-5 in the mean local loss, 2% in the final
+outputs); the update compiles once per direction (not per site); a mid-sweep
+checkpoint written on 8 devices resumes on 1 and continues to the same curve; meshes
+the sweep cannot use are config errors naming the key.
 
 A deadlock of the devices (the hang the sweep once had, see
-``experiments/sweep.py:_bounded_dispatch``) turns into a failure: the subprocess runs
+``experiments/sweep.py:_wait``) turns into a failure: the subprocess runs
 under a timeout."""
 
 import json
@@ -69,16 +73,16 @@ _SCRIPT = textwrap.dedent("""
     before = sw._update_jit._cache_size()
     run("eight", 8)
     result["new_update_compiles"] = sw._update_jit._cache_size() - before
-    wd = out / "eight_to_one"  # resume the 8-device run from its step-1 checkpoint on 1
+    wd = out / "eight_to_one"  # resume the 8-device run mid-sweep (update 168) on 1
     shutil.copytree(out / "eight", wd)
-    shutil.rmtree(wd / "checkpoints" / "2")
+    shutil.rmtree(wd / "checkpoints" / "252")
     run("eight_to_one", 1, wd)
     (out / "result.json").write_text(json.dumps(result))
 """)
 
 
-def _close(a, b, key):
-    np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6, err_msg=key)
+def _close(a, b, key, rtol):
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-6, err_msg=key)
 
 
 def test_sweep_on_eight_devices_matches_one_and_resumes_on_one(tmp_path):
@@ -102,16 +106,19 @@ def test_sweep_on_eight_devices_matches_one_and_resumes_on_one(tmp_path):
     one, eight, resumed = r["one"], r["eight"], r["eight_to_one"]
     assert eight["meta"]["mesh"] == {"data": 8, "model": 1}
     assert resumed["meta"]["mesh"] == {"data": 1, "model": 1}
-    assert [x["step"] for x in one["lines"]] == [1, 2]
+    assert [x["step"] for x in one["lines"]] == [126, 252]  # bond updates; 126 a sweep
     for other, name in ((eight, "eight"), (resumed, "eight_to_one")):
         assert len(other["lines"]) == 2
         for a, b in zip(one["lines"], other["lines"], strict=True):
             assert a["bond_dims"] == b["bond_dims"], name
-            for key in ("train_loss", "test_loss", "train_acc", "test_acc", "local_loss",
-                        "mean_discarded"):
-                _close(b[key], a[key], f"{name} sweep {a['step']} {key}")
+            for key, rtol in (("train_loss", 5e-3), ("test_loss", 5e-3), ("local_loss", 2e-3),
+                              ("discarded", 5e-3), ("train_acc", 0.0)):
+                _close(b[key], a[key], f"{name} sweep {a['step']} {key}", rtol)
+            assert abs(b["test_acc"] - a["test_acc"]) <= 2 / 64, name  # 2 of 64 test digits
         # the final models' outputs on the test set (gauge-free, unlike the cores)
         a, b = np.asarray(one["logits"]), np.asarray(other["logits"])
-        assert np.max(np.abs(b - a)) <= 2e-4 * np.max(np.abs(a)), name
+        assert np.max(np.abs(b - a)) <= 0.05 * np.max(np.abs(a)), name
     assert 1 < max(one["lines"][-1]["bond_dims"]) <= 4  # the bonds grew to the smoke cap
-    assert r["new_update_compiles"] == 2  # one per direction, whatever the number of sites
+    # one per direction (the bonds need the padded size 4 from the first update on),
+    # whatever the number of sites
+    assert r["new_update_compiles"] == 2

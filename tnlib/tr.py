@@ -200,16 +200,21 @@ def _sign_fixed(u, s, vh):
 
 
 def _tr_svd(x, max_rank, rtol):
+    """TR-SVD from mode 0. ``max_rank``: None, an int cap on every bond, or a tuple of
+    ``L`` per-bond caps ``(r_0, ..., r_{L-1})`` whose first two split the first
+    unfolding exactly (checked by ``from_dense``)."""
     dims = x.shape
     L = len(dims)
     if L == 1:
         return [x.reshape(1, dims[0], 1)]
+    per_bond = isinstance(max_rank, tuple)
     abs_tol = None
     if rtol is not None:
         abs_tol = rtol * jnp.linalg.norm(x.ravel()) / math.sqrt(L)
 
-    def keep_of(s, tol):
-        keep = s.shape[-1] if max_rank is None else min(max_rank, s.shape[-1])
+    def keep_of(s, tol, j):
+        cap = max_rank[j + 1] if per_bond else max_rank
+        keep = s.shape[-1] if cap is None else min(cap, s.shape[-1])
         if tol is not None and max_rank is None:
             keep = linalg.tolerance_rank(s, tol)
         return keep
@@ -217,11 +222,14 @@ def _tr_svd(x, max_rank, rtol):
     u, s, vh = _sign_fixed(*linalg.svd(x.reshape(dims[0], -1)))
     first_tol = None if abs_tol is None else math.sqrt(2.0) * abs_tol
     k = s.shape[-1]
-    if max_rank is not None:
-        k = min(k, max_rank * max_rank)
-    elif first_tol is not None:
-        k = linalg.tolerance_rank(s, first_tol)
-    r0, r1 = _split(k, max_rank)
+    if per_bond:
+        r0, r1 = max_rank[0], max_rank[1]
+    else:
+        if max_rank is not None:
+            k = min(k, max_rank * max_rank)
+        elif first_tol is not None:
+            k = linalg.tolerance_rank(s, first_tol)
+        r0, r1 = _split(k, max_rank)
     k = r0 * r1
     u, s, vh = u[:, :k], s[:k], vh[:k]
     if first_tol is not None and max_rank is not None:
@@ -232,7 +240,7 @@ def _tr_svd(x, max_rank, rtol):
     r = r1
     for j in range(1, L - 1):
         u, s, vh = linalg.svd(rest)
-        keep = keep_of(s, abs_tol)
+        keep = keep_of(s, abs_tol, j)
         u, s, vh = u[:, :keep], s[:keep], vh[:keep]
         if abs_tol is not None and max_rank is not None:
             s = s * linalg.tolerance_mask(s, abs_tol)
@@ -243,7 +251,16 @@ def _tr_svd(x, max_rank, rtol):
     return cores
 
 
-def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None) -> TensorRing:
+def _check_start_mode(mode, n_modes: int) -> int:
+    if isinstance(mode, bool) or not isinstance(mode, int) or not -n_modes <= mode < n_modes:
+        raise ValueError(
+            f"mode must be a Python int in [{-n_modes}, {n_modes - 1}] (the mode whose "
+            f"unfolding is split first), got {mode!r}"
+        )
+    return mode % n_modes
+
+
+def from_dense(x, *, max_rank=None, rtol: float | None = None, mode: int = 0) -> TensorRing:
     """TR-SVD (Zhao et al. 2016) of a dense tensor.
 
     The first unfolding ``x.reshape(n_0, -1)`` is decomposed by SVD and its kept rank
@@ -267,13 +284,25 @@ def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None) -> 
 
     Args:
       x: dense array with at least one axis.
-      max_rank: static cap on every bond (Python int >= 1). Bonds larger than the
-        unfoldings allow are capped to what they allow (read them from ``ranks``).
+      max_rank: static cap on the bonds: a Python int >= 1 (every bond; bonds larger
+        than the unfoldings allow are capped to what they allow, read them from
+        ``ranks``), or a sequence of ``L`` per-bond ranks ``(r_0, ..., r_{L-1})`` in the
+        layout of ``TensorRing.ranks`` (core ``k`` is ``(r_k, n_k, r_{k+1 mod L})``).
+        Per bond, the two bonds around the starting core, ``r_mode`` and
+        ``r_{mode+1}``, split its unfolding exactly (their product may not exceed the
+        smaller side of that unfolding: a ValueError names the largest allowed value;
+        choose another ``mode`` then); later bonds are capped to what their unfolding
+        allows. ``tensor_ring(x, rank=[r_0, ..., r_{L-1}, r_0], mode=m)`` of tensorly
+        is ``from_dense(x, max_rank=[r_0, ..., r_{L-1}], mode=m)`` here.
       rtol: relative Frobenius tolerance. With only ``rtol`` (concrete ``x``, outside
         jit) the result satisfies ``||x - tr||_F <= rtol * ||x||_F``: the first SVD
         discards at most ``sqrt(2) * delta``, each later one at most ``delta``, with
         ``delta = rtol * ||x||_F / sqrt(L)``. With ``max_rank`` too, ranks come from
         ``max_rank`` and ``rtol`` only zeroes singular values.
+      mode: static index of the core computed first (default 0): the SVD of the
+        mode-``mode`` unfolding gives core ``mode`` and the bonds around it, the ring
+        is then split in the order ``mode + 1, ..., L - 1, 0, ..., mode - 1`` (tensorly's
+        ``mode``). Negative values count from the end.
 
     Returns:
       ``TensorRing``; at full rank (both arguments None) ``to_dense`` of it equals ``x``
@@ -282,13 +311,31 @@ def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None) -> 
     x = _as_inexact(x)
     if x.ndim == 0:
         raise ValueError("x must have at least one axis")
-    _numerics.check_rank_args(max_rank, rtol, x)
+    L = x.ndim
+    per_bond = max_rank is not None and not isinstance(max_rank, int | bool)
+    _numerics.check_rank_args(None if per_bond else max_rank, rtol, x)
+    mode = _check_start_mode(mode, L)
     if rtol is not None and max_rank is None and not linalg.is_concrete(x):
         raise TypeError(
             "from_dense with only rtol picks a data-dependent rank and needs a concrete "
             "tensor; inside jit also pass a static max_rank"
         )
-    return TensorRing(tuple(_tr_svd(x, max_rank, rtol)))
+    order = list(range(mode, L)) + list(range(mode))
+    xr = jnp.transpose(x, order)
+    caps = max_rank
+    if per_bond:
+        ranks = _ring_ranks(max_rank, L, "max_rank")
+        caps = ranks[mode:] + ranks[:mode]
+        n_row, n_col = xr.shape[0], math.prod(xr.shape[1:])
+        if L > 1 and caps[0] * caps[1] > min(n_row, n_col):
+            raise ValueError(
+                f"max_rank[{mode}] * max_rank[{(mode + 1) % L}] = {caps[0] * caps[1]} is "
+                f"larger than the mode-{mode} unfolding ({n_row} x {n_col}) allows; the "
+                f"largest allowed value is {min(n_row, n_col)} (lower those ranks or start "
+                f"from another mode)"
+            )
+    cores = _tr_svd(xr, caps, rtol)
+    return TensorRing(tuple(cores[L - mode:] + cores[:L - mode]) if mode else tuple(cores))
 
 
 # ----------------------------------------------------------------------------- ALS

@@ -174,6 +174,79 @@ def test_from_dense_matches_tensorly_tensor_ring(dims, rank):
     assert abs(rel_err(x, t) - theirs) <= 1e-12
 
 
+# ------------------------------------------- TR-SVD: per-bond ranks, starting mode
+
+
+@pytest.mark.parametrize("ranks,mode", [((3, 2, 4, 12, 18, 3), 0), ((12, 2, 1, 3, 6, 12), 1)])
+def test_per_bond_ranks_and_mode_ported_from_tensorly(ranks, mode):
+    # Ported from tensorly 0.10.0, tensorly/decomposition/tests/test_tr_svd.py
+    # (test_tensor_ring, test_tensor_ring_mode): a ring of shape (6, 2, 3, 2, 6) with
+    # these ranks (tensorly's L + 1 form, first = last) is recovered with exactly these
+    # ranks, and rank (12, 2, 10, 3, 6, 12) from mode 1 is a ValueError (2 * 10 > 2).
+    from tensorly.random import random_tr
+
+    x = random_tr((6, 2, 3, 2, 6), ranks, full=True, random_state=1234)
+    t = tr.from_dense(jnp.asarray(x), max_rank=list(ranks[:-1]), mode=mode)
+    assert t.ranks == ranks[:-1] and t.dims == (6, 2, 3, 2, 6)
+    np.testing.assert_array_almost_equal(tr.to_dense(t), x, decimal=2)  # tensorly's check
+    close(tr.to_dense(t), x, 1e-9)
+    with tl.backend_context("numpy"):
+        ref = tensor_ring(tl.tensor(x), ranks, mode=mode)
+        assert [f.shape for f in ref.factors] == [c.shape for c in t.cores]
+    with pytest.raises(ValueError, match=r"max_rank\[1\] \* max_rank\[2\] = 20 .* largest "
+                       r"allowed value is 2"):
+        tr.from_dense(jnp.asarray(x), max_rank=(12, 2, 10, 3, 6), mode=1)
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2, -1])
+def test_per_bond_truncation_from_each_mode_is_tensorlys_tensor_ring(mode):
+    # A truncating case: the same unfoldings, splits and svd_flip signs as tensorly, so
+    # the reconstructions agree to rounding (dense reference: tensorly's own TR).
+    x = normal(8, (4, 5, 6, 3))
+    ranks = [2, 2, 2, 1]  # r_m * r_{m+1} <= n_m from every starting mode
+    t = tr.from_dense(x, max_rank=ranks, mode=mode)
+    assert t.ranks == tuple(ranks)
+    with tl.backend_context("numpy"):
+        ref = tensor_ring(tl.tensor(np.asarray(x)), ranks + ranks[:1], mode=mode % 4)
+        close(tr.to_dense(t), tl.tr_to_tensor(ref), 1e-10)
+
+
+def test_per_bond_and_mode_under_jit_and_vmap():
+    planted = make((3, 4, 6, 3), (2, 2, 3, 1), 3)
+    x = tr.to_dense(planted)
+    f = jax.jit(lambda x: tr.to_dense(tr.from_dense(x, max_rank=(6, 6, 3, 1), mode=2)))
+    close(f(x), x, 1e-10)  # bonds large enough for this ring: exact
+    eager = tr.from_dense(x, max_rank=(6, 6, 3, 1), mode=2)
+    # r_0 is capped to what its unfolding allows (r_3 n_3 = 3 rows)
+    assert eager.ranks == (3, 6, 3, 1)
+    xs = jnp.stack([x, 2 * x, normal(1, x.shape)])
+    batch = jax.vmap(lambda x: tr.from_dense(x, max_rank=[1, 2, 2, 2], mode=1))(xs)
+    assert batch.ranks == (1, 2, 2, 2)
+    for i in range(3):
+        one = tr.from_dense(xs[i], max_rank=[1, 2, 2, 2], mode=1)
+        close(tr.to_dense(jax.tree.map(lambda c, i=i: c[i], batch)), tr.to_dense(one), 1e-10)
+    # rtol only zeroes singular values when the ranks are given per bond
+    z = tr.from_dense(x, max_rank=(6, 6, 3, 1), rtol=0.5, mode=2)
+    assert z.ranks == eager.ranks and rel_err(x, z) <= 0.5 + 1e-12
+    # an int cap from another mode: exact at full rank, the same ranks rotated
+    close(tr.to_dense(tr.from_dense(x, mode=3)), x, 1e-10)
+
+
+def test_per_bond_and_mode_bad_input():
+    x = normal(0, (3, 4, 5))
+    with pytest.raises(ValueError, match="max_rank must be an int or a sequence of 3"):
+        tr.from_dense(x, max_rank=[2, 2])
+    with pytest.raises(ValueError, match="max_rank entries must be ints >= 1"):
+        tr.from_dense(x, max_rank=[2, 0, 2])
+    with pytest.raises(ValueError, match=r"mode must be a Python int in \[-3, 2\]"):
+        tr.from_dense(x, max_rank=2, mode=3)
+    with pytest.raises(ValueError, match="mode must be"):
+        tr.from_dense(x, mode=1.0)
+    with pytest.raises(ValueError, match=r"max_rank\[2\] \* max_rank\[0\] = 12 .* largest "
+                       r"allowed value is 5"):
+        tr.from_dense(x, max_rank=[3, 1, 4], mode=2)
+
+
 # ----------------------------------------------------------------------------- ALS
 
 

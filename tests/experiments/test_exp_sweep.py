@@ -207,3 +207,4 @@ def test_schedule_is_the_former_hand_written_cosine(config):
                  ["train.schedule=cosine", "train.num_sweeps=1"]):
         schedule = task.make_schedule(apply_overrides(config, sets + ["train.lr=0.3"]).train)
         assert [float(schedule(i)) for i in range(5)] == [pytest.approx(0.3)] * 5
+

@@ -340,3 +340,33 @@ def test_data_driven_start_and_solver_errors():
         sw.update(mps, envs, direction="right", solver="newton")
     with pytest.raises(ValueError, match="labels must have shape"):
         sw.init_from_data(key(0), feats, y[:3], C_)
+
+
+def test_environments_recomputed_mid_growth_continue_bitwise():
+    """What a resumed run does: take the chain after a few updates (bonds still growing),
+    recompute its environments from scratch (``environments``) and continue; the chain
+    and the losses are bitwise those of the run that kept its cached environments."""
+    n_sites = 8
+    x = uniform(11, N, n_sites)
+    feats, y = features(11, N, n_sites), labels(x)
+    directions = sw.sweep_directions(n_sites, 3, back=True)
+    kw = dict(passes=2, cutoff=1e-12, min_rank=1)
+
+    def run(mps, envs, steps):
+        infos = []
+        for direction in steps:
+            mps, envs = sw.grow(mps, envs, direction, PAD)
+            mps, envs, info = sw.update(mps, envs, direction=direction, max_rank=PAD, **kw)
+            infos.append(float(info["loss_after"]))
+        return mps, envs, infos
+
+    start = sw.init(key(3), n_sites, C_, max_bond=1, center=3, dtype=F64)
+    mid, envs, _ = run(start, sw.environments(start, feats, y), directions[:2])
+    assert mid.max_bond < PAD  # still growing
+    whole, _, whole_infos = run(mid, envs, directions[2:])
+    fresh = sw.environments(mid, feats, y)
+    resumed, _, resumed_infos = run(mid, fresh, directions[2:])
+    assert whole.max_bond == resumed.max_bond == PAD and int(resumed.center) == 3
+    assert whole_infos == resumed_infos
+    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(resumed), strict=True):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()

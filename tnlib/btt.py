@@ -37,7 +37,10 @@ structure). ``matvec``, ``to_dense``, ``inner``, ``norm``, ``num_params``, ``flo
 and ``lr_multipliers`` accept any type (``functools.singledispatch``, one registered
 implementation per type, or ``isinstance`` pairs in ``inner``). ``matvec`` is two
 batched ``lax.dot_general`` GEMMs; bfloat16 / float16 inputs accumulate in float32 and
-return their own dtype (``matvec`` docstring).
+return their own dtype (``matvec`` docstring). ``det``, ``slogdet``, ``inv`` and
+``cholesky`` take a ``Kronecker`` with square factors and work on the factors only
+(``det(kron(a, b)) = det(a)**m2 det(b)**m1``, ``inv`` / ``cholesky`` factor-wise; in
+``tnlib/_kron_ops.py``).
 
 Initialization (``random``): every core has i.i.d. ``N(0, sigma^2)`` entries with
 ``sigma^2 = 1 / fan_in(core)``, where the fan-in of a core is the number of terms it
@@ -75,6 +78,8 @@ from tnlib.struct import pytree_dataclass
 __all__ = [
     "LowRank", "Kronecker", "BlockTT", "KINDS", "random", "from_dense", "matvec", "to_dense",
     "inner", "norm", "num_params", "flops", "lr_multipliers", "check",
+    # tnlib/_kron_ops.py (Kronecker only)
+    "det", "slogdet", "inv", "cholesky",
 ]
 
 
@@ -606,3 +611,11 @@ def _(w: Kronecker):
 def _(w: BlockTT):
     (n1, n2) = w.in_factors
     return BlockTT(left=float(n2), right=n1 / w.rank)
+
+
+from tnlib._kron_ops import (  # noqa: E402  (re-exports; _kron_ops imports this module's types)
+    cholesky,
+    det,
+    inv,
+    slogdet,
+)

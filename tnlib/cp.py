@@ -15,7 +15,12 @@ least-squares sweeps inside one ``lax.fori_loop``, so it runs under ``jit`` and
 normal equations built from the Hadamard product of the other factors' Gram
 matrices with an eigendecomposition-based pseudo-inverse, so rank-deficient Gram
 matrices (a rank above a mode size, duplicated components) give the minimum-norm
-update instead of NaNs. ``inner`` and ``norm`` never form the dense tensor.
+update instead of NaNs. ``als`` also starts from a given CP with some factors held
+fixed (``init``, ``fixed_modes``) and fits tensors with missing entries (``mask``,
+an exact row-wise least-squares update on the observed entries). ``nonneg_hals`` fits
+a non-negative CP by HALS. ``inner`` and ``norm`` never form the dense tensor;
+``mode_product`` (a matrix or a vector, tensorly's ``cp_mode_dot``) and ``normalize``
+(``cp_normalize``) act on the factors (``tnlib/_cp_ops.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from tnlib import _numerics, linalg
+from tnlib import _numerics
 from tnlib._validate import as_inexact as _as_inexact
 from tnlib._validate import check_dims as _check_dims
 from tnlib._validate import check_same_dims as _check_same_dims
@@ -36,6 +41,8 @@ from tnlib.struct import pytree_dataclass
 __all__ = [
     "CP", "random", "als", "from_dense", "to_dense", "inner", "norm", "num_params",
     "rank_bound", "check",
+    # tnlib/_cp_ops.py
+    "mode_product", "normalize", "nonneg_hals",
 ]
 
 
@@ -102,23 +109,7 @@ def rank_bound(dims: Sequence[int]) -> int:
 
 
 def _check_rank(rank, dims=None) -> int:
-    if isinstance(rank, bool) or not isinstance(rank, int):
-        raise TypeError(f"rank must be a Python int (static), got {type(rank).__name__}")
-    if rank < 1:
-        raise ValueError(f"rank must be >= 1, got {rank}")
-    if dims is not None and rank > rank_bound(dims):
-        raise ValueError(
-            f"rank {rank} is larger than {rank_bound(dims)}, the largest allowed value for "
-            f"shape {tuple(dims)} (every tensor of that shape has CP rank at most "
-            f"prod(dims) // max(dims))"
-        )
-    return rank
-
-
-def _check_n_iter(n_iter) -> int:
-    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
-        raise ValueError(f"n_iter must be a Python int >= 1 (static), got {n_iter!r}")
-    return n_iter
+    return _cp_ops.check_rank(rank, dims)
 
 
 # ------------------------------------------------------------------------ construction
@@ -190,73 +181,30 @@ def num_params(tn: CP) -> int:
 # ----------------------------------------------------------------------------- ALS
 
 
-def _mttkrp(x, factors, mode):
-    """``X_(mode) @ conj(K)``, ``K`` the Khatri-Rao product of the other factors:
-    shape ``(n_mode, R)``, computed by one einsum (the Khatri-Rao matrix is not formed)."""
-    L = x.ndim
-    # the ones vector carries the rank axis L (no other factor does when x has one mode)
-    operands = [x, list(range(L)), jnp.ones((factors[mode].shape[-1],), x.dtype), [L]]
-    for j, f in enumerate(factors):
-        if j != mode:
-            operands += [jnp.conj(f), [j, L]]
-    return jnp.einsum(*operands, [mode, L])
-
-
-def _psd_solve(m, v):
-    """``m @ pinv(v)`` for a Hermitian positive semi-definite ``v`` ``(R, R)``.
-
-    Eigenvalues below ``R * eps * lambda_max`` are treated as zero, so a singular
-    ``v`` gives the minimum-norm least-squares solution instead of NaNs. The
-    eigendecomposition is ``linalg.svd`` (equal to it for a PSD matrix): its broadened
-    derivative stays finite when eigenvalues repeat (``eigh``'s is NaN there, e.g. for
-    the identity Gram matrices of orthonormal factors).
-    """
-    q, w, _ = linalg.svd(v)
-    eps = jnp.finfo(w.dtype).eps
-    cutoff = v.shape[-1] * eps * jnp.maximum(jnp.max(w), jnp.finfo(w.dtype).tiny)
-    inv = jnp.where(w > cutoff, 1.0 / jnp.where(w > cutoff, w, 1.0), 0.0)
-    return ((m @ q) * inv.astype(q.dtype)) @ jnp.conj(q).T
-
-
-def _svd_init(x, rank):
-    """Leading left singular vectors of each unfolding; modes whose unfolding has fewer
-    than ``rank`` singular vectors are padded with Gaussian columns drawn
-    from the fixed key ``PRNGKey(0)`` (deterministic)."""
-    factors = []
-    pad_key = jax.random.PRNGKey(0)
-    for k, n in enumerate(x.shape):
-        u, _, _ = linalg.svd(jnp.moveaxis(x, k, 0).reshape(n, -1))
-        u = u[:, :rank]
-        if u.shape[1] < rank:
-            extra = jax.random.normal(jax.random.fold_in(pad_key, k), (n, rank - u.shape[1]),
-                                      x.dtype) / math.sqrt(n)
-            u = jnp.concatenate([u, extra], axis=1)
-        factors.append(u)
-    return factors
-
-
-def _normalize(f):
-    norms = _numerics.safe_sqrt(jnp.sum(jnp.abs(f) ** 2, axis=0))
-    safe = jnp.where(norms > 0, norms, 1.0)
-    return f / safe.astype(f.dtype), norms
-
-
 def _rel_error(x, cp, x_norm):
     err = jnp.linalg.norm((x - to_dense(cp)).ravel())
     return err / jnp.where(x_norm > 0, x_norm, 1.0)
 
 
-def als(x, rank: int, n_iter: int = 50, key=None, *, return_errors: bool = False):
+def als(x, rank: int, n_iter: int = 50, key=None, *, return_errors: bool = False,
+        init=None, fixed_modes=(), mask=None):
     """CP decomposition of a dense tensor by alternating least squares.
 
     Runs exactly ``n_iter`` sweeps (no convergence test) in a ``lax.fori_loop``, so
     it is jittable: ``jax.jit(lambda x: als(x, 3, n_iter=10))``. Each sweep updates
-    the factors in mode order 0, 1, ..., L-1; the update of mode ``k`` is the exact
+    the free factors in mode order 0, 1, ..., L-1; the update of mode ``k`` is the exact
     least-squares solution ``F_k = X_(k) conj(K) pinv(conj(V))`` with ``K`` the
     Khatri-Rao product of the other factors and ``V = K^H K`` the Hadamard product of
     their Gram matrices, after which its columns are normalized and the norms go into
     ``weights``. Every update minimizes the error over one factor, so the error
     never increases from sweep to sweep (up to rounding).
+
+    With ``mask`` (missing data), the update of mode ``k`` is the exact least-squares
+    fit of the observed entries only: each row ``i`` of ``F_k`` solves its own normal
+    equations ``V_i = K^H diag(mask_(k)[i]) K`` (the Khatri-Rao matrix is formed, size
+    ``prod_{j != k} n_j x R``). This minimizes the masked error over each factor
+    exactly, unlike the imputation (EM) step of tensorly's ``parafac(mask=...)``, and
+    the masked error never increases.
 
     Args:
       x: dense array (float or complex; integers are cast to the default float;
@@ -265,28 +213,56 @@ def als(x, rank: int, n_iter: int = 50, key=None, *, return_errors: bool = False
       n_iter: static number of sweeps (>= 1).
       key: None (default) initializes each factor from the ``R`` leading left
         singular vectors of the mode's unfolding (tensorly's ``init='svd'``; padded
-        with deterministic random columns when ``R`` exceeds the mode's size); a PRNG
-        key initializes with ``random(key, ...)``'s Gaussian factors instead.
+        with deterministic random columns when ``R`` exceeds the mode's size; with a
+        mask, of the unfolding whose missing entries are filled by 5 rounds of its own
+        rank-``R`` SVD, tensorly's ``svd_mask_repeats=5``); a PRNG key
+        initializes with ``random(key, ...)``'s Gaussian factors instead.
       return_errors: also return the relative error ``||x - cp||_F / ||x||_F`` after
-        each sweep, an array of shape ``(n_iter,)``.
+        each sweep, an array of shape ``(n_iter,)`` (with a mask, over the observed
+        entries: ``||mask (x - cp)||_F / ||mask x||_F``).
+      init: a ``CP`` of shape ``x.shape`` and rank ``rank`` to start from (tensorly's
+        ``init=cp_tensor``); not together with ``key``.
+      fixed_modes: static modes whose factors stay exactly those of ``init`` (tensorly's
+        ``fixed_modes``; any mode may be fixed, the last one included, but not all).
+        Needs ``init``.
+      mask: array of ``x.shape``, 1 (or True) where ``x`` is observed and 0 where it is
+        missing (its values there are ignored); traced like ``x`` under ``jit`` / ``vmap``.
 
     Returns:
-      ``CP`` with unit-norm factor columns (or ``(cp, errors)``).
+      ``CP`` (or ``(cp, errors)``): the free factors have unit-norm columns and the scale
+      lives in the weights; fixed factors are returned as given.
     """
     x = _as_inexact(x)
     if x.ndim == 0:
         raise ValueError("x must have at least one axis")
     rank = _check_rank(rank, x.shape)
-    n_iter = _check_n_iter(n_iter)
-    if _numerics.low_precision(x.dtype):  # fit in float32, return x's dtype
-        out = als(x.astype(jnp.float32), rank, n_iter, key, return_errors=return_errors)
-        return jax.tree.map(lambda a: a.astype(x.dtype), out)
+    n_iter = _cp_ops.check_n_iter(n_iter)
     L = x.ndim
-    if key is None:
-        factors = _svd_init(x, rank)
+    if init is not None:
+        _cp_ops.check_init(init, x.shape, rank)
+        if key is not None:
+            raise ValueError("pass key (a random start) or init (a given start), not both")
+    fixed = _cp_ops.check_fixed_modes(fixed_modes, L, init)
+    if mask is not None:
+        mask = _cp_ops.check_mask(mask, x.shape)
+    if _numerics.low_precision(x.dtype):  # fit in float32, return x's dtype
+        init = None if init is None else jax.tree.map(lambda a: a.astype(jnp.float32), init)
+        out = als(x.astype(jnp.float32), rank, n_iter, key, return_errors=return_errors,
+                  init=init, fixed_modes=fixed, mask=mask)
+        return jax.tree.map(lambda a: a.astype(x.dtype), out)
+    if mask is not None:
+        mask = mask.astype(jnp.finfo(x.dtype).dtype)
+        x = x * mask  # the values at missing entries play no part
+    free = [k for k in range(L) if k not in fixed]
+    if init is not None:
+        factors = [f.astype(x.dtype) for f in init.factors]
+    elif key is None:
+        factors = _cp_ops.svd_init(x, rank, mask)
     else:
         factors = list(random(key, x.shape, rank, x.dtype).factors)
-    factors = [_normalize(f)[0] for f in factors]
+    # free factors start unit-norm (their scale plays no part: each update solves for it)
+    factors = [_cp_ops.normalize_columns(f)[0] if k in free else f
+               for k, f in enumerate(factors)]
     weights = jnp.ones((rank,), x.dtype)
     x_norm = jnp.linalg.norm(x.ravel())
     errors = jnp.zeros((n_iter,), jnp.finfo(x.dtype).dtype)
@@ -295,17 +271,26 @@ def als(x, rank: int, n_iter: int = 50, key=None, *, return_errors: bool = False
         weights, factors, errors = carry
         factors = list(factors)
         grams = [jnp.conj(f).T @ f for f in factors]
-        for k in range(L):
-            v = jnp.ones((rank, rank), x.dtype)
-            for j in range(L):
-                if j != k:
-                    v = v * grams[j]
-            f = _psd_solve(_mttkrp(x, factors, k), jnp.conj(v))
-            factors[k], norms = _normalize(f)
+        for k in free:
+            if mask is None:
+                v = jnp.ones((rank, rank), x.dtype)
+                for j in range(L):
+                    if j != k:
+                        v = v * grams[j]
+                f = _cp_ops.psd_solve(_cp_ops.mttkrp(x, factors, k), jnp.conj(v))
+            else:
+                f = _cp_ops.masked_solve(x, mask, factors, k)
+            factors[k], norms = _cp_ops.normalize_columns(f)
             weights = norms.astype(x.dtype)
             grams[k] = jnp.conj(factors[k]).T @ factors[k]
         if return_errors:
-            errors = errors.at[i].set(_rel_error(x, CP(weights, tuple(factors)), x_norm))
+            fit = CP(weights, tuple(factors))
+            if mask is None:
+                err = _rel_error(x, fit, x_norm)
+            else:
+                err = jnp.linalg.norm((x - mask * to_dense(fit)).ravel())
+                err = err / jnp.where(x_norm > 0, x_norm, 1.0)
+            errors = errors.at[i].set(err)
         return weights, tuple(factors), errors
 
     weights, factors, errors = jax.lax.fori_loop(
@@ -345,3 +330,11 @@ def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None,
         if float(_rel_error(x, out[0] if return_errors else out, x_norm)) <= rtol:
             break
     return out
+
+
+from tnlib import _cp_ops  # noqa: E402  (shared ALS pieces; _cp_ops imports this module's types)
+from tnlib._cp_ops import (  # noqa: E402  (re-exports)
+    mode_product,
+    nonneg_hals,
+    normalize,
+)

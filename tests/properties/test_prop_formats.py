@@ -166,6 +166,41 @@ def test_cp_matches_dense(dtype, dims, rank, seed):
         raises(lambda: cp.from_dense(x, max_rank=rank, n_iter=1), "rank")
 
 
+@covers("cp.mode_product", "cp.normalize", "cp.nonneg_hals")
+@DT
+@settings(max_examples=1)
+@given(dims_st(1, 3, 3), ranks_st, seeds)
+def test_cp_mode_product_normalize_nonneg(dtype, dims, rank, seed):
+    a = cp.random(key(seed), dims, rank, dtype)
+    A = np_cp(a)
+    nA = max(1.0, np.linalg.norm(A))
+    n = cp.normalize(a)
+    same_dtype(n, dtype)
+    close(np_cp(n), A, dtype, factor=4, scale=nA)
+    m = normal(key(seed + 1), (2, dims[-1]), dtype)
+    pm = cp.mode_product(a, m, -1)
+    same_dtype(pm, dtype)
+    ref = np.moveaxis(np.tensordot(np.asarray(upcast(m)), A, axes=([1], [A.ndim - 1])), 0, -1)
+    close(np_cp(pm), ref, dtype, factor=4, scale=nA * max(1.0, np.abs(upcast(m)).sum()))
+    v = normal(key(seed + 2), (dims[0],), dtype)
+    pv = cp.mode_product(a, v, 0)
+    refv = np.tensordot(np.asarray(upcast(v)), A, axes=([0], [0]))
+    got = np_cp(pv) if len(dims) > 1 else np.asarray(upcast(pv))
+    close(got, refv, dtype, factor=4, scale=nA * max(1.0, np.abs(upcast(v)).sum()))
+    raises(lambda: cp.mode_product(a, jnp.ones((2, dims[-1] + 1), dtype), -1), "matrix")
+    x = jnp.abs(tucker.to_dense(tucker.random(key(seed), dims, 1, dtype)))  # rank 1, >= 0
+    r = min(rank, cp.rank_bound(dims))
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raises(lambda: cp.nonneg_hals(x.astype(dtype), r, n_iter=2), "x")
+        return
+    fit, errs = cp.nonneg_hals(x, r, n_iter=20, return_errors=True)
+    same_dtype(fit, dtype)
+    finite((fit, errs))
+    for leaf in jax.tree.leaves(fit):
+        assert np.all(np.asarray(upcast(leaf)) >= 0)
+    close(cp.to_dense(fit), np.asarray(upcast(x)), dtype, factor=200)
+
+
 @covers("tr.TensorRing", "tr.random", "tr.to_dense", "tr.inner", "tr.norm", "tr.num_params",
         "tr.from_dense", "tr.als", "tr.check")
 @DT

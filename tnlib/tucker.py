@@ -12,7 +12,10 @@ beside the arrays.
 
 Constructors: ``random`` (orthonormal factors), ``hosvd`` / ``from_dense``
 (truncated higher-order SVD, De Lathauwer et al. 2000) and ``hooi`` (higher-order
-orthogonal iteration from the HOSVD, a fixed number of sweeps, jittable).
+orthogonal iteration from the HOSVD, a fixed number of sweeps, jittable; with a
+``mask`` for missing data). In ``tnlib/_tucker_fits.py``: ``partial_hooi`` (only some
+modes, tensorly's ``partial_tucker``), ``nonneg_hals`` (non-negative Tucker) and
+``normalize`` (unit factor columns, tensorly's ``tucker_normalize``).
 Multilinear ranks are static: inside ``jit`` pass ranks (or ``max_rank``); a
 tolerance ``rtol`` alone picks data-dependent ranks and needs a concrete tensor
 (outside ``jit``); with ranks too, ``rtol`` only zeroes core slices.
@@ -46,6 +49,8 @@ from tnlib.struct import pytree_dataclass
 __all__ = [
     "Tucker", "random", "hosvd", "from_dense", "hooi", "to_dense", "mode_product", "inner",
     "norm", "multilinear_singular_values", "num_params", "check",
+    # tnlib/_tucker_fits.py
+    "normalize", "partial_hooi", "nonneg_hals",
 ]
 
 
@@ -235,7 +240,7 @@ def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None,
     return hosvd(x, rank, rtol)
 
 
-def hooi(x, rank, n_iter: int = 10) -> Tucker:
+def hooi(x, rank, n_iter: int = 10, *, mask=None) -> Tucker:
     """Higher-order orthogonal iteration (De Lathauwer et al. 2000), from the HOSVD.
 
     Each of the ``n_iter`` sweeps replaces factor ``k`` (for ``k = 1..N`` in turn)
@@ -251,6 +256,11 @@ def hooi(x, rank, n_iter: int = 10) -> Tucker:
       x: dense array with ``N >= 1`` axes.
       rank: an int or ``N`` per-mode ranks, each at most ``min(n_k, prod_{j != k} n_j)``.
       n_iter: number of sweeps (Python int >= 0; 0 returns the HOSVD).
+      mask: None, or an array of ``x.shape`` with 1 where ``x`` is observed and 0 where it
+        is missing (missing data): each sweep first fills the missing entries with the
+        current fit (an EM step, as tensorly's ``tucker(mask=...)``) and the start fills
+        each unfolding 5 times with its own truncated SVD (``svd_mask_repeats=5``); the
+        values of ``x`` at missing entries play no part. Traced like ``x`` under jit.
 
     Returns:
       ``Tucker`` with orthonormal factors.
@@ -261,6 +271,8 @@ def hooi(x, rank, n_iter: int = 10) -> Tucker:
     if rank is None:
         raise ValueError("hooi needs rank (an int or one per mode)")
     rank = _check_ranks(rank, x.shape, "rank")
+    if mask is not None:
+        return _tucker_fits.masked_hooi(x, rank, n_iter, mask)
     factors = hosvd(x, rank).factors
     if n_iter:
         _, factors = jax.lax.fori_loop(0, n_iter, _hooi_sweep(rank), (x, factors))
@@ -301,12 +313,16 @@ def to_dense(tn: Tucker):
 def mode_product(x, matrix, mode: int):
     """Mode-``mode`` product ``x x_mode matrix``: contracts axis ``mode`` of ``x`` with
     the columns of ``matrix`` (shape ``(m, n_mode)``); that axis becomes size ``m``.
+    A vector ``(n_mode,)`` contracts the mode away (tensorly's ``mode_dot`` with a
+    vector): ``y[...] = sum_j v[j] x[..., j, ...]`` has one axis fewer.
 
     For a dense array, returns the dense array
     ``y[..., i, ...] = sum_j matrix[i, j] x[..., j, ...]``. For a ``Tucker``, returns
     a ``Tucker`` with ``factors[mode]`` replaced by ``matrix @ factors[mode]`` (same
-    core and ranks; that factor is no longer orthonormal in general).
-    ``mode`` may be negative.
+    core and ranks; that factor is no longer orthonormal in general); with a vector,
+    the ``Tucker`` of the other modes whose core is contracted with
+    ``v @ factors[mode]`` along axis ``mode`` (a one-mode ``Tucker`` gives the scalar).
+    Nothing is conjugated. ``mode`` may be negative.
     """
     matrix = jnp.asarray(matrix)
     if isinstance(x, Tucker):
@@ -316,15 +332,21 @@ def mode_product(x, matrix, mode: int):
         x = _as_tensor(x)
         dims = x.shape
     mode = _check_mode(mode, len(dims))
-    if matrix.ndim != 2 or matrix.shape[1] != dims[mode]:
+    if matrix.ndim not in (1, 2) or matrix.shape[-1] != dims[mode]:
         raise ValueError(
-            f"matrix must have shape (m, {dims[mode]}) to act on mode {mode} of size "
-            f"{dims[mode]}, got {tuple(matrix.shape)}"
+            f"matrix must have shape (m, {dims[mode]}) or ({dims[mode]},) to act on mode "
+            f"{mode} of size {dims[mode]}, got {tuple(matrix.shape)}"
         )
     if isinstance(x, Tucker):
         factors = list(x.factors)
+        if matrix.ndim == 1:
+            row = matrix @ factors.pop(mode)
+            core = jnp.tensordot(x.core, row, axes=([mode], [0]))
+            return Tucker(core, tuple(factors)) if factors else core
         factors[mode] = matrix @ factors[mode]
         return Tucker(x.core, tuple(factors))
+    if matrix.ndim == 1:
+        return jnp.tensordot(x, matrix, axes=([mode], [0]))
     return _dense_mode_product(x, matrix, mode)
 
 
@@ -376,3 +398,11 @@ def num_params(tn: Tucker) -> int:
     """Number of stored entries of one decomposition: ``prod r_k + sum n_k r_k``
     (sizes and ranks read from trailing axes, so a vmapped batch reports one member's)."""
     return math.prod(tn.ranks) + sum(n * r for n, r in zip(tn.dims, tn.ranks, strict=True))
+
+
+from tnlib import _tucker_fits  # noqa: E402  (masked HOOI; _tucker_fits imports this module's types)
+from tnlib._tucker_fits import (  # noqa: E402  (re-exports)
+    nonneg_hals,
+    normalize,
+    partial_hooi,
+)

@@ -201,6 +201,44 @@ def test_cp_mode_product_normalize_nonneg(dtype, dims, rank, seed):
     close(cp.to_dense(fit), np.asarray(upcast(x)), dtype, factor=200)
 
 
+@covers("tucker.normalize", "tucker.partial_hooi", "tucker.nonneg_hals", "tucker.mode_product",
+        "tucker.hooi")
+@DT
+@settings(max_examples=1)
+@given(dims_st(2, 3, 3), ranks_st, seeds)
+def test_tucker_normalize_partial_masked_nonneg(dtype, dims, rank, seed):
+    a = tucker.random(key(seed), dims, 1, dtype)
+    A = np_tucker(a)
+    nA = max(1.0, np.linalg.norm(A))
+    n = tucker.normalize(a)
+    same_dtype(n, dtype)
+    close(np_tucker(n), A, dtype, factor=4, scale=nA)
+    v = normal(key(seed + 2), (dims[0],), dtype)
+    pv = tucker.mode_product(a, v, 0)
+    refv = np.tensordot(np.asarray(upcast(v)), A, axes=([0], [0]))
+    close(np_tucker(pv), refv, dtype, factor=4, scale=nA * max(1.0, np.abs(upcast(v)).sum()))
+    x = tucker.to_dense(a)  # multilinear rank 1: every fit below recovers it
+    core, factors = tucker.partial_hooi(x, 1, [-1], n_iter=2)
+    same_dtype((core, factors), dtype)
+    rec = np.moveaxis(np.tensordot(np.asarray(upcast(factors[0])), np.asarray(upcast(core)),
+                                   axes=([1], [len(dims) - 1])), 0, -1)
+    close(rec, A, dtype, factor=20, scale=nA)
+    raises(lambda: tucker.partial_hooi(x, rank + 4, [0]), "rank")
+    m = tucker.hooi(x, 1, 2, mask=jnp.ones(dims))
+    same_dtype(m, dtype)
+    close(np_tucker(m), A, dtype, factor=20, scale=nA)
+    xn = jnp.abs(x)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raises(lambda: tucker.nonneg_hals(xn.astype(dtype), 1, n_iter=2), "x")
+        return
+    fit = tucker.nonneg_hals(xn, 1, n_iter=10)
+    same_dtype(fit, dtype)
+    finite(fit)
+    for leaf in jax.tree.leaves(fit):
+        assert np.all(np.asarray(upcast(leaf)) >= 0)
+    close(np_tucker(fit), np.asarray(upcast(xn)), dtype, factor=200, scale=nA)
+
+
 @covers("tr.TensorRing", "tr.random", "tr.to_dense", "tr.inner", "tr.norm", "tr.num_params",
         "tr.from_dense", "tr.als", "tr.check")
 @DT

@@ -414,3 +414,243 @@ def test_shape_mismatches_name_the_argument():
         tucker.mode_product(jnp.ones((3, 4, 5)), jnp.ones((2, 4)), -1)
     with pytest.raises(ValueError, match="mode must be an int"):
         tucker.mode_product(a, jnp.ones((2, 3)), 3)
+
+
+# ------------------------------- vector mode product, normalize, partial / masked HOOI,
+# ------------------------------- non-negative Tucker (issue 24)
+
+
+def make_tucker(dims, ranks, seed, dtype=F64):
+    rng = np.random.default_rng(seed)
+    return tucker.Tucker(jnp.asarray(rng.standard_normal(ranks), dtype),
+                         tuple(jnp.asarray(rng.standard_normal((n, r)), dtype)
+                               for n, r in zip(dims, ranks, strict=True)))
+
+
+def test_mode_product_ported_from_tensorly():
+    # Ported from tensorly 0.10.0, tensorly/tests/test_tucker_tensor.py::test_tucker_mode_dot:
+    # shape (5, 4, 6), rank (3, 2, 4), a (7, 4) matrix on mode 1 and a vector on mode 2
+    # (RandomState(12345) uniform draws), compared with the dense mode product.
+    from tensorly.tenalg import mode_dot
+
+    rng = np.random.RandomState(12345)
+    t = make_tucker((5, 4, 6), (3, 2, 4), 0)
+    full = np.asarray(tucker.to_dense(t))
+    matrix, vec = rng.random_sample((7, 4)), rng.random_sample(6)
+    res = tucker.mode_product(t, jnp.asarray(matrix), 1)
+    close(tucker.to_dense(res), mode_dot(full, matrix, mode=1))
+    res = tucker.mode_product(t, jnp.asarray(vec), 2)
+    assert isinstance(res, tucker.Tucker) and res.dims == (5, 4) and res.ranks == (3, 2)
+    close(tucker.to_dense(res), mode_dot(full, vec, mode=2))
+    close(tucker.mode_product(jnp.asarray(full), jnp.asarray(vec), 2), mode_dot(full, vec, 2))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_vector_mode_product_jit_vmap_grads(mode):
+    t = make_tucker((3, 4, 2), (2, 3, 2), 1, jnp.complex128)
+    X = np.asarray(tucker.to_dense(t))
+    v = gaussian((4,), 2) + 1j * gaussian((4,), 3)
+    got = run(mode, lambda t, v: tucker.to_dense(tucker.mode_product(t, v, -2)), t, v)
+    close(got, np.einsum("ajb,j->ab", X, np.asarray(v)))  # no conjugation
+    close(run(mode, lambda x, v: tucker.mode_product(x, v, 1), jnp.asarray(X), v),
+          np.einsum("ajb,j->ab", X, np.asarray(v)))
+    one = make_tucker((4,), (2,), 4)
+    close(run(mode, lambda t, v: tucker.mode_product(t, v, 0), one, gaussian((4,), 5)),
+          np.asarray(tucker.to_dense(one)) @ np.asarray(gaussian((4,), 5)))
+    batch = jax.tree.map(lambda *a: jnp.stack(a), make_tucker((3, 4), (2, 2), 6),
+                         make_tucker((3, 4), (2, 2), 7))
+    vs = jnp.stack([gaussian((3,), 8), gaussian((3,), 9)])
+    out = jax.vmap(lambda t, v: tucker.to_dense(tucker.mode_product(t, v, 0)))(batch, vs)
+    for i in range(2):
+        ti = jax.tree.map(lambda a, i=i: a[i], batch)
+        close(out[i], np.asarray(vs[i]) @ np.asarray(tucker.to_dense(ti)))
+    kw = dict(order=1, modes=("rev", "fwd"), atol=1e-6, rtol=1e-6)
+    r = make_tucker((3, 4, 2), (2, 2, 2), 10)
+    check_grads(jax.jit(lambda t, v: tucker.to_dense(tucker.mode_product(t, v, 1))),
+                (r, gaussian((4,), 11)), **kw)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_normalize_ported_from_tensorly_and_matches_dense(mode):
+    # tensorly/tests/test_tucker_tensor.py::test_tucker_normalize: shape (3, 4, 5), rank
+    # (3, 2, 4) — unit factor columns and the same tensor.
+    t = make_tucker((3, 4, 5), (3, 2, 4), 0)
+    n = run(mode, tucker.normalize, t)
+    for f in n.factors:
+        close(jnp.linalg.norm(f, axis=0), jnp.ones(f.shape[1]))
+    close(tucker.to_dense(n), dense_of(t))
+    z = tucker.Tucker(t.core, (t.factors[0].at[:, 1].set(0.0),) + t.factors[1:])
+    nz = run(mode, tucker.normalize, z)
+    assert np.all(np.asarray(nz.core[1]) == 0) and np.all(np.isfinite(np.asarray(nz.factors[0])))
+    close(tucker.to_dense(nz), dense_of(z))
+    batch = jax.tree.map(lambda *a: jnp.stack(a), make_tucker((3, 2), (2, 2), 1),
+                         make_tucker((3, 2), (2, 2), 2))
+    close(jax.vmap(lambda t: tucker.to_dense(tucker.normalize(t)))(batch),
+          jax.vmap(tucker.to_dense)(batch))
+    kw = dict(order=1, modes=("rev", "fwd"), atol=1e-6, rtol=1e-6)
+    check_grads(jax.jit(lambda t: jax.tree.leaves(tucker.normalize(t))),
+                (make_tucker((3, 2, 4), (2, 2, 3), 3),), **kw)
+
+
+def test_partial_hooi_ported_from_tensorly():
+    # tensorly/decomposition/tests/test_tucker.py::test_partial_tucker: a (3, 4, 3)
+    # RandomState(1234) uniform tensor, modes [1, 2]: full ranks reconstruct it; ranks
+    # [3, 1] give factors (4, 3), (3, 1) and a core of shape (3, 3, 1).
+    x = jnp.asarray(np.random.RandomState(1234).random_sample((3, 4, 3)))
+    core, factors = tucker.partial_hooi(x, [4, 3], [1, 2], n_iter=5)
+    rec = tucker.mode_product(tucker.mode_product(core, factors[0], 1), factors[1], 2)
+    close(rec, x, 1e-10)
+    core, factors = tucker.partial_hooi(x, [3, 1], [1, 2], n_iter=10)
+    assert core.shape == (3, 3, 1) and [f.shape for f in factors] == [(4, 3), (3, 1)]
+    # the same fit as tensorly's partial_tucker (same start, same sweeps)
+    from tensorly.decomposition import partial_tucker
+    from tensorly.tenalg import multi_mode_dot
+
+    with tl.backend_context("numpy"):
+        (tcore, tfac), _ = partial_tucker(tl.tensor(np.asarray(x)), rank=[3, 1], modes=[1, 2],
+                                          n_iter_max=10, tol=0)
+        theirs = np.linalg.norm(multi_mode_dot(tcore, tfac, modes=[1, 2]) - np.asarray(x))
+    ours = float(jnp.linalg.norm(
+        tucker.mode_product(tucker.mode_product(core, factors[0], 1), factors[1], 2) - x))
+    assert ours <= theirs * 1.001 + 1e-12
+
+
+def test_partial_hooi_matches_hooi_on_all_modes_jit_and_vmap():
+    x = gaussian((4, 5, 3), 3)
+    core, factors = jax.jit(lambda x: tucker.partial_hooi(x, (2, 3, 2), range(3), 4))(x)
+    ref = tucker.hooi(x, (2, 3, 2), 4)
+    close(tucker.to_dense(tucker.Tucker(core, factors)), tucker.to_dense(ref), 1e-9)
+    xs = jnp.stack([x, gaussian((4, 5, 3), 4)])
+    cores, facs = jax.vmap(lambda x: tucker.partial_hooi(x, 2, [-1, 0], 3))(xs)
+    for i in range(2):
+        c1, f1 = tucker.partial_hooi(xs[i], 2, [2, 0], 3)
+        close(cores[i], c1, 1e-9)  # orthonormal bases: equal up to rounding (same signs)
+        assert cores[i].shape == (2, 5, 2) and facs[0][i].shape == (3, 2)
+
+
+def test_masked_hooi_ported_from_tensorly():
+    # tensorly/decomposition/tests/test_tucker.py::test_masked_tucker: an all-ones mask is
+    # the unmasked fit; a rank-(1, 1, 1) (5, 5, 5) tensor with entry [0, 0, 0] replaced by
+    # 1.0 and masked out is recovered to 1e-3.
+    x = jnp.asarray(np.random.RandomState(1234).random_sample((3, 3, 3)))
+    close(tucker.to_dense(tucker.hooi(x, 2, 10, mask=jnp.ones((3, 3, 3)))),
+          tucker.to_dense(tucker.hooi(x, 2, 10)), 1e-8)
+    rng = np.random.default_rng(1234)
+    clean = np.einsum("i,j,k->ijk", *[rng.random(5) for _ in range(3)])
+    corrupted, mask = clean.copy(), np.ones((5, 5, 5))
+    corrupted[0, 0, 0], mask[0, 0, 0] = 1.0, 0.0
+    fit = tucker.hooi(jnp.asarray(corrupted), 1, 30, mask=jnp.asarray(mask))
+    assert float(jnp.linalg.norm(tucker.to_dense(fit) - clean)) < 1e-3
+
+
+# (seed, dims, rank, fraction missing, sweeps); ours / tensorly's masked error measured
+# 1.000, 1.000, 1.000 (the same EM-imputed HOOI; tensorly 0.10.0, numpy backend)
+MASKED = [(0, (5, 6, 7), (2, 3, 2), 0.3, 10), (1, (6, 5, 4), 2, 0.5, 20),
+          (2, (4, 5, 4, 3), 2, 0.2, 8)]
+
+
+@pytest.mark.parametrize("seed,dims,rank,frac,n_iter", MASKED)
+def test_masked_hooi_matches_tensorly(seed, dims, rank, frac, n_iter):
+    # A planted Tucker tensor plus noise with entries missing at random; both get the
+    # tensor with its missing entries set to 0 and the same mask, error on observed entries.
+    rng = np.random.default_rng(seed)
+    ranks = (rank,) * len(dims) if isinstance(rank, int) else rank
+    planted = np.asarray(tucker.to_dense(make_tucker(dims, ranks, seed)))
+    mask = (rng.random(dims) > frac).astype(float)
+    x = (planted + 0.1 * rng.standard_normal(dims)) * mask
+    fit = jax.jit(lambda x, m: tucker.hooi(x, rank, n_iter, mask=m))(jnp.asarray(x),
+                                                                     jnp.asarray(mask))
+    ours = float(np.linalg.norm(mask * (np.asarray(tucker.to_dense(fit)) - x))
+                 / np.linalg.norm(x))
+    with tl.backend_context("numpy"):
+        ref = tl_tucker(tl.tensor(x), rank=list(ranks), n_iter_max=n_iter, tol=0,
+                        mask=tl.tensor(mask))
+        theirs = float(np.linalg.norm(mask * (tl.tucker_to_tensor(ref) - x)) / np.linalg.norm(x))
+    assert ours <= theirs * 1.01, (ours, theirs)
+    assert ours < 0.2  # the noise level, not the missing entries, sets the error
+
+
+def nn_tucker_tensor(seed, dims, rank, noise=0.05):
+    rng = np.random.default_rng(seed)
+    ranks = (rank,) * len(dims) if isinstance(rank, int) else rank
+    x = rng.random(ranks)
+    for k, n in enumerate(dims):
+        x = np.moveaxis(np.tensordot(rng.random((n, ranks[k])), x, axes=([1], [k])), 0, k)
+    return x + noise * rng.random(dims)
+
+
+def assert_nonneg(t):
+    for leaf in jax.tree.leaves(t):
+        assert np.all(np.asarray(leaf) >= 0)
+
+
+# ours / tensorly measured: against non_negative_tucker (multiplicative updates) 0.966,
+# 0.998, 0.978; against non_negative_tucker_hals 1.000 (the same algorithm)
+NONNEG = [(0, (5, 6, 7), (2, 3, 2), 20), (1, (6, 5, 4), 2, 30), (2, (4, 5, 4, 3), 2, 15)]
+
+
+@pytest.mark.parametrize("seed,dims,rank,n_iter", NONNEG)
+def test_nonneg_hals_matches_or_beats_tensorly(seed, dims, rank, n_iter):
+    from tensorly.decomposition import non_negative_tucker, non_negative_tucker_hals
+
+    x = nn_tucker_tensor(seed, dims, rank)
+    fit, errors = jax.jit(lambda x: tucker.nonneg_hals(x, rank, n_iter, return_errors=True))(
+        jnp.asarray(x))
+    assert_nonneg(fit)
+    ours = err(fit, jnp.asarray(x)) / float(np.linalg.norm(x))
+    close(errors[-1], ours, 1e-10)
+    ranks = [rank] * len(dims) if isinstance(rank, int) else list(rank)
+    with tl.backend_context("numpy"):
+        for fn in (non_negative_tucker, non_negative_tucker_hals):
+            ref = fn(tl.tensor(x), ranks, n_iter_max=n_iter, init="svd", tol=0)
+            theirs = float(np.linalg.norm(tl.tucker_to_tensor(ref) - x) / np.linalg.norm(x))
+            assert ours <= theirs * 1.01, (fn.__name__, ours, theirs)
+
+
+def test_nonneg_hals_ported_from_tensorly_vmap_and_bad_input():
+    # tensorly/decomposition/tests/test_tucker.py::test_non_negative_tucker: a non-negative
+    # Tucker tensor (3, 4, 3) of rank [3, 4, 3], 40 iterations: all >= 0, relative error and
+    # max abs error < 1 (tensorly's tol_norm_2 = tol_max_abs = 10e-1); an int rank sizes
+    # every mode.
+    from tensorly.random import random_tucker
+
+    with tl.backend_context("numpy"):
+        core, factors = random_tucker((3, 4, 3), rank=[3, 4, 3], non_negative=True,
+                                      random_state=0)
+        x = jnp.asarray(tl.tucker_to_tensor((core, factors)))
+    fit = tucker.nonneg_hals(x, [3, 4, 3], n_iter=40)
+    assert_nonneg(fit)
+    assert err(fit, x) / float(jnp.linalg.norm(x)) < 1.0
+    assert float(jnp.max(jnp.abs(tucker.to_dense(fit) - x))) < 1.0
+    small = tucker.nonneg_hals(x, 3, n_iter=2)
+    assert small.core.shape == (3, 3, 3)
+    assert [f.shape for f in small.factors] == [(3, 3), (4, 3), (3, 3)]
+    xs = jnp.stack([x, 2 * x])
+    batch = jax.vmap(lambda x: tucker.nonneg_hals(x, 2, 5))(xs)
+    for i in range(2):
+        close(tucker.to_dense(jax.tree.map(lambda a, i=i: a[i], batch)),
+              tucker.to_dense(tucker.nonneg_hals(xs[i], 2, 5)), 1e-8)
+    with pytest.raises(TypeError, match="x must be real"):
+        tucker.nonneg_hals(x.astype(jnp.complex128), 2)
+    with pytest.raises(ValueError, match="n_core_iter"):
+        tucker.nonneg_hals(x, 2, n_core_iter=0)
+
+
+def test_new_tucker_bad_input_names_the_argument():
+    x = gaussian((3, 4, 5), 0)
+    with pytest.raises(ValueError, match=r"matrix must have shape \(m, 4\) or \(4,\)"):
+        tucker.mode_product(x, jnp.ones(3), 1)
+    with pytest.raises(TypeError, match="t must be a Tucker|tn must be a Tucker"):
+        tucker.normalize(x)
+    with pytest.raises(ValueError, match="modes entries"):
+        tucker.partial_hooi(x, 2, [3])
+    with pytest.raises(ValueError, match="distinct"):
+        tucker.partial_hooi(x, 2, [0, -3])
+    with pytest.raises(ValueError, match="rank must be an int or a sequence of 2"):
+        tucker.partial_hooi(x, [2, 2, 2], [0, 1])
+    with pytest.raises(ValueError, match=r"rank\[1\] = 9 is larger"):
+        tucker.partial_hooi(x, [2, 9], [0, 1])
+    with pytest.raises(ValueError, match=r"mask must have the shape of x, \(3, 4, 5\)"):
+        tucker.hooi(x, 2, mask=jnp.ones((3, 4)))
+    with pytest.raises(ValueError, match=r"mask must have the shape of x"):
+        tucker.partial_hooi(x, 2, [0], mask=jnp.ones(3))

@@ -43,14 +43,20 @@ format       verbs beyond the shared six, and the format's own keywords
              ``eye``, ``trace``, ``transpose``, ``bilinear_form``, ``tt[1:3, 0]``,
              ``gather``, ``entropy``, ... (``tnlib/_tt_ops.py``)
 ``tucker``   ``from_dense(..., rank=)`` (exact per-mode ranks); ``hosvd``, ``hooi``
+             (``mask=`` for missing data), ``mode_product`` (a matrix or a vector);
+             ``partial_hooi``, ``nonneg_hals``, ``normalize`` (``tnlib/_tucker_fits.py``)
 ``tree``     ``round``, ``orthogonalize(tn)``; ``random(..., tree=)``,
              ``from_dense(..., tree=)`` (dimension tree, default balanced)
 ``btt``      ``flops`` (``matvec``); ``random(..., kind=)``, ``from_dense(...,
              kind=, dims=)``: ``kind`` in ``btt.KINDS`` = lowrank, kronecker, btt,
-             monarch; ``dims`` = ``(d_out, d_in)`` or ``(out_factors, in_factors)``
+             monarch; ``dims`` = ``(d_out, d_in)`` or ``(out_factors, in_factors)``;
+             ``det``, ``slogdet``, ``inv``, ``cholesky`` of a ``Kronecker``
+             (``tnlib/_kron_ops.py``)
 ``cp``       ``from_dense(..., n_iter=, key=, return_errors=)`` (ALS; ``rtol``
-             searches ranks 1..``max_rank``); ``als``
-``tr``       ``als``
+             searches ranks 1..``max_rank``); ``als`` (``init=``, ``fixed_modes=``,
+             ``mask=``), ``nonneg_hals``, ``normalize``, ``mode_product``
+             (``tnlib/_cp_ops.py``)
+``tr``       ``from_dense(..., mode=)`` (``max_rank`` may be per bond); ``als``
 ``network``  ``random(..., perm=)`` (``rank``: an int for the complete graph or a
              matrix of bond ranks, ``structure``); ``from_dense(..., adjacency=,
              perm=, key=, n_iter=, method=, optimizer=)`` (default: the chain by

@@ -510,7 +510,8 @@ def _normal_ops(lf, rf, shape):
 
 
 def solve_cg(B, lf, rf, labels, passes: int, l2=0.0, mask=None, out=None):
-    """Conjugate gradient on the bond's squared loss, started from ``B``.
+    """Conjugate gradient on the bond's squared loss, started from ``B`` ``(D, d, d, C,
+    D)`` (padded bonds; ``lf`` ``(N, D d)`` and ``rf`` ``(N, d D)`` from the environments).
 
     Minimizes ``J(B) = sum_n ||f_n(B) - y_n||^2 + l2 ||B||^2`` (TNML's cost: a sum
     over the samples, ``y_n`` one-hot) where ``f_n(B) = <lf_n (x) rf_n, B>`` per class.

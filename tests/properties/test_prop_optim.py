@@ -528,6 +528,73 @@ def test_classifier_update_and_sweep(dtype, max_rank, cutoff, lr, momentum, init
     close(envs.right[center + 1:], fresh.right[center + 1:], dtype, 8)
 
 
+@covers("sweep.kept_count", "sweep.solve_cg", "sweep.SOLVERS")
+@settings(max_examples=4)
+@given(st.integers(1, 3), st.integers(1, 3), st.sampled_from([0.0, 0.3]), seeds)
+def test_classifier_cg_solve_and_kept_count(r_l, r_r, l2, seed):
+    """The CG solve of a random bond problem reaches the normal equations' solution
+    (dense solve, float64) in as many passes as unknowns per class; kept_count keeps
+    the fewest leading values whose dropped squared weight is at most the cutoff."""
+    rng = np.random.default_rng(seed)
+    pad, k = max(r_l, r_r), r_l * D_ * D_ * r_r
+    n = 4 * k + 3
+    left, right = np.zeros((n, pad)), np.zeros((n, pad))  # padded bonds, as in a chain
+    left[:, :r_l], right[:, :r_r] = rng.standard_normal((n, r_l)), rng.standard_normal((n, r_r))
+    f1, f2 = rng.standard_normal((n, D_)), rng.standard_normal((n, D_))
+    y = rng.integers(0, C_, n)
+    lf, rf = sw._mps_sweep.sides(*map(jnp.asarray, (left, f1, f2, right)))
+    idx = np.arange(pad)
+    mask = ((idx < r_l)[:, None, None, None, None] * (idx < r_r)).astype(float)
+    b0 = jnp.asarray(rng.standard_normal((pad, D_, D_, C_, pad)) * mask)
+    b, res, cost = jax.jit(sw.solve_cg, static_argnums=4)(b0, lf, rf, jnp.asarray(y), 2 * k,
+                                                          l2, jnp.asarray(mask))
+    x = np.einsum("na,ns,nt,nb->nastb", left[:, :r_l], f1, f2, right[:, :r_r]).reshape(n, -1)
+    w = np.linalg.solve(x.T @ x + l2 * np.eye(k), x.T @ np.eye(C_)[y])
+    want = np.zeros((pad, D_, D_, C_, pad))
+    want[:r_l, :, :, :, :r_r] = w.reshape(r_l, D_, D_, r_r, C_).transpose(0, 1, 2, 4, 3)
+    close(b, want, F64, 1e4, 1 + np.abs(want).max())
+    close(cost, np.sum((x @ w - np.eye(C_)[y]) ** 2) + l2 * np.sum(w**2), F64, 1e4, 1 + n)
+    assert sw.SOLVERS == ("cg", "gd")
+    s = np.sort(rng.exponential(size=6))[::-1]
+    for cutoff in (0.0, 0.01, 0.2):
+        got = int(sw.kept_count(jnp.asarray(s), jnp.sum(jnp.asarray(s) ** 2), cutoff, 6))
+        w2 = s**2 / np.sum(s**2)
+        assert got == next(j for j in range(7) if np.sum(w2[j:]) <= cutoff)
+
+
+@covers("sweep.init_from_data", "sweep.bucket", "sweep.needed_bond", "sweep.pad", "sweep.grow",
+        "sweep.sweep_directions")
+@settings(max_examples=3)
+@given(st.integers(3, 6), st.integers(1, 3), seeds)
+def test_classifier_start_padding_and_growth(n_sites, init_bond, seed):
+    """init_from_data puts the label on the requested site with the chain mixed
+    canonical about it; pad and grow change the padding, not the outputs; grow makes
+    room for exactly what the next split can keep; a sweep's directions bring the
+    label back."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(size=(N_, n_sites)) * np.pi / 2
+    feats = jnp.asarray(np.stack([np.cos(x), np.sin(x)], -1))
+    y = jnp.asarray(rng.integers(C_, size=N_), jnp.int32)
+    center = n_sites // 2
+    mps = sw.init_from_data(jax.random.PRNGKey(seed), feats, y, C_, init_bond=init_bond,
+                            per_class=3, center=center, dtype=F64)
+    assert int(mps.center) == center and max(np.asarray(mps.ranks)) <= init_bond
+    out = np64(sw.logits(mps, feats)[0])
+    padded = sw.pad(mps, mps.max_bond + 2)
+    assert padded.max_bond == mps.max_bond + 2
+    close(sw.logits(padded, feats)[0], out, F64, 8)
+    envs = sw.environments(mps, feats, y)
+    need = sw.needed_bond(mps, "right", 2 * PAD)
+    grown, envs2 = sw.grow(mps, envs, "right", 2 * PAD)
+    assert grown.max_bond == max(mps.max_bond, sw.bucket(need, 2 * PAD))
+    close(sw.logits(grown, feats)[0], out, F64, 8)
+    assert envs2.left.shape[-1] == grown.max_bond
+    assert [sw.bucket(v, 12) for v in (1, 3, 5, 9, 13)] == [1, 4, 8, 12, 12]
+    dirs = sw.sweep_directions(n_sites, center, back=True)
+    moves = sum(1 if d == "right" else -1 for d in dirs)
+    assert moves == 0 and len(dirs) == 2 * (n_sites - 1)
+
+
 @covers("sweep.init", "sweep.from_cores", "sweep.environments", "sweep.logits",
         "sweep.bond_tensor", "sweep.update", "sweep.sweep", "sweep.split_bond")
 def test_classifier_bad_input_names_the_argument():

@@ -86,19 +86,6 @@ def check_fixed_modes(fixed_modes, n_modes: int, init) -> tuple[int, ...]:
     return tuple(sorted(modes))
 
 
-def check_mask(mask, shape):
-    """``mask`` as a real array of ``shape`` (1 observed, 0 missing), else ValueError."""
-    mask = jnp.asarray(mask)
-    if tuple(mask.shape) != tuple(shape):
-        raise ValueError(
-            f"mask must have the shape of x, {tuple(shape)} (1 where observed, 0 where "
-            f"missing), got {tuple(mask.shape)}"
-        )
-    if jnp.issubdtype(mask.dtype, jnp.complexfloating):
-        raise TypeError("mask must be real (1 where observed, 0 where missing)")
-    return mask
-
-
 def unfold(x, mode: int):
     return jnp.moveaxis(x, mode, 0).reshape(x.shape[mode], -1)
 

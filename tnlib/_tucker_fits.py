@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from tnlib import _nnls, _numerics, linalg
 from tnlib._tucker_ops import check_ranks, dense_mode_product, leading_vectors, unfold
-from tnlib._validate import as_inexact
+from tnlib._validate import as_inexact, check_mask
 from tnlib.tucker import Tucker, check
 
 __all__ = ["normalize", "partial_hooi", "nonneg_hals"]
@@ -58,18 +58,6 @@ def _check_n_iter(n_iter, name="n_iter", low=0) -> int:
     if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < low:
         raise ValueError(f"{name} must be a Python int >= {low}, got {n_iter!r}")
     return n_iter
-
-
-def _check_mask(mask, shape):
-    mask = jnp.asarray(mask)
-    if tuple(mask.shape) != tuple(shape):
-        raise ValueError(
-            f"mask must have the shape of x, {tuple(shape)} (1 where observed, 0 where "
-            f"missing), got {tuple(mask.shape)}"
-        )
-    if jnp.issubdtype(mask.dtype, jnp.complexfloating):
-        raise TypeError("mask must be real (1 where observed, 0 where missing)")
-    return mask
 
 
 def _project(x, factors, modes, skip=None):
@@ -121,7 +109,7 @@ def _hooi_loop(x, ranks, modes, n_iter, mask, n_impute):
 
 def masked_hooi(x, rank, n_iter, mask):
     """``tucker.hooi(x, rank, n_iter, mask=mask)`` (arguments already checked)."""
-    mask = _check_mask(mask, x.shape)
+    mask = check_mask(mask, x.shape)
     core, factors = _hooi_loop(x, rank, tuple(range(x.ndim)), n_iter, mask, 5)
     return Tucker(core, factors)
 
@@ -168,7 +156,7 @@ def partial_hooi(x, rank, modes, n_iter: int = 10, *, mask=None):
     checked = check_ranks(tuple(full), dims, "rank")
     ranks = tuple(checked[m] for m in modes)
     if mask is not None:
-        mask = _check_mask(mask, dims)
+        mask = check_mask(mask, dims)
     return _hooi_loop(x, ranks, modes, n_iter, mask, 5)
 
 

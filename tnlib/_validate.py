@@ -195,3 +195,19 @@ def check_float(value, name: str, dtype=np.float32) -> float:
         raise ValueError(f"{name}={v!r} is below the smallest normal {np.dtype(dtype).name} "
                          f"({float(info.tiny):.4g}) and would compute as 0")
     return v
+
+
+def check_mask(mask, shape):
+    """``mask`` as a real array of ``shape`` (1 observed, 0 missing), else ValueError /
+    TypeError naming it (the masked decompositions of ``cp`` and ``tucker``)."""
+    import jax.numpy as jnp
+
+    mask = jnp.asarray(mask)
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(
+            f"mask must have the shape of x, {tuple(shape)} (1 where observed, 0 where "
+            f"missing), got {tuple(mask.shape)}"
+        )
+    if jnp.issubdtype(mask.dtype, jnp.complexfloating):
+        raise TypeError("mask must be real (1 where observed, 0 where missing)")
+    return mask

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from tnlib import _numerics
 from tnlib._validate import as_inexact as _as_inexact
 from tnlib._validate import check_dims as _check_dims
+from tnlib._validate import check_mask as _check_mask
 from tnlib._validate import check_same_dims as _check_same_dims
 from tnlib._validate import check_size as _check_size
 from tnlib.struct import pytree_dataclass
@@ -244,7 +245,7 @@ def als(x, rank: int, n_iter: int = 50, key=None, *, return_errors: bool = False
             raise ValueError("pass key (a random start) or init (a given start), not both")
     fixed = _cp_ops.check_fixed_modes(fixed_modes, L, init)
     if mask is not None:
-        mask = _cp_ops.check_mask(mask, x.shape)
+        mask = _check_mask(mask, x.shape)
     if _numerics.low_precision(x.dtype):  # fit in float32, return x's dtype
         init = None if init is None else jax.tree.map(lambda a: a.astype(jnp.float32), init)
         out = als(x.astype(jnp.float32), rank, n_iter, key, return_errors=return_errors,

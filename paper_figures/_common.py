@@ -79,6 +79,19 @@ def pyplot():
     return plt
 
 
+def plain_ticks(minor: bool = False):
+    """A tick formatter for log axes that writes ``2`` and ``0.5``, not ``2 x 10^0``
+    (minor ticks: only 2, 3 and 5 of each decade, the rest left blank)."""
+    from matplotlib.ticker import FuncFormatter
+
+    def fmt(v, _pos):
+        if minor and round(v / 10 ** math.floor(math.log10(v)), 6) not in (2, 3, 5):
+            return ""
+        return f"{v:g}"
+
+    return FuncFormatter(fmt)
+
+
 def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -64,6 +64,10 @@ def _error(accuracy: float) -> float:
 
 
 def _train_error(run) -> float | None:
+    """The error on the whole training set after the last sweep. None for gradient runs:
+    they log the accuracy of their last training batches, another quantity."""
+    if run["config"]["task"] != "sweep":
+        return None
     for line in reversed(run["metrics"]):
         if "train_acc" in line:
             return _error(line["train_acc"])
@@ -112,6 +116,9 @@ def plot(runs, out_dir, *, quick: bool = False):
            ylabel="MNIST error (%)", title="MPS classifier on 14x14 MNIST"
            + (" (quick)" if quick else ""))
     ax.grid(alpha=0.3, which="both")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(C.plain_ticks())
+        axis.set_minor_formatter(C.plain_ticks(minor=True))
     ax.legend(fontsize=7)
     files = C.save(fig, out_dir, NAME)
 
@@ -156,7 +163,8 @@ def plot(runs, out_dir, *, quick: bool = False):
            "pass; we start the solve from the multiple of the bond tensor with the lowest "
            "cost (an exact line search, never worse than the bond tensor itself) and do "
            "not rescale between passes. Adam runs train on 50k images (10k held out for "
-           "validation).")
+           "validation) and log the accuracy of their training batches, not of the whole "
+           "training set, so no train error is shown for them.")
     if quick:
         why += " Quick mode trains on a few thousand images, far from the paper's setting."
     sections = [

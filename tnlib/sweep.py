@@ -768,13 +768,12 @@ def sweep(mps: LabelledMPS, envs: Environments, *, solver: str = "cg", passes: i
 
     Runs ``L - 1 - center`` right updates, ``L - 1`` left updates and ``center`` right
     ones (:func:`sweep_directions`; see :func:`update` for the arguments; ``envs`` is
-    donated). ``grow_to``: when given,
-    the padded bond grows by :func:`grow` up to ``grow_to`` as the kept bonds need
-    it (``max_rank`` then defaults to ``grow_to``). ``callback(info)``, when given,
-    is called after every update (a progress bar, say). Returns ``(mps, envs,
-    infos)`` where ``infos`` stacks the per-update ``info`` arrays in order (NumPy
-    arrays: a sweep is a host loop); the kept bond dimensions after the sweep are
-    ``mps.ranks``.
+    donated). ``grow_to``: when given, the padded bond grows by :func:`grow` up to
+    ``grow_to`` as the kept bonds need it (``max_rank`` then defaults to ``grow_to``).
+    ``callback(info)``, when given, is called after every update (a progress bar, say).
+    Returns ``(mps, envs, infos)`` where ``infos`` stacks the per-update ``info``
+    arrays in order (NumPy arrays: a sweep is a host loop); the kept bond dimensions
+    after the sweep are ``mps.ranks``.
     """
     _check_training(mps, max_rank)
     _check_update_args("right", loss, steps)

@@ -345,6 +345,7 @@ def test_masked_als_ported_from_tensorly():
     close(cp.to_dense(full), cp.to_dense(cp.als(jnp.asarray(x), 1, n_iter=5)), 1e-10)
 
 
+@pytest.mark.slow  # ~7 s (make test-slow, which CI runs): masked ALS compiled under vmap
 def test_masked_als_under_vmap():
     rng = np.random.default_rng(5)
     xs = jnp.asarray(rng.standard_normal((3, 3, 4, 5)))
@@ -395,6 +396,7 @@ def test_nonneg_hals_matches_or_beats_tensorly(seed, dims, rank, n_iter):
             assert ours <= theirs * 1.01, (fn.__name__, ours, theirs)
 
 
+@pytest.mark.slow  # ~8 s a case (make test-slow, which CI runs): 100 HALS sweeps
 @pytest.mark.parametrize("true_rank", [1, 3])
 def test_nonneg_hals_ported_from_tensorly(true_rank):
     # tensorly/decomposition/tests/test_cp.py::test_non_negative_parafac: shape (6, 3, 12),
@@ -413,6 +415,7 @@ def test_nonneg_hals_ported_from_tensorly(true_rank):
         assert float(jnp.max(jnp.abs(cp.to_dense(fit) - x))) < 0.1
 
 
+@pytest.mark.slow  # ~15 s (make test-slow, which CI runs): HALS eager, resumed, vmapped
 def test_nonneg_hals_init_vmap_and_bad_input():
     x = jnp.asarray(nn_tensor(4, (4, 5, 3), 2))
     start = cp.nonneg_hals(x, 2, 3)

@@ -211,6 +211,7 @@ def test_per_bond_truncation_from_each_mode_is_tensorlys_tensor_ring(mode):
         close(tr.to_dense(t), tl.tr_to_tensor(ref), 1e-10)
 
 
+@pytest.mark.slow  # ~8 s (make test-slow, which CI runs): one compile per rank pattern
 def test_per_bond_and_mode_under_jit_and_vmap():
     planted = make((3, 4, 6, 3), (2, 2, 3, 1), 3)
     x = tr.to_dense(planted)

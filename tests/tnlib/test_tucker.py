@@ -607,6 +607,7 @@ def test_nonneg_hals_matches_or_beats_tensorly(seed, dims, rank, n_iter):
             assert ours <= theirs * 1.01, (fn.__name__, ours, theirs)
 
 
+@pytest.mark.slow  # ~14 s (make test-slow, which CI runs): HALS eager and vmapped
 def test_nonneg_hals_ported_from_tensorly_vmap_and_bad_input():
     # tensorly/decomposition/tests/test_tucker.py::test_non_negative_tucker: a non-negative
     # Tucker tensor (3, 4, 3) of rank [3, 4, 3], 40 iterations: all >= 0, relative error and

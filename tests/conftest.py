@@ -7,14 +7,18 @@ import os
 # at these sizes optimized code barely runs faster: optimization level 0 without LLVM's
 # expensive passes cut a tucker + README + MPS subset from 165 to 110 CPU-seconds and the
 # experiments smoke / reliability subset from 79 to 59 (numerics unchanged: every test
-# still passes). One codegen thread and no Eigen thread pool: the two xdist workers
-# already fill both cores. Set in the environment, so the subprocesses that tests start
+# still passes). XLA:CPU's MLIR fusion emitters (the default in jax 0.10) cost more to
+# compile than the classic LLVM IR emitters they replace: turning them off took
+# tests/tnlib/test_tucker.py from 53 to 25 s and test_tt.py + test_structured.py from 89
+# to 57 s (serial, same load), again with every test passing. One codegen thread and no
+# Eigen thread pool: the two xdist workers already fill both cores. Set in the environment, so the subprocesses that tests start
 # (`tnlib run`, the simulated multi-device runs) inherit them.
 _XLA_FLAGS = (
     "--xla_cpu_multi_thread_eigen=false",
     "--xla_cpu_parallel_codegen_split_count=1",
     "--xla_backend_optimization_level=0",
     "--xla_llvm_disable_expensive_passes=true",
+    "--xla_cpu_use_fusion_emitters=false",
 )
 _given = os.environ.get("XLA_FLAGS", "")
 os.environ["XLA_FLAGS"] = " ".join(

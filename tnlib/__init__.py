@@ -72,8 +72,10 @@ fits and sweeps are optax ``GradientTransformation`` s.
 from tnlib import (
     btt,
     cp,
+    dlrt,
     linalg,
     network,
+    optim,
     riemannian,
     serialize,
     struct,
@@ -94,8 +96,8 @@ from tnlib.tucker import Tucker
 __version__ = "0.1.0"
 
 __all__ = [
-    "btt", "cp", "linalg", "network", "riemannian", "serialize", "struct", "sweep", "sweep_born",
-    "tr", "tree", "tt", "tucker",
+    "btt", "cp", "dlrt", "linalg", "network", "optim", "riemannian", "serialize", "struct",
+    "sweep", "sweep_born", "tr", "tree", "tt", "tucker",
     "CP", "Network", "TensorRing", "TensorTrain", "TTMatrix", "TreeTN", "Tucker",
     "__version__",
 ]

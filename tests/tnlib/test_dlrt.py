@@ -1,0 +1,153 @@
+"""tnlib.dlrt: the factors against the dense matrix they stand for (float64, jit, vmap,
+check_grads), one integrator step against a numpy transcription of the paper's
+algorithm, the truncation rule against a brute-force count, and the rank-adaptive
+integrator recovering a planted rank from above and from below under jit."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from dense_checks import close
+from jax.test_util import check_grads
+
+from tnlib import dlrt
+
+
+def rng(seed):
+    return np.random.default_rng(seed)
+
+
+def regression(seed=0, n=30, m=40, true_rank=5, samples=400):
+    """``y = W x + b`` with ``W`` of rank ``true_rank``."""
+    g = rng(seed)
+    w = g.standard_normal((n, true_rank)) @ g.standard_normal((true_rank, m)) / np.sqrt(m)
+    b = g.standard_normal(n)
+    x = g.standard_normal((samples, m))
+    return jnp.asarray(w), jnp.asarray(b), jnp.asarray(x), jnp.asarray(x @ w.T + b)
+
+
+def test_factors_match_the_dense_matrix_jit_vmap_and_grads():
+    f = dlrt.random(jax.random.PRNGKey(0), (12, 10), 3, max_rank=5, dtype=jnp.float64)
+    w = np.asarray(dlrt.to_dense(f))
+    assert f.u.shape == (12, 5) and f.s.shape == (5, 5) and f.v.shape == (10, 5)
+    assert int(f.rank) == 3 and np.linalg.matrix_rank(w) == 3
+    # padding beyond the active rank is zero
+    assert not np.any(np.asarray(f.u[:, 3:])) and not np.any(np.asarray(f.s[3:]))
+    x = jnp.asarray(rng(1).standard_normal((7, 10)))
+    close(jax.jit(dlrt.apply)(f, x), np.asarray(x) @ w.T)
+    close(jax.vmap(dlrt.apply, (None, 0))(f, x), np.asarray(x) @ w.T)
+    check_grads(jax.jit(lambda u, s, v: dlrt.apply(dlrt.USV(u, s, v, f.rank), x)),
+                (np.asarray(f.u), np.asarray(f.s), np.asarray(f.v)), order=1,
+                modes=("rev",))
+    assert int(dlrt.active_params(f)) == 3 * (12 + 10)
+
+
+def test_from_dense_is_the_truncated_svd():
+    a = rng(2).standard_normal((9, 8))
+    u, s, vh = np.linalg.svd(a, full_matrices=False)
+    f = dlrt.from_dense(jnp.asarray(a), max_rank=4, rank=2)
+    close(dlrt.to_dense(f), (u[:, :2] * s[:2]) @ vh[:2])
+    # rtol: the smallest rank whose discarded tail is within rtol ||a||
+    tol = 0.5
+    want = next(k for k in range(1, 9) if np.sqrt(np.sum(s[k:] ** 2)) <= tol * np.linalg.norm(s))
+    assert int(dlrt.from_dense(jnp.asarray(a), max_rank=4, rtol=tol).rank) == min(want, 4)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_truncation_keeps_the_smallest_count_within_the_tolerance(seed):
+    g = rng(seed)
+    s = g.standard_normal((8, 8)) * np.exp(-np.arange(8))[None, :]
+    sig = np.linalg.svd(s, compute_uv=False)
+    for rtol in (0.0, 0.01, 0.1, 0.3, 0.9):
+        tails = [np.sqrt(np.sum(sig[k:] ** 2)) for k in range(9)]
+        want = next(k for k in range(9) if tails[k] <= rtol * np.linalg.norm(sig))
+        for lo, hi in ((1, 8), (2, 5)):
+            p, got_sig, q, k = jax.jit(dlrt.truncate, static_argnames=("max_rank",
+                                       "min_rank"))(jnp.asarray(s), rtol, max_rank=hi,
+                                                    min_rank=lo)
+            assert int(k) == min(max(want, lo), hi), (rtol, lo, hi)
+            close((np.asarray(p) * np.asarray(got_sig)) @ np.asarray(q).T, s)
+
+
+def numpy_step(u, s, v, b, x, y, lr, rtol, r):
+    """The paper's algorithm (SGD integrator), written with dense numpy gradients."""
+    def grad_w(w, b):  # loss = mean_i ||w x_i + b - y_i||^2
+        res = x @ w.T + b - y
+        return 2 * res.T @ x / len(x), 2 * res.mean(0)
+
+    u, s, v = u[:, :r], s[:r, :r], v[:, :r]
+    g, _ = grad_w(u @ s @ v.T, b)
+    k1 = u @ s - lr * g @ v
+    l1 = v @ s.T - lr * g.T @ u
+    uh = np.linalg.qr(np.concatenate([k1, u], 1))[0]
+    vh = np.linalg.qr(np.concatenate([l1, v], 1))[0]
+    st = (uh.T @ u) @ s @ (v.T @ vh)
+    g2, gb = grad_w(uh @ st @ vh.T, b)
+    st = st - lr * uh.T @ g2 @ vh
+    p, sig, qh = np.linalg.svd(st)
+    tails = [np.sqrt(np.sum(sig[k:] ** 2)) for k in range(len(sig) + 1)]
+    k = next(k for k in range(len(tails)) if tails[k] <= rtol * np.linalg.norm(sig))
+    return (uh @ p[:, :k]) * sig[:k] @ (vh @ qh.T[:, :k]).T, b - lr * gb, k
+
+
+@pytest.mark.parametrize("rtol", [0.0, 0.05, 0.3])
+def test_one_step_equals_the_papers_algorithm_in_numpy(rtol):
+    _, _, x, y = regression(3, n=12, m=14, samples=50)
+    f = dlrt.random(jax.random.PRNGKey(4), (12, 14), 3, max_rank=6, dtype=jnp.float64)
+    b = jnp.zeros(12)
+    params = {"w": f, "b": b}
+    lr = 0.05
+    opt = optax.sgd(lr)
+    loss = lambda p: jnp.mean(jnp.sum((dlrt.apply(p["w"], x) + p["b"] - y) ** 2, -1))
+    new, _, info = jax.jit(lambda p, s: dlrt.step(loss, p, s, opt, rtol=rtol))(
+        params, dlrt.init(params, opt))
+    w_ref, b_ref, k = numpy_step(*(np.asarray(a) for a in (f.u, f.s, f.v, b, x, y)), lr,
+                                 rtol, 3)
+    assert int(info["ranks"][0]) == min(k, 6) and int(new["w"].rank) == min(k, 6)
+    close(dlrt.to_dense(new["w"]), w_ref, 1e-9)
+    close(new["b"], b_ref, 1e-12)
+
+
+@pytest.mark.parametrize("start", [10, 2])
+def test_finds_the_planted_rank_from_above_and_below_under_jit(start):
+    w, b, x, y = regression()
+    params = {"w": dlrt.random(jax.random.PRNGKey(1), w.shape, start, max_rank=12,
+                               dtype=jnp.float64), "b": jnp.zeros(w.shape[0])}
+    opt = optax.sgd(0.02)
+    loss = lambda p: jnp.mean(jnp.sum((dlrt.apply(p["w"], x) + p["b"] - y) ** 2, -1))
+    step = jax.jit(lambda p, s: dlrt.step(loss, p, s, opt, rtol=0.01))
+    state = dlrt.init(params, opt)
+    ranks = []
+    for i in range(300):
+        params, state, info = step(params, state)
+        ranks.append(int(info["ranks"][0]))
+        if i % 50 == 0:  # the bases stay orthonormal on the active block, zero beyond it
+            f, r = params["w"], ranks[-1]
+            eye = np.diag((np.arange(12) < r).astype(float))
+            close(f.u.T @ f.u, eye, 1e-10)
+            close(f.v.T @ f.v, eye, 1e-10)
+    assert ranks[-1] == 5 and ranks[-50:] == [5] * 50, ranks[::10]
+    assert (max(ranks) > start) if start < 5 else (min(ranks) < start)
+    rel = np.linalg.norm(dlrt.to_dense(params["w"]) - w) / np.linalg.norm(w)
+    assert rel < 1e-2, rel
+    close(params["b"], b, 1e-2)
+
+
+def test_shrink_keeps_the_matrix_and_bad_arguments_are_errors():
+    f = dlrt.random(jax.random.PRNGKey(0), (20, 16), 3, max_rank=8, dtype=jnp.float64)
+    for width in (3, 5, 8):
+        g = dlrt.shrink(f, width)
+        assert g.max_rank == width
+        close(dlrt.to_dense(g), dlrt.to_dense(f))
+    with pytest.raises(ValueError, match="max_rank=9 is too large"):
+        dlrt.random(jax.random.PRNGKey(0), (20, 16), 3, max_rank=9)
+    with pytest.raises(ValueError, match="rank=4 is above max_rank=3"):
+        dlrt.random(jax.random.PRNGKey(0), (20, 16), 4, max_rank=3)
+    with pytest.raises(ValueError, match="rank must be an int >= 1"):
+        dlrt.random(jax.random.PRNGKey(0), (20, 16), 0)
+    opt = optax.sgd(0.1)
+    with pytest.raises(ValueError, match="no dlrt.USV"):
+        dlrt.init({"b": jnp.zeros(3)}, opt)
+    with pytest.raises(ValueError, match="rtol must be in"):
+        dlrt.step(lambda p: 0.0, {"w": f}, dlrt.init({"w": f}, opt), opt, rtol=1.5)

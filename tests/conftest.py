@@ -11,8 +11,9 @@ import os
 # compile than the classic LLVM IR emitters they replace: turning them off took
 # tests/tnlib/test_tucker.py from 53 to 25 s and test_tt.py + test_structured.py from 89
 # to 57 s (serial, same load), again with every test passing. One codegen thread and no
-# Eigen thread pool: the two xdist workers already fill both cores. Set in the environment, so the subprocesses that tests start
-# (`tnlib run`, the simulated multi-device runs) inherit them.
+# Eigen thread pool: the two xdist workers already fill both cores. Set in the
+# environment, so the subprocesses that tests start (`tnlib run`, the simulated
+# multi-device runs) inherit them.
 _XLA_FLAGS = (
     "--xla_cpu_multi_thread_eigen=false",
     "--xla_cpu_parallel_codegen_split_count=1",

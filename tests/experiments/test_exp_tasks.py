@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TASKS = {"classification": ("mps_digits.py", "train.lr=0.5"),
          "sweep": ("mps_digits_sweep.py", "train.lr=0.5"),
          "search": ("search_planted.py", "problem.lam=1.0"),
-         "rank_study": ("core_shapes.py", "study.eval_n_iter=3")}
+         "rank_study": ("core_shapes.py", "study.eval_n_iter=3"),
+         "low_rank": ("dlrt_mnist.py", "train.tau=0.2")}
 # measured times differ between runs
 VOLATILE = {"wall_s", "seconds", "speedup", "speedup_median", "speedup_min"}
 

@@ -186,9 +186,19 @@ def _tt_layer_compression() -> Figure:
                   runs(256, (1, 4, 8), (1, 4), (1, 2, 8), True))
 
 
+def _low_rank_training() -> Figure:
+    full = tuple(RunSpec(f"configs/dlrt_mnist.py:tau={tau}", seed=s)
+                 for tau in (0.05, 0.09, 0.13, 0.17) for s in range(3)) + tuple(
+        RunSpec("configs/dlrt_mnist.py:dense", seed=s) for s in range(3))
+    quick = tuple(RunSpec(f"configs/dlrt_mnist.py:tau={tau},smoke", seed=s)
+                  for tau in (0.05, 0.4) for s in range(2)) + (
+        RunSpec("configs/dlrt_mnist.py:dense,smoke"),)
+    return Figure("low_rank_training", "Schotthoefer et al. 2022 (DLRT)", full, quick)
+
+
 FIGURES: dict[str, Figure] = {f.name: f for f in (
     _mps_bond_dim(), _structured_scaling(), _structure_search(), _core_shapes(),
-    _tt_layer_compression())}
+    _tt_layer_compression(), _low_rank_training())}
 
 
 # --------------------------------------------------------------------------- running

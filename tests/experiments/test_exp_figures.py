@@ -21,7 +21,7 @@ def rank_study_task(monkeypatch):
 
 def test_registry_configs_pass_their_task_checks(rank_study_task):
     assert set(figures.FIGURES) == {"mps_bond_dim", "structured_scaling", "structure_search",
-                                    "core_shapes", "tt_layer_compression"}
+                                    "core_shapes", "tt_layer_compression", "low_rank_training"}
     for fig in figures.FIGURES.values():
         assert fig.script.is_file(), fig.script
         for quick in (True, False):
@@ -134,3 +134,22 @@ def test_mps_bond_dim_plot_reports_seeds_spread_and_the_paper(tmp_path):
     assert "0.97" in md and "< 1" not in md  # the paper's value, not a bound
     assert "| label index | moves with the sweep | fixed on site N / 2 |" in md
     assert "Adam on all cores" in md and "2.20 [2.20, 2.20]" in md
+
+
+def test_low_rank_training_figure_sets_our_runs_beside_the_papers_table(tmp_path):
+    specs = [figures.RunSpec("configs/dlrt_mnist.py:tau=0.4,smoke"),
+             figures.RunSpec("configs/dlrt_mnist.py:tau=0.4,smoke", seed=1),
+             figures.RunSpec("configs/dlrt_mnist.py:dense,smoke")]
+    files = figures.make_figure("low_rank_training", root=tmp_path / "runs",
+                                out_dir=tmp_path / "out", runs=specs, quick=True)
+    md = files["md"].read_text()
+    summaries = [json.loads((s.workdir(tmp_path / "runs") / "summary.json").read_text())
+                 for s in specs]
+    acc = [100 * s["test_accuracy"] for s in summaries[:2]]
+    # the spread over seeds, each seed's ranks, the dense baseline and the paper's values
+    assert f"{sum(acc) / 2:.2f} [{min(acc):.2f}, {max(acc):.2f}]" in md
+    for s in summaries[:2]:
+        assert ",".join(map(str, s["ranks"])) in md
+    assert f"dense baseline {100 * summaries[2]['test_accuracy']:.2f}%" in md
+    assert "paper 98.54%" in md and "| setting | paper | official code | ours |" in md
+    assert "worst single run over all tolerances" in md

@@ -77,6 +77,15 @@ def _mask(rank, width, dtype):
     return (jnp.arange(width) < rank).astype(dtype)
 
 
+def _check_dtype(dtype, name: str):
+    """DLRT is written for real float32 / float64 weights (QR and SVD of the bases)."""
+    dtype = jnp.dtype(dtype)
+    if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
+        raise TypeError(f"{name} must be float32 or float64 (real QR / SVD of the bases), "
+                        f"got {dtype.name}")
+    return dtype
+
+
 def _check_ranks(shape, rank, max_rank):
     n, m = shape
     rank = check_int(rank, "rank")
@@ -104,6 +113,7 @@ def random(key, shape, rank: int, *, max_rank: int | None = None,
     diagonal the same way), padded to ``max_rank`` (default ``rank``)."""
     n, m = check_shape(shape, "shape")
     rank, max_rank = _check_ranks((n, m), rank, max_rank)
+    dtype = _check_dtype(dtype, "dtype")
     w = jax.random.normal(as_key(key), (n, m), dtype) / jnp.sqrt(m).astype(dtype)
     u, sig, vh = jnp.linalg.svd(w, full_matrices=False)
     return _from_svd(u, sig, vh, rank, max_rank)
@@ -117,6 +127,7 @@ def from_dense(x, *, max_rank: int, rank: int | None = None,
     x = jnp.asarray(x)
     if x.ndim != 2:
         raise ValueError(f"x must be a matrix (n, m), got shape {x.shape}")
+    _check_dtype(x.dtype, "x")
     if rank is not None and rtol is not None:
         raise ValueError("give rank or rtol, not both")
     _check_ranks(x.shape, rank or 1, max_rank)
@@ -237,7 +248,11 @@ def step(loss: Callable[[Any], jax.Array], params, state: State,
         raise ValueError(f"rtol must be in [0, 1), got {rtol}")
     min_rank = check_int(min_rank, "min_rank")
     leaves, treedef, where = _split(params)
+    if not where:
+        raise ValueError("params holds no dlrt.USV factorization to train")
     facs = [leaves[i] for i in where]
+    for f in facs:
+        _check_dtype(f.s.dtype, "params (a dlrt.USV)")
 
     def rebuild(parts):
         out = list(leaves)

@@ -13,7 +13,8 @@ from props import COVERED
 MODULES = [
     "tnlib.tt", "tnlib.tucker", "tnlib.tree", "tnlib.cp", "tnlib.tr", "tnlib.network",
     "tnlib.btt", "tnlib.linalg", "tnlib.riemannian", "tnlib.sweep", "tnlib.sweep_born",
-    "tnlib.serialize", "tnlib.struct", "tnlib.search", "tnlib.models",
+    "tnlib.serialize", "tnlib.struct", "tnlib.search", "tnlib.models", "tnlib.dlrt",
+    "tnlib.optim",
 ]
 
 HERE = pathlib.Path(__file__).parent

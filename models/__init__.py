@@ -4,6 +4,7 @@ from tnlib.models.adapters import FLoRA, Frozen, LoRA, LoTR
 from tnlib.models.born import MPSBornMachine
 from tnlib.models.conv import CPConv, TuckerConv
 from tnlib.models.embedding import TTEmbedding
+from tnlib.models.low_rank import DLRTLinear
 from tnlib.models.mlp import StructuredMLP
 from tnlib.models.mps import MPSClassifier, local_feature_map
 from tnlib.models.mup import layer_lr_multipliers, structured_optimizer
@@ -18,7 +19,7 @@ from tnlib.models.structured import (
 )
 
 __all__ = [
-    "BTTLinear", "CPConv", "FLoRA", "Frozen", "KroneckerLinear", "LoRA", "LoTR",
+    "BTTLinear", "CPConv", "DLRTLinear", "FLoRA", "Frozen", "KroneckerLinear", "LoRA", "LoTR",
     "LowRankLinear", "MonarchLinear", "MPSBornMachine", "MPSClassifier", "StructuredMLP",
     "TensorRegression", "TTEmbedding", "TTLinear", "TuckerConv", "factorize_dims",
     "layer_lr_multipliers", "local_feature_map", "structured_optimizer",

@@ -120,3 +120,22 @@ def test_galore_sgd_update_is_the_scaled_projected_gradient(dtype, m, n, rank, s
     close(upd["w"], want, dtype, factor=50)
     close(upd["b"], -grads["b"], dtype)
     raises(lambda: optim.galore(optax.sgd(1.0), 0), "rank")
+
+
+@covers("models.DLRTLinear")
+@settings(max_examples=6)
+@given(shape=factor_shapes(), seed=seeds, bias=st.booleans())
+def test_dlrt_layer_is_its_dense_map(shape, seed, bias):
+    from flax import nnx
+
+    from tnlib.models import DLRTLinear
+
+    n_out, n_in, r, big = shape
+    layer = DLRTLinear(n_in, n_out, rank=r, max_rank=big, use_bias=bias,
+                       param_dtype=jnp.float64, rngs=nnx.Rngs(seed))
+    x = np.random.default_rng(seed).standard_normal((2, n_in))
+    w = np.asarray(dlrt.to_dense(layer.w.get_value()))
+    close(layer(jnp.asarray(x)), x @ w.T, F64)
+    assert layer.rank == r and layer.num_params() == r * (n_in + n_out) + bias * n_out
+    raises(lambda: DLRTLinear(n_in, n_out, rank=big + 1, max_rank=big, rngs=nnx.Rngs(0)),
+           "rank")

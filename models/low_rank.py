@@ -24,6 +24,7 @@ from flax import nnx
 from tnlib import dlrt
 
 from ._common import check_int, double_precision, promote_dtype
+from ._shapes import resolve_rank
 
 __all__ = ["DLRTLinear"]
 
@@ -35,16 +36,26 @@ class DLRTLinear(nnx.Module):
 
     Args:
       in_features, out_features: sizes of the input and output.
-      rank: the starting rank.
-      max_rank: the static cap (default ``rank``); ``2 max_rank <= min(in_features,
+      rank: the starting rank: an int, or a float in ``(0, 1]``, the fraction of the
+        dense kernel's parameters that ``r (in + out)`` may use (default 0.5), at most
+        ``min(in_features, out_features) // 2``.
+      max_rank: the static cap (default: the starting rank, so the rank can only
+        shrink; pass a larger one to let it grow); ``2 max_rank <= min(in_features,
         out_features)`` (the integrator's augmented bases are twice as wide).
     """
 
-    def __init__(self, in_features: int, out_features: int, *, rank: int,
+    def __init__(self, in_features: int, out_features: int, *, rank: int | float = 0.5,
                  max_rank: int | None = None, use_bias: bool = True, dtype=None,
                  param_dtype=jnp.float32, bias_init=_ZEROS, rngs: nnx.Rngs):
         self.in_features = check_int(in_features, "in_features")
         self.out_features = check_int(out_features, "out_features")
+        i, o = in_features, out_features
+        largest = min(i, o) // 2
+        if largest < 1:
+            raise ValueError(f"DLRTLinear needs min(in_features, out_features) >= 2 (the "
+                             f"augmented bases are twice the rank), got {i} x {o}")
+        rank = resolve_rank(rank, lambda r: r * (i + o), largest, i * o,
+                            f"min(in_features, out_features) // 2 = {largest}", "DLRTLinear")
         self.dtype, self.param_dtype = dtype, param_dtype
         self.w = nnx.Param(dlrt.random(rngs.params(), (out_features, in_features), rank,
                                        max_rank=max_rank, dtype=param_dtype))

@@ -80,3 +80,14 @@ def test_linen_bridge():
     x = jnp.ones((3, 12))
     variables = layer.init(jax.random.PRNGKey(0), x)
     assert layer.apply(variables, x).shape == (3, 10)
+
+
+def test_builds_from_the_sizes_alone_and_from_a_fraction():
+    layer = DLRTLinear(64, 32, rngs=nnx.Rngs(0))  # rank 0.5: r (64 + 32) <= 1024
+    assert layer.rank == 10 and layer.w.get_value().max_rank == 10
+    assert DLRTLinear(64, 32, rank=0.25, rngs=nnx.Rngs(0)).rank == 5
+    assert DLRTLinear(64, 32, rank=1.0, rngs=nnx.Rngs(0)).rank == 16  # capped at 32 // 2
+    with pytest.raises(ValueError, match="rank 17 is larger than 16"):
+        DLRTLinear(64, 32, rank=17, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="rank must be an int >= 1 or a float"):
+        DLRTLinear(64, 32, rank=0, rngs=nnx.Rngs(0))

@@ -28,13 +28,24 @@ and the optimizer states keep their shapes; the cost of a step is that of rank `
 The augmented bases are ``2R`` wide, so ``2 max_rank <= min(n, m)`` (the official code
 caps the rank at ``min(n, m) / 2`` too).
 
-A parameter pytree may hold any number of :class:`USV` leaves among ordinary arrays;
-:func:`init` builds the optimizer states and :func:`step` does one integrator step on
-all of them (``jit`` it with the loss closed over the batch).
+**Tucker tensors** (convolution kernels, tensor weights) take the rank-adaptive BUG
+integrator of Ceruti, Lubich & Walach in the same :func:`step`: a
+:class:`TuckerFactors` (core and one factor per mode, padded to ``max_ranks``) has one
+K-step per mode (``K_i = U_i R_i^T`` from ``Mat_i(C)^T = Q_i R_i``, the other factors
+fixed), augmented bases ``qr([K_i, U_i])``, an S-step on the augmented core, and a HOSVD
+truncation of that core keeping, per mode, the smallest rank whose discarded tail is
+``<= rtol ||C|| / sqrt(d)`` (so the whole truncation error is ``<= rtol ||C||``).
+:func:`as_tucker` gives the :class:`tnlib.tucker.Tucker` view for the operations of
+:mod:`tnlib.tucker`.
+
+A parameter pytree may hold any number of :class:`USV` and :class:`TuckerFactors`
+leaves among ordinary arrays; :func:`init` builds the optimizer states and :func:`step`
+does one integrator step on all of them (``jit`` it with the loss closed over the batch).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -47,7 +58,8 @@ from ._validate import as_key, check_int, check_shape
 from .struct import pytree_dataclass
 
 __all__ = ["USV", "random", "from_dense", "to_dense", "apply", "active_params", "truncate",
-           "shrink", "State", "init", "step"]
+           "shrink", "TuckerFactors", "random_tucker", "tucker_from_dense", "tucker_to_dense",
+           "as_tucker", "State", "init", "step"]
 
 
 @pytree_dataclass
@@ -69,8 +81,31 @@ class USV:
         return self.s.shape[-1]
 
 
+@pytree_dataclass
+class TuckerFactors:
+    """A Tucker tensor ``core x_1 factors[0] ... x_d factors[d-1]`` at active ranks
+    ``ranks`` (int32 ``(d,)``): ``core`` ``(R_1, ..., R_d)``, ``factors[i]`` ``(n_i, R_i)``
+    with orthonormal active columns, zero beyond ``ranks[i]``."""
+
+    core: jax.Array
+    factors: tuple
+    ranks: jax.Array
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return tuple(f.shape[-2] for f in self.factors)
+
+    @property
+    def max_ranks(self) -> tuple[int, ...]:
+        return tuple(self.core.shape)
+
+
 def _is_usv(x) -> bool:
-    return isinstance(x, USV)
+    return isinstance(x, USV | TuckerFactors)
+
+
+def _dtype_of(f):
+    return f.s.dtype if isinstance(f, USV) else f.core.dtype
 
 
 def _mask(rank, width, dtype):
@@ -193,8 +228,12 @@ def _split(params):
     return leaves, treedef, [i for i, x in enumerate(leaves) if _is_usv(x)]
 
 
-def _kl_shapes(f: USV):
-    return (f.u, f.v)
+def _kl_shapes(f):
+    return [f.u, f.v] if isinstance(f, USV) else list(f.factors)
+
+
+def _aug_shape(f):
+    return (2 * f.max_rank,) * 2 if isinstance(f, USV) else tuple(2 * r for r in f.max_ranks)
 
 
 def _s_tree(leaves, where, aug):
@@ -210,9 +249,9 @@ def init(params, optimizer: optax.GradientTransformation) -> State:
     leaves among arrays)."""
     leaves, _, where = _split(params)
     if not where:
-        raise ValueError("params holds no dlrt.USV factorization to train")
+        raise ValueError("params holds no dlrt.USV / dlrt.TuckerFactors to train")
     kl = [_kl_shapes(leaves[i]) for i in where]
-    aug = [jnp.zeros((2 * leaves[i].max_rank,) * 2, leaves[i].s.dtype) for i in where]
+    aug = [jnp.zeros(_aug_shape(leaves[i]), _dtype_of(leaves[i])) for i in where]
     return State(optimizer.init(kl), optimizer.init(_s_tree(leaves, where, aug)))
 
 
@@ -227,14 +266,196 @@ def _augment(new, old, rank):
     return q * _mask(2 * rank, 2 * width, q.dtype)
 
 
+def _usv_kind():
+    """The matrix case as the generic step sees it: modes 0 / 1 are the K- / L-steps."""
+
+    def k_start(f):
+        return [f.u @ f.s, f.v @ f.s.T]
+
+    def k_form(f, j, k):
+        eye = jnp.diag(_mask(f.rank, f.max_rank, f.s.dtype))
+        return USV(k, eye, f.v, f.rank) if j == 0 else USV(f.u, eye, k, f.rank)
+
+    def augment(f, ks):
+        m = _mask(f.rank, f.max_rank, f.s.dtype)
+        uh = _augment(ks[0] * m, f.u, f.rank)
+        vh = _augment(ks[1] * m, f.v, f.rank)
+        return (uh, vh), (uh.T @ f.u) @ f.s @ (f.v.T @ vh)
+
+    def s_form(f, bases, s):
+        return USV(bases[0], s, bases[1], 2 * f.rank)
+
+    def finish(f, bases, s, rtol, min_rank):
+        width = f.max_rank
+        m2 = _mask(2 * f.rank, 2 * width, f.s.dtype)
+        p, sig, q, r = truncate(s * m2[:, None] * m2[None, :], rtol, max_rank=width,
+                                min_rank=min_rank)
+        m = _mask(r, width, f.s.dtype)
+        return USV((bases[0] @ p[:, :width]) * m, jnp.diag(sig[:width] * m),
+                   (bases[1] @ q[:, :width]) * m, r), r
+
+    return k_start, k_form, augment, s_form, finish
+
+
+def _kind(f):
+    return _usv_kind() if isinstance(f, USV) else _tucker_kind()
+
+
+# ------------------------------------------------------------------------- Tucker
+
+
+def _unfold_t(c, i):
+    """``Mat_i(c)^T``: ``(prod of the other sizes, c.shape[i])``."""
+    return jnp.moveaxis(c, i, -1).reshape(-1, c.shape[i])
+
+
+def _fold_t(a, i, shape):
+    """The inverse of :func:`_unfold_t`."""
+    moved = tuple(shape[:i]) + tuple(shape[i + 1:]) + (shape[i],)
+    return jnp.moveaxis(a.reshape(moved), -1, i)
+
+
+def _mode_mul(c, m, i):
+    """``c x_i m`` for ``m`` ``(p, c.shape[i])``."""
+    return jnp.moveaxis(jnp.tensordot(m, c, axes=(1, i)), 0, i)
+
+
+def _check_tucker_ranks(dims, ranks, max_ranks):
+    d = len(dims)
+    ranks = tuple(check_int(r, "ranks") for r in ranks)
+    max_ranks = ranks if max_ranks is None else tuple(check_int(r, "max_ranks")
+                                                      for r in max_ranks)
+    if len(ranks) != d or len(max_ranks) != d:
+        raise ValueError(f"ranks and max_ranks need one entry per mode ({d}), got {ranks} "
+                         f"and {max_ranks}")
+    for i in range(d):
+        if ranks[i] > max_ranks[i]:
+            raise ValueError(f"ranks[{i}]={ranks[i]} is above max_ranks[{i}]={max_ranks[i]}")
+        if 2 * max_ranks[i] > dims[i]:
+            raise ValueError(f"max_ranks[{i}]={max_ranks[i]} is too large for mode size "
+                             f"{dims[i]}: the augmented bases are twice as wide, so it must "
+                             f"be <= {dims[i] // 2}")
+        others = math.prod(max_ranks[:i] + max_ranks[i + 1:])
+        if max_ranks[i] > others:
+            raise ValueError(f"max_ranks={max_ranks}: mode {i}'s rank exceeds the product "
+                             f"of the others ({others}), which no Tucker core can use")
+    return ranks, max_ranks
+
+
+def _hosvd(x, ranks, max_ranks):
+    """Truncated HOSVD of ``x`` at the (traced or static) ``ranks``, padded."""
+    factors, core = [], x
+    for i, (r, width) in enumerate(zip(ranks, max_ranks, strict=True)):
+        u = jnp.linalg.svd(_unfold_t(x, i).T, full_matrices=False)[0][:, :width]
+        factors.append(u * _mask(r, width, u.dtype))
+    for i, u in enumerate(factors):
+        core = _mode_mul(core, u.T, i)
+    return TuckerFactors(core, tuple(factors), jnp.asarray(ranks, jnp.int32))
+
+
+def random_tucker(key, dims, ranks, *, max_ranks=None, dtype=jnp.float32) -> TuckerFactors:
+    """The truncated HOSVD of a Gaussian tensor of ``dims`` with entries of variance
+    ``1 / prod(dims[1:])`` (fan-in scaling for a kernel ``(out, in, ...)``), at
+    ``ranks``, padded to ``max_ranks`` (default ``ranks``)."""
+    dims = check_shape(dims, "dims")
+    ranks, max_ranks = _check_tucker_ranks(dims, ranks, max_ranks)
+    dtype = _check_dtype(dtype, "dtype")
+    x = jax.random.normal(as_key(key), dims, dtype) / jnp.sqrt(
+        math.prod(dims[1:])).astype(dtype)
+    return _hosvd(x, ranks, max_ranks)
+
+
+def tucker_from_dense(x, *, max_ranks, ranks=None, rtol: float | None = None
+                      ) -> TuckerFactors:
+    """Truncated HOSVD of ``x`` padded to ``max_ranks``: at ``ranks``, or per mode at
+    the smallest rank whose discarded tail is ``<= rtol ||x|| / sqrt(d)`` (concrete
+    ``x``), or at ``max_ranks``."""
+    x = jnp.asarray(x)
+    _check_dtype(x.dtype, "x")
+    if ranks is not None and rtol is not None:
+        raise ValueError("give ranks or rtol, not both")
+    max_ranks = tuple(max_ranks)
+    if rtol is not None:
+        tol = rtol * jnp.linalg.norm(x) / math.sqrt(x.ndim)
+        ranks = tuple(min(w, linalg.tolerance_rank(jnp.linalg.svd(
+            _unfold_t(x, i), compute_uv=False), tol)) for i, w in enumerate(max_ranks))
+    ranks, max_ranks = _check_tucker_ranks(x.shape, max_ranks if ranks is None else ranks,
+                                           max_ranks)
+    return _hosvd(x, ranks, max_ranks)
+
+
+def tucker_to_dense(t: TuckerFactors) -> jax.Array:
+    """The dense tensor ``core x_1 factors[0] ... x_d factors[d-1]``."""
+    out = t.core
+    for i, u in enumerate(t.factors):
+        out = _mode_mul(out, u, i)
+    return out
+
+
+def as_tucker(t: TuckerFactors):
+    """The :class:`tnlib.tucker.Tucker` of ``t`` (padded: its zero blocks add nothing), for
+    the operations of :mod:`tnlib.tucker`."""
+    from .tucker import Tucker
+
+    return Tucker(t.core, tuple(t.factors))
+
+
+def _tucker_kind():
+    """Rank-adaptive BUG for Tucker tensors (Ceruti, Lubich & Walach): the K-step of mode
+    ``i`` trains ``K_i = U_i R_i^T`` with ``Mat_i(C)^T = Q_i R_i`` and the other factors
+    fixed; the augmented core ``C x_i (U_hat_i^T U_i)`` takes the S-step; the HOSVD of the
+    result truncates each mode's tail to ``rtol ||C|| / sqrt(d)``."""
+
+    def k_start(t):
+        return [u @ jnp.linalg.qr(_unfold_t(t.core, i))[1].T for i, u in enumerate(t.factors)]
+
+    def k_form(t, j, k):
+        q = jnp.linalg.qr(_unfold_t(t.core, j))[0]
+        factors = list(t.factors)
+        factors[j] = k
+        return TuckerFactors(_fold_t(q, j, t.core.shape), tuple(factors), t.ranks)
+
+    def augment(t, ks):
+        bases, core = [], t.core
+        for i, (k, u) in enumerate(zip(ks, t.factors, strict=True)):
+            uh = _augment(k * _mask(t.ranks[i], u.shape[1], u.dtype), u, t.ranks[i])
+            bases.append(uh)
+            core = _mode_mul(core, uh.T @ u, i)
+        return tuple(bases), core
+
+    def s_form(t, bases, s):
+        return TuckerFactors(s, tuple(bases), 2 * t.ranks)
+
+    def finish(t, bases, s, rtol, min_rank):
+        d = s.ndim
+        for i in range(d):
+            m2 = _mask(2 * t.ranks[i], s.shape[i], s.dtype)
+            s = s * m2.reshape((-1,) + (1,) * (d - 1 - i))
+        tol = rtol * jnp.linalg.norm(s) / math.sqrt(d)
+        factors, ranks, core = [], [], s
+        for i, width in enumerate(t.max_ranks):
+            p, sig, _ = jnp.linalg.svd(_unfold_t(s, i).T, full_matrices=False)
+            r = jnp.clip(jnp.sum(linalg.tolerance_mask(sig, tol)), min_rank,
+                         width).astype(jnp.int32)
+            p = p[:, :width] * _mask(r, width, s.dtype)
+            core = _mode_mul(core, p.T, i)
+            factors.append(bases[i] @ p)
+            ranks.append(r)
+        ranks = jnp.stack(ranks)
+        return TuckerFactors(core, tuple(factors), ranks), ranks
+
+    return k_start, k_form, augment, s_form, finish
+
+
 def step(loss: Callable[[Any], jax.Array], params, state: State,
          optimizer: optax.GradientTransformation, *, rtol: float, min_rank: int = 1):
-    """One rank-adaptive integrator step (module docstring) on every :class:`USV` leaf
-    of ``params``; other leaves are updated in the S-step with the same optimizer.
+    """One rank-adaptive integrator step (module docstring) on every :class:`USV` and
+    :class:`TuckerFactors` leaf of ``params``; other leaves are updated in the S-step
+    with the same optimizer.
 
     Args:
       loss: ``loss(params) -> scalar`` (close it over the batch).
-      params: a pytree with :class:`USV` leaves among arrays.
+      params: a pytree with :class:`USV` / :class:`TuckerFactors` leaves among arrays.
       state: from :func:`init` with the same ``optimizer``.
       optimizer: an optax transformation; the official MNIST code uses Adam 1e-3 for
         K, L and S alike.
@@ -242,17 +463,19 @@ def step(loss: Callable[[Any], jax.Array], params, state: State,
       min_rank: the smallest rank kept (the official code keeps 2).
 
     Returns ``(params, state, info)``; ``info`` holds ``loss`` (at the start of the
-    step) and ``ranks`` (the new active ranks, an int32 array per factorization).
+    step) and ``ranks``, a tuple with each factorization's new active rank (an int32
+    scalar for a :class:`USV`, one per mode for a :class:`TuckerFactors`).
     """
     if not 0 <= rtol < 1:
         raise ValueError(f"rtol must be in [0, 1), got {rtol}")
     min_rank = check_int(min_rank, "min_rank")
     leaves, treedef, where = _split(params)
     if not where:
-        raise ValueError("params holds no dlrt.USV factorization to train")
+        raise ValueError("params holds no dlrt.USV / dlrt.TuckerFactors to train")
     facs = [leaves[i] for i in where]
+    kinds = [_kind(f) for f in facs]
     for f in facs:
-        _check_dtype(f.s.dtype, "params (a dlrt.USV)")
+        _check_dtype(_dtype_of(f), "params (a dlrt factorization)")
 
     def rebuild(parts):
         out = list(leaves)
@@ -260,34 +483,36 @@ def step(loss: Callable[[Any], jax.Array], params, state: State,
             out[i] = f
         return jax.tree.unflatten(treedef, out)
 
-    eye = [jnp.diag(_mask(f.rank, f.max_rank, f.s.dtype)) for f in facs]
-    ks = [f.u @ f.s for f in facs]
-    ls = [f.v @ f.s.T for f in facs]
-    # K- and L-steps from the same point: W = K V^T and W = U L^T (with s = identity on
-    # the active block, the USV forward computes exactly these products).
-    value, gk = jax.value_and_grad(lambda ks: loss(rebuild(
-        [USV(k, e, f.v, f.rank) for k, e, f in zip(ks, eye, facs, strict=True)])))(ks)
-    gl = jax.grad(lambda ls: loss(rebuild(
-        [USV(f.u, e, v, f.rank) for v, e, f in zip(ls, eye, facs, strict=True)])))(ls)
-    kl = list(zip(ks, ls, strict=True))
-    upd, kl_state = optimizer.update(list(zip(gk, gl, strict=True)), state.kl, kl)
-    kl = optax.apply_updates(kl, upd)
+    # K-steps from the same point, mode by mode: every factorization in its mode-j form
+    # (the same weights; those with fewer modes stay as they are).
+    ks = [kind[0](f) for kind, f in zip(kinds, facs, strict=True)]
+    grads = [[None] * len(k) for k in ks]
+    value = None
+    for j in range(max(map(len, ks))):
+        has = [j < len(k) for k in ks]
 
-    bases = []
-    for (k, l), f in zip(kl, facs, strict=True):
-        m = _mask(f.rank, f.max_rank, f.s.dtype)
-        uh = _augment(k * m, f.u, f.rank)
-        vh = _augment(l * m, f.v, f.rank)
-        s_aug = (uh.T @ f.u) @ f.s @ (f.v.T @ vh)
-        bases.append((uh, vh, s_aug))
+        def mode_loss(kj, j=j, has=has):
+            parts = [kind[1](f, j, k) if h else f
+                     for kind, f, k, h in zip(kinds, facs, kj, has, strict=True)]
+            return loss(rebuild(parts))
 
+        kj = [k[j] if h else jnp.zeros(()) for k, h in zip(ks, has, strict=True)]
+        v, g = jax.value_and_grad(mode_loss)(kj)
+        value = v if value is None else value
+        for a, (gj, h) in enumerate(zip(g, has, strict=True)):
+            if h:
+                grads[a][j] = gj
+    upd, kl_state = optimizer.update(grads, state.kl, ks)
+    ks = optax.apply_updates(ks, upd)
+
+    aug = [kind[2](f, k) for kind, f, k in zip(kinds, facs, ks, strict=True)]
     # S-step: the augmented cores and every non-factorized parameter.
-    s_leaves = _s_tree(leaves, where, [b[2] for b in bases])
+    s_leaves = _s_tree(leaves, where, [a[1] for a in aug])
 
     def s_loss(s_leaves):
         out = list(s_leaves)
-        for i, (uh, vh, _), f in zip(where, bases, facs, strict=True):
-            out[i] = USV(uh, s_leaves[i], vh, 2 * f.rank)
+        for i, kind, (bases, _), f in zip(where, kinds, aug, facs, strict=True):
+            out[i] = kind[3](f, bases, s_leaves[i])
         return loss(jax.tree.unflatten(treedef, out))
 
     g = jax.grad(s_loss)(s_leaves)
@@ -295,14 +520,8 @@ def step(loss: Callable[[Any], jax.Array], params, state: State,
     s_leaves = optax.apply_updates(s_leaves, upd)
 
     new, ranks = list(s_leaves), []
-    for i, (uh, vh, _), f in zip(where, bases, facs, strict=True):
-        width = f.max_rank
-        m2 = _mask(2 * f.rank, 2 * width, f.s.dtype)
-        p, sig, q, r = truncate(s_leaves[i] * m2[:, None] * m2[None, :], rtol,
-                                max_rank=width, min_rank=min_rank)
-        m = _mask(r, width, f.s.dtype)
-        new[i] = USV((uh @ p[:, :width]) * m, jnp.diag(sig[:width] * m),
-                     (vh @ q[:, :width]) * m, r)
+    for i, kind, (bases, _), f in zip(where, kinds, aug, facs, strict=True):
+        new[i], r = kind[4](f, bases, s_leaves[i], rtol, min_rank)
         ranks.append(r)
     return (jax.tree.unflatten(treedef, new), State(kl_state, s_state),
-            {"loss": value, "ranks": jnp.stack(ranks)})
+            {"loss": value, "ranks": tuple(ranks)})

@@ -139,3 +139,40 @@ def test_dlrt_layer_is_its_dense_map(shape, seed, bias):
     assert layer.rank == r and layer.num_params() == r * (n_in + n_out) + bias * n_out
     raises(lambda: DLRTLinear(n_in, n_out, rank=big + 1, max_rank=big, rngs=nnx.Rngs(0)),
            "rank")
+
+
+@st.composite
+def tucker_shapes(draw):
+    d = draw(st.integers(2, 3))
+    dims = tuple(draw(st.integers(2, 7)) for _ in range(d))
+    while True:
+        big = tuple(draw(st.integers(1, n // 2)) for n in dims)
+        if all(big[i] <= int(np.prod(big[:i] + big[i + 1:])) for i in range(d)):
+            break
+    ranks = tuple(draw(st.integers(1, b)) for b in big)
+    return dims, ranks, big
+
+
+@covers("dlrt.TuckerFactors", "dlrt.random_tucker", "dlrt.tucker_from_dense",
+        "dlrt.tucker_to_dense", "dlrt.as_tucker")
+@pytest.mark.parametrize("dtype", REAL, ids=dtype_id)
+@given(shape=tucker_shapes(), seed=seeds)
+def test_tucker_factors_are_the_dense_tensor(dtype, shape, seed):
+    from tnlib import tucker
+
+    dims, ranks, big = shape
+    t = dlrt.random_tucker(jax.random.PRNGKey(seed), dims, ranks, max_ranks=big, dtype=dtype)
+    assert t.dims == dims and t.max_ranks == big and tuple(np.asarray(t.ranks)) == ranks
+    ref = np.asarray(t.core, np.float64)
+    for i, u in enumerate(t.factors):
+        u = np.asarray(u, np.float64)
+        assert not np.any(u[:, ranks[i]:])  # zero beyond the active rank
+        close(u.T @ u, np.diag((np.arange(big[i]) < ranks[i]).astype(float)), dtype, factor=10)
+        ref = np.moveaxis(np.tensordot(u, ref, axes=(1, i)), 0, i)
+    close(jax.jit(dlrt.tucker_to_dense)(t), ref, dtype)
+    close(tucker.to_dense(dlrt.as_tucker(t)), ref, dtype)
+    back = dlrt.tucker_from_dense(jnp.asarray(ref, dtype), max_ranks=big, ranks=ranks)
+    close(dlrt.tucker_to_dense(back), ref, dtype, factor=10)
+    raises(lambda: dlrt.random_tucker(jax.random.PRNGKey(0), dims, ranks, max_ranks=big,
+                                      dtype=C64), "dtype",
+           TypeError)

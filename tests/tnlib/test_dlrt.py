@@ -151,3 +151,104 @@ def test_shrink_keeps_the_matrix_and_bad_arguments_are_errors():
         dlrt.init({"b": jnp.zeros(3)}, opt)
     with pytest.raises(ValueError, match="rtol must be in"):
         dlrt.step(lambda p: 0.0, {"w": f}, dlrt.init({"w": f}, opt), opt, rtol=1.5)
+
+
+# ---------------------------------------------------------------------------- Tucker
+
+
+def unfold(x, i):
+    return np.moveaxis(x, i, 0).reshape(x.shape[i], -1)
+
+
+def mode_mul(x, m, i):
+    return np.moveaxis(np.tensordot(m, x, axes=(1, i)), 0, i)
+
+
+def numpy_tucker_step(core, factors, target, lr, rtol, max_rank):
+    """Rank-adaptive Tucker BUG written out with dense numpy gradients of
+    ``||W - target||^2`` (SGD), active blocks only, ranks capped at ``max_rank``."""
+    def dense(c, fs):
+        for i, u in enumerate(fs):
+            c = mode_mul(c, u, i)
+        return c
+
+    d = core.ndim
+    g = 2 * (dense(core, factors) - target)
+    bases = []
+    for i, u in enumerate(factors):
+        q, rf = np.linalg.qr(unfold(core, i).T)
+        k = u @ rf.T
+        z = np.moveaxis(q.T.reshape((core.shape[i],) + tuple(np.delete(core.shape, i))), 0, i)
+        for j, uj in enumerate(factors):
+            if j != i:
+                z = mode_mul(z, uj, j)
+        k = k - lr * unfold(g, i) @ unfold(z, i).T
+        bases.append(np.linalg.qr(np.concatenate([k, u], 1))[0])
+    c = core
+    for i, (uh, u) in enumerate(zip(bases, factors, strict=True)):
+        c = mode_mul(c, uh.T @ u, i)
+    g2 = 2 * (dense(c, bases) - target)
+    for i, uh in enumerate(bases):
+        g2 = mode_mul(g2, uh.T, i)
+    c = c - lr * g2
+    tol = rtol * np.linalg.norm(c) / np.sqrt(d)
+    ranks, ps = [], []
+    for i in range(d):
+        p, sig, _ = np.linalg.svd(unfold(c, i), full_matrices=False)
+        tails = [np.sqrt(np.sum(sig[k:] ** 2)) for k in range(len(sig) + 1)]
+        r = min(max_rank, next(k for k in range(len(tails)) if tails[k] <= tol))
+        ranks.append(r)
+        ps.append(p[:, :r])
+    for i, (uh, p) in enumerate(zip(bases, ps, strict=True)):
+        c = mode_mul(c, uh @ p @ p.T, i)
+    return c, tuple(ranks)
+
+
+@pytest.mark.parametrize("rtol", [0.0, 0.05, 0.3])
+def test_tucker_step_equals_the_rank_adaptive_bug_in_numpy(rtol):
+    t = dlrt.random_tucker(jax.random.PRNGKey(0), (8, 9, 10), (2, 3, 2), max_ranks=(4, 4, 4),
+                           dtype=jnp.float64)
+    target = jnp.asarray(rng(1).standard_normal((8, 9, 10)))
+    loss = lambda p: jnp.sum((dlrt.tucker_to_dense(p["t"]) - target) ** 2)
+    opt = optax.sgd(0.05)
+    params = {"t": t}
+    new, _, info = jax.jit(lambda p, s: dlrt.step(loss, p, s, opt, rtol=rtol))(
+        params, dlrt.init(params, opt))
+    core = np.asarray(t.core)[:2, :3, :2]
+    factors = [np.asarray(u)[:, :r] for u, r in zip(t.factors, (2, 3, 2), strict=True)]
+    want, ranks = numpy_tucker_step(core, factors, np.asarray(target), 0.05, rtol, 4)
+    got = tuple(int(r) for r in info["ranks"][0])
+    assert got == ranks, (got, ranks)
+    close(dlrt.tucker_to_dense(new["t"]), want, 1e-9)
+    # the padded tnlib.tucker view is the same tensor
+    from tnlib import tucker
+    close(tucker.to_dense(dlrt.as_tucker(new["t"])), want, 1e-9)
+
+
+@pytest.mark.parametrize("start", [(4, 4, 4), (1, 1, 1)])
+def test_tucker_finds_the_planted_multilinear_ranks_under_jit(start):
+    true = dlrt.random_tucker(jax.random.PRNGKey(5), (10, 12, 10), (2, 3, 2), dtype=jnp.float64)
+    x = dlrt.tucker_to_dense(true)
+    x = 10 * x / jnp.linalg.norm(x)
+    params = {"t": dlrt.random_tucker(jax.random.PRNGKey(1), (10, 12, 10), start,
+                                      max_ranks=(4, 4, 4), dtype=jnp.float64)}
+    opt = optax.sgd(0.1)
+    loss = lambda p: jnp.sum((dlrt.tucker_to_dense(p["t"]) - x) ** 2)
+    step = jax.jit(lambda p, s: dlrt.step(loss, p, s, opt, rtol=0.01))
+    state = dlrt.init(params, opt)
+    for _ in range(100):
+        params, state, info = step(params, state)
+    assert tuple(int(r) for r in info["ranks"][0]) == (2, 3, 2)
+    close(dlrt.tucker_to_dense(params["t"]), x, 1e-8)
+    for u, r in zip(params["t"].factors, (2, 3, 2), strict=True):  # orthonormal active block
+        close(u.T @ u, np.diag((np.arange(4) < r).astype(float)), 1e-10)
+
+
+def test_tucker_bad_ranks_are_errors():
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match=r"max_ranks\[0\]=5 is too large for mode size 8"):
+        dlrt.random_tucker(key, (8, 9, 10), (2, 2, 2), max_ranks=(5, 4, 4))
+    with pytest.raises(ValueError, match="exceeds the product of the others"):
+        dlrt.random_tucker(key, (8, 9, 10), (1, 1, 3), max_ranks=(1, 1, 3))
+    with pytest.raises(ValueError, match="one entry per mode"):
+        dlrt.random_tucker(key, (8, 9, 10), (2, 2))

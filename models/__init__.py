@@ -17,10 +17,12 @@ from tnlib.models.structured import (
     TTLinear,
     factorize_dims,
 )
+from tnlib.models.surgery import Replacement, factorize
 
 __all__ = [
     "BTTLinear", "CPConv", "DLRTLinear", "FLoRA", "Frozen", "KroneckerLinear", "LoRA", "LoTR",
     "LowRankLinear", "MonarchLinear", "MPSBornMachine", "MPSClassifier", "StructuredMLP",
-    "TensorRegression", "TTEmbedding", "TTLinear", "TuckerConv", "factorize_dims",
+    "Replacement", "TensorRegression", "TTEmbedding", "TTLinear", "TuckerConv", "factorize",
+    "factorize_dims",
     "layer_lr_multipliers", "local_feature_map", "structured_optimizer",
 ]

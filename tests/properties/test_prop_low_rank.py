@@ -176,3 +176,37 @@ def test_tucker_factors_are_the_dense_tensor(dtype, shape, seed):
     raises(lambda: dlrt.random_tucker(jax.random.PRNGKey(0), dims, ranks, max_ranks=big,
                                       dtype=C64), "dtype",
            TypeError)
+
+
+@covers("models.factorize", "models.Replacement")
+@settings(max_examples=6)
+@given(widths=st.lists(st.integers(4, 12), min_size=2, max_size=4), r=st.integers(1, 2),
+       seed=seeds)
+def test_factorize_is_exact_at_the_planted_rank(widths, r, seed):
+    from flax import nnx
+
+    from tnlib.models import factorize
+
+    g = np.random.default_rng(seed)
+    layers = []
+    for i, o in zip(widths[:-1], widths[1:], strict=True):
+        lin = nnx.Linear(i, o, param_dtype=jnp.float64, rngs=nnx.Rngs(seed))
+        lin.kernel[...] = jnp.asarray(g.standard_normal((i, r)) @ g.standard_normal((r, o)))
+        layers.append(lin)
+    model = nnx.List(layers)
+
+    def run(x):
+        for layer in model:
+            x = layer(x)
+        return x
+
+    x = jnp.asarray(g.standard_normal((3, widths[0])))
+    before = np.asarray(run(x))
+    report = factorize(model, "lowrank", rank=r)
+    assert [rep.path for rep in report] == [(k,) for k in range(len(layers))]
+    for rep, (i, o) in zip(report, zip(widths[:-1], widths[1:], strict=True), strict=True):
+        assert rep.old_params == i * o + o
+        assert rep.replaced == (r * (i + o) + o < i * o + o)
+        assert rep.new_params == (r * (i + o) + o)
+        assert rep.rel_error < 1e-9
+    close(run(x), before, F64, scale=max(1.0, float(np.abs(before).max())))

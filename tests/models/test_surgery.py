@@ -128,3 +128,15 @@ def test_bad_arguments_are_errors():
         factorize(model, "lowrank", where=lambda path, layer: False)
     with pytest.raises(TypeError, match="model must be an nnx.Module"):
         factorize({"a": 1}, "lowrank")
+
+
+def test_layers_in_a_dict_are_found_and_replaced():
+    class M(nnx.Module):
+        def __init__(self, rngs):
+            self.layers = nnx.Dict({"a": nnx.Linear(16, 16, rngs=rngs),
+                                    "b": nnx.Linear(16, 16, rngs=rngs)})
+
+    m = M(nnx.Rngs(0))
+    report = factorize(m, "lowrank", rank=2)
+    assert [r.path for r in report] == [("layers", "a"), ("layers", "b")]
+    assert all(type(m.layers[k]).__name__ == "LowRankLinear" for k in ("a", "b"))

@@ -38,7 +38,7 @@ SETTINGS = [
     ("feature map", "cos / sin of pi x / 2", "[1, x / 4] (in the code)", "cos / sin of pi x / 2"),
     ("label index", "moves with the sweep", "fixed on site N / 2",
      "moves with the sweep; starts and ends each sweep on site L / 2"),
-    ("local cost", "squared", "squared + lambda |B|^2 (lambda 0)", "squared + l2 |B|^2 (l2 0)"),
+    ("local cost", "squared", "squared + lambda norm(B)^2 (lambda 0)", "squared + l2 norm(B)^2 (l2 0)"),
     ("local solver", "gradient step on B", "conjugate gradient, Npass = 4 (B rescaled to 1)",
      "conjugate gradient, 4 passes (from the best multiple of B)"),
     ("truncation", "SVD, bond m", "discarded weight <= 1e-10, minm = max(10, maxm / 2)",

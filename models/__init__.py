@@ -2,7 +2,7 @@
 
 from tnlib.models.adapters import FLoRA, Frozen, LoRA, LoTR
 from tnlib.models.born import MPSBornMachine
-from tnlib.models.conv import CPConv, TuckerConv
+from tnlib.models.conv import CPConv, DLRTConv, TuckerConv
 from tnlib.models.embedding import TTEmbedding
 from tnlib.models.low_rank import DLRTLinear
 from tnlib.models.mlp import StructuredMLP
@@ -20,7 +20,8 @@ from tnlib.models.structured import (
 from tnlib.models.surgery import Replacement, factorize
 
 __all__ = [
-    "BTTLinear", "CPConv", "DLRTLinear", "FLoRA", "Frozen", "KroneckerLinear", "LoRA", "LoTR",
+    "BTTLinear", "CPConv", "DLRTConv", "DLRTLinear", "FLoRA", "Frozen", "KroneckerLinear",
+    "LoRA", "LoTR",
     "LowRankLinear", "MonarchLinear", "MPSBornMachine", "MPSClassifier", "StructuredMLP",
     "Replacement", "TensorRegression", "TTEmbedding", "TTLinear", "TuckerConv", "factorize",
     "factorize_dims",

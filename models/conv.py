@@ -8,6 +8,10 @@ shape ``(kh, kw, C_in, C_out)`` (``nnx.Conv``'s HWIO layout):
   Applications"): ``K = core x_3 U_in x_4 U_out`` with ``core`` ``(kh, kw, r_in, r_out)``,
   ``U_in`` ``(C_in, r_in)`` and ``U_out`` ``(C_out, r_out)``; applied as a 1x1 conv
   ``C_in -> r_in``, a ``kh x kw`` conv ``r_in -> r_out`` and a 1x1 conv ``r_out -> C_out``.
+- ``DLRTConv``: the kernel reshaped to ``(C_out, kh kw C_in)`` is a ``tnlib.dlrt.USV``
+  whose rank adapts when trained by ``tnlib.dlrt.step`` (the form of the DLRT paper's
+  official LeNet5 code); applied as a ``kh x kw`` conv ``C_in -> R`` and a 1x1 map
+  ``R -> C_out``.
 - ``CPConv``: rank-``R`` CP kernel (Lebedev et al. 2015, "Speeding-up Convolutional
   Neural Networks Using Fine-tuned CP-Decomposition"):
   ``K[h, w, i, o] = sum_r V[h, r] H[w, r] U_in[i, r] U_out[o, r]``; applied as a 1x1 conv
@@ -37,10 +41,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tnlib import cp, linalg, tucker
+from tnlib import cp, dlrt, linalg, tucker
 from tnlib.models._common import check_int, compute_dtype, double_precision, param_tree
+from tnlib.models._shapes import resolve_rank
 
-__all__ = ["TuckerConv", "CPConv"]
+__all__ = ["TuckerConv", "CPConv", "DLRTConv"]
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
@@ -346,6 +351,89 @@ class CPConv(nnx.Module):
         layer.horizontal[...] = h
         layer.first[...] = u_in
         layer.last[...] = u_out
+        if bias is not None:
+            layer.bias[...] = jnp.asarray(bias, param_dtype)
+        return layer
+
+
+class DLRTConv(nnx.Module):
+    """2-D convolution whose kernel, as the ``(C_out, kh kw C_in)`` matrix, is a
+    :class:`tnlib.dlrt.USV` of adaptive rank (train it with :func:`tnlib.dlrt.step`,
+    as :class:`tnlib.models.DLRTLinear`).
+
+    Args:
+      in_features, out_features, kernel_size, strides, padding, use_bias, dtype,
+        param_dtype, rngs: as ``TuckerConv``.
+      rank: the starting rank: an int, or a float in ``(0, 1]``, the fraction of the
+        dense kernel's parameters that ``r (C_out + kh kw C_in)`` may use (default 0.5).
+      max_rank: the static cap (default the starting rank);
+        ``2 max_rank <= min(C_out, kh kw C_in)``.
+
+    Params: ``w`` (a ``USV``: ``u`` ``(C_out, R)``, ``s``, ``v`` ``(kh kw C_in, R)``),
+    ``bias`` ``(C_out,)``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, kernel_size, *,
+                 rank: int | float = 0.5, max_rank: int | None = None, strides=1,
+                 padding="SAME", use_bias: bool = True, dtype=None, param_dtype=jnp.float32,
+                 rngs: nnx.Rngs):
+        _common_init(self, in_features, out_features, kernel_size, strides, padding, use_bias,
+                     dtype, param_dtype)
+        kh, kw = self.kernel_size
+        o, m = self.out_features, kh * kw * self.in_features
+        largest = min(o, m) // 2
+        if largest < 1:
+            raise ValueError(f"DLRTConv needs min(C_out, kh kw C_in) >= 2, got {o} and {m}")
+        r = resolve_rank(rank, lambda r: r * (o + m), largest, o * m,
+                         f"min(C_out, kh kw C_in) // 2 = {largest}", "DLRTConv")
+        self.w = nnx.Param(dlrt.random(rngs.params(), (o, m), r, max_rank=max_rank,
+                                       dtype=param_dtype))
+        self.bias = nnx.Param(jnp.zeros((o,), param_dtype)) if use_bias else None
+
+    @property
+    def rank(self) -> int:
+        """The active rank (concrete: call outside ``jit``)."""
+        return int(self.w.get_value().rank)
+
+    def to_dense(self):
+        """Dense kernel ``(kh, kw, C_in, C_out)``."""
+        kh, kw = self.kernel_size
+        w = dlrt.to_dense(self.w.get_value())  # (C_out, kh kw C_in)
+        return w.T.reshape(kh, kw, self.in_features, self.out_features)
+
+    def num_params(self) -> int:
+        """``r (C_out + kh kw C_in)`` at the active rank, plus the bias."""
+        bias = self.out_features if self.bias is not None else 0
+        return int(dlrt.active_params(self.w.get_value())) + bias
+
+    def __call__(self, x):
+        x, batch = _flatten_input(x, self.in_features)
+        dt = _dtype(self, x)
+        f = self.w.get_value()
+        kh, kw = self.kernel_size
+        v = f.v.astype(dt).reshape(kh, kw, self.in_features, -1)
+        y = jax.lax.conv_general_dilated(x.astype(dt), v, self.strides, self.padding,
+                                         dimension_numbers=_DIMS)
+        y = y @ (f.u @ f.s).astype(dt).T
+        if self.bias is not None:
+            y = y + self.bias[...].astype(dt)
+        return y.reshape(batch + y.shape[1:])
+
+    @classmethod
+    def from_dense(cls, kernel, bias=None, *, max_rank: int, rank: int | None = None,
+                   rtol: float | None = None, strides=1, padding="SAME", dtype=None,
+                   param_dtype=jnp.float32, rngs: nnx.Rngs) -> DLRTConv:
+        """The truncated SVD (double precision) of the HWIO ``kernel`` as a ``(C_out,
+        kh kw C_in)`` matrix, at ``rank`` / the rank ``rtol`` picks / ``max_rank``."""
+        kernel = _check_kernel(kernel, bias)
+        kh, kw, c_in, c_out = kernel.shape
+        layer = cls(c_in, c_out, (kh, kw), rank=rank or 1, max_rank=max_rank,
+                    strides=strides, padding=padding, use_bias=bias is not None,
+                    dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        f = double_precision(lambda k: dlrt.from_dense(k.reshape(-1, c_out).T,
+                                                       max_rank=max_rank, rank=rank,
+                                                       rtol=rtol), kernel, param_dtype)
+        layer.w = nnx.Param(dlrt.USV(f.u, f.s, f.v, f.rank.astype(jnp.int32)))
         if bias is not None:
             layer.bias[...] = jnp.asarray(bias, param_dtype)
         return layer

@@ -91,3 +91,47 @@ def test_builds_from_the_sizes_alone_and_from_a_fraction():
         DLRTLinear(64, 32, rank=17, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="rank must be an int >= 1 or a float"):
         DLRTLinear(64, 32, rank=0, rngs=nnx.Rngs(0))
+
+
+def test_conv_layer_is_the_convolution_of_its_dense_kernel():
+    from tnlib.models import DLRTConv
+
+    layer = DLRTConv(3, 8, (3, 3), rank=3, max_rank=4, rngs=nnx.Rngs(0))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 6, 6, 3)), jnp.float32)
+    want = jax.lax.conv_general_dilated(x, layer.to_dense(), (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(layer(x), want, atol=1e-5)
+    assert layer.rank == 3 and layer.num_params() == 3 * (8 + 27) + 8
+    # a planted rank-2 kernel comes back exactly
+    g = np.random.default_rng(1)
+    kernel = (g.standard_normal((27, 2)) @ g.standard_normal((2, 8))).reshape(3, 3, 3, 8)
+    conv = DLRTConv.from_dense(kernel, np.zeros(8), max_rank=4, rtol=1e-6, rngs=nnx.Rngs(0))
+    assert conv.rank == 2
+    np.testing.assert_allclose(conv.to_dense(), kernel, atol=1e-5)
+
+
+def test_a_cnn_with_dlrt_convs_trains():
+    from tnlib.models import DLRTConv
+
+    class CNN(nnx.Module):
+        def __init__(self, rngs):
+            self.conv = DLRTConv(1, 8, (3, 3), rank=4, max_rank=4, rngs=rngs)
+            self.out = nnx.Linear(8 * 6 * 6, 2, rngs=rngs)
+
+        def __call__(self, x):
+            return self.out(jax.nn.relu(self.conv(x)).reshape(x.shape[0], -1))
+
+    g = np.random.default_rng(3)
+    x = jnp.asarray(g.standard_normal((32, 6, 6, 1)), jnp.float32)
+    y = (x[:, :3].sum((1, 2, 3)) > 0).astype(jnp.int32)
+    model = CNN(nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    opt = optax.adam(1e-2)
+    state = dlrt.init(params, opt)
+    loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
+        nnx.merge(graphdef, p, rest)(x), y).mean()
+    step = jax.jit(lambda p, s: dlrt.step(loss, p, s, opt, rtol=0.1, min_rank=1))
+    first = float(loss(params))
+    for _ in range(60):
+        params, state, info = step(params, state)
+    assert float(loss(params)) < 0.5 * first

@@ -213,3 +213,23 @@ def test_factorize_is_exact_at_the_planted_rank(widths, r, seed):
         assert rep.new_params == (r * (i + o) + o)
         assert rep.rel_error < 1e-9
     close(run(x), before, F64, scale=max(1.0, float(np.abs(before).max())))
+
+
+@covers("models.DLRTConv")
+@settings(max_examples=4)
+@given(c_in=st.integers(1, 3), c_out=st.integers(2, 6), k=st.integers(1, 3), seed=seeds)
+def test_dlrt_conv_is_its_dense_convolution(c_in, c_out, k, seed):
+    from flax import nnx
+
+    from tnlib.models import DLRTConv
+
+    largest = min(c_out, k * k * c_in) // 2
+    if largest < 1:
+        raises(lambda: DLRTConv(c_in, c_out, k, rngs=nnx.Rngs(0)), "DLRTConv needs")
+        return
+    layer = DLRTConv(c_in, c_out, k, rank=1.0, param_dtype=jnp.float64, rngs=nnx.Rngs(seed))
+    assert layer.rank == largest
+    x = np.random.default_rng(seed).standard_normal((2, 5, 5, c_in))
+    want = jax.lax.conv_general_dilated(jnp.asarray(x), layer.to_dense(), (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    close(layer(jnp.asarray(x)), np.asarray(want), F64)

@@ -86,8 +86,13 @@ def _close(a, b, key, rtol):
 
 
 def test_sweep_on_eight_devices_matches_one_and_resumes_on_one(tmp_path):
+    # XLA's default (MLIR) fusion emitters, as users run it: the suite turns them off to
+    # compile faster (conftest.py), and with the classic emitters the 1- and 8-device
+    # float32 trajectories drift further apart (train loss 0.59%, test loss 1.6% after
+    # two sweeps, against < 0.5% here); bonds stay equal either way.
+    flags = os.environ["XLA_FLAGS"].replace("--xla_cpu_use_fusion_emitters=false", "")
     env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=os.environ["XLA_FLAGS"] + " --xla_force_host_platform_device_count=8")
+               XLA_FLAGS=flags + " --xla_force_host_platform_device_count=8")
     try:
         res = subprocess.run([sys.executable, "-c", _SCRIPT, str(ROOT), str(tmp_path)],
                              env=env, capture_output=True, text=True, timeout=240)

@@ -182,7 +182,7 @@ def test_tucker_factors_are_the_dense_tensor(dtype, shape, seed):
 
 
 @covers("models.factorize", "models.Replacement")
-@settings(max_examples=3)
+@settings(max_examples=2)
 @given(widths=st.lists(st.integers(4, 12), min_size=2, max_size=3), r=st.integers(1, 2),
        seed=seeds)
 def test_factorize_is_exact_at_the_planted_rank(widths, r, seed):

@@ -362,12 +362,14 @@ class DLRTConv(nnx.Module):
     as :class:`tnlib.models.DLRTLinear`).
 
     Args:
-      in_features, out_features, kernel_size, strides, padding, use_bias, dtype,
-        param_dtype, rngs: as ``TuckerConv``.
+      in_features: input channels ``C_in``.
+      out_features: output channels ``C_out``.
+      kernel_size: int or ``(kh, kw)``.
       rank: the starting rank: an int, or a float in ``(0, 1]``, the fraction of the
         dense kernel's parameters that ``r (C_out + kh kw C_in)`` may use (default 0.5).
       max_rank: the static cap (default the starting rank);
         ``2 max_rank <= min(C_out, kh kw C_in)``.
+      strides, padding, use_bias, dtype, param_dtype, rngs: as ``TuckerConv``.
 
     Params: ``w`` (a ``USV``: ``u`` ``(C_out, R)``, ``s``, ``v`` ``(kh kw C_in, R)``),
     ``bias`` ``(C_out,)``.

@@ -132,17 +132,23 @@ def setup(config: ml_collections.ConfigDict) -> runner.Task:
     treedef = jax.tree.structure(template)
     n_hidden = m.depth
 
-    def batch(i):
+    # The batch order of epoch e: one permutation per epoch (drawn once, on the first
+    # step of the epoch), sliced per step.
+    epoch_perm = jax.jit(lambda e: jax.random.permutation(
+        jax.random.fold_in(jax.random.PRNGKey(config.seed), e), len(x_tr)))
+    perms: dict[int, jax.Array] = {}
+
+    def batch_index(i):
         epoch, j = divmod(i, steps_per_epoch)
-        perm = jax.random.permutation(jax.random.fold_in(jax.random.PRNGKey(config.seed),
-                                                         epoch), len(x_tr))
-        idx = jax.lax.dynamic_slice_in_dim(perm, j * t.batch_size, t.batch_size)
-        return x_tr[idx], y_tr[idx]
+        if epoch not in perms:
+            perms.clear()
+            perms[epoch] = epoch_perm(epoch)
+        return perms[epoch][j * t.batch_size:(j + 1) * t.batch_size]
 
     @jax.jit
-    def train_step(state, i):
+    def train_step(state, idx):
         params, opt_state = state
-        x, y = batch(i)
+        x, y = x_tr[idx], y_tr[idx]
         if m.kind == "dlrt":
             params, opt_state, info = dlrt.step(lambda p: _loss(p, x, y), params, opt_state,
                                                 opt, rtol=t.tau, min_rank=m.min_rank)
@@ -166,7 +172,7 @@ def setup(config: ml_collections.ConfigDict) -> runner.Task:
         return [int(layer["w"].rank) for layer in params["hidden"]]
 
     def step(state, i, tick):
-        state, loss, ranks = train_step(state, i)
+        state, loss, ranks = train_step(state, batch_index(i))
         return state, {"train_loss": float(loss),
                        **{f"rank_{k}": int(r) for k, r in enumerate(np.asarray(ranks))}}
 

@@ -40,7 +40,8 @@ def compute_dtype(dtype, *args):
 
 
 def double_precision(fn: Callable, array, out_dtype):
-    """``fn(array)`` computed in double precision, every leaf cast to ``out_dtype``.
+    """``fn(array)`` computed in double precision, every inexact leaf cast to
+    ``out_dtype`` (integer leaves, such as an active rank, are kept).
 
     For a concrete ``array``, ``fn`` runs under ``jax.enable_x64(True)`` on a float64
     (complex128 for complex input) copy whatever the global x64 flag, so the SVDs / ALS
@@ -48,7 +49,12 @@ def double_precision(fn: Callable, array, out_dtype):
     leave relative errors near 1e-6 even on exactly structured matrices). A traced
     ``array`` (inside ``jit``) is decomposed in its own dtype.
     """
-    cast = lambda tree: jax.tree.map(lambda a: jnp.asarray(a).astype(out_dtype), tree)
+    def cast(tree):
+        def one(a):
+            a = jnp.asarray(a)
+            return a.astype(out_dtype) if jnp.issubdtype(a.dtype, jnp.inexact) else a
+        return jax.tree.map(one, tree)
+
     if not linalg.is_concrete(array):
         return cast(fn(array))
     with jax.enable_x64(True):

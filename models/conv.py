@@ -432,10 +432,9 @@ class DLRTConv(nnx.Module):
         layer = cls(c_in, c_out, (kh, kw), rank=rank or 1, max_rank=max_rank,
                     strides=strides, padding=padding, use_bias=bias is not None,
                     dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        f = double_precision(lambda k: dlrt.from_dense(k.reshape(-1, c_out).T,
-                                                       max_rank=max_rank, rank=rank,
-                                                       rtol=rtol), kernel, param_dtype)
-        layer.w = nnx.Param(dlrt.USV(f.u, f.s, f.v, f.rank.astype(jnp.int32)))
+        layer.w = nnx.Param(double_precision(
+            lambda k: dlrt.from_dense(k.reshape(-1, c_out).T, max_rank=max_rank, rank=rank,
+                                      rtol=rtol), kernel, param_dtype))
         if bias is not None:
             layer.bias[...] = jnp.asarray(bias, param_dtype)
         return layer

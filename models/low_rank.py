@@ -98,9 +98,9 @@ class DLRTLinear(nnx.Module):
         layer = cls(kernel.shape[0], kernel.shape[1], rank=rank or 1, max_rank=max_rank,
                     use_bias=bias is not None, dtype=dtype, param_dtype=param_dtype,
                     rngs=rngs)
-        f = double_precision(lambda k: dlrt.from_dense(k.T, max_rank=max_rank, rank=rank,
-                                                       rtol=rtol), kernel, param_dtype)
-        layer.w = nnx.Param(dlrt.USV(f.u, f.s, f.v, f.rank.astype(jnp.int32)))
+        layer.w = nnx.Param(double_precision(
+            lambda k: dlrt.from_dense(k.T, max_rank=max_rank, rank=rank, rtol=rtol), kernel,
+            param_dtype))
         if bias is not None:
             layer.bias = nnx.Param(jnp.asarray(bias, param_dtype))
         return layer

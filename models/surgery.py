@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ._shapes import resolve_rank
 from .conv import CPConv, TuckerConv
 from .structured import BTTLinear, KroneckerLinear, LowRankLinear, MonarchLinear, TTLinear
 
@@ -64,10 +65,7 @@ def _conv_rank(structure, rank, kernel_shape):
         cost = lambda r: r * (kh + kw + c_in + c_out)
         largest = dense
     if isinstance(rank, float):
-        r = 1
-        while r < largest and cost(r + 1) <= rank * dense:
-            r += 1
-        return r
+        return resolve_rank(rank, cost, largest, dense, "", structure)
     return rank
 
 

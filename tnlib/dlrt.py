@@ -100,7 +100,7 @@ class TuckerFactors:
         return tuple(self.core.shape)
 
 
-def _is_usv(x) -> bool:
+def _is_factorization(x) -> bool:
     return isinstance(x, USV | TuckerFactors)
 
 
@@ -224,8 +224,8 @@ class State(NamedTuple):
 
 
 def _split(params):
-    leaves, treedef = jax.tree.flatten(params, is_leaf=_is_usv)
-    return leaves, treedef, [i for i, x in enumerate(leaves) if _is_usv(x)]
+    leaves, treedef = jax.tree.flatten(params, is_leaf=_is_factorization)
+    return leaves, treedef, [i for i, x in enumerate(leaves) if _is_factorization(x)]
 
 
 def _kl_shapes(f):

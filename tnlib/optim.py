@@ -34,8 +34,8 @@ class GaLoreState(NamedTuple):
     inner: optax.OptState
 
 
-def _projects(x, rank: int, tucker: bool) -> bool:
-    shape = jnp.shape(x)
+def _projects(shape, rank: int, tucker: bool) -> bool:
+    """Whether galore projects a parameter of ``shape``."""
     if len(shape) == 2:
         return min(shape) > rank
     return tucker and len(shape) >= 3 and any(n > rank for n in shape)
@@ -50,11 +50,11 @@ def _matrix_side(shape) -> str:
 def projected_shape(shape, rank: int, *, tucker: bool = False) -> tuple[int, ...]:
     """The shape of a parameter's gradient after :func:`galore`'s projection."""
     shape = tuple(shape)
-    if len(shape) == 2 and min(shape) > rank:
+    if not _projects(shape, rank, tucker):
+        return shape
+    if len(shape) == 2:
         return (shape[0], rank) if _matrix_side(shape) == "right" else (rank, shape[1])
-    if tucker and len(shape) >= 3 and any(n > rank for n in shape):
-        return tuple(min(n, rank) for n in shape)
-    return shape
+    return tuple(min(n, rank) for n in shape)
 
 
 def _new_projector(g, rank: int):
@@ -147,7 +147,7 @@ def galore(inner: optax.GradientTransformation, rank: int, *,
 
 def _init_projector(x, rank: int, tucker: bool):
     """A placeholder of the projector's shape (replaced at the first step), or None."""
-    if not _projects(x, rank, tucker):
+    if not _projects(jnp.shape(x), rank, tucker):
         return None
     shape, dtype = jnp.shape(x), x.dtype
     if len(shape) == 2:

@@ -252,3 +252,16 @@ def test_tucker_bad_ranks_are_errors():
         dlrt.random_tucker(key, (8, 9, 10), (1, 1, 3), max_ranks=(1, 1, 3))
     with pytest.raises(ValueError, match="one entry per mode"):
         dlrt.random_tucker(key, (8, 9, 10), (2, 2))
+
+
+def test_tucker_to_dense_under_vmap_and_grad():
+    ts = [dlrt.random_tucker(jax.random.PRNGKey(k), (6, 7, 6), (2, 2, 3), max_ranks=(3, 3, 3),
+                             dtype=jnp.float64) for k in range(3)]
+    batch = jax.tree.map(lambda *a: jnp.stack(a), *ts)
+    dense = jax.vmap(dlrt.tucker_to_dense)(batch)
+    for k, t in enumerate(ts):
+        close(dense[k], dlrt.tucker_to_dense(t))
+    t = ts[0]
+    check_grads(jax.jit(lambda c, f0, f1, f2: dlrt.tucker_to_dense(
+        dlrt.TuckerFactors(c, (f0, f1, f2), t.ranks))),
+        (np.asarray(t.core), *(np.asarray(f) for f in t.factors)), order=1, modes=("rev",))

@@ -1,6 +1,6 @@
 """Flax NNX layers built on the tnlib core (installed as ``tnlib.models``)."""
 
-from tnlib.models.adapters import FLoRA, Frozen, LoRA, LoTR
+from tnlib.models.adapters import DoTA, FLoRA, Frozen, LoRA, LoTR
 from tnlib.models.born import MPSBornMachine
 from tnlib.models.conv import CPConv, DLRTConv, TuckerConv
 from tnlib.models.embedding import TTEmbedding
@@ -20,7 +20,7 @@ from tnlib.models.structured import (
 from tnlib.models.surgery import Replacement, factorize
 
 __all__ = [
-    "BTTLinear", "CPConv", "DLRTConv", "DLRTLinear", "FLoRA", "Frozen", "KroneckerLinear",
+    "BTTLinear", "CPConv", "DLRTConv", "DLRTLinear", "DoTA", "FLoRA", "Frozen", "KroneckerLinear",
     "LoRA", "LoTR",
     "LowRankLinear", "MonarchLinear", "MPSBornMachine", "MPSClassifier", "StructuredMLP",
     "Replacement", "TensorRegression", "TTEmbedding", "TTLinear", "TuckerConv", "factorize",

@@ -1,6 +1,7 @@
-"""LoRA, LoTR and FLoRA adapters on frozen dense weights: equal to the base at init,
-delta equals its dense formula, parameter counts, only adapter parameters train (through
-nnx.jit and through the Linen bridge), bad arguments."""
+"""LoRA, LoTR, FLoRA and DoTA adapters on frozen dense weights: equal to the base at
+init, delta equals its dense formula (DoTA: the truncated MPO of the weight), parameter
+counts, only adapter parameters train (through nnx.jit and through the Linen bridge),
+bad arguments."""
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,7 @@ from flax.nnx import bridge
 from sklearn.datasets import load_digits
 from train_checks import linen_classifier_losses, nnx_classifier_losses
 
-from tnlib.models.adapters import FLoRA, Frozen, LoRA, LoTR
+from tnlib.models.adapters import DoTA, FLoRA, Frozen, LoRA, LoTR
 
 F64 = jnp.float64
 DIMS = ("NHWC", "HWIO", "NHWC")
@@ -116,7 +117,12 @@ def test_from_layers_and_parameter_counts_by_hand():
     assert flora.num_params() == 2**4 + 2 * (3 + 3 + 3 + 8)
     assert shaped(lambda r: FLoRA.from_linear(nnx.Linear(6, 4, rngs=r), rank=9,
                                               rngs=r)).ranks == (6, 4)  # capped
-    for m in (lora, lotr, flora):
+    # 24 = 2*3*4 in, 8 = 2*2*2 out: bonds capped at min(4, 48) = 4 and min(32, 8) = 8
+    dota = shaped(lambda r: DoTA.from_linear(nnx.Linear(24, 8, rngs=r), rank=5))
+    assert dota.in_factors == (2, 3, 4) and dota.out_factors == (2, 2, 2)
+    assert dota.ranks == (1, 4, 5, 1)
+    assert dota.num_params() == 1 * 2 * 2 * 4 + 4 * 2 * 3 * 5 + 5 * 2 * 4 * 1
+    for m in (lora, lotr, flora, dota):
         params = sum(p.size for p in jax.tree.leaves(nnx.state(m, nnx.Param)))
         assert params == m.num_params()
         assert jax.tree.leaves(nnx.state(m, Frozen))  # the base weights are there, frozen
@@ -215,7 +221,104 @@ def test_adapters_train_through_the_linen_bridge():
     (lambda: nnx.eval_shape(lambda: FLoRA.from_conv(
         nnx.Conv(2, 4, (3, 3), kernel_dilation=2, rngs=nnx.Rngs(0)), rank=2,
         rngs=nnx.Rngs(0))), "dilation"),
+    (lambda: DoTA(np.ones(6), rank=1), "kernel"),
+    (lambda: DoTA(np.ones((6, 4)), np.ones(6), rank=1), "bias"),
+    (lambda: DoTA(np.ones((6, 4)), rank=0), "rank"),
+    (lambda: DoTA(np.ones((6, 4)), rank=2.0), "rank"),
+    (lambda: DoTA(np.ones((6, 4)), rank=5, n_factors=2), "rank"),  # bonds: min(4, 6) = 4
+    (lambda: DoTA(np.ones((6, 4)), rank=1, in_factors=(2, 2)), "in_factors"),
+    (lambda: DoTA(np.ones((6, 4)), rank=1, out_factors=(2, 3)), "out_factors"),
+    (lambda: DoTA(np.ones((6, 4)), rank=1, n_factors=0), "n_factors"),
+    (lambda: DoTA(np.ones((6, 4)), rank=1, in_factors=(2, 3), n_factors=3), "n_factors"),
+    (lambda: DoTA(np.ones((6, 4)), rank=1, n_factors=2)(np.ones((2, 4))),
+     r"x must have shape \(\.\.\., 6\)"),
 ])
 def test_bad_arguments_raise(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+# ----------------------------------------------------------------------------- DoTA
+
+
+def _dota_base(seed=0):
+    """A float32 nnx.Linear 12 -> 8 (factors (3, 4) x (2, 4) on two sites)."""
+    return nnx.Linear(12, 8, rngs=nnx.Rngs(seed))
+
+
+def _tt_svd_matrix(a, rows, cols, rank):
+    """The TT-SVD (bonds capped at ``rank``) of the matrix ``a`` with row modes ``rows``
+    and column modes ``cols``, reassembled dense: a float64 NumPy reference."""
+    n = len(rows)
+    t = a.reshape(rows + cols).transpose([ax for k in range(n) for ax in (k, n + k)])
+    sizes = [r * c for r, c in zip(rows, cols, strict=True)]
+    left, rest = np.ones((1, 1)), t.reshape(sizes[0], -1)
+    for k in range(n - 1):
+        u, s, vh = np.linalg.svd(rest, full_matrices=False)
+        u, s, vh = u[:, :rank], s[:rank], vh[:rank]
+        left = (left @ u.reshape(left.shape[1], -1)).reshape(-1, u.shape[1]) if k else u
+        rest = (s[:, None] * vh).reshape(len(s) * sizes[k + 1], -1)
+    full = (left @ rest.reshape(left.shape[1], -1)).reshape(
+        [x for r, c in zip(rows, cols, strict=True) for x in (r, c)])
+    return full.transpose(list(range(0, 2 * n, 2)) + list(range(1, 2 * n, 2))).reshape(
+        int(np.prod(rows)), int(np.prod(cols)))
+
+
+def test_dota_equals_the_base_at_init_and_starts_from_the_truncated_mpo():
+    lin = _dota_base()
+    w = np.asarray(lin.kernel[...], np.float64)
+    lin.bias[...] = jnp.asarray(np.random.default_rng(1).normal(size=8), jnp.float32)
+    m = DoTA.from_linear(lin, rank=3, n_factors=2)
+    assert (m.in_factors, m.out_factors, m.ranks) == ((3, 4), (2, 4), (1, 3, 1))
+    x = np.random.default_rng(2).normal(size=(5, 12)).astype(np.float32)
+    want = np.asarray(lin(x), np.float64)
+    np.testing.assert_allclose(m(x), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    np.testing.assert_allclose(m.merged_kernel(), w, rtol=1e-5, atol=1e-6)
+    # two sites: the MPO of W^T is the best rank-3 approximation of W^T regrouped as
+    # (m1 n1, m2 n2) (Van Loan-Pitsianis), an independent float64 reference
+    t = w.T.reshape(2, 4, 3, 4).transpose(0, 2, 1, 3).reshape(6, 16)
+    u, s, vh = np.linalg.svd(t)
+    best = ((u[:, :3] * s[:3]) @ vh[:3]).reshape(2, 3, 4, 4).transpose(0, 2, 1, 3)
+    np.testing.assert_allclose(m.delta(), best.reshape(8, 12).T, rtol=1e-5, atol=1e-6)
+    # three sites: a NumPy TT-SVD of W^T with the same cap, residual = W - MPO(W)
+    m3 = DoTA(w.astype(np.float32), rank=2, in_factors=(2, 2, 3), out_factors=(2, 2, 2))
+    ref = _tt_svd_matrix(w.T, (2, 2, 2), (2, 2, 3), 2).T
+    np.testing.assert_allclose(m3.delta(), ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m3.kernel[...], w - np.asarray(ref), rtol=1e-5, atol=1e-6)
+    assert float(np.linalg.norm(np.asarray(m3.kernel[...]))) > 1e-2  # truncated: a residual
+    assert m3.kernel[...].dtype == jnp.float32 and m3.cores[0][...].dtype == jnp.float32
+    y = m3(x)
+    np.testing.assert_allclose(y, x @ w, rtol=1e-5, atol=1e-5 * np.abs(x @ w).max())
+    # one example, jax.vmap over a batch and nnx.jit agree with the batched call
+    np.testing.assert_allclose(m3(x[0]), y[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(jax.vmap(m3)(x), y, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(nnx.jit(lambda m, x: m(x))(m3, x), y, rtol=1e-6, atol=1e-6)
+
+
+def test_dota_trains_only_its_cores_under_nnx_jit():
+    lin = _dota_base(3)
+    m = DoTA.from_linear(lin, rank=2, n_factors=2)
+    params = nnx.state(m, nnx.Param)
+    assert [p for p, _ in nnx.to_flat_state(params)] == [("cores", 0), ("cores", 1)]
+    assert sum(v.size for v in jax.tree.leaves(params)) == m.num_params() == 2 * 6 + 2 * 16
+    assert {p for p, _ in nnx.to_flat_state(nnx.state(m, Frozen))} == {("kernel",), ("bias",)}
+    frozen = jax.tree.map(np.array, nnx.state(m, Frozen))
+    g = np.random.default_rng(4)
+    x = jnp.asarray(g.normal(size=(32, 12)), jnp.float32)
+    y = x @ jnp.asarray(g.normal(size=(12, 8)) / 4, jnp.float32)  # a new task
+    opt = nnx.Optimizer(m, optax.adam(3e-2), wrt=nnx.Param)
+
+    def loss(m):
+        return jnp.mean((m(x) - y) ** 2)
+
+    @nnx.jit
+    def step(m, opt):
+        value, grads = nnx.value_and_grad(loss)(m)
+        assert not jax.tree.leaves(nnx.state(grads, Frozen))  # only the cores differentiate
+        opt.update(m, grads)
+        return value
+
+    losses = [float(step(m, opt)) for _ in range(25)]
+    assert losses[-1] < 0.5 * losses[0], losses
+    jax.tree.map(np.testing.assert_array_equal, frozen,
+                 jax.tree.map(np.asarray, nnx.state(m, Frozen)))

@@ -7,6 +7,18 @@ nested modules) and replaces, in place, each ``nnx.Linear`` (structures ``"lowra
 (``from_linear`` / ``from_dense``), as tltorch's ``FactorizedLinear.from_linear`` does
 for one PyTorch layer. A layer whose factorization would not save parameters stays
 dense; every candidate gets a row in the returned report.
+
+Linen models: a Linen module wrapped by ``flax.nnx.bridge.ToNNX`` (and initialized,
+``nnx.bridge.lazy_init``) is factorized in place too. Its ``nn.Dense`` layers are found
+by their parameters (a ``kernel`` ``(in, out)`` and an optional ``bias`` ``(out,)``,
+nothing else), replaced by structured NNX layers held by the wrapper, and their Linen
+parameters are dropped; when the Linen module runs, an ``nn.intercept_methods`` hook
+sends each replaced ``nn.Dense`` call to its structured layer (the wrapper's class
+becomes a ``ToNNX`` subclass that installs the hook). The result is an ordinary NNX
+module: ``nnx.jit``, ``nnx.grad`` and ``nnx.Optimizer`` see the structured layers'
+``nnx.Param`` beside the Linen parameters that stayed. Linen ``nn.Conv`` layers are not
+factorized through the bridge (their strides and padding live in the Linen module, not
+in its parameters).
 """
 
 from __future__ import annotations
@@ -17,7 +29,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
+from flax import linen, nnx
+from flax.nnx import bridge
 
 from ._shapes import resolve_rank
 from .conv import CPConv, TuckerConv
@@ -118,20 +131,133 @@ def _set(model, path, value):
         setattr(parent, key, value)
 
 
+# ----------------------------------------------------------------- the Linen bridge
+
+
+class _FactorizedToNNX(bridge.ToNNX):
+    """A ``bridge.ToNNX`` whose Linen ``nn.Dense`` calls at the Linen module paths
+    ``to_nnx__factorized_paths`` run the NNX layers ``to_nnx__factorized`` instead.
+    :func:`factorize` switches a ``ToNNX``'s class to this one in place (the ``to_nnx__``
+    prefix keeps both attributes out of the Linen variables the wrapper passes on)."""
+
+    def __call__(self, *args, **kwargs):
+        layers = dict(zip(self.to_nnx__factorized_paths, self.to_nnx__factorized,
+                          strict=True))
+
+        def hook(next_fun, hook_args, hook_kwargs, context):
+            path = tuple(context.module.path)
+            if context.method_name != "__call__" or path not in layers:
+                return next_fun(*hook_args, **hook_kwargs)
+            if not isinstance(context.module, linen.Dense):
+                raise TypeError(f"factorize replaced the Linen layer at {path} as an "
+                                f"nn.Dense (by its kernel and bias), but it is a "
+                                f"{type(context.module).__name__}")
+            return layers[path](*hook_args, **hook_kwargs)
+
+        with linen.intercept_methods(hook):
+            return super().__call__(*args, **kwargs)
+
+
+def _linen_attrs(wrapper) -> dict:
+    return {k: v for k, v in vars(wrapper).items()
+            if not k.startswith(("to_nnx__", "_pytree__"))}
+
+
+def _is_dense(node) -> bool:
+    """A Linen ``nn.Dense``'s variables: ``kernel`` ``(in, out)`` and maybe ``bias``
+    ``(out,)``, both ``nnx.Param``, nothing else."""
+    if not isinstance(node, dict) or "kernel" not in node or not set(node) <= {"kernel",
+                                                                                "bias"}:
+        return False
+    if not all(type(v) is nnx.Param for v in node.values()):
+        return False
+    kernel = node["kernel"]
+    return len(kernel.shape) == 2 and ("bias" not in node or tuple(node["bias"].shape) == (
+        kernel.shape[1],))
+
+
+def _linen_dense(wrapper) -> list[tuple[tuple, nnx.Linear]]:
+    """``(Linen module path, nnx.Linear view of its weights)`` for every ``nn.Dense`` of
+    an initialized ``bridge.ToNNX``, in the order of its variables."""
+    found = []
+
+    def walk(node, path):
+        if _is_dense(node):
+            found.append((path, node))
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, path + (key,))
+
+    walk(_linen_attrs(wrapper), ())
+    views = []
+    for path, node in found:
+        kernel = node["kernel"][...]
+        bias = node["bias"][...] if "bias" in node else None
+        view = nnx.eval_shape(lambda k=kernel, b=bias: nnx.Linear(
+            k.shape[0], k.shape[1], use_bias=b is not None, param_dtype=k.dtype,
+            rngs=nnx.Rngs(0)))
+        view.kernel.set_value(kernel)
+        if bias is not None:
+            view.bias.set_value(bias)
+        views.append((path, view))
+    return views
+
+
+def _without(node: dict, path: tuple) -> dict:
+    """A copy of the nested dict ``node`` without the entry at ``path``, dicts left
+    empty removed."""
+    out = dict(node)
+    if len(path) == 1:
+        del out[path[0]]
+    else:
+        rest = _without(out[path[0]], path[1:])
+        if rest:
+            out[path[0]] = rest
+        else:
+            del out[path[0]]
+    return out
+
+
+def _install(wrapper, path: tuple, layer):
+    """Drop the Linen ``nn.Dense`` variables at ``path`` from ``wrapper`` and route its
+    calls to ``layer``."""
+    if not isinstance(wrapper, _FactorizedToNNX):
+        object.__setattr__(wrapper, "__class__", _FactorizedToNNX)
+        wrapper.to_nnx__factorized = nnx.List([])
+        wrapper.to_nnx__factorized_paths = ()
+    attrs = _linen_attrs(wrapper)
+    if not path:  # the wrapped module is the nn.Dense itself
+        for name in ("kernel", "bias"):
+            if name in attrs:
+                delattr(wrapper, name)
+    else:
+        rest = _without(attrs, path)
+        if path[0] in rest:
+            setattr(wrapper, path[0], rest[path[0]])
+        else:
+            delattr(wrapper, path[0])
+    wrapper.to_nnx__factorized.append(layer)
+    wrapper.to_nnx__factorized_paths = wrapper.to_nnx__factorized_paths + (path,)
+
+
 def factorize(model: nnx.Module, structure: str, *, rank=0.5,
               where: Callable[[tuple, nnx.Module], bool] | None = None,
               rngs: nnx.Rngs | None = None, verbose: bool = False) -> list[Replacement]:
     """Replace, in place, the dense layers of ``model`` by ``structure`` (module docstring).
 
     Args:
-      model: an NNX module (layers may sit in attributes, lists, dicts, sub-modules).
-      structure: one of :data:`LINEAR_STRUCTURES` (replaces ``nnx.Linear``) or
-        :data:`CONV_STRUCTURES` (replaces ``nnx.Conv``).
+      model: an NNX module (layers may sit in attributes, lists, dicts, sub-modules),
+        or one holding initialized ``nnx.bridge.ToNNX`` Linen modules (itself one).
+      structure: one of :data:`LINEAR_STRUCTURES` (replaces ``nnx.Linear`` and, through
+        the bridge, Linen ``nn.Dense``) or :data:`CONV_STRUCTURES` (replaces
+        ``nnx.Conv``).
       rank: an int, a float in ``(0, 1]`` (the fraction of the dense layer's parameters
         to keep), or ``rank(path, layer)`` returning one of those per layer; ignored by
         ``"monarch"`` / ``"kronecker"``, whose structure fixes it.
       where: ``where(path, layer) -> bool`` selects the layers (default: all of the
-        replaced type).
+        replaced type). A Linen ``nn.Dense``'s ``path`` is the wrapper's path followed
+        by the Linen module path (``("Dense_0",)``, ``("block", "inner")``) and its
+        ``layer`` an ``nnx.Linear`` holding its weights.
       rngs: for the new layers' construction (their weights come from the old ones).
       verbose: print the report as a table.
 
@@ -147,13 +273,20 @@ def factorize(model: nnx.Module, structure: str, *, rank=0.5,
         raise TypeError(f"model must be an nnx.Module, got {type(model).__name__}")
     kind = nnx.Linear if structure in LINEAR_STRUCTURES else nnx.Conv
     rngs = rngs or nnx.Rngs(0)
-    found = [(tuple(path), node) for path, node in nnx.iter_graph(model)
-             if type(node) is kind and (where is None or where(tuple(path), node))]
+    found = []  # (path, layer, its kind, the ToNNX and Linen path when bridged)
+    for path, node in nnx.iter_graph(model):
+        path = tuple(path)
+        if type(node) is kind and (where is None or where(path, node)):
+            found.append((path, node, kind.__name__, None))
+        elif kind is nnx.Linear and isinstance(node, bridge.ToNNX):
+            found.extend((path + sub, view, "linen.Dense", (node, sub))
+                         for sub, view in _linen_dense(node)
+                         if where is None or where(path + sub, view))
     if not found:
         raise ValueError(f"no {kind.__name__} layer of the model is selected"
                          + (" by where" if where is not None else ""))
     report = []
-    for path, layer in found:
+    for path, layer, name, bridged in found:
         r = rank(path, layer) if callable(rank) else rank
         if callable(rank):
             _check_rank(r)
@@ -162,16 +295,19 @@ def factorize(model: nnx.Module, structure: str, *, rank=0.5,
         try:
             new = _build(structure, layer, r, rngs)
         except ValueError as e:
-            report.append(Replacement(path, kind.__name__, shape, old, old, None, False,
+            report.append(Replacement(path, name, shape, old, old, None, False,
                                       f"kept dense: {e}"))
             continue
         n = _count(new)
         if n >= old:
-            report.append(Replacement(path, kind.__name__, shape, old, n, _error(layer, new),
+            report.append(Replacement(path, name, shape, old, n, _error(layer, new),
                                       False, "kept dense: no parameter saving"))
             continue
-        report.append(Replacement(path, kind.__name__, shape, old, n, _error(layer, new), True))
-        _set(model, path, new)
+        report.append(Replacement(path, name, shape, old, n, _error(layer, new), True))
+        if bridged is None:
+            _set(model, path, new)
+        else:
+            _install(*bridged, new)
     if verbose:
         print(_table(report, structure))
     return report

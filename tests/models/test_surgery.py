@@ -1,14 +1,16 @@
 """tnlib.models.factorize on a model written here (Linear and Conv layers in
 attributes, nnx.List and sub-modules): exact at the planted rank, the report's counts
 are the new layers', non-saving layers stay dense, the result trains under nnx.jit, and
-bad arguments are errors naming them."""
+bad arguments are errors naming them; a Linen model wrapped by nnx.bridge.ToNNX has its
+nn.Dense layers factorized in place."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import nnx
+from flax import linen, nnx
+from flax.nnx import bridge
 
 from tnlib.models import factorize
 
@@ -140,3 +142,93 @@ def test_layers_in_a_dict_are_found_and_replaced():
     report = factorize(m, "lowrank", rank=2)
     assert [r.path for r in report] == [("layers", "a"), ("layers", "b")]
     assert all(type(m.layers[k]).__name__ == "LowRankLinear" for k in ("a", "b"))
+
+
+class LinenBlock(linen.Module):
+    @linen.compact
+    def __call__(self, x):
+        return jax.nn.relu(linen.Dense(16, name="inner")(x))
+
+
+class LinenMLP(linen.Module):
+    """Dense layers at the top, in a nested module and without a bias, a LayerNorm (not
+    a Dense: kept) between them."""
+
+    @linen.compact
+    def __call__(self, x):
+        x = jax.nn.relu(linen.Dense(16)(x))
+        x = linen.LayerNorm()(LinenBlock(name="block")(x))
+        return linen.Dense(4, use_bias=False)(x)
+
+
+def _linen_model(rank):
+    """The ToNNX-wrapped LinenMLP (12 -> 4), its Dense kernels of rank ``rank``, and the
+    Linen variables it holds."""
+    x = jnp.ones((1, 12), jnp.float32)
+    variables = LinenMLP().init(jax.random.PRNGKey(0), x)
+    g = np.random.default_rng(2)
+
+    def plant(path, leaf):
+        if jax.tree_util.keystr(path).endswith("['kernel']"):
+            i, o = leaf.shape
+            return jnp.asarray(g.standard_normal((i, rank)) @ g.standard_normal((rank, o))
+                               / np.sqrt(i * rank), jnp.float32)
+        return leaf
+
+    variables = jax.tree_util.tree_map_with_path(plant, variables)
+    model = bridge.ToNNX(LinenMLP(), rngs=nnx.Rngs(0))
+    bridge.lazy_init(model, x)
+    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        leaf = variables["params"]
+        for key in path:
+            leaf = leaf[key]
+        var.set_value(leaf)
+    return model, variables
+
+
+def test_a_linen_model_through_the_bridge_is_factorized_in_place():
+    model, variables = _linen_model(rank=2)
+    x = jnp.asarray(np.random.default_rng(3).standard_normal((5, 12)), jnp.float32)
+    want = LinenMLP().apply(variables, x)
+    np.testing.assert_allclose(model(x), want, rtol=1e-6, atol=1e-6)
+    report = factorize(model, "lowrank", rank=2)  # the planted rank: exact
+    assert [(r.path, r.kind, r.replaced) for r in report] == [
+        (("Dense_0",), "linen.Dense", True), (("Dense_1",), "linen.Dense", True),
+        (("block", "inner"), "linen.Dense", True)]
+    assert [r.old_params for r in report] == [12 * 16 + 16, 16 * 4, 16 * 16 + 16]
+    assert [r.new_params for r in report] == [2 * 28 + 16, 2 * 20, 2 * 32 + 16]
+    assert all(r.rel_error < 1e-5 for r in report)
+    scale = float(np.abs(want).max())
+    np.testing.assert_allclose(model(x), want, rtol=1e-5, atol=1e-5 * scale)
+    call = nnx.jit(lambda m, x: m(x))
+    np.testing.assert_allclose(call(model, x), want, rtol=1e-5, atol=1e-5 * scale)
+    # the Dense kernels are gone; the structured layers and the LayerNorm are the params
+    flat = [p for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))]
+    assert not any("kernel" in p for p in flat) and ("LayerNorm_0", "scale") in flat
+    n_params = sum(v.size for v in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    assert n_params == sum(r.new_params for r in report) + 2 * 16
+    # it trains: a few Adam steps on the structured and the remaining Linen params
+    opt = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(m, opt):
+        value, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - 1.0) ** 2))(m)
+        opt.update(m, grads)
+        return value
+
+    losses = [float(step(model, opt)) for _ in range(10)]
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_a_linen_model_at_a_lower_rank_reports_every_dense_layer(capsys):
+    model, _ = _linen_model(rank=4)
+    report = factorize(model, "lowrank", rank=1,
+                       where=lambda path, layer: path != ("Dense_1",), verbose=True)
+    assert [r.path for r in report] == [("Dense_0",), ("block", "inner")]
+    assert all(r.replaced and 0.1 < r.rel_error < 1 for r in report)
+    assert "| block.inner | (16, 16) | 272 | 48 |" in capsys.readouterr().out
+    assert [r.path for r in factorize(model, "lowrank", rank=1)] == [("Dense_1",)]  # the rest
+    assert model.to_nnx__factorized_paths == (("Dense_0",), ("block", "inner"), ("Dense_1",))
+    assert model(jnp.ones((2, 12))).shape == (2, 4)
+    with pytest.raises(ValueError, match="no Conv layer"):  # Linen convs: not bridged
+        factorize(model, "tucker")

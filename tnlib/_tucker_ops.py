@@ -69,13 +69,20 @@ def project(x, factors, skip: int | None = None):
     return x
 
 
-def leading_vectors(mat, r: int):
+def leading_vectors(mat, r: int, method: str = "lapack"):
     """``r`` orthonormal leading left singular vectors of ``mat`` (``r <= mat.shape[0]``).
 
     When ``mat`` has fewer than ``r`` columns it is padded with zero columns, so the
-    extra vectors complete the basis (they carry zero singular values).
+    extra vectors complete the basis (they carry zero singular values). ``method`` is a
+    route of ``linalg.svd`` or ``"randomized"``; the Gram route is taken only when
+    ``mat`` is not tall (its eigenvectors are then the orthonormal left side), a tall
+    matrix goes to LAPACK.
     """
     if mat.shape[1] < r:
         mat = jnp.pad(mat, ((0, 0), (0, r - mat.shape[1])))
-    u, _, _ = linalg.svd(mat)
+    if method == "randomized":
+        return linalg.randomized_svd(mat, r)[0]
+    if method == "gram" and mat.shape[0] > mat.shape[1]:
+        method = "lapack"
+    u, _, _ = linalg.svd(mat, method=method)
     return u[:, :r]

@@ -179,10 +179,11 @@ def random(key, dims: Sequence[int], rank, dtype=jnp.float32, *, col_dims=None):
     return TensorTrain(tuple(cores)) if col_dims is None else TTMatrix(tuple(cores))
 
 
-def _tt_svd(x, dims, max_rank, rtol):
+def _tt_svd(x, dims, max_rank, rtol, svd):
     """TT-SVD of ``x`` reshaped to ``dims``; returns cores ``(r, n, r')``."""
     caps = _tt_ops.bond_caps(max_rank, len(dims))  # per bond: an int or a list
     _numerics.check_rank_args(None, rtol, x)
+    method = _svd_route(svd, x, max_rank, rtol, "from_dense")
     if rtol is not None and max_rank is None and not linalg.is_concrete(x):
         raise TypeError(
             "from_dense with only rtol picks a data-dependent rank and needs a concrete "
@@ -195,7 +196,10 @@ def _tt_svd(x, dims, max_rank, rtol):
     cores, r = [], 1
     rest = x.reshape(dims[0], -1)
     for k in range(n_sites - 1):
-        u, s, vh = linalg.svd(rest)
+        if method == "randomized":
+            u, s, vh = linalg.randomized_svd(rest, min(caps[k], *rest.shape))
+        else:
+            u, s, vh = linalg.svd(rest, method=method)
         keep = s.shape[-1] if caps is None else min(caps[k], s.shape[-1])
         if abs_tol is not None and max_rank is None:
             keep = linalg.tolerance_rank(s, abs_tol)
@@ -210,8 +214,17 @@ def _tt_svd(x, dims, max_rank, rtol):
     return cores
 
 
+def _svd_route(svd, x, max_rank, rtol, owner):
+    """``linalg.svd_method`` for a TT truncation; randomized needs a rank cap."""
+    method = linalg.svd_method(svd, x, rtol=rtol,
+                               truncating=max_rank is not None or rtol is not None)
+    if method == "randomized" and max_rank is None:
+        raise ValueError(f"{owner} with svd='randomized' needs max_rank (the ranks to find)")
+    return method
+
+
 def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None,
-               row_dims=None, col_dims=None):
+               row_dims=None, col_dims=None, svd: str = "auto"):
     """TT-SVD (Oseledets 2011) of a dense tensor.
 
     Args:
@@ -225,6 +238,14 @@ def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None,
         ``||x - tt||_F <= rtol * ||x||_F`` with the smallest ranks the sweep finds
         (needs concrete ``x``); with ``max_rank`` too it only zeroes singular values.
       row_dims, col_dims: mode sizes of a TT-matrix; both or neither.
+      svd: how each unfolding is decomposed, one of ``linalg.SVD_METHODS``:
+        ``"lapack"``, ``"gram"`` (eigendecomposition of the unfolding's Gram matrix,
+        quimb's ``svd:eig``: faster, resolves singular values down to ``sqrt(eps)``
+        of the largest; see ``linalg.svd``), ``"randomized"``
+        (``linalg.randomized_svd`` at each bond's cap; needs ``max_rank``) or
+        ``"auto"``: the Gram route in double precision when ``max_rank`` or an
+        ``rtol >= linalg.GRAM_MIN_RTOL`` truncates, else LAPACK (an untruncated
+        TT-SVD stays exact to rounding).
 
     Returns:
       ``TensorTrain`` (or ``TTMatrix`` when ``row_dims``/``col_dims`` are given).
@@ -235,7 +256,7 @@ def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None,
     if row_dims is None:
         if x.ndim == 0:
             raise ValueError("x must have at least one axis")
-        return TensorTrain(tuple(_tt_svd(x, x.shape, max_rank, rtol)))
+        return TensorTrain(tuple(_tt_svd(x, x.shape, max_rank, rtol, svd)))
     row_dims, col_dims = _check_dims(row_dims, "row_dims"), _check_dims(col_dims, "col_dims")
     if len(row_dims) != len(col_dims):
         raise ValueError(f"row_dims {row_dims} and col_dims {col_dims} differ in length")
@@ -249,7 +270,7 @@ def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None,
     order = [ax for k in range(n_sites) for ax in (k, n_sites + k)]
     t = t.transpose(order)
     merged = tuple(m * n for m, n in zip(row_dims, col_dims, strict=True))
-    cores = _tt_svd(t.reshape(merged), merged, max_rank, rtol)
+    cores = _tt_svd(t.reshape(merged), merged, max_rank, rtol, svd)
     return TTMatrix(tuple(
         c.reshape(c.shape[0], m, n, c.shape[-1])
         for c, m, n in zip(cores, row_dims, col_dims, strict=True)
@@ -398,7 +419,7 @@ def orthogonalize(tn, center: int):
     return TensorTrain(tuple(cores))
 
 
-def round(tn, *, max_rank: int | None = None, rtol: float | None = None):
+def round(tn, *, max_rank: int | None = None, rtol: float | None = None, svd: str = "auto"):
     """TT-rounding: left-orthogonalize, then truncate each bond by SVD right to left.
 
     With only ``rtol`` (concrete input) the result satisfies
@@ -406,10 +427,13 @@ def round(tn, *, max_rank: int | None = None, rtol: float | None = None):
     ``max_rank`` (static) caps the bonds: an int, or per bond as in ``from_dense``;
     with both, ``rtol`` only zeroes values. A ``TTMatrix`` is rounded over its merged
     modes ``m_k n_k`` (t3f ``round`` of a TT-matrix, quimb ``MPO.compress``).
+    ``svd`` picks the route of each bond's SVD as in ``from_dense`` (``"auto"``: the
+    Gram route in double precision, where quimb's fastest ``method`` is ``"eig"``).
     """
     check(tn)
     if isinstance(tn, TTMatrix):
-        return _tt_ops.from_flat(round(_tt_ops.as_flat(tn), max_rank=max_rank, rtol=rtol), tn)
+        flat = round(_tt_ops.as_flat(tn), max_rank=max_rank, rtol=rtol, svd=svd)
+        return _tt_ops.from_flat(flat, tn)
     caps = _tt_ops.bond_caps(max_rank, tn.n_sites)
     _numerics.check_rank_args(None, rtol)
     if rtol is not None and max_rank is None and not linalg.is_concrete(tn):
@@ -418,6 +442,7 @@ def round(tn, *, max_rank: int | None = None, rtol: float | None = None):
             "inside jit also pass a static max_rank"
         )
     L = tn.n_sites
+    method = _svd_route(svd, tn.cores[0], max_rank, rtol, "round")
     cores = list(orthogonalize(tn, L - 1).cores)
     abs_tol = None
     if rtol is not None and L > 1:
@@ -425,7 +450,11 @@ def round(tn, *, max_rank: int | None = None, rtol: float | None = None):
     for k in range(L - 1, 0, -1):
         _, n, r = cores[k].shape
         mat = cores[k].reshape(-1, n * r)
-        if mat.shape[0] < mat.shape[1]:
+        if method == "randomized":
+            u, s, vh = linalg.randomized_svd(mat, min(caps[k - 1], *mat.shape))
+        elif method == "gram":
+            u, s, vh = linalg.svd(mat, method="gram")
+        elif mat.shape[0] < mat.shape[1]:
             # wide: decompose the transpose, which LAPACK reduces by its own QR, and
             # spare linalg.svd's extra QR and product (mat = vht^T s ut^T)
             ut, s, vht = linalg.svd(mat.T)

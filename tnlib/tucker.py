@@ -159,7 +159,7 @@ def random(key, dims: Sequence[int], rank, dtype=jnp.float32) -> Tucker:
     return Tucker(core, factors)
 
 
-def hosvd(x, rank=None, rtol: float | None = None) -> Tucker:
+def hosvd(x, rank=None, rtol: float | None = None, *, svd: str = "auto") -> Tucker:
     """Truncated higher-order SVD of a dense tensor.
 
     Factor ``k`` holds the ``r_k`` leading left singular vectors of the mode-``k``
@@ -178,6 +178,12 @@ def hosvd(x, rank=None, rtol: float | None = None) -> Tucker:
         at most ``rtol * ||x||_F / sqrt(N)``, so ``||x - t||_F <= rtol * ||x||_F``.
         With ``rank`` too, shapes come from ``rank`` and ``rtol`` only zeroes the
         core slices of values it would drop (jit-safe).
+      svd: how each unfolding is decomposed, one of ``linalg.SVD_METHODS``:
+        ``"lapack"``, ``"gram"`` (eigendecomposition of the unfolding's Gram matrix,
+        faster, resolves singular values down to ``sqrt(eps)`` of the largest; see
+        ``linalg.svd``), ``"randomized"`` (``linalg.randomized_svd``; needs
+        ``rank``) or ``"auto"``: the Gram route in double precision when ranks or a
+        tolerance of at least ``linalg.GRAM_MIN_RTOL`` truncate, else LAPACK.
 
     Returns:
       ``Tucker`` with core ``(r_1, ..., r_N)`` and factors ``(n_k, r_k)``.
@@ -190,6 +196,9 @@ def hosvd(x, rank=None, rtol: float | None = None) -> Tucker:
             "inside jit also pass static ranks (or max_rank to from_dense)"
         )
     dims = x.shape
+    method = linalg.svd_method(svd, x, rtol=rtol, truncating=rank is not None or rtol is not None)
+    if method == "randomized" and rank is None:
+        raise ValueError("svd='randomized' needs rank (the ranks to find)")
     rank = _max_ranks(dims) if rank is None and rtol is None else rank
     if rank is not None:
         rank = _check_ranks(rank, dims, "rank")
@@ -199,7 +208,12 @@ def hosvd(x, rank=None, rtol: float | None = None) -> Tucker:
         abs_tol = rtol * jnp.linalg.norm(x.ravel()) / math.sqrt(n_modes)
     factors, masks = [], []
     for k in range(n_modes):
-        u, s, _ = linalg.svd(_unfold(x, k))
+        mat = _unfold(x, k)
+        if method == "randomized":
+            u, s, _ = linalg.randomized_svd(mat, rank[k])
+        else:  # the Gram route's left vectors are orthonormal when mat is not tall
+            tall = mat.shape[0] > mat.shape[1]
+            u, s, _ = linalg.svd(mat, method="lapack" if tall else method)
         if rank is None:
             keep = linalg.tolerance_rank(s, abs_tol)
             masks.append(None)
@@ -218,7 +232,7 @@ def hosvd(x, rank=None, rtol: float | None = None) -> Tucker:
 
 
 def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None,
-               rank=None) -> Tucker:
+               rank=None, svd: str = "auto") -> Tucker:
     """Truncated HOSVD (``hosvd``) with the argument names of ``tt.from_dense``.
 
     Args:
@@ -230,6 +244,7 @@ def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None,
         ``rank`` it only zeroes core slices.
       rank: exact per-mode ranks as in ``hosvd`` (an error when too large); do not
         combine with ``max_rank``.
+      svd: the SVD route, as in ``hosvd``.
     """
     x = _as_tensor(x)
     _numerics.check_rank_args(max_rank, rtol, x)
@@ -237,10 +252,10 @@ def from_dense(x, *, max_rank: int | None = None, rtol: float | None = None,
         if rank is not None:
             raise ValueError("pass max_rank (a cap) or rank (exact per-mode ranks), not both")
         rank = tuple(min(max_rank, r) for r in _max_ranks(x.shape))
-    return hosvd(x, rank, rtol)
+    return hosvd(x, rank, rtol, svd=svd)
 
 
-def hooi(x, rank, n_iter: int = 10, *, mask=None) -> Tucker:
+def hooi(x, rank, n_iter: int = 10, *, mask=None, svd: str = "auto") -> Tucker:
     """Higher-order orthogonal iteration (De Lathauwer et al. 2000), from the HOSVD.
 
     Each of the ``n_iter`` sweeps replaces factor ``k`` (for ``k = 1..N`` in turn)
@@ -261,6 +276,8 @@ def hooi(x, rank, n_iter: int = 10, *, mask=None) -> Tucker:
         current fit (an EM step, as tensorly's ``tucker(mask=...)``) and the start fills
         each unfolding 5 times with its own truncated SVD (``svd_mask_repeats=5``); the
         values of ``x`` at missing entries play no part. Traced like ``x`` under jit.
+      svd: the SVD route of the start and of every factor update, as in ``hosvd``
+        (``"auto"``: the Gram route in double precision); with ``mask``, LAPACK.
 
     Returns:
       ``Tucker`` with orthonormal factors.
@@ -273,14 +290,15 @@ def hooi(x, rank, n_iter: int = 10, *, mask=None) -> Tucker:
     rank = _check_ranks(rank, x.shape, "rank")
     if mask is not None:
         return _tucker_fits.masked_hooi(x, rank, n_iter, mask)
-    factors = hosvd(x, rank).factors
+    method = linalg.svd_method(svd, x)
+    factors = hosvd(x, rank, svd=method).factors
     if n_iter:
-        _, factors = jax.lax.fori_loop(0, n_iter, _hooi_sweep(rank), (x, factors))
+        _, factors = jax.lax.fori_loop(0, n_iter, _hooi_sweep(rank, method), (x, factors))
     return Tucker(_project(x, factors), tuple(factors))
 
 
 @functools.lru_cache(maxsize=128)
-def _hooi_sweep(ranks: tuple[int, ...]):
+def _hooi_sweep(ranks: tuple[int, ...], method: str):
     """One HOOI sweep as a ``fori_loop`` body. Cached per ``ranks`` and closing over
     nothing else (``x`` rides in the carry), so repeated eager calls reuse the traced
     loop instead of re-tracing it."""
@@ -290,7 +308,7 @@ def _hooi_sweep(ranks: tuple[int, ...]):
         factors = list(factors)
         for k in range(x.ndim):
             y = _project(x, factors, skip=k)
-            factors[k] = _leading_vectors(_unfold(y, k), ranks[k])
+            factors[k] = _leading_vectors(_unfold(y, k), ranks[k], method)
         return x, tuple(factors)
 
     return sweep

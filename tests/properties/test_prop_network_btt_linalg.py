@@ -27,6 +27,7 @@ from props import (
     seeds,
     upcast,
 )
+from props import tol as tol_of
 
 from tnlib import btt, linalg, network
 
@@ -272,3 +273,41 @@ def test_kronecker_det_inv_cholesky_match_dense(dtype, m1, m2, seed):
     for fn in (btt.det, btt.slogdet, btt.inv, btt.cholesky):
         raises(lambda fn=fn: fn(rect), "square")
     finite(btt.slogdet(w))
+
+
+@covers("linalg.svd", "linalg.randomized_svd", "linalg.svd_method", "linalg.SVD_METHODS",
+        "linalg.truncated_svd")
+@DT
+@settings(max_examples=1)
+@given(st.integers(1, 5), st.integers(1, 5), st.sampled_from([(), (2,)]), st.integers(1, 5),
+       seeds)
+def test_svd_routes_match_numpy(dtype, m, n, batch, rank, seed):
+    """The Gram route within its resolution (``sqrt(eps) * s_max``; complete on the short
+    side), the randomized SVD exact at full rank and never above the spectrum (the
+    singular values of ``Q Q^H a`` interlace those of ``a``) below it."""
+    a = normal(key(seed), (*batch, m, n), dtype)
+    A = np.asarray(upcast(a))
+    k, rank = min(m, n), min(rank, m, n)
+    sr = np.linalg.svd(A, compute_uv=False)
+    smax = max(1.0, float(sr.max()))
+    work = jnp.float32 if jnp.finfo(dtype).bits < 32 else dtype
+    res = 4 * float(np.sqrt(jnp.finfo(work).eps)) * smax + 8 * float(jnp.finfo(work).eps) * smax
+    u, s, vh = linalg.svd(a, method="gram")
+    assert u.shape == (*batch, m, k) and s.shape == (*batch, k) and vh.shape == (*batch, k, n)
+    assert u.dtype == vh.dtype == a.dtype
+    finite(s, "gram singular values")
+    assert np.abs(np.asarray(upcast(s)) - sr).max() <= res + float(tol_of(dtype)) * smax
+    rec = np.asarray(upcast(u)) * np.asarray(upcast(s))[..., None, :] @ np.asarray(upcast(vh))
+    assert np.abs(rec - A).max() <= k * res + 8 * float(tol_of(dtype)) * smax
+    u2, s2, vh2 = linalg.randomized_svd(a, rank)
+    assert s2.shape == (*batch, rank) and u2.dtype == a.dtype
+    s2 = np.asarray(upcast(s2))
+    assert np.all(s2 <= sr[..., :rank] * (1 + 8 * float(tol_of(dtype))) + 8 * float(tol_of(dtype)))
+    if rank == k:
+        close(s2, sr, dtype, factor=8, scale=smax)
+    for method in linalg.SVD_METHODS:
+        route = linalg.svd_method(method, a)
+        assert route in linalg.SVD_METHODS and route != "auto"
+    assert (linalg.svd_method("auto", a) == "gram") == (jnp.finfo(dtype).bits == 64)
+    out = linalg.truncated_svd(a, rank, method="randomized")
+    assert out[1].shape == (*batch, rank)

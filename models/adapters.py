@@ -492,14 +492,15 @@ class DoTA(nnx.Module):
       (unlike LoRA's), and ``merged_kernel()`` is ``W_res + MPO(cores)``.
     - *Mode factorization*: ``in_features = prod in_factors``, ``out_features = prod
       out_factors``; site ``k`` pairs ``out_factors[k]`` with ``in_factors[k]``. The
-      paper follows the MPO of earlier MPO work (more sites for LLM-sized matrices); the
-      default here (*ours*) is ``TTLinear``'s: ``n_factors = 3`` balanced factors
-      (``factorize_dims``).
+      paper's per-matrix site count and factors (chosen for LLaMA-sized matrices) are
+      not reproduced; the default here (*ours*) is ``TTLinear``'s: ``n_factors = 3``
+      balanced factors (``factorize_dims``).
     - *Ranks*: one int ``rank``, the maximum bond dimension of every bond (the paper's
       truncated bond dimension), capped bond by bond at what the unfoldings allow.
     - *Scaling*: none; the MPO carries a part of ``W`` at its own magnitude, so a LoRA
       style ``alpha / r`` would only rescale the learning rate (*ours*: no ``alpha``).
-    - The bias is copied and frozen (the paper does not train it).
+    - *Bias* (*ours*): copied and frozen, as the other adapters' (the paper's LLaMA
+      projections have none).
 
     Args:
       kernel: the pretrained kernel ``W`` ``(in_features, out_features)``.

@@ -4,7 +4,14 @@ Every benchmark times our code and a peer on the same inputs in one process, aft
 warm-up, and writes ``benchmarks/out/<name>.json`` plus ``<name>.md`` (git-ignored;
 copy the table into ``benchmarks/README.md`` under the command that produced it).
 
-    from _bench import median_seconds, meta, write
+    from _bench import alternate, ratio_stats, meta, write
+
+Timing on a shared machine: ``alternate`` runs the contenders of one row in turn,
+round after round (ABCABC..., the order rotated each round), so a burst of load from
+another process hits all of them alike; ``ratio_stats`` then reports, for each
+contender, the median over rounds of its time divided by the reference's time *in the
+same round*, with the quartiles as the spread. A lone ``median_seconds`` (one
+contender) remains for rows with nothing to compare against.
 
 Threads: every script accepts ``--threads N`` and ``--single-thread`` (= ``--threads
 1``), applied by ``threads_from_argv()`` *before* jax / numpy / torch are imported (they
@@ -97,6 +104,79 @@ def median_seconds(fn: Callable, *args, warmup: int = 2, repeats: int = 7,
                 break
         samples.append(elapsed / n)
     return statistics.median(samples)
+
+
+def alternate(contenders: dict, *, rounds: int = 15, min_time: float = 0.02,
+              budget: float = 60.0, warmup: int = 1) -> dict[str, list[float]]:
+    """Per-call seconds of each contender in each round, timed in alternation.
+
+    Args:
+      contenders: ``{name: (fn, args)}``; ``fn(*args)`` is waited for (``_block``).
+      rounds: rounds wanted; fewer when one round is estimated to take longer than
+        ``budget / rounds`` (never fewer than 3).
+      min_time: each sample repeats its call until it has run this long (the count is
+        fixed per contender from the warm-up, so every round runs the same calls) and
+        reports the time per call: microsecond calls are not lost in timer noise.
+      budget: seconds the whole row may take, roughly.
+      warmup: untimed calls per contender before the first round.
+
+    Returns:
+      ``{name: [seconds per call, one entry per round]}``.
+    """
+    if not contenders:
+        raise ValueError("contenders must name at least one function")
+    est = {}
+    for name, (fn, args) in contenders.items():
+        for _ in range(warmup):  # compilation, caches
+            _block(fn(*args))
+        n, t0 = 0, time.perf_counter()
+        while n < 3 and time.perf_counter() - t0 < min_time:
+            _block(fn(*args))
+            n += 1
+        est[name] = max((time.perf_counter() - t0) / n, 1e-7)
+    loops = {name: max(1, int(min_time / t)) for name, t in est.items()}
+    per_round = sum(est[n] * loops[n] for n in contenders)
+    rounds = max(3, min(rounds, int(budget / max(per_round, 1e-9))))
+    names = list(contenders)
+    samples = {name: [] for name in names}
+    for k in range(rounds):
+        for name in names[k % len(names):] + names[:k % len(names)]:
+            fn, args = contenders[name]
+            t0 = time.perf_counter()
+            for _ in range(loops[name]):
+                _block(fn(*args))
+            samples[name].append((time.perf_counter() - t0) / loops[name])
+    return samples
+
+
+def _quartiles(values):
+    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
+    return q[0], statistics.median(values), q[2]
+
+
+def ratio_stats(samples: dict[str, list[float]], ref: str) -> dict[str, dict]:
+    """For each contender: its median time and the median, quartiles, min and max over
+    rounds of ``time / time of ref in the same round`` (> 1: ``ref`` is faster)."""
+    base = samples[ref]
+    out = {}
+    for name, times in samples.items():
+        ratios = [t / b for t, b in zip(times, base, strict=True)]
+        q1, med, q3 = _quartiles(ratios)
+        out[name] = {"s": statistics.median(times), "ratio": med, "q1": q1, "q3": q3,
+                     "min": min(ratios), "max": max(ratios), "rounds": len(times)}
+    return out
+
+
+def best_of(samples: dict[str, list[float]], names) -> list[float]:
+    """Per round, the fastest of ``names``: a "fastest peer" contender whose ratio is
+    taken round by round like any other."""
+    names = list(names)
+    return [min(samples[n][k] for n in names) for k in range(len(samples[names[0]]))]
+
+
+def fmt_ratio(stat: dict) -> str:
+    """``1.23x [1.10-1.31]``: the median ratio and its interquartile range."""
+    return f"{stat['ratio']:.3g}x [{stat['q1']:.3g}-{stat['q3']:.3g}]"
 
 
 def jit_or_eager(fn, *args):

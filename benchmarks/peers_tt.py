@@ -1,11 +1,17 @@
 """TT / MPS operations side by side: tnlib against tensornetwork, quimb and tensorly (CPU).
 
 Every operation runs on the same float64 inputs (``jax_enable_x64``) for ours and each
-peer, in one process, after warm-up; the table gives median wall times and the ratio
-``peer time / our time`` (> 1: we are faster). Before timing, each peer's result is
-checked against ours: the relative difference of the results (the dense reconstruction,
-or the TT difference ``||ours - peer|| / ||ours||`` computed exactly by orthogonalizing
-``ours - peer``, or the scalar) must be below 1e-6, and is recorded.
+peer, in one process, after warm-up. Each peer runs in every documented mode that may be
+faster (quimb's ``method=`` of its SVD splits, tensorly's ``svd=``, each on NumPy and on
+JAX); ours and all those modes are timed in alternation, round after round
+(``_bench.alternate``), and each ratio ``peer time / our time`` (> 1: we are faster) is
+the median over rounds of the ratio within a round, with its interquartile range. Before
+timing, each result is checked against ours: the relative difference of the results
+(the dense reconstruction, or the TT difference ``||ours - peer|| / ||ours||`` computed
+exactly by orthogonalizing ``ours - peer``, or the scalar). A peer's default mode must
+agree to 1e-6 (asserted); a faster mode that does not is still timed and shown with its
+difference, but is not counted as the fastest peer at equal accuracy. TT-SVD and
+rounding rows also give each result's relative error against the exact input.
 
 Operations (``L`` sites, local dim ``n``, bond ``chi``; random TTs from ``tt.random``):
 
@@ -19,18 +25,22 @@ Operations (``L`` sites, local dim ``n``, bond ``chi``; random TTs from ``tt.ran
 Contenders (float64 throughout):
 
   * ours: the ``tnlib.tt`` function under ``jax.jit``, compiled once, the compiled call
-    timed;
+    timed, with its defaults (``svd="auto"``: the Gram route in float64); ``svd="lapack"``
+    and ``svd="randomized"`` are timed too and kept in the JSON;
   * ``tensornetwork``: JAX backend, ``tn.ncon`` site by site under ``jax.jit`` (what a
     tensornetwork user writes: ``FiniteMPS`` has no overlap, norm, compression, TT-SVD
     or MPO application of its own);
   * ``quimb (numpy)``: ``MatrixProductState`` with NumPy arrays, eager: ``a.H @ b``,
-    ``a.norm()``, ``MatrixProductState.from_dense(..., max_bond=r, cutoff=0)``,
-    ``.compress(max_bond=chi, cutoff=0)``, ``MatrixProductOperator.apply``;
+    ``a.norm()``, ``MatrixProductState.from_dense(..., max_bond=r, cutoff=0, method=M)``,
+    ``.compress(max_bond=chi, cutoff=0, method=M)`` for ``M`` in ``svd`` (default),
+    ``svd:eig`` (Gram + eigendecomposition) and, for the TT-SVD, ``svd:rand``,
+    ``MatrixProductOperator.apply``;
   * ``quimb (jax)``: the same calls on JAX arrays (autoray dispatch), the whole function
     (building the quimb objects included) under ``jax.jit``; eager when it does not trace
     (the JSON records which);
   * ``tensorly (numpy)`` / ``tensorly (jax)``: ``tensorly.decomposition.tensor_train``
-    for the TT-SVD; tensorly has no TT inner product or norm, so those are computed
+    for the TT-SVD with ``svd=`` ``truncated_svd`` (default), ``symeig_svd`` and
+    ``randomized_svd``; tensorly has no TT inner product or norm, so those are computed
     through the dense tensor (``tt_to_tensor``) where it fits (at most 2^22 entries);
     the JAX backend is run under ``jax.jit`` when it traces, else eagerly.
 
@@ -60,11 +70,14 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from _bench import (  # noqa: E402
     add_thread_args,
+    alternate,
+    best_of,
+    fmt_ratio,
     jit_or_eager,
     markdown_table,
-    median_seconds,
     meta,
     meta_line,
+    ratio_stats,
     write,
 )
 
@@ -105,10 +118,10 @@ MISSING = {
 # --------------------------------------------------------------------------- helpers
 
 
-def _jax_peer(name, fn, args):
-    """A peer entry ``(name, callable, args, mode)`` jitted when ``fn`` traces."""
-    f, mode = jit_or_eager(fn, *args)
-    return name, f, args, mode
+def _jax_peer(name, fn, args, mode="default"):
+    """A peer entry ``(name, mode, callable, args, how)`` jitted when ``fn`` traces."""
+    f, how = jit_or_eager(fn, *args)
+    return name, mode, f, args, how
 
 
 def _rel(x, y):
@@ -191,26 +204,26 @@ def _q_norm(xa):
     return _q_mps(xa).norm()
 
 
-def _q_from_dense(x, dims, r):
-    return qtn.MatrixProductState.from_dense(x, dims, max_bond=r, cutoff=0.0)
+def _q_from_dense(x, dims, r, method="svd"):
+    return qtn.MatrixProductState.from_dense(x, dims, max_bond=r, cutoff=0.0, method=method)
 
 
-def _q_round(xa, chi):
+def _q_round(xa, chi, method="svd"):
     mps = _q_mps(xa)
-    mps.compress(max_bond=chi, cutoff=0.0)  # in place
+    mps.compress(max_bond=chi, cutoff=0.0, method=method)  # in place
     return mps
 
 
-def _q_round_arrays(xa, chi):
-    return tuple(t.data for t in _q_round(xa, chi))
+def _q_round_arrays(xa, chi, method="svd"):
+    return tuple(t.data for t in _q_round(xa, chi, method))
 
 
 def _q_matmul(wa, xa):
     return qtn.MatrixProductOperator(wa, shape="lrud").apply(_q_mps(xa))
 
 
-def _q_from_dense_arrays(x, dims, r):
-    return tuple(t.data for t in _q_from_dense(x, dims, r))
+def _q_from_dense_arrays(x, dims, r, method="svd"):
+    return tuple(t.data for t in _q_from_dense(x, dims, r, method))
 
 
 def _q_matmul_arrays(wa, xa):
@@ -240,8 +253,12 @@ def _tl_norm(xs):
     return tl.norm(_tl_dense(xs))
 
 
-def _tl_tt_svd(x, r):
-    return tuple(tensor_train(x, rank=r).factors)
+def _tl_tt_svd(x, r, svd="truncated_svd"):
+    return tuple(tensor_train(x, rank=r, svd=svd).factors)
+
+
+QUIMB_SVD_MODES = ("svd", "svd:eig", "svd:rand")  # quimb's method= of tensor splits
+TL_SVD_MODES = ("truncated_svd", "symeig_svd", "randomized_svd")  # tensorly's svd=
 
 
 # ---------------------------------------------------------------------- benchmark
@@ -252,29 +269,72 @@ class Runner:
         self.quick = quick
         self.rows = []
 
-    def time(self, fn, *args):
-        est = median_seconds(fn, *args, warmup=1, repeats=1)
-        if est > 1.0:
-            return median_seconds(fn, *args, warmup=0, repeats=3)
-        return median_seconds(fn, *args, warmup=1, repeats=5 if self.quick else 7,
-                              min_time=min(0.05, 20 * est))
+    def record(self, op, size, ours, peers, check, error=None):
+        """Check, then time in alternation, ours and every peer mode.
 
-    def record(self, op, size, ours_fn, ours_args, peers, check):
-        """Time ours and each peer ``(name, fn, args, mode)``; ``check(result)`` gives the
-        relative difference of a peer's result from ours (asserted below TOL)."""
-        row = {"op": op, "size": size, "ours_s": self.time(ours_fn, *ours_args), "peers": {}}
-        for name, fn, args, mode in peers:
-            _tl_backend(name)  # tensorly peers run on their own backend; the rest ignore it
+        Args:
+          ours: ``{label: (fn, args)}``; the first entry is tnlib's default, the reference
+            of every ratio.
+          peers: ``(peer, mode, fn, args, how)`` entries; the first entry of each peer is
+            its default mode, which must agree with ours to TOL.
+          check: ``check(peer, out)``, the relative difference of a result from ours.
+          error: optional ``error(label, out)``, a result's relative error against the
+            exact input (decompositions).
+        """
+        ref_label = next(iter(ours))
+        contenders, info = {}, {}
+        for label, (fn, args) in ours.items():
+            contenders[label] = (fn, args)
+            info[label] = {"peer": "tnlib", "mode": label, "how": "jit"}
+            if error is not None:
+                info[label]["error"] = error(label, fn(*args))
+        seen = set()
+        for peer, mode, fn, args, how in peers:
+            _tl_backend(peer)  # tensorly peers run on their own backend; the rest ignore it
             out = fn(*args)
-            seconds = self.time(fn, *args)
+            diff = check(peer, out)
+            key = f"{peer} [{mode}]"
+            info[key] = {"peer": peer, "mode": mode, "how": how, "rel_diff": diff,
+                         "agrees": diff < TOL}
+            if error is not None:
+                info[key]["error"] = error(peer, out)
             tl.set_backend("numpy")
-            diff = check(name, out)
-            assert diff < TOL, f"{op} {size}: {name} differs from ours by {diff:.2e}"
-            row["peers"][name] = {"s": seconds, "mode": mode, "rel_diff": diff}
+            if peer not in seen:  # the default mode must give our result
+                assert diff < TOL, f"{op} {size}: {key} differs from ours by {diff:.2e}"
+                seen.add(peer)
+            contenders[key] = (_with_backend(peer, fn), args)
+        samples = alternate(contenders, rounds=7 if self.quick else 15,
+                            budget=10 if self.quick else 90)
+        agreeing = [k for k, v in info.items() if v.get("agrees")]
+        samples["fastest peer"] = best_of(samples, agreeing)
+        stats = ratio_stats(samples, ref_label)
+        for key, st in stats.items():
+            info.setdefault(key, {}).update(st)
+        fastest = min(agreeing, key=lambda k: stats[k]["s"])
+        info["fastest peer"]["mode"] = fastest
+        row = {"op": op, "size": size, "ours_s": stats[ref_label]["s"], "ref": ref_label,
+               "contenders": info}
         self.rows.append(row)
         print(op, size, f"ours {row['ours_s'] * 1e3:.3f} ms",
-              {k: f"{v['s'] * 1e3:.3f} ms ({v['mode']}, diff {v['rel_diff']:.1e})"
-               for k, v in row["peers"].items()}, flush=True)
+              {k: f"{v['s'] * 1e3:.3f} ms ({fmt_ratio(v)}, diff {v.get('rel_diff', 0):.1e})"
+               for k, v in info.items() if k != ref_label}, flush=True)
+
+
+def _with_backend(peer, fn):
+    """``fn`` called with tensorly's backend set to the peer's (a jitted tensorly function
+    no longer needs it, an eager one does; alternation interleaves the two)."""
+    if not peer.startswith("tensorly"):
+        return fn
+    backend = "jax" if peer.endswith("(jax)") else "numpy"
+
+    def call(*args):
+        tl.set_backend(backend)
+        try:
+            return fn(*args)
+        finally:
+            tl.set_backend("numpy")
+
+    return call
 
 
 def _tl_backend(name):
@@ -294,29 +354,31 @@ def bench_inner_norm(run: Runner, L, n, chi):
     dense = math.prod(a.dims) <= DENSE_MAX
     na, nb = [np.asarray(c) for c in ca], [np.asarray(c) for c in cb]
 
-    peers_inner = [("tensornetwork", jax.jit(_tn_inner), (ca, cb), "jit"),
-                   ("quimb (numpy)", _q_inner, (qa_np, qb_np), "eager"),
+    peers_inner = [("tensornetwork", "ncon", jax.jit(_tn_inner), (ca, cb), "jit"),
+                   ("quimb (numpy)", "default", _q_inner, (qa_np, qb_np), "eager"),
                    _jax_peer("quimb (jax)", _q_inner, (qa_j, qb_j))]
-    peers_norm = [("tensornetwork", jax.jit(_tn_norm), (ca,), "jit"),
-                  ("quimb (numpy)", _q_norm, (qa_np,), "eager"),
+    peers_norm = [("tensornetwork", "ncon", jax.jit(_tn_norm), (ca,), "jit"),
+                  ("quimb (numpy)", "default", _q_norm, (qa_np,), "eager"),
                   _jax_peer("quimb (jax)", _q_norm, (qa_j,))]
     if dense:
         tl.set_backend("numpy")
-        peers_inner.append(("tensorly (numpy)", _tl_inner, (na, nb), "eager, dense"))
-        peers_norm.append(("tensorly (numpy)", _tl_norm, (na,), "eager, dense"))
+        peers_inner.append(("tensorly (numpy)", "dense", _tl_inner, (na, nb), "eager"))
+        peers_norm.append(("tensorly (numpy)", "dense", _tl_norm, (na,), "eager"))
         tl.set_backend("jax")
         fi, mi = jit_or_eager(_tl_inner, ca, cb)
         fn_, mn = jit_or_eager(_tl_norm, ca)
-        peers_inner.append(("tensorly (jax)", fi, (ca, cb), mi + ", dense"))
-        peers_norm.append(("tensorly (jax)", fn_, (ca,), mn + ", dense"))
+        peers_inner.append(("tensorly (jax)", "dense", fi, (ca, cb), mi))
+        peers_norm.append(("tensorly (jax)", "dense", fn_, (ca,), mn))
 
     tl.set_backend("numpy")
 
     def scalar_check(ref):
         return lambda name, value: abs(float(np.asarray(value)) - ref) / abs(ref)
 
-    run.record("inner", size, jax.jit(tt.inner), (a, b), peers_inner, scalar_check(ref_inner))
-    run.record("norm", size, jax.jit(tt.norm), (a,), peers_norm, scalar_check(ref_norm))
+    run.record("inner", size, {"tnlib": (jax.jit(tt.inner), (a, b))}, peers_inner,
+               scalar_check(ref_inner))
+    run.record("norm", size, {"tnlib": (jax.jit(tt.norm), (a,))}, peers_norm,
+               scalar_check(ref_norm))
 
 
 def bench_tt_svd(run: Runner, dims, r):
@@ -327,29 +389,40 @@ def bench_tt_svd(run: Runner, dims, r):
     x_np = np.asarray(x)
     size = f"{'x'.join(map(str, dims)) if len(set(dims)) > 1 else f'{dims[0]}^{len(dims)}'}" \
            f" ({x.size} entries), r={r}"
-    ours = jax.jit(functools.partial(tt.from_dense, max_rank=r))
-    ref = np.asarray(tt.to_dense(ours(x)))
-
+    ours = {f"tnlib [svd={m}]": (jax.jit(functools.partial(tt.from_dense, max_rank=r, svd=m)),
+                                 (x,)) for m in ("auto", "lapack", "randomized")}
+    ref = np.asarray(tt.to_dense(next(iter(ours.values()))[0](x)))
+    templates = {m: _q_from_dense(x_np, dims, r, m) for m in QUIMB_SVD_MODES}
+    peers = []
+    for m in QUIMB_SVD_MODES:
+        peers.append(("quimb (numpy)", m, functools.partial(_q_from_dense, dims=dims, r=r,
+                                                            method=m), (x_np,), "eager"))
+    for m in QUIMB_SVD_MODES:
+        peers.append(_jax_peer("quimb (jax)", functools.partial(
+            _q_from_dense_arrays, dims=dims, r=r, method=m), (x,), m))
+    for m in TL_SVD_MODES:
+        peers.append(("tensorly (numpy)", m, functools.partial(_tl_tt_svd, r=r, svd=m),
+                      (x_np,), "eager"))
     tl.set_backend("jax")
-    f_tlj, m_tlj = jit_or_eager(functools.partial(_tl_tt_svd, r=r), x)
+    for m in TL_SVD_MODES:
+        f, how = jit_or_eager(functools.partial(_tl_tt_svd, r=r, svd=m), x)
+        peers.append(("tensorly (jax)", m, f, (x,), how))
     tl.set_backend("numpy")
-    f_qj, m_qj = jit_or_eager(functools.partial(_q_from_dense_arrays, dims=dims, r=r), x)
-    template = _q_from_dense(x_np, dims, r)
-    peers = [("quimb (numpy)", functools.partial(_q_from_dense, dims=dims, r=r), (x_np,),
-              "eager"),
-             ("quimb (jax)", f_qj, (x,), m_qj),
-             ("tensorly (numpy)", functools.partial(_tl_tt_svd, r=r), (x_np,), "eager"),
-             ("tensorly (jax)", f_tlj, (x,), m_tlj)]
 
-    def check(name, out):
+    def dense_of(name, out):
+        if isinstance(out, tt.TensorTrain):
+            return np.asarray(tt.to_dense(out))
         if name.startswith("quimb"):
-            mps = out if name == "quimb (numpy)" else _q_rebuild(out, template)
-            dense = mps.to_dense().reshape(dims)
-        else:
-            dense = tl.tt_to_tensor([np.asarray(f) for f in out])
-        return _rel(ref, dense)
+            if name == "quimb (numpy)":
+                return out.to_dense().reshape(dims)
+            shapes = tuple(np.shape(a) for a in out)
+            like = next(t for t in templates.values()
+                        if tuple(np.shape(u.data) for u in t) == shapes)
+            return _q_rebuild(out, like).to_dense().reshape(dims)
+        return tl.tt_to_tensor([np.asarray(f) for f in out])
 
-    run.record( "tt_svd", size, ours, (x,), peers, check)
+    run.record("tt_svd", size, ours, peers, lambda name, out: _rel(ref, dense_of(name, out)),
+               error=lambda name, out: _rel(x_np, dense_of(name, out)))
 
 
 def bench_round(run: Runner, L, n, chi):
@@ -358,19 +431,23 @@ def bench_round(run: Runner, L, n, chi):
     b = tt.random(kb, (n,) * L, chi, jnp.float64)
     c = tt.add(a, tt.scale(b, 1e-2))
     size = f"L={L}, n={n}, 2chi={2 * chi} -> {chi}"
-    ours = jax.jit(functools.partial(tt.round, max_rank=chi))
-    ref = ours(c)
+    ours = {f"tnlib [svd={m}]": (jax.jit(functools.partial(tt.round, max_rank=chi, svd=m)),
+                                 (c,)) for m in ("auto", "lapack")}
+    ref = next(iter(ours.values()))[0](c)
     qc_np, qc_j = _quimb_mps_arrays(c), _quimb_mps_arrays(c, jnp)
     template = _q_round(qc_np, chi)
-    f_qj, m_qj = jit_or_eager(functools.partial(_q_round_arrays, chi=chi), qc_j)
-    peers = [("quimb (numpy)", functools.partial(_q_round, chi=chi), (qc_np,), "eager"),
-             ("quimb (jax)", f_qj, (qc_j,), m_qj)]
+    peers = [("quimb (numpy)", m, functools.partial(_q_round, chi=chi, method=m), (qc_np,),
+              "eager") for m in ("svd", "svd:eig")]
+    peers += [_jax_peer("quimb (jax)", functools.partial(_q_round_arrays, chi=chi, method=m),
+                        (qc_j,), m) for m in ("svd", "svd:eig")]
 
-    def check(name, out):
-        mps = out if name == "quimb (numpy)" else _q_rebuild(out, template)
-        return _tt_rel_diff(ref, _from_quimb(mps))
+    def as_tt(name, out):
+        if isinstance(out, tt.TensorTrain):
+            return out
+        return _from_quimb(out if name == "quimb (numpy)" else _q_rebuild(out, template))
 
-    run.record("round", size, ours, (c,), peers, check)
+    run.record("round", size, ours, peers, lambda name, out: _tt_rel_diff(ref, as_tt(name, out)),
+               error=lambda name, out: _tt_rel_diff(c, as_tt(name, out)))
 
 
 def bench_matmul(run: Runner, L, n, chi):
@@ -384,9 +461,10 @@ def bench_matmul(run: Runner, L, n, chi):
     wa_j, xa_j = _quimb_mpo_arrays(w, jnp), _quimb_mps_arrays(a, jnp)
     template = _q_matmul(wa_np, xa_np)
     f_qj, m_qj = jit_or_eager(_q_matmul_arrays, wa_j, xa_j)
-    peers = [("tensornetwork", jax.jit(_tn_matmul), (list(w.cores), list(a.cores)), "jit"),
-             ("quimb (numpy)", _q_matmul, (wa_np, xa_np), "eager"),
-             ("quimb (jax)", f_qj, (wa_j, xa_j), m_qj)]
+    peers = [("tensornetwork", "ncon", jax.jit(_tn_matmul), (list(w.cores), list(a.cores)),
+              "jit"),
+             ("quimb (numpy)", "default", _q_matmul, (wa_np, xa_np), "eager"),
+             ("quimb (jax)", "default", f_qj, (wa_j, xa_j), m_qj)]
 
     def check(name, out):
         if name == "tensornetwork":
@@ -394,19 +472,28 @@ def bench_matmul(run: Runner, L, n, chi):
         mps = out if name == "quimb (numpy)" else _q_rebuild(out, template)
         return _tt_rel_diff(ref, _from_quimb(mps))
 
-    run.record("matmul", size, ours, (w, a), peers, check)
+    run.record("matmul", size, {"tnlib": (ours, (w, a))}, peers, check)
 
 
-def _cell(row, name):
-    p = row["peers"].get(name)
-    if p is None:
+def _best(row, peer):
+    """The fastest mode of ``peer`` whose result agrees with ours (None when none ran)."""
+    modes = [(k, v) for k, v in row["contenders"].items()
+             if v.get("peer") == peer and v.get("agrees")]
+    return min(modes, key=lambda kv: kv[1]["s"]) if modes else None
+
+
+def _cell(row, peer):
+    best = _best(row, peer)
+    if best is None:
         return "-"
-    return f"{p['s'] * 1e3:.3g} ({p['s'] / row['ours_s']:.3g}x)"
+    _, v = best
+    mode = "" if v["mode"] in ("default", "ncon", "dense") else f" `{v['mode']}`"
+    return f"{v['s'] * 1e3:.3g} ({fmt_ratio(v)}){mode}"
 
 
 def table(rows, m, command):
-    header = ["op", "size", "ours (ms)", *[f"{p} ms (ratio)" for p in PEERS],
-              "fastest peer / ours"]
+    header = ["op", "size", "ours (ms)", *[f"{p}: ms (ratio [IQR]) fastest mode" for p in PEERS],
+              "fastest peer / ours", "rel. error: ours / fastest peer"]
     body, notes = [], {}
     for r in rows:
         cells = []
@@ -418,18 +505,34 @@ def table(rows, m, command):
                     mark = notes.setdefault(note, f"[{len(notes) + 1}]")
                     c = f"{c} {mark}"
             cells.append(c)
-        fastest = min((v["s"] for v in r["peers"].values()), default=float("nan"))
-        body.append([r["op"], r["size"], r["ours_s"] * 1e3, *cells, fastest / r["ours_s"]])
-    modes = sorted({f"{name}: {v['mode']}" for r in rows for name, v in r["peers"].items()
-                    if name.endswith("(jax)")})
-    lines = [f"`{command}` (float64, CPU; median wall time after warm-up, ratio = peer time /"
-             " our time, > 1 means tnlib is faster; every peer's result agrees with ours to "
-             f"relative difference < {TOL:g}, max "
-             f"{max(v['rel_diff'] for r in rows for v in r['peers'].values()):.1e})", "",
+        info = r["contenders"]
+        fast = info["fastest peer"]
+        err = "-"
+        if "error" in info[r["ref"]]:
+            err = f"{info[r['ref']]['error']:.3g} / {info[fast['mode']]['error']:.3g}"
+        body.append([r["op"], r["size"], r["ours_s"] * 1e3, *cells, fmt_ratio(fast), err])
+    lost = sorted({f"{k} on {r['op']} {r['size']}: differs from ours by {v['rel_diff']:.1e}"
+                   f" (its error {v.get('error', float('nan')):.2e})"
+                   for r in rows for k, v in r["contenders"].items()
+                   if v.get("agrees") is False})
+    ours_modes = sorted({f"{r['op']} {r['size']}: {k} {v['s'] * 1e3:.3g} ms"
+                         + (f", error {v['error']:.3g}" if "error" in v else "")
+                         for r in rows for k, v in r["contenders"].items()
+                         if v.get("peer") == "tnlib" and k != r["ref"]})
+    hows = sorted({f"{v['peer']}: {v['how']}" for r in rows for v in r["contenders"].values()
+                   if str(v.get("peer", "")).endswith("(jax)")})
+    lines = [f"`{command}` (float64, CPU; every contender of a row timed in alternation, "
+             "ratio = peer time / our time in the same round, median over rounds with the "
+             "interquartile range, > 1 means tnlib is faster; each peer's fastest mode whose "
+             f"result agrees with ours to relative difference < {TOL:g} is shown)", "",
              markdown_table(header, body), ""]
     lines += [f"{mark} {note}" for note, mark in notes.items()]
-    lines += ["", "Modes of the JAX-backend peers: " + "; ".join(modes) + ". tensornetwork is"
-              " always ncon under jax.jit.", "", meta_line(m)]
+    if lost:
+        lines += ["", "Faster modes that do not give our result (timed, not counted):", ""]
+        lines += [f"- {x}" for x in lost]
+    lines += ["", "tnlib's other SVD routes (same run):", ""] + [f"- {x}" for x in ours_modes]
+    lines += ["", "JAX-backend peers: " + "; ".join(hows) + ". tensornetwork is always ncon "
+              "under jax.jit.", "", meta_line(m)]
     return "\n".join(lines)
 
 

@@ -22,6 +22,8 @@ therefore happens outside ``jit``.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -32,6 +34,7 @@ __all__ = [
     "qr",
     "truncated_svd",
     "randomized_svd",
+    "truncated_split",
     "SVD_METHODS",
     "svd_method",
     "tail_norms",
@@ -153,22 +156,29 @@ def _thin_svd(a):
     return _nan_where(finite, u, s, vh)
 
 
-def _gram_svd(a):
+def _gram_svd(a, rank=None):
     """Thin SVD through ``eigh`` of the short side's Gram matrix (see ``svd``'s
     ``method="gram"``); values below ``sqrt(eps) * s_max`` are set to 0 with zero
-    long-side vectors."""
-    a, finite = _finite_input(a)
+    long-side vectors. With ``rank``, only the leading ``rank`` triplets: the long
+    side's product then costs ``rank / min(m, n)`` of the full one."""
     m, n = a.shape[-2:]
     b = a if m <= n else _H(a)  # (k, N), k = min(m, n)
-    w, q = jnp.linalg.eigh(b @ _H(b))  # ascending
+    # inf / NaN anywhere in a reaches the Gram matrix's diagonal: guarding the small
+    # (k, k) matrix spares two passes over a (the LAPACK route's _finite_input)
+    g, finite = _finite_input(b @ _H(b))
+    w, q = jnp.linalg.eigh(g)  # ascending
     w, q = w[..., ::-1], q[..., ::-1]
     s = jnp.sqrt(jnp.maximum(w, 0))
     resolved = s > jnp.sqrt(jnp.finfo(s.dtype).eps) * s[..., :1]
     s = jnp.where(resolved, s, 0)
     inv = jnp.where(resolved, 1 / jnp.where(resolved, s, 1), 0)
+    inv = jnp.where(finite[..., 0], inv, jnp.nan)  # a non-finite input: NaN long side
+    if rank is not None:
+        q, s, inv = q[..., :rank], s[..., :rank], inv[..., :rank]
     other = (_H(q) @ b) * inv[..., :, None].astype(b.dtype)  # (k, N): rows of W^H
-    u, vh = (q, other) if m <= n else (_H(other), _H(q))
-    return _nan_where(finite, u, s, vh)
+    q = jnp.where(finite, q, jnp.nan)
+    s = jnp.where(finite[..., 0], s, jnp.nan)
+    return (q, s, other) if m <= n else (_H(other), s, _H(q))
 
 
 def _svd_tangents(a, da, u, s, vh, project_u: bool, project_v: bool):
@@ -237,6 +247,21 @@ def _svd_gram_jvp(primals, tangents):
     m, n = a.shape[-2:]
     # the eigenvectors span the short side; the long side's may be incomplete
     return (u, s, vh), _svd_tangents(a, da, u, s, vh, m > n, m <= n)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _svd_gram_truncated(a, rank):
+    u, s, vh = _gram_svd(a, rank)
+    return u, s, vh
+
+
+@_svd_gram_truncated.defjvp
+def _svd_gram_truncated_jvp(rank, primals, tangents):
+    # the exact derivative of the leading triplets needs the whole spectrum: the full
+    # decomposition's, sliced (only when differentiating; the primal stays truncated)
+    (u, s, vh), (du, ds, dvh) = _svd_gram_jvp(primals, tangents)
+    cut = lambda x, y, z: (x[..., :rank], y[..., :rank], z[..., :rank, :])
+    return cut(u, s, vh), cut(du, ds, dvh)
 
 
 @jax.custom_jvp
@@ -310,10 +335,58 @@ def truncated_svd(a: jax.Array, max_rank: int | None = None, *, method: str = "l
         return randomized_svd(a, max_rank, **randomized)
     if randomized:
         raise TypeError(f"{sorted(randomized)} only apply to method='randomized'")
+    k = min(a.shape[-2:])
+    if method == "gram" and max_rank is not None and max_rank < k:
+        a = _check_matrix(a)
+        if low_precision(a.dtype):
+            out = _svd_gram_truncated(a.astype(jnp.float32), max_rank)
+            return tuple(f.astype(a.dtype) for f in out)
+        return _svd_gram_truncated(a, max_rank)
     u, s, vh = svd(a, method=method)
     if max_rank is not None and max_rank < s.shape[-1]:
         u, s, vh = u[..., :max_rank], s[..., :max_rank], vh[..., :max_rank, :]
     return u, s, vh
+
+
+def truncated_split(a: jax.Array, max_rank: int | None = None, *, method: str = "lapack"):
+    """``(u, s, svh)``: ``truncated_svd`` with the singular values absorbed to the right,
+    ``svh = diag(s) @ vh``, so ``a ~ u @ svh`` with orthonormal columns in ``u`` (the
+    split a left-to-right TT-SVD sweep keeps).
+
+    With ``method="gram"`` on a matrix that is not tall, ``svh`` is ``u^H a`` itself:
+    no division by the singular values and one pass over ``a`` fewer (quimb's
+    ``absorb="right"``), which also keeps the small components that the Gram route
+    cannot resolve as singular values. Derivatives are those of the full thin SVD,
+    sliced (exact, and as finite as ``svd``'s)."""
+    check_rank_args(max_rank, None)
+    _check_method(method, ("lapack", "gram", "randomized"))
+    a = _check_matrix(a)
+    m, n = a.shape[-2:]
+    if method == "gram" and m <= n and not low_precision(a.dtype):
+        return _gram_split(a, min(m, max_rank or m))
+    u, s, vh = truncated_svd(a, max_rank, method=method)
+    return u, s, s[..., :, None].astype(vh.dtype) * vh
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _gram_split(a, rank):
+    g, finite = _finite_input(a @ _H(a))
+    w, q = jnp.linalg.eigh(g)
+    w, q = w[..., ::-1][..., :rank], q[..., ::-1][..., :rank]
+    s = jnp.sqrt(jnp.maximum(w, 0))
+    resolved = s > jnp.sqrt(jnp.finfo(s.dtype).eps) * s[..., :1]
+    q = jnp.where(finite, q, jnp.nan)  # NaN u, and through it NaN svh
+    s = jnp.where(finite[..., 0], jnp.where(resolved, s, 0), jnp.nan)
+    return q, s, _H(q) @ a
+
+
+@_gram_split.defjvp
+def _gram_split_jvp(rank, primals, tangents):
+    (u, s, vh), (du, ds, dvh) = _svd_gram_jvp(primals, tangents)
+    u, s, vh = u[..., :rank], s[..., :rank], vh[..., :rank, :]
+    du, ds, dvh = du[..., :rank], ds[..., :rank], dvh[..., :rank, :]
+    sc, dsc = s[..., :, None].astype(vh.dtype), ds[..., :, None].astype(vh.dtype)
+    return (u, s, sc * vh), (du, ds, dsc * vh + sc * dvh)
 
 
 def randomized_svd(a: jax.Array, rank: int, *, oversample: int = 10, power_iters: int = 2,

@@ -196,20 +196,20 @@ def _tt_svd(x, dims, max_rank, rtol, svd):
     cores, r = [], 1
     rest = x.reshape(dims[0], -1)
     for k in range(n_sites - 1):
-        if method == "randomized":
-            u, s, vh = linalg.randomized_svd(rest, min(caps[k], *rest.shape))
-        else:
-            u, s, vh = linalg.svd(rest, method=method)
-        keep = s.shape[-1] if caps is None else min(caps[k], s.shape[-1])
+        # a static cap (alone or with rtol) is known before the split; rtol alone
+        # needs the whole spectrum first
+        cap = None if caps is None or max_rank is None else min(caps[k], *rest.shape)
+        u, s, svh = linalg.truncated_split(rest, cap, method=method)
+        keep = s.shape[-1]
         if abs_tol is not None and max_rank is None:
             keep = linalg.tolerance_rank(s, abs_tol)
-        u, s, vh = u[:, :keep], s[:keep], vh[:keep]
+        u, s, svh = u[:, :keep], s[:keep], svh[:keep]
         if abs_tol is not None and max_rank is not None:
             # the tail already cut by max_rank counts against the tolerance budget
-            s = s * linalg.tolerance_mask(s, abs_tol)
+            svh = svh * linalg.tolerance_mask(s, abs_tol)[:, None].astype(svh.dtype)
         cores.append(u.reshape(r, dims[k], keep))
         r = keep
-        rest = (s[:, None].astype(vh.dtype) * vh).reshape(r * dims[k + 1], -1)
+        rest = svh.reshape(r * dims[k + 1], -1)
     cores.append(rest.reshape(r, dims[-1], 1))
     return cores
 
@@ -453,7 +453,8 @@ def round(tn, *, max_rank: int | None = None, rtol: float | None = None, svd: st
         if method == "randomized":
             u, s, vh = linalg.randomized_svd(mat, min(caps[k - 1], *mat.shape))
         elif method == "gram":
-            u, s, vh = linalg.svd(mat, method="gram")
+            cap = None if caps is None or max_rank is None else min(caps[k - 1], *mat.shape)
+            u, s, vh = linalg.truncated_svd(mat, cap, method="gram")
         elif mat.shape[0] < mat.shape[1]:
             # wide: decompose the transpose, which LAPACK reduces by its own QR, and
             # spare linalg.svd's extra QR and product (mat = vht^T s ut^T)

@@ -276,7 +276,7 @@ def test_kronecker_det_inv_cholesky_match_dense(dtype, m1, m2, seed):
 
 
 @covers("linalg.svd", "linalg.randomized_svd", "linalg.svd_method", "linalg.SVD_METHODS",
-        "linalg.truncated_svd")
+        "linalg.truncated_svd", "linalg.truncated_split")
 @DT
 @settings(max_examples=1)
 @given(st.integers(1, 5), st.integers(1, 5), st.sampled_from([(), (2,)]), st.integers(1, 5),
@@ -311,3 +311,9 @@ def test_svd_routes_match_numpy(dtype, m, n, batch, rank, seed):
     assert (linalg.svd_method("auto", a) == "gram") == (jnp.finfo(dtype).bits == 64)
     out = linalg.truncated_svd(a, rank, method="randomized")
     assert out[1].shape == (*batch, rank)
+    for method in ("lapack", "gram"):  # the split reconstructs what the SVD keeps
+        u3, s3, svh = linalg.truncated_split(a, rank, method=method)
+        assert u3.shape == (*batch, m, rank) and svh.shape == (*batch, rank, n)
+        ur, sv, vr = (np.asarray(upcast(f)) for f in linalg.truncated_svd(a, rank, method=method))
+        rec = np.asarray(upcast(u3)) @ np.asarray(upcast(svh))
+        assert np.abs(rec - (ur * sv[..., None, :]) @ vr).max() <= k * res + 8 * float(tol_of(dtype)) * smax

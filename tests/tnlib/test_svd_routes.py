@@ -181,3 +181,21 @@ def test_hosvd_and_hooi_routes_agree_with_lapack(svd):
     t = tucker.hooi(x, (2, 3, 2), 2, svd=svd)
     for f in t.factors:  # the factors stay orthonormal
         np.testing.assert_allclose(f.T @ f, np.eye(f.shape[1]), atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(4, 9), (9, 4)])
+@pytest.mark.parametrize("method", ["lapack", "gram", "randomized"])
+def test_truncated_split_absorbs_the_values(shape, method):
+    a = rand(shape, 13)
+    u, s, svh = linalg.truncated_split(a, 3, method=method)
+    ur, sr, vhr = np.linalg.svd(np.asarray(a), full_matrices=False)
+    best = (ur[:, :3] * sr[:3]) @ vhr[:3]
+    np.testing.assert_allclose(u @ svh, best, atol=1e-9 if method == "randomized" else 1e-11)
+    np.testing.assert_allclose(s, sr[:3], rtol=1e-8 if method == "randomized" else 1e-10)
+    np.testing.assert_allclose(u.T @ u, np.eye(3), atol=1e-12)
+    if method != "randomized":  # the split's derivative is the thin SVD's, sliced
+        f = lambda a, m: jnp.sum(jnp.sin((lambda u, s, svh: u @ svh)(*linalg.truncated_split(a, 3, method=m))))
+        g = [jax.jit(jax.grad(f), static_argnums=1)(a, m) for m in ("lapack", method)]
+        np.testing.assert_allclose(g[1], g[0], atol=1e-10)
+    bad = a.at[0, 0].set(jnp.inf)
+    assert np.isnan(np.asarray(linalg.truncated_split(bad, 3, method="gram")[2])).all()

@@ -8,7 +8,12 @@ MPS classifier's contraction) for L in (16, 64, 256, 1024) sites:
   * ``tree``: ``sweep_features(..., method="tree")``, the log-depth pairwise product
     (when this tnlib has it);
   * ``contract_features``: the public function on a ``TensorTrain`` (a tuple of L cores,
-    stacked inside the jitted function; the method its ``auto`` rule picks);
+    stacked inside the jitted function; the method its ``auto`` rule picks: the
+    log-depth tree for one chain of 128 sites or more);
+  * ``contract_features (scan)``: the same tuple API with ``method="scan"``, the like-for-
+    like comparison with ``scan`` (the peers also receive L separate arrays);
+  * ``stack``: ``tt.stack`` alone, the tuple -> ``(L, r, n, r)`` copy that the tuple API
+    adds to the scan (one XLA concatenate of L operands);
   * ``unrolled``: the scan's step as a Python loop over the sites, up to 256 sites;
   * ``quimb``: ``jax.jit`` of a function that builds a quimb ``MatrixProductState`` from
     the L cores (JAX arrays, autoray's jax backend) and the product state
@@ -58,6 +63,7 @@ BOND, LOCAL = 10, 2
 LENGTHS = (16, 64, 256, 1024)
 UNROLL_MAX = 256
 CAP_S = 60.0
+OURS = ("scan", "tree", "contract_features", "contract_features (scan)", "stack")
 TOL = 1e-3  # float32, and the value is a sum with cancellations
 HAS_METHOD = "method" in inspect.signature(tt.sweep_features).parameters
 
@@ -99,7 +105,7 @@ def _value(method, out):
     if method in ("scan", "tree", "unrolled"):
         vec, acc = out
         return float(vec[0] * jnp.exp(acc))
-    if method == "contract_features":
+    if method.startswith("contract_features"):
         mant, acc = out
         return float(mant * jnp.exp(acc))
     return float(np.asarray(out))
@@ -130,6 +136,9 @@ def contenders(L):
     if HAS_METHOD:
         out["tree"] = (_sweep("tree"), (stacked, feats, start), 3)
     out["contract_features"] = (tt.contract_features, (chain, feats), 3)
+    out["contract_features (scan)"] = (
+        lambda c, f: tt.contract_features(c, f, method="scan"), (chain, feats), 3)
+    out["stack"] = (tt.stack, (chain,), 3)
     out["unrolled"] = (_unrolled, (stacked, feats, start), 1)
     out["quimb"] = (_quimb, (q_arrays, feats), 1)
     out["tensornetwork"] = (_tensornetwork, (c, feats), 1)
@@ -152,15 +161,15 @@ def main():
             if name in last:
                 prev_L, prev_s = last[name]
                 predicted = prev_s * L / prev_L
-                if predicted > CAP_S and name not in ("scan", "tree", "contract_features"):
+                if predicted > CAP_S and name not in OURS:
                     caps.setdefault(name, f"largest L = {prev_L}: {L} sites predicted "
                                           f"{predicted:.0f} s > {CAP_S:.0f} s")
                     continue
-            if L == lengths[0]:
+            if L == lengths[0] and name != "stack":
                 agreement[name] = _value(name, jax.jit(f)(*fargs))
             row[f"{name}_s"] = compile_seconds(f, *fargs, repeats=1 if args.quick else repeats)
             last[name] = (L, row[f"{name}_s"])
-            if row[f"{name}_s"] > CAP_S and name not in ("scan", "tree", "contract_features"):
+            if row[f"{name}_s"] > CAP_S and name not in OURS:
                 caps.setdefault(name, f"{L} sites took {row[f'{name}_s']:.0f} s > {CAP_S:.0f} s "
                                       "(longer lengths not run)")
                 last[name] = (L, float("inf"))
@@ -171,8 +180,9 @@ def main():
     bad = {k: v for k, v in rel.items() if not v < TOL}
     assert not bad, f"values at {lengths[0]} sites differ from the scan's: {bad} (ref {ref})"
 
-    names = [n for n in ("scan", "tree", "contract_features", "unrolled", "quimb",
-                         "tensornetwork") if any(f"{n}_s" in r for r in rows)]
+    names = [n for n in ("scan", "tree", "contract_features", "contract_features (scan)",
+                         "stack", "unrolled", "quimb", "tensornetwork")
+             if any(f"{n}_s" in r for r in rows)]
     hi, lo = lengths[-1], 64 if 64 in lengths else lengths[0]
     by = {r["sites"]: r for r in rows}
     growth = {}

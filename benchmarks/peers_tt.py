@@ -17,6 +17,9 @@ Operations (``L`` sites, local dim ``n``, bond ``chi``; random TTs from ``tt.ran
 
   * ``inner``: ``<a, b>`` of two TTs of bond ``chi``;
   * ``norm``: ``||a||_F``;
+  * ``inner (vmap)``: ``<a_i, b_i>`` of ``B`` independent pairs of small TTs, each
+    library's function under ``jax.vmap`` (tiny chains are dispatch-bound one at a time;
+    this is how many of them should be run);
   * ``tt_svd``: TT-SVD of a dense tensor (a bond-``r`` TT plus 1% Gaussian noise) at a
     fixed ``max_rank = r``;
   * ``round``: rounding of ``a + 1e-2 b`` (bond ``2 chi``) to bond ``chi``;
@@ -259,6 +262,14 @@ def _tl_tt_svd(x, r, svd="truncated_svd"):
 
 QUIMB_SVD_MODES = ("svd", "svd:eig", "svd:rand")  # quimb's method= of tensor splits
 TL_SVD_MODES = ("truncated_svd", "symeig_svd", "randomized_svd")  # tensorly's svd=
+# tensorly 0.10's symeig_svd decomposes the Gram matrix of the *long* side of each
+# unfolding (m x m for a tall m x n matrix): 2^15 x 2^15 for the first 2^16-entry TT-SVD
+# unfolding, which filled 18 GB before it was stopped. It runs only while that side fits.
+SYMEIG_MAX = 4096
+
+
+def tl_modes(long_side):
+    return tuple(m for m in TL_SVD_MODES if m != "symeig_svd" or long_side <= SYMEIG_MAX)
 
 
 # ---------------------------------------------------------------------- benchmark
@@ -381,6 +392,25 @@ def bench_inner_norm(run: Runner, L, n, chi):
                scalar_check(ref_norm))
 
 
+def bench_inner_vmap(run: Runner, L, n, chi, batch):
+    ka, kb = jax.random.split(jax.random.PRNGKey(5 * L + chi))
+    keys_a, keys_b = jax.random.split(ka, batch), jax.random.split(kb, batch)
+    rand = jax.vmap(lambda k: tt.random(k, (n,) * L, chi, jnp.float64))
+    a, b = rand(keys_a), rand(keys_b)  # TensorTrains with a leading batch axis
+    size = f"B={batch} pairs, L={L}, n={n}, chi={chi}"
+    ours = jax.jit(jax.vmap(tt.inner))
+    ref = np.asarray(ours(a, b))
+    ca, cb = list(a.cores), list(b.cores)
+    qa = [c[:, 0].transpose(0, 2, 1) if i == 0 else c[..., 0] if i == L - 1
+          else c.transpose(0, 1, 3, 2) for i, c in enumerate(ca)]
+    qb = [c[:, 0].transpose(0, 2, 1) if i == 0 else c[..., 0] if i == L - 1
+          else c.transpose(0, 1, 3, 2) for i, c in enumerate(cb)]
+    peers = [("tensornetwork", "ncon, vmap", jax.jit(jax.vmap(_tn_inner)), (ca, cb), "jit"),
+             _jax_peer("quimb (jax)", jax.vmap(_q_inner), (qa, qb), "vmap")]
+    run.record("inner (vmap)", size, {"tnlib": (ours, (a, b))}, peers,
+               lambda name, out: _rel(ref, out))
+
+
 def bench_tt_svd(run: Runner, dims, r):
     key_tt, key_noise = jax.random.split(jax.random.PRNGKey(len(dims) * 100 + r))
     signal = tt.to_dense(tt.random(key_tt, dims, r, jnp.float64))
@@ -398,13 +428,17 @@ def bench_tt_svd(run: Runner, dims, r):
         peers.append(("quimb (numpy)", m, functools.partial(_q_from_dense, dims=dims, r=r,
                                                             method=m), (x_np,), "eager"))
     for m in QUIMB_SVD_MODES:
-        peers.append(_jax_peer("quimb (jax)", functools.partial(
-            _q_from_dense_arrays, dims=dims, r=r, method=m), (x,), m))
-    for m in TL_SVD_MODES:
+        fn = functools.partial(_q_from_dense_arrays, dims=dims, r=r, method=m)
+        if m == "svd:rand":  # its PRNG state (autoray's jax random) leaks a tracer from jit
+            peers.append(("quimb (jax)", m, fn, (x,), "eager (svd:rand does not jit)"))
+        else:
+            peers.append(_jax_peer("quimb (jax)", fn, (x,), m))
+    modes = tl_modes(x.size // min(dims[0], dims[-1]))
+    for m in modes:
         peers.append(("tensorly (numpy)", m, functools.partial(_tl_tt_svd, r=r, svd=m),
                       (x_np,), "eager"))
     tl.set_backend("jax")
-    for m in TL_SVD_MODES:
+    for m in modes:
         f, how = jit_or_eager(functools.partial(_tl_tt_svd, r=r, svd=m), x)
         peers.append(("tensorly (jax)", m, f, (x,), how))
     tl.set_backend("numpy")
@@ -530,6 +564,9 @@ def table(rows, m, command):
     if lost:
         lines += ["", "Faster modes that do not give our result (timed, not counted):", ""]
         lines += [f"- {x}" for x in lost]
+    lines += ["", f"tensorly's `symeig_svd` runs only where the long side of every unfolding is "
+              f"at most {SYMEIG_MAX}: tensorly 0.10 decomposes the Gram matrix of the long side "
+              "(the first 2^16-entry unfolding needed a 2^15 x 2^15 one and filled 18 GB)."]
     lines += ["", "tnlib's other SVD routes (same run):", ""] + [f"- {x}" for x in ours_modes]
     lines += ["", "JAX-backend peers: " + "; ".join(hows) + ". tensornetwork is always ncon "
               "under jax.jit.", "", meta_line(m)]
@@ -544,12 +581,16 @@ def main():
     run = Runner(args.quick)
     if args.quick:
         tt_sizes, svd_sizes, mm_sizes = [(8, 2, 8)], [((2,) * 10, 8)], [(8, 2, 8)]
+        vmap_sizes = [(8, 2, 8, 100)]
     else:
         tt_sizes = [(8, 2, 8), (16, 2, 32), (32, 4, 64)]
         svd_sizes = [((2,) * 16, 16), ((4,) * 9, 32), ((2,) * 20, 32), ((4,) * 11, 32)]
         mm_sizes = tt_sizes + [(64, 2, 64)]
+        vmap_sizes = [(8, 2, 8, 1000), (16, 2, 8, 1000)]
     for L, n, chi in tt_sizes:
         bench_inner_norm(run, L, n, chi)
+    for L, n, chi, batch in vmap_sizes:
+        bench_inner_vmap(run, L, n, chi, batch)
     for dims, r in svd_sizes:
         bench_tt_svd(run, dims, r)
     for L, n, chi in tt_sizes:

@@ -54,7 +54,15 @@ THREADS = threads_from_argv()  # before jax and torch are imported
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from _bench import add_thread_args, markdown_table, median_seconds, meta, meta_line, write  # noqa: E402
+from _bench import (  # noqa: E402
+    add_thread_args,
+    alternate,
+    markdown_table,
+    meta,
+    meta_line,
+    ratio_stats,
+    write,
+)
 
 from tnlib import btt, tt  # noqa: E402
 
@@ -109,6 +117,8 @@ def _fwd_bwd(apply):
 
 
 def bench_jax(widths, batches, dtypes, repeats, min_time):
+    """Every layer of a (width, batch, dtype) cell timed in alternation with the dense
+    one (``_bench.alternate``): speed-ups are medians of per-round ratios."""
     rows = []
     key = jax.random.PRNGKey(0)
     for d in widths:
@@ -118,23 +128,13 @@ def bench_jax(widths, batches, dtypes, repeats, min_time):
             for dname in dtypes:
                 dt = DTYPES[dname]
                 x = x32.astype(dt)
-                dense_rate = {}
+                cell, calls = {}, {"fwd": {}, "fwdbwd": {}}
                 for name, (w, apply, flops, n_params) in specs.items():
                     w = jax.tree.map(lambda a, dt=dt: a.astype(dt), w)
                     fwd, fb = jax.jit(apply), _fwd_bwd(apply)
+                    calls["fwd"][name], calls["fwdbwd"][name] = (fwd, (w, x)), (fb, (w, x))
                     row = {"width": d, "batch": b, "dtype": dname, "layer": name,
                            "params": int(n_params), "fwd_flops": int(flops(b))}
-                    row["fwd_s"] = median_seconds(fwd, w, x, repeats=repeats, min_time=min_time)
-                    row["fwdbwd_s"] = median_seconds(fb, w, x, repeats=repeats,
-                                                     min_time=min_time)
-                    row["fwd_flops_per_s"] = row["fwd_flops"] / row["fwd_s"]
-                    row["fwdbwd_flops_per_s"] = 3 * row["fwd_flops"] / row["fwdbwd_s"]
-                    if name == "dense":
-                        dense_rate = dict(row)
-                    for mode in ("fwd", "fwdbwd"):
-                        row[f"{mode}_frac_dense"] = (row[f"{mode}_flops_per_s"]
-                                                     / dense_rate[f"{mode}_flops_per_s"])
-                        row[f"{mode}_speedup"] = dense_rate[f"{mode}_s"] / row[f"{mode}_s"]
                     y = fwd(w, x)
                     row["out_dtype"] = str(y.dtype)
                     if dname != "float32":
@@ -142,8 +142,23 @@ def bench_jax(widths, batches, dtypes, repeats, min_time):
                         ref = np.asarray(fwd(w32, x.astype(jnp.float32)), np.float64)
                         err = np.linalg.norm(np.asarray(y, np.float64) - ref)
                         row["rel_err_vs_f32"] = float(err / np.linalg.norm(ref))
+                    cell[name] = row
+                for mode, group in calls.items():
+                    stats = ratio_stats(alternate(group, rounds=repeats, min_time=min_time,
+                                                  budget=30), "dense")
+                    for name, st in stats.items():
+                        row = cell[name]
+                        row[f"{mode}_s"] = st["s"]
+                        scale = 3 if mode == "fwdbwd" else 1
+                        row[f"{mode}_flops_per_s"] = scale * row["fwd_flops"] / st["s"]
+                        row[f"{mode}_speedup"] = 1 / st["ratio"]  # dense time / layer time
+                        row[f"{mode}_speedup_iqr"] = [1 / st["q3"], 1 / st["q1"]]
+                for row in cell.values():
+                    for mode in ("fwd", "fwdbwd"):
+                        row[f"{mode}_frac_dense"] = (row[f"{mode}_flops_per_s"]
+                                                     / cell["dense"][f"{mode}_flops_per_s"])
                     rows.append(row)
-                    print({k: v for k, v in row.items()}, flush=True)
+                    print(row, flush=True)
     return rows
 
 
@@ -163,7 +178,7 @@ def bench_tltorch(widths, batch, device, repeats, min_time):
                     lambda fac=fac, impl=impl, f2=f2: tltorch.FactorizedLinear(
                         f2, f2, factorization=fac, rank=TLTORCH_RANK, implementation=impl,
                         device=device))
-        base = {}
+        built, calls = {}, {"fwd": {}, "fwdbwd": {}}
         for name, make in cands.items():
             row = {"width": d, "batch": batch, "layer": name}
             try:
@@ -182,17 +197,21 @@ def bench_tltorch(widths, batch, device, repeats, min_time):
                     return xg.grad
 
                 row["params"] = sum(p.numel() for p in layer.parameters())
-                row["fwd_s"] = median_seconds(fwd, repeats=repeats, min_time=min_time)
-                row["fwdbwd_s"] = median_seconds(fwdbwd, repeats=repeats, min_time=min_time)
-            except Exception as e:  # noqa: BLE001 - a peer failing is a result to report
+                fwd(), fwdbwd()  # a peer failing is a result to report
+            except Exception as e:  # noqa: BLE001
                 row["error"] = f"{type(e).__name__}: {e}"[:200]
                 rows.append(row)
                 print(row, flush=True)
                 continue
-            if name == "nn.Linear":
-                base = row
-            row["fwd_slowdown"] = row["fwd_s"] / base["fwd_s"]
-            row["fwdbwd_slowdown"] = row["fwdbwd_s"] / base["fwdbwd_s"]
+            built[name] = row
+            calls["fwd"][name], calls["fwdbwd"][name] = (fwd, ()), (fwdbwd, ())
+        for mode, group in calls.items():  # every layer in alternation with nn.Linear
+            stats = ratio_stats(alternate(group, rounds=repeats, min_time=min_time, budget=30),
+                                "nn.Linear")
+            for name, st in stats.items():
+                built[name][f"{mode}_s"] = st["s"]
+                built[name][f"{mode}_slowdown"] = st["ratio"]
+        for row in built.values():
             rows.append(row)
             print(row, flush=True)
     return rows

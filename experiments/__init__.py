@@ -29,6 +29,7 @@ if _missing:
 # config.task -> task module (relative to this package).
 TASKS: dict[str, str] = {
     "classification": ".classification",
+    "compress": ".compress",
     "low_rank": ".low_rank",
     "rank_study": ".rank_study",
     "search": ".search",

@@ -196,9 +196,20 @@ def _low_rank_training() -> Figure:
     return Figure("low_rank_training", "Schotthoefer et al. 2022 (DLRT)", full, quick)
 
 
+def _compress_finetune() -> Figure:
+    # seed-major, so a grid cut short still has every model at some seeds
+    args = ("model=cnn", "model=vit", "model=vit,adapt")
+    full = tuple(RunSpec(f"configs/compress_mnist.py:{a}", seed=s)
+                 for s in range(3) for a in args)
+    quick = tuple(RunSpec(f"configs/compress_mnist.py:{a},smoke", seed=s)
+                  for s in range(2) for a in args)
+    return Figure("compress_finetune", "compress-then-fine-tune; LoRA / LoTR / DoTA",
+                  full, quick)
+
+
 FIGURES: dict[str, Figure] = {f.name: f for f in (
     _mps_bond_dim(), _structured_scaling(), _structure_search(), _core_shapes(),
-    _tt_layer_compression(), _low_rank_training())}
+    _tt_layer_compression(), _low_rank_training(), _compress_finetune())}
 
 
 # --------------------------------------------------------------------------- running

@@ -76,7 +76,7 @@ OUR_SVD = ("auto", "lapack", "randomized")
 N_ITER = 10
 CP_ITER = 60
 RATIO = 1.001
-SYMEIG_MAX = 4096  # tensorly's symeig_svd forms the long side's Gram matrix: not above this
+SYMEIG_MAX = 1024  # tensorly's symeig_svd forms the long side's Gram matrix: not above this
 
 
 def _rel_err(x, dense):

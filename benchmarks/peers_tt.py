@@ -264,8 +264,9 @@ QUIMB_SVD_MODES = ("svd", "svd:eig", "svd:rand")  # quimb's method= of tensor sp
 TL_SVD_MODES = ("truncated_svd", "symeig_svd", "randomized_svd")  # tensorly's svd=
 # tensorly 0.10's symeig_svd decomposes the Gram matrix of the *long* side of each
 # unfolding (m x m for a tall m x n matrix): 2^15 x 2^15 for the first 2^16-entry TT-SVD
-# unfolding, which filled 18 GB before it was stopped. It runs only while that side fits.
-SYMEIG_MAX = 4096
+# unfolding, which filled 18 GB before it was stopped; a 64^3 HOSVD with it took 66 s
+# per call. It runs only while that side is small.
+SYMEIG_MAX = 1024
 
 
 def tl_modes(long_side):
@@ -566,7 +567,8 @@ def table(rows, m, command):
         lines += [f"- {x}" for x in lost]
     lines += ["", f"tensorly's `symeig_svd` runs only where the long side of every unfolding is "
               f"at most {SYMEIG_MAX}: tensorly 0.10 decomposes the Gram matrix of the long side "
-              "(the first 2^16-entry unfolding needed a 2^15 x 2^15 one and filled 18 GB)."]
+              "(the first 2^16-entry unfolding needed a 2^15 x 2^15 one and filled 18 GB; "
+              "at 64^3 a HOSVD call took 66 s)."]
     lines += ["", "tnlib's other SVD routes (same run):", ""] + [f"- {x}" for x in ours_modes]
     lines += ["", "JAX-backend peers: " + "; ".join(hows) + ". tensornetwork is always ncon "
               "under jax.jit.", "", meta_line(m)]

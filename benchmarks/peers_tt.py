@@ -23,7 +23,11 @@ Operations (``L`` sites, local dim ``n``, bond ``chi``; random TTs from ``tt.ran
   * ``tt_svd``: TT-SVD of a dense tensor (a bond-``r`` TT plus 1% Gaussian noise) at a
     fixed ``max_rank = r``;
   * ``round``: rounding of ``a + 1e-2 b`` (bond ``2 chi``) to bond ``chi``;
-  * ``matmul``: a TT-matrix of bond 4 times a TT of bond ``chi`` (exact; bonds multiply).
+  * ``matmul``: a TT-matrix of bond 4 times a TT of bond ``chi`` (exact; bonds multiply);
+  * ``gram``: the kernel under every Gram-route split, ``b @ b^T`` of a wide float64
+    unfolding, by XLA (what tnlib and quimb-jax run) and by NumPy (OpenBLAS, which
+    recognizes the product as a ``syrk`` and does half the work): not a peer comparison
+    but the reason the NumPy-backed ``svd:eig`` can win on large tensors.
 
 Contenders (float64 throughout):
 
@@ -460,6 +464,16 @@ def bench_tt_svd(run: Runner, dims, r):
                error=lambda name, out: _rel(x_np, dense_of(name, out)))
 
 
+def bench_gram(run: Runner, k, n):
+    b = jax.random.normal(jax.random.PRNGKey(k + n), (k, n), jnp.float64)
+    b_np = np.asarray(b)
+    ref = np.asarray(b_np @ b_np.T)
+    ours = {"XLA (jax.jit)": (jax.jit(lambda b: b @ b.T), (b,))}
+    run.record("gram", f"b @ b^T, b {k} x {n}", ours,
+               [("numpy", "OpenBLAS", lambda b: b @ b.T, (b_np,), "eager")],
+               lambda name, out: _rel(ref, out))
+
+
 def bench_round(run: Runner, L, n, chi):
     ka, kb = jax.random.split(jax.random.PRNGKey(7 * L + chi))
     a = tt.random(ka, (n,) * L, chi, jnp.float64)
@@ -584,11 +598,13 @@ def main():
     if args.quick:
         tt_sizes, svd_sizes, mm_sizes = [(8, 2, 8)], [((2,) * 10, 8)], [(8, 2, 8)]
         vmap_sizes = [(8, 2, 8, 100)]
+        gram_sizes = [(16, 4096)]
     else:
         tt_sizes = [(8, 2, 8), (16, 2, 32), (32, 4, 64)]
         svd_sizes = [((2,) * 16, 16), ((4,) * 9, 32), ((2,) * 20, 32), ((4,) * 11, 32)]
         mm_sizes = tt_sizes + [(64, 2, 64)]
         vmap_sizes = [(8, 2, 8, 1000), (16, 2, 8, 1000)]
+        gram_sizes = [(64, 4**8), (128, 4**7)]  # the two costliest splits of the 4^11 TT-SVD
     for L, n, chi in tt_sizes:
         bench_inner_norm(run, L, n, chi)
     for L, n, chi, batch in vmap_sizes:
@@ -599,6 +615,8 @@ def main():
         bench_round(run, L, n, chi)
     for L, n, chi in mm_sizes:
         bench_matmul(run, L, n, chi)
+    for k, n in gram_sizes:
+        bench_gram(run, k, n)
     m = meta(PACKAGES, threads=THREADS)
     command = "python benchmarks/peers_tt.py" + (" --quick" if args.quick else "")
     payload = {"meta": m, "command": command, "dtype": "float64", "tolerance": TOL,

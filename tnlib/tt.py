@@ -13,8 +13,25 @@ Every function here is pure and works eagerly, under ``jit``, ``vmap`` and
 singular values.
 
 Long chains with uniform bond dimension are contracted with ``lax.scan`` over the
-stacked cores (``stack``), so compile time does not grow with the length, and
-sweeps carry a running log-scale so hundreds of sites stay finite in float32.
+stacked cores (``stack``), and sweeps carry a running log-scale so hundreds of sites
+stay finite in float32.
+
+Performance notes (``benchmarks/README.md`` has the measurements):
+
+- *Compile time.* On stacked ``(L, r, n, r)`` cores (``sweep_features``) it does not
+  grow with ``L`` (0.14 s at 64 and at 1024 sites on this project's CPU). A
+  ``TensorTrain`` is a tuple of ``L`` separate arrays, and the copy that stacks them
+  for the scan is one XLA concatenate of ``L`` operands, whose compile time grows with
+  ``L``: ``contract_features`` on a tuple compiles in 0.20 s at 64 sites and 0.85 s at
+  1024 with ``method="scan"`` (quimb 1.7 s and 30.5 s, tensornetwork 2.6 s and 55 s).
+  Code that compiles long uniform chains often should keep the cores stacked.
+- *Tiny calls.* A call on a chain of a few sites with small bonds is dispatch-bound
+  (about 30 microseconds for an 8-site inner product at bond 8, within 10% of
+  tensornetwork's and quimb-jax's): run many such independent contractions as one
+  ``jax.vmap``-ed call over stacked batches of cores.
+- *SVD routes.* ``from_dense`` and ``round`` take ``svd=``; the default takes the Gram
+  route in double precision (see ``linalg.svd``), 2.4-4.1x faster than LAPACK's SVD
+  on the benchmark's TT-SVDs at the same error.
 """
 
 from __future__ import annotations

@@ -22,6 +22,16 @@ def key(i=0):
     return jax.random.PRNGKey(i)
 
 
+def rand(shape, seed=0, dtype=F64):
+    """Gaussian entries drawn by numpy (jax.random compiles a sampler for every shape);
+    complex dtypes get unit-variance complex entries."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        x = (x + 1j * rng.standard_normal(shape)) / np.sqrt(2)
+    return jnp.asarray(x, dtype)
+
+
 def close(a, b, tol=TOL):
     """``a`` equals the reference ``b`` to ``tol`` relative to ``max(1, max|b|)``."""
     a, b = np.asarray(a), np.asarray(b)

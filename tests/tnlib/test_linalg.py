@@ -5,21 +5,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from dense_checks import rand
 from jax.test_util import check_grads
 
 from tnlib import linalg
 
 F64 = jnp.float64
 KW = dict(order=1, modes=("fwd", "rev"), atol=1e-6, rtol=1e-6)
-
-
-def rand(shape, seed=0, dtype=F64):
-    """Gaussian entries drawn by numpy (jax.random compiles a sampler for every shape)."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape)
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        x = (x + 1j * rng.standard_normal(shape)) / np.sqrt(2)
-    return jnp.asarray(x, dtype)
 
 
 @pytest.mark.parametrize("shape", [(5, 3), (3, 5), (4, 4), (2, 6, 3)])

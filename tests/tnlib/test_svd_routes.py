@@ -6,20 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from dense_checks import rand
 from jax.test_util import check_grads
 
 from tnlib import linalg, tt, tucker
 
 F64 = jnp.float64
 KW = dict(order=1, modes=("fwd", "rev"), atol=1e-6, rtol=1e-6)
-
-
-def rand(shape, seed=0, dtype=F64):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape)
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        x = (x + 1j * rng.standard_normal(shape)) / np.sqrt(2)
-    return jnp.asarray(x, dtype)
 
 
 def low_rank(m, n, r, seed=0, decay=1.0):

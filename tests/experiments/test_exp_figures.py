@@ -21,7 +21,8 @@ def rank_study_task(monkeypatch):
 
 def test_registry_configs_pass_their_task_checks(rank_study_task):
     assert set(figures.FIGURES) == {"mps_bond_dim", "structured_scaling", "structure_search",
-                                    "core_shapes", "tt_layer_compression", "low_rank_training"}
+                                    "core_shapes", "tt_layer_compression", "low_rank_training",
+                                    "compress_finetune"}
     for fig in figures.FIGURES.values():
         assert fig.script.is_file(), fig.script
         for quick in (True, False):

@@ -158,23 +158,28 @@ def normalize_columns(f):
     return f / safe.astype(f.dtype), norms
 
 
-def svd_init(x, rank, mask=None, n_impute: int = 5):
+def svd_init(x, rank, mask=None, n_impute: int = 5, method: str = "lapack"):
     """Leading left singular vectors of each unfolding; modes whose unfolding has fewer
     than ``rank`` singular vectors are padded with Gaussian columns drawn
     from the fixed key ``PRNGKey(0)`` (deterministic). With ``mask``, the missing
     entries of each unfolding are first filled ``n_impute`` times by its rank-``rank``
-    SVD (from zeros), as tensorly's ``svd_interface(mask=...)`` does."""
+    SVD (from zeros), as tensorly's ``svd_interface(mask=...)`` does. ``method`` is an
+    SVD route of ``linalg.SVD_METHODS`` (``"auto"`` resolved per unfolding by
+    ``linalg.svd_method``); a tall unfolding always goes to LAPACK (the Gram route's
+    left vectors are exact only for a wide one)."""
     factors = []
     pad_key = jax.random.PRNGKey(0)
     for k, n in enumerate(x.shape):
         mat = unfold(x, k)
-        u, s, vh = linalg.svd(mat)
+        route = linalg.svd_method(method, mat)
+        if route == "gram" and mat.shape[0] > mat.shape[1]:
+            route = "lapack"
+        u, s, vh = linalg.truncated_svd(mat, rank, method=route)
         if mask is not None:
             m = unfold(mask, k).astype(mat.dtype)
             for _ in range(n_impute):
-                low = (u[:, :rank] * s[:rank].astype(u.dtype)) @ vh[:rank]
-                u, s, vh = linalg.svd(mat * m + low * (1 - m))
-        u = u[:, :rank]
+                low = (u * s.astype(u.dtype)) @ vh
+                u, s, vh = linalg.truncated_svd(mat * m + low * (1 - m), rank, method=route)
         if u.shape[1] < rank:
             extra = jax.random.normal(jax.random.fold_in(pad_key, k), (n, rank - u.shape[1]),
                                       x.dtype) / math.sqrt(n)

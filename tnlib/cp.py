@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from tnlib import _numerics
+from tnlib import _numerics, linalg
 from tnlib._validate import as_inexact as _as_inexact
 from tnlib._validate import check_dims as _check_dims
 from tnlib._validate import check_mask as _check_mask
@@ -188,7 +188,7 @@ def _rel_error(x, cp, x_norm):
 
 
 def als(x, rank: int, n_iter: int = 50, key=None, *, return_errors: bool = False,
-        init=None, fixed_modes=(), mask=None):
+        init=None, fixed_modes=(), mask=None, svd: str = "auto"):
     """CP decomposition of a dense tensor by alternating least squares.
 
     Runs exactly ``n_iter`` sweeps (no convergence test) in a ``lax.fori_loop``, so
@@ -228,6 +228,12 @@ def als(x, rank: int, n_iter: int = 50, key=None, *, return_errors: bool = False
         Needs ``init``.
       mask: array of ``x.shape``, 1 (or True) where ``x`` is observed and 0 where it is
         missing (its values there are ignored); traced like ``x`` under ``jit`` / ``vmap``.
+      svd: the SVD route of the SVD initialization (``key`` None, no ``init``), one of
+        ``linalg.SVD_METHODS`` as in ``tucker.hosvd``: ``"auto"`` (default) takes the
+        Gram route for the wide unfoldings of a double-precision ``x`` (6x faster
+        than LAPACK on a 100^3 tensor at rank 10; it resolves singular values down to
+        ``sqrt(eps)`` of the largest, plenty for a starting point) and LAPACK
+        otherwise.
 
     Returns:
       ``CP`` (or ``(cp, errors)``): the free factors have unit-norm columns and the scale
@@ -238,6 +244,7 @@ def als(x, rank: int, n_iter: int = 50, key=None, *, return_errors: bool = False
         raise ValueError("x must have at least one axis")
     rank = _check_rank(rank, x.shape)
     n_iter = _cp_ops.check_n_iter(n_iter)
+    linalg.svd_method(svd, x)  # a ValueError naming the methods for an unknown svd
     L = x.ndim
     if init is not None:
         _cp_ops.check_init(init, x.shape, rank)
@@ -249,7 +256,7 @@ def als(x, rank: int, n_iter: int = 50, key=None, *, return_errors: bool = False
     if _numerics.low_precision(x.dtype):  # fit in float32, return x's dtype
         init = None if init is None else jax.tree.map(lambda a: a.astype(jnp.float32), init)
         out = als(x.astype(jnp.float32), rank, n_iter, key, return_errors=return_errors,
-                  init=init, fixed_modes=fixed, mask=mask)
+                  init=init, fixed_modes=fixed, mask=mask, svd=svd)
         return jax.tree.map(lambda a: a.astype(x.dtype), out)
     if mask is not None:
         mask = mask.astype(jnp.finfo(x.dtype).dtype)
@@ -258,7 +265,7 @@ def als(x, rank: int, n_iter: int = 50, key=None, *, return_errors: bool = False
     if init is not None:
         factors = [f.astype(x.dtype) for f in init.factors]
     elif key is None:
-        factors = _cp_ops.svd_init(x, rank, mask)
+        factors = _cp_ops.svd_init(x, rank, mask, method=svd)
     else:
         factors = list(random(key, x.shape, rank, x.dtype).factors)
     # free factors start unit-norm (their scale plays no part: each update solves for it)

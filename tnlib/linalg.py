@@ -75,9 +75,9 @@ def _check_matrix(a):
     return a
 
 
-def _check_method(method, allowed=("lapack", "gram")) -> str:
+def _check_method(method, allowed=("lapack", "gram"), name: str = "method") -> str:
     if method not in allowed:
-        raise ValueError(f"method must be one of {allowed}, got {method!r}")
+        raise ValueError(f"{name} must be one of {allowed}, got {method!r}")
     return method
 
 
@@ -117,7 +117,7 @@ def svd_method(method: str, a, *, rtol=None, truncating: bool = True) -> str:
     (``truncating``: a rank cap or a tolerance was given) no finer than the Gram route
     resolves (``rtol`` None or ``>= GRAM_MIN_RTOL``), else ``"lapack"``; any other
     name of ``SVD_METHODS`` is returned as it is (a ValueError for unknown ones)."""
-    _check_method(method, SVD_METHODS)
+    _check_method(method, SVD_METHODS, name="svd")  # the decompositions' argument name
     if method != "auto":
         return method
     dtype = jnp.result_type(a)

@@ -9,7 +9,7 @@ import pytest
 from dense_checks import rand
 from jax.test_util import check_grads
 
-from tnlib import linalg, tt, tucker
+from tnlib import cp, linalg, tt, tucker
 
 F64 = jnp.float64
 KW = dict(order=1, modes=("fwd", "rev"), atol=1e-6, rtol=1e-6)
@@ -125,7 +125,7 @@ def test_svd_method_rules_and_errors():
     assert linalg.svd_method("auto", a64, rtol=1e-3) == "gram"
     assert linalg.svd_method("randomized", a32) == "randomized"
 
-    with pytest.raises(ValueError, match="method must be one of"):
+    with pytest.raises(ValueError, match="svd must be one of"):
         linalg.svd_method("eig", a64)
     with pytest.raises(ValueError, match="method must be one of"):
         linalg.svd(a64, method="randomized")
@@ -188,6 +188,28 @@ def test_hosvd_and_hooi_routes_agree_with_lapack(svd):
         np.testing.assert_allclose(got, ref, atol=1e-9)
         for f in factors:  # the factors stay orthonormal
             np.testing.assert_allclose(f.T @ f, np.eye(f.shape[1]), atol=1e-12)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_cp_als_svd_init_routes_agree_with_lapack(masked):
+    # a planted rank-3 tensor (its tall mode-0 unfolding, 13 x 12, stays on LAPACK): the
+    # Gram route starts ALS from the same subspaces, so the fits agree
+    keys = jax.random.split(jax.random.key(13), 3)
+    fs = tuple(jnp.linalg.qr(jax.random.normal(k, (n, 3), F64))[0]
+               for k, n in zip(keys, (13, 3, 4), strict=True))
+    x = cp.to_dense(cp.CP(jnp.array([3.0, 2.0, 1.0], F64), fs)) + 1e-4 * rand((13, 3, 4), 14)
+    mask = (rand((13, 3, 4), 15) > -1.5) if masked else None
+
+    @jax.jit
+    def both(x):
+        return [cp.to_dense(cp.als(x, 3, 8, svd=m, mask=mask)) for m in ("lapack", "gram", "auto")]
+
+    ref, gram, auto = both(x)
+    np.testing.assert_allclose(gram, ref, atol=1e-8)
+    np.testing.assert_allclose(auto, ref, atol=1e-8)
+    assert np.linalg.norm(ref - x) < 1e-3 * np.linalg.norm(x)
+    with pytest.raises(ValueError, match="svd must be one of"):
+        cp.als(x, 3, svd="eig")
 
 
 @pytest.mark.parametrize("shape", [(4, 9), (9, 4)])

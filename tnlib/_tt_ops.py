@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tnlib import _numerics
-from tnlib._tt_sweeps import transfer
+from tnlib._tt_sweeps import matmul_matrices_core, transfer
 from tnlib._validate import check_dims, rank_sequence
 from tnlib.tt import TensorTrain, TTMatrix, check
 
@@ -187,12 +187,8 @@ def matmul_matrices(a: TTMatrix, b: TTMatrix) -> TTMatrix:
     _type_check(b, TTMatrix, "b")
     if a.col_dims != b.row_dims:
         raise ValueError(f"a.col_dims {a.col_dims} do not match b.row_dims {b.row_dims}")
-    cores = []
-    for x, y in zip(a.cores, b.cores, strict=True):
-        z = jnp.einsum("amkb,ckne->acmnbe", x, y)
-        s = z.shape
-        cores.append(z.reshape(s[0] * s[1], s[2], s[3], s[4] * s[5]))
-    return TTMatrix(tuple(cores))
+    return TTMatrix(tuple(matmul_matrices_core(x, y)
+                          for x, y in zip(a.cores, b.cores, strict=True)))
 
 
 def _check_vector(x, dims, name):

@@ -357,6 +357,22 @@ def test_matmul_paths_match_dense():
     close(np_dense(low_out).ravel(), ref, tol=0.05)
 
 
+def test_matmul_matrices_paths_match_dense():
+    # TT-matrix x TT-matrix, contracted mode sizes 2 and 3 (fused) and 9 (GEMM); mixed
+    # complex x real dtypes and bfloat16 (accumulated in float32)
+    n = _tt_sweeps.MATMUL_FUSED_MAX + 1
+    a = np_tt((2, 3, 2), 2, 16, C128, col_dims=(3, 2, n))
+    b = np_tt((3, 2, n), 3, 17, F64, col_dims=(2, 2, 3))
+    low = tuple(tt.TTMatrix(tuple(jnp.real(c).astype(jnp.bfloat16) for c in m.cores))
+                for m in (a, b))
+    got, low_out = jax.jit(lambda a, b, low: (tt.to_dense(tt.matmul(a, b)),
+                                              tt.matmul(*low)))(a, b, low)
+    A, B = np.asarray(tt.to_dense(a)), np.asarray(tt.to_dense(b))
+    close(got, A @ B)
+    assert got.dtype == C128 and low_out.dtype == jnp.bfloat16
+    close(np.asarray(tt.to_dense(low_out), np.float64), np.real(A) @ B, tol=0.05)
+
+
 def test_round_wide_unfoldings_complex():
     # bonds above the unfolding sizes make the right-to-left SVDs wide (transposed path)
     t = np_tt((2, 3, 2), 6, 15, C128)

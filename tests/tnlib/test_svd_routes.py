@@ -231,3 +231,43 @@ def test_truncated_split_absorbs_the_values(shape, method):
         np.testing.assert_allclose(g[1], g[0], atol=1e-10)
     bad = a.at[0, 0].set(jnp.inf)
     assert np.isnan(np.asarray(linalg.truncated_split(bad, 3, method="gram")[2])).all()
+
+
+def test_cholesky_qr_route_and_its_fallback():
+    a = rand((40, 8))  # well conditioned: the Cholesky route
+    qr_c = jax.jit(lambda a: linalg.qr(a, method="cholesky"))
+    q, r = qr_c(a)
+    q0, r0 = linalg.qr(a)
+    np.testing.assert_allclose(q @ r, a, atol=1e-12)
+    np.testing.assert_allclose(q.T @ q, np.eye(8), atol=1e-12)
+    np.testing.assert_allclose(np.tril(r, -1), 0)
+    np.testing.assert_allclose(np.abs(np.diag(r)), np.abs(np.diag(r0)), rtol=1e-10)
+    assert np.all(np.diag(r) > 0)  # Cholesky's sign: not LAPACK's, so the route was taken
+    # a repeated column: the Cholesky factor is not finite, Householder's result comes back
+    bad = jnp.concatenate([a[:, :4], a[:, :4]], axis=1)
+    for got, want in zip(qr_c(bad), linalg.qr(bad), strict=True):
+        np.testing.assert_array_equal(got, want)
+    # ill conditioned but full rank (cond 1e6 > 1024): also Householder's
+    scaled = a * jnp.logspace(0, 6, 8)
+    for got, want in zip(qr_c(scaled), linalg.qr(scaled), strict=True):
+        np.testing.assert_array_equal(got, want)
+    batch = jnp.stack([a, bad])  # vmap: each matrix its own route
+    qb, rb = jax.vmap(lambda m: linalg.qr(m, method="cholesky"))(batch)
+    np.testing.assert_allclose(qb[0], q, atol=1e-12)
+    np.testing.assert_allclose(qb[1] @ rb[1], bad, atol=1e-12)
+    check_grads(lambda a: linalg.qr(a, method="cholesky"), (a,), 1, modes=("rev",))
+    with pytest.raises(ValueError, match="method must be one of"):
+        linalg.qr(a, method="gram")
+
+
+def test_round_cholesky_sweep_agrees_with_lapack():
+    # bonds of 2 x 20 = 40 >= CHOLESKY_QR_MIN_COLS columns take the Cholesky QR sweep;
+    # t + t (repeated columns) falls back to Householder at every site
+    dims = (3, 4, 4, 3)
+    t1 = tt.random(jax.random.key(20), dims, 20, F64)
+    t2 = tt.random(jax.random.key(21), dims, 20, F64)
+    assert max(c.shape[-1] for c in tt.add(t1, t2).cores) >= tt.CHOLESKY_QR_MIN_COLS
+    for x in (tt.add(t1, t2), tt.add(t1, t1)):
+        got = jax.jit(lambda x: tt.to_dense(tt.round(x, max_rank=6)))(x)
+        want = tt.to_dense(tt.round(x, max_rank=6, svd="lapack"))
+        np.testing.assert_allclose(got, want, atol=1e-7 * float(jnp.abs(want).max()))

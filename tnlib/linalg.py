@@ -36,7 +36,6 @@ __all__ = [
     "randomized_svd",
     "truncated_split",
     "SVD_METHODS",
-    "QR_METHODS",
     "svd_method",
     "tail_norms",
     "tolerance_rank",
@@ -47,9 +46,6 @@ __all__ = [
 #: The values of ``method`` (``svd``, ``truncated_svd``) and of the ``svd`` argument of
 #: the decompositions (``tt.from_dense``, ``tt.round``, ``tucker.hosvd``, ``tucker.hooi``).
 SVD_METHODS = ("auto", "lapack", "gram", "randomized")
-
-QR_METHODS = ("householder", "cholesky")
-
 
 #: ``"auto"`` takes the Gram route only when the truncation asked for is coarser than
 #: what the route resolves: a relative tolerance of at least this (or a rank cap alone).
@@ -268,20 +264,6 @@ def _svd_gram_truncated_jvp(rank, primals, tangents):
     return cut(u, s, vh), cut(du, ds, dvh)
 
 
-def _cholesky_qr(a):
-    c = jnp.linalg.cholesky(_H(a) @ a)  # lower: a^H a = c c^H, so r = c^H
-    d = jnp.abs(jnp.diagonal(c, axis1=-2, axis2=-1))
-    max_cond = 0.125 * float(jnp.finfo(d.dtype).eps) ** -0.25
-    ok = jnp.all(jnp.isfinite(d)) & jnp.all(jnp.min(d, axis=-1) * max_cond >= jnp.max(d, axis=-1))
-
-    def cholesky(a, c):  # q c^H = a
-        q = jax.lax.linalg.triangular_solve(c, a, left_side=False, lower=True,
-                                            transpose_a=True, conjugate_a=True)
-        return q, jnp.triu(_H(c))
-
-    return jax.lax.cond(ok, cholesky, lambda a, c: _qr_tall(a), a, c)
-
-
 @jax.custom_jvp
 def _qr_tall(a):
     q, r = jnp.linalg.qr(a, mode="reduced")
@@ -313,32 +295,20 @@ def _qr_tall_jvp(primals, tangents):
     return (q, r), (dq, dr)
 
 
-def qr(a: jax.Array, *, method: str = "householder") -> tuple[jax.Array, jax.Array]:
+def qr(a: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Reduced QR ``a = q @ r`` of a ``(..., m, n)`` matrix, wide or tall.
 
     ``q`` has shape ``(..., m, k)`` with orthonormal columns, ``r`` ``(..., k, n)``
     upper triangular (trapezoidal when ``m < n``), ``k = min(m, n)``. The derivative
     exists for wide matrices too and stays finite when ``a`` is rank-deficient.
     bfloat16 / float16 inputs are factored in float32 and cast back.
-
-    ``method``: ``"householder"`` (LAPACK) or ``"cholesky"``: for a tall ``a``, the
-    Cholesky factor of ``a^H a`` gives ``r`` and a triangular solve ``q = a r^{-1}``
-    (two GEMM-shaped passes instead of LAPACK's Householder sweep: 1.25x faster on a
-    128 x 64 float64 matrix, 1.8x on 512 x 128, slower below about 32 columns). Its
-    ``q`` loses orthogonality as ``cond(a)^2 eps``, so whenever the factor is not
-    finite or its diagonal spans more than ``eps^(-1/4) / 8`` (a lower bound of
-    ``cond(a)``; 1024 in double precision, 7 in single) the Householder result is
-    returned instead, which keeps that loss near ``sqrt(eps)``, what the Gram route
-    of ``svd`` resolves; under ``vmap`` both are computed. A wide ``a`` always takes
-    the Householder route.
     """
     a = _check_matrix(a)
-    _check_method(method, QR_METHODS)
     if low_precision(a.dtype):
-        return tuple(f.astype(a.dtype) for f in qr(a.astype(jnp.float32), method=method))
+        return tuple(f.astype(a.dtype) for f in qr(a.astype(jnp.float32)))
     m, n = a.shape[-2:]
     if m >= n:
-        return _cholesky_qr(a) if method == "cholesky" else _qr_tall(a)
+        return _qr_tall(a)
     q, r_left = _qr_tall(a[..., :, :m])
     r_right = _H(q) @ a[..., :, m:]
     return q, jnp.concatenate([r_left, r_right], axis=-1)

@@ -432,30 +432,18 @@ def orthogonalize(tn, center: int):
     L = tn.n_sites
     if isinstance(center, bool) or not isinstance(center, int) or not 0 <= center < L:
         raise ValueError(f"center must be an int in [0, {L - 1}], got {center!r}")
-    cores = _left_orthogonalize(list(tn.cores), center)
+    cores = list(tn.cores)
+    for k in range(center):
+        r, n, _ = cores[k].shape
+        q, rr = linalg.qr(cores[k].reshape(r * n, -1))
+        cores[k] = q.reshape(r, n, -1)
+        cores[k + 1] = jnp.einsum("ab,bnc->anc", rr, cores[k + 1])
     for k in range(L - 1, center, -1):
         _, n, r = cores[k].shape
         q, rr = linalg.qr(cores[k].reshape(-1, n * r).T)
         cores[k] = q.T.reshape(-1, n, r)
         cores[k - 1] = jnp.einsum("anb,cb->anc", cores[k - 1], rr)
     return TensorTrain(tuple(cores))
-
-
-#: ``round`` on its Gram route left-orthogonalizes unfoldings with at least this many
-#: columns by Cholesky QR (``linalg.qr(method="cholesky")``), where it beats LAPACK.
-CHOLESKY_QR_MIN_COLS = 32
-
-
-def _left_orthogonalize(cores: list, upto: int, fast: bool = False) -> list:
-    """Cores ``0 .. upto - 1`` left-orthogonal by QR sweeps (``fast``: Cholesky QR where
-    an unfolding has ``CHOLESKY_QR_MIN_COLS`` columns or more)."""
-    for k in range(upto):
-        r, n, c = cores[k].shape
-        method = "cholesky" if fast and c >= CHOLESKY_QR_MIN_COLS else "householder"
-        q, rr = linalg.qr(cores[k].reshape(r * n, c), method=method)
-        cores[k] = q.reshape(r, n, -1)
-        cores[k + 1] = jnp.einsum("ab,bnc->anc", rr, cores[k + 1])
-    return cores
 
 
 def round(tn, *, max_rank: int | None = None, rtol: float | None = None, svd: str = "auto"):
@@ -468,10 +456,6 @@ def round(tn, *, max_rank: int | None = None, rtol: float | None = None, svd: st
     modes ``m_k n_k`` (t3f ``round`` of a TT-matrix, quimb ``MPO.compress``).
     ``svd`` picks the route of each bond's SVD as in ``from_dense`` (``"auto"``: the
     Gram route in double precision, where quimb's fastest ``method`` is ``"eig"``).
-    On the Gram route the left-orthogonalizing sweep factors unfoldings of at least
-    ``CHOLESKY_QR_MIN_COLS`` columns by Cholesky QR (``linalg.qr(method="cholesky")``,
-    which falls back to Householder on ill-conditioned ones): 1.04x / 1.12x faster
-    rounding at 16 / 32 sites (bonds 64 / 128) on one CPU thread.
     """
     check(tn)
     if isinstance(tn, TTMatrix):
@@ -486,8 +470,7 @@ def round(tn, *, max_rank: int | None = None, rtol: float | None = None, svd: st
         )
     L = tn.n_sites
     method = _svd_route(svd, tn.cores[0], max_rank, rtol, "round")
-    # the Gram route resolves sqrt(eps); Cholesky QR's loss of orthogonality is below it
-    cores = _left_orthogonalize(list(tn.cores), L - 1, fast=method == "gram")
+    cores = list(orthogonalize(tn, L - 1).cores)
     abs_tol = None
     if rtol is not None and L > 1:
         abs_tol = rtol * jnp.linalg.norm(cores[-1].ravel()) / math.sqrt(L - 1)

@@ -30,7 +30,7 @@ Performance notes (``benchmarks/README.md`` has the measurements):
   tensornetwork's and quimb-jax's): run many such independent contractions as one
   ``jax.vmap``-ed call over stacked batches of cores.
 - *SVD routes.* ``from_dense`` and ``round`` take ``svd=``; the default takes the Gram
-  route in double precision (see ``linalg.svd``), 2.3-6.5x faster than LAPACK's SVD
+  route in double precision (see ``linalg.svd``), 2.5-6.9x faster than LAPACK's SVD
   on the benchmark's TT-SVDs at the same error.
 """
 

@@ -107,16 +107,15 @@ def _series(ax, ep, by_tau, first_label):
     return rows, dense
 
 
-def _trend(by_tau):
-    """The mean test accuracy at the last two evaluations per tolerance."""
-    out = []
+def _last_two(by_tau):
+    """{tau: (mean test accuracy % at the second-to-last, at the last evaluation)}, for
+    the tolerances whose every run was evaluated at least twice."""
+    out = {}
     for tau in sorted(t for t in by_tau if t is not None):
         evals = [[m["test_accuracy"] for m in r["metrics"] if "test_accuracy" in m]
                  for r in by_tau[tau]]
         if all(len(e) >= 2 for e in evals):
-            prev = statistics.mean(100 * e[-2] for e in evals)
-            last = statistics.mean(100 * e[-1] for e in evals)
-            out.append(f"tau {tau:g}: {prev:.2f}% -> {last:.2f}%")
+            out[tau] = tuple(statistics.mean(100 * e[i] for e in evals) for i in (-2, -1))
     return out
 
 
@@ -127,14 +126,13 @@ def plot(runs, out_dir, *, quick: bool = False):
         groups.setdefault(_epochs(r), {}).setdefault(_tau(r), []).append(r)
     plt = C.pyplot()
     fig, ax = plt.subplots(figsize=(6.6, 4.4), constrained_layout=True)
-    rows, dense, lines = [], {}, []
+    rows, lines = [], []
     for ep in sorted(groups):
         n_seeds = max(len(v) for t, v in groups[ep].items() if t is not None) \
             if any(t is not None for t in groups[ep]) else 0
         r, d = _series(ax, ep, groups[ep], f"ours, {ep} epochs (mean, min-max over "
                        f"{n_seeds} seed{'s' if n_seeds != 1 else ''})")
         rows += r
-        dense[ep] = d
         gaps = [float(x[3].split(" ")[0]) - PAPER[float(x[1])][0] for x in r
                 if float(x[1]) in PAPER]
         worst = min((float(x[3].split("[")[1].split(",")[0]), x[1]) for x in r) if r else None
@@ -149,7 +147,8 @@ def plot(runs, out_dir, *, quick: bool = False):
                 "paper's at the same tolerance; " if gaps else ""))
             + (f"worst single run {worst[0]:.2f}% (tau {worst[1]}); " if worst else "")
             + "last two evaluations (mean over seeds, one evaluation = two epochs): "
-            + ("; ".join(_trend(groups[ep])) or "n/a") + ".")
+            + ("; ".join(f"tau {t:g}: {p:.2f}% -> {q:.2f}%"
+                         for t, (p, q) in _last_two(groups[ep]).items()) or "n/a") + ".")
     ax.plot([p[2] for p in PAPER.values()], [p[0] for p in PAPER.values()], "s--", color="C0",
             ms=4, lw=0.8, label="paper, 250 epochs (one run per tau)")
     for tau, p in PAPER.items():
@@ -164,11 +163,7 @@ def plot(runs, out_dir, *, quick: bool = False):
     files = C.save(fig, out_dir, NAME)
 
     # the longest runs: is accuracy still rising between their last two evaluations?
-    longest = groups[max(groups)]
-    evals = {t: [[m["test_accuracy"] for m in r["metrics"] if "test_accuracy" in m]
-                 for r in rs] for t, rs in longest.items() if t is not None}
-    rises = [statistics.mean(100 * (e[-1] - e[-2]) for e in es)
-             for es in evals.values() if all(len(e) >= 2 for e in es)]
+    rises = [q - p for p, q in _last_two(groups[max(groups)]).values()]
     plateau = ""
     if rises:
         plateau = (f" At {max(groups)} epochs the mean accuracy changes by {min(rises):+.2f} "

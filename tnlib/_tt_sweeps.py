@@ -167,10 +167,10 @@ def matmul_matrices_core(x, y):
     """One site of a TT-matrix times a TT-matrix: ``x (a, m, k, b)`` and ``y (c, k, n, e)``
     give ``(a c, m, n, b e)``, in the dtype ``jnp.result_type(x, y)``.
 
-    As in ``matmul_core``: for ``k <= MATMUL_FUSED_MAX`` the sum over ``k`` is unrolled
-    into broadcast multiply-adds that XLA fuses into one loop writing the output in
-    order (5x faster than the GEMM and transpose at 12 sites, mode 2, bonds 16 and 4, on
-    one CPU thread); larger ``k`` is one GEMM then one transpose.
+    For ``k <= MATMUL_FUSED_MAX`` the sum over ``k`` is unrolled into broadcast
+    multiply-adds (computed in at least float32) that XLA fuses into one loop writing the
+    output in order (5x faster than the GEMM and transpose at 12 sites, mode 2, bonds 16
+    and 4, on one CPU thread); larger ``k`` is one GEMM then one transpose.
     """
     a, m, k, b = x.shape
     c, _, n, e = y.shape
@@ -189,22 +189,9 @@ def matmul_matrices_core(x, y):
 
 def matmul_core(w, x):
     """One site of a TT-matrix times a TT: ``w (a, m, n, b)`` and ``x (c, n, d)`` give
-    ``(a c, m, b d)``, in the dtype ``jnp.result_type(w, x)``.
-
-    For ``n <= MATMUL_FUSED_MAX`` the sum over ``n`` is unrolled into broadcast
-    multiply-adds (computed in at least float32) that XLA fuses into one loop writing
-    the output in order; larger ``n`` is one GEMM then one transpose.
-    """
-    a, m, n, b = w.shape
+    ``(a c, m, b d)``, in the dtype ``jnp.result_type(w, x)``: ``matmul_matrices_core``
+    with ``x`` as a one-column TT-matrix core (bitwise the same result and speed as the
+    separate kernel it replaces, measured in alternation)."""
+    a, m, _, b = w.shape
     c, _, d = x.shape
-    if n <= MATMUL_FUSED_MAX:
-        dt = jnp.result_type(w, x)
-        ct = compute_dtype(dt)
-        w, x = w.astype(ct), x.astype(ct)
-        z = w[:, None, :, 0, :, None] * x[None, :, None, 0, None, :]
-        for k in range(1, n):
-            z = z + w[:, None, :, k, :, None] * x[None, :, None, k, None, :]
-        z = z.astype(dt)
-    else:
-        z = jnp.einsum("amnb,cnd->ambcd", w, x).transpose(0, 3, 1, 2, 4)
-    return z.reshape(a * c, m, b * d)
+    return matmul_matrices_core(w, x[:, :, None, :]).reshape(a * c, m, b * d)

@@ -4,13 +4,23 @@ connected MNIST network (4 low-rank hidden layers of width 500, dense output lay
     tnlib run configs/dlrt_mnist.py:tau=0.09         # one tolerance of the paper's table
     tnlib run configs/dlrt_mnist.py:dense            # the dense baseline, same optimizer
     tnlib run configs/dlrt_mnist.py:smoke            # digits, seconds
+    tnlib run configs/dlrt_mnist.py:tau=0.09,epochs=50,finetune=20   # the paper's 2nd phase
+
+The paper's runs have two phases (official ``run_tests_e2e.sh``, then
+``run_tests_fixed_rank.sh``): rank-adaptive training, then 100 epochs of fixed-rank
+training from the adapted network with a fresh Adam; the paper's table reports the
+network after the second phase. ``finetune=<int>`` is that second phase: it starts from
+the finished run of the same argument without ``finetune=`` in its default directory
+(``runs/dlrt_mnist/tau=0.09,epochs=50/seed<k>`` above; ``--set
+train.finetune_from=DIR`` names another, ``{seed}`` in it is the seed) and trains
+``<int>`` epochs at its ranks.
 
 Arguments (comma-separated): ``tau=<float>`` (relative truncation tolerance, default
-0.09), ``dense``, ``epochs=<int>``, ``smoke``. Settings, paper / official code / ours,
-are in ``paper_figures/out/low_rank_training.md``; the differences that cost accuracy
-or time on a 2-core CPU: ``epochs`` (250 in the paper's runs, default 10 here) and the
-rank cap (``model.max_rank`` 128 here; the official code caps at 250 for width 500 and
-starts at 150 to 350).
+0.09), ``dense``, ``epochs=<int>``, ``finetune=<int>``, ``smoke``. Settings, paper /
+official code / ours, are in ``paper_figures/out/low_rank_training.md``; the differences
+that cost accuracy or time on a 2-core CPU: ``epochs`` (250 in the paper's runs,
+default 10 here) and the rank cap (``model.max_rank`` 128 here; the official code caps
+at 250 for width 500 and starts at 150 to 350).
 """
 
 from __future__ import annotations
@@ -18,11 +28,12 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-from tnlib.experiments.config import parse_arg
+from tnlib.experiments.config import parse_arg, run_dir
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    opts = parse_arg(arg, {"tau": 0.09, "dense": False, "epochs": 10, "smoke": False})
+    opts = parse_arg(arg, {"tau": 0.09, "dense": False, "epochs": 10, "finetune": 0,
+                           "smoke": False})
     c = ml_collections.ConfigDict()
     c.task = "low_rank"
     c.seed = 0
@@ -48,6 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.log_every = 50
     c.train.eval_every = 390  # about two epochs of 195 batches
     c.train.checkpoint_every = 195
+    c.train.finetune_from = config_dict.placeholder(str)
 
     if opts["smoke"]:
         c.data.name = "digits"
@@ -61,4 +73,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.train.log_every = 5
         c.train.eval_every = 20
         c.train.checkpoint_every = 10
+    if opts["finetune"]:
+        # the run of the same argument without ``finetune=``, in its default directory
+        source = ",".join(p for p in (arg or "").split(",")
+                          if p.strip() and not p.strip().startswith("finetune"))
+        c.train.finetune_from = str(run_dir(__file__, source or None, 0).parent / "seed{seed}")
+        c.train.num_epochs = int(opts["finetune"])
     return c

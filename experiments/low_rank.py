@@ -18,6 +18,7 @@ and the compression rates ``1 - params / dense``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +27,19 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 
 from tnlib import dlrt
 
-from . import data, runner
+from . import data, records, runner, training
 from .config import ConfigError, check_keys, validate
 
-__all__ = ["check_config", "dense_params", "param_counts", "setup", "train_and_evaluate"]
+__all__ = ["adapted_params", "check_config", "dense_params", "finetune_source", "param_counts",
+           "setup", "train_and_evaluate"]
 
 MODEL_KEYS = ("kind", "width", "depth", "rank", "max_rank", "min_rank")
 TRAIN_KEYS = ("tau", "lr", "batch_size", "num_epochs", "eval_every", "checkpoint_every",
-              "log_every")
+              "log_every", "finetune_from")
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -67,6 +70,33 @@ def check_config(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"train.{key}={v!r} is impossible; expected an int >= 1")
     if not t.lr > 0:
         raise ConfigError(f"train.lr={t.lr!r} is impossible; expected > 0")
+    src = t.get("finetune_from")
+    if src is not None:
+        if not isinstance(src, str) or not src:
+            raise ConfigError(f"train.finetune_from={src!r} is impossible; expected the "
+                              "directory of a finished rank-adaptive run")
+        if m.kind != "dlrt":
+            raise ConfigError("train.finetune_from fine-tunes a DLRT run at fixed rank; it "
+                              f"needs model.kind='dlrt', got {m.kind!r}")
+
+
+def finetune_source(config: ml_collections.ConfigDict) -> Path:
+    """The finished rank-adaptive run that ``train.finetune_from`` names (``{seed}`` is
+    this run's seed). ConfigError unless it has finished (``summary.json``) with the same
+    data and model settings."""
+    src = Path(config.train.finetune_from.format(seed=config.seed))
+    if not (src / "summary.json").exists() or not (src / "config.json").exists():
+        raise ConfigError(f"train.finetune_from: {src} is not a finished run (no "
+                          "summary.json / config.json); run the rank-adaptive phase first")
+    stored = records.read_json(src / "config.json")
+    for key in ("data", "model"):
+        if stored.get(key) != json.loads(config[key].to_json()):
+            raise ConfigError(f"train.finetune_from: {src} was run with {key} "
+                              f"{stored.get(key)}, this config has {config[key].to_dict()}")
+    if stored.get("seed") != config.seed:
+        raise ConfigError(f"train.finetune_from: {src} was run with seed "
+                          f"{stored.get('seed')}, this config has seed {config.seed}")
+    return src
 
 
 def dense_params(n_in: int, width: int, depth: int, n_out: int = 10) -> int:
@@ -98,6 +128,31 @@ def _init_params(key, n_in, n_out, m):
     return {"hidden": hidden, "out": out}
 
 
+def adapted_params(config: ml_collections.ConfigDict, n_in: int, n_out: int = 10):
+    """The parameters of the newest checkpoint of the run that ``train.finetune_from``
+    names (:func:`finetune_source`), each factorization's padding cut to its rank:
+    fixed-rank steps never need more, and a narrower padding is a cheaper step."""
+    src = finetune_source(config)
+    params = _init_params(jax.random.PRNGKey(config.seed), n_in, n_out, config.model)
+    template = (params, dlrt.init(params, optax.adam(config.train.lr)))
+    treedef = jax.tree.structure(template)
+    tree = {str(k): leaf for k, leaf in enumerate(jax.tree.leaves(template))}
+    mngr = training.checkpoint_manager(src / "checkpoints", keep=1)
+    try:
+        restored = training.restore_checkpoint(
+            mngr, jax.tree.map(ocp.utils.to_shape_dtype_struct, tree),
+            quarantine=src / "checkpoints.corrupt")
+    finally:
+        mngr.close()
+    if restored is None:
+        raise ConfigError(f"train.finetune_from: {src} holds no checkpoint to start from")
+    tree = restored[1]
+    params = jax.tree.unflatten(treedef, [tree[str(k)] for k in range(len(tree))])[0]
+    for layer in params["hidden"]:
+        layer["w"] = dlrt.shrink(layer["w"], max(int(layer["w"].rank), 1))
+    return params
+
+
 def _logits(params, x):
     for layer in params["hidden"]:
         w = layer["w"]
@@ -126,7 +181,9 @@ def setup(config: ml_collections.ConfigDict) -> runner.Task:
                           "training examples")
     total = steps_per_epoch * t.num_epochs
     opt = optax.adam(t.lr)
-    params = _init_params(jax.random.PRNGKey(config.seed), n_in, n_out, m)
+    fixed = t.get("finetune_from") is not None
+    params = (adapted_params(config, n_in, n_out) if fixed else
+              _init_params(jax.random.PRNGKey(config.seed), n_in, n_out, m))
     opt_state = dlrt.init(params, opt) if m.kind == "dlrt" else opt.init(params)
     template = (params, opt_state)
     treedef = jax.tree.structure(template)
@@ -151,7 +208,8 @@ def setup(config: ml_collections.ConfigDict) -> runner.Task:
         x, y = x_tr[idx], y_tr[idx]
         if m.kind == "dlrt":
             params, opt_state, info = dlrt.step(lambda p: _loss(p, x, y), params, opt_state,
-                                                opt, rtol=t.tau, min_rank=m.min_rank)
+                                                opt, rtol=None if fixed else t.tau,
+                                                min_rank=m.min_rank)
             return (params, opt_state), info["loss"], info["ranks"]
         value, g = jax.value_and_grad(_loss)(params, x, y)
         upd, opt_state = opt.update(g, opt_state, params)
@@ -205,7 +263,8 @@ def setup(config: ml_collections.ConfigDict) -> runner.Task:
         summarize=summarize, save=save, load=load, log_every=t.log_every,
         eval_every=t.eval_every, checkpoint_every=t.checkpoint_every,
         steps_per_epoch=steps_per_epoch, postfix=("train_loss", "rank_0"),
-        meta={"dense_params": dense}, title=f"DLRT ({m.kind}, tau={t.tau})",
+        meta={"dense_params": dense, "finetune_from": t.get("finetune_from")},
+        title=f"DLRT ({m.kind}, {'fixed-rank fine-tune' if fixed else f'tau={t.tau}'})",
         line=lambda s: (f"test accuracy {s['test_accuracy']:.4f}, ranks {s['ranks']}, "
                         f"eval compression {s['eval_compression']:.1%}, steps {s['steps']}"))
 

@@ -255,15 +255,17 @@ def init(params, optimizer: optax.GradientTransformation) -> State:
     return State(optimizer.init(kl), optimizer.init(_s_tree(leaves, where, aug)))
 
 
-def _augment(new, old, rank):
+def _augment(new, old, rank, fixed=False):
     """Orthonormal basis of the first ``rank`` columns of ``new`` and of ``old``, laid out
-    contiguously in ``2R`` columns (zero beyond ``2 rank``)."""
+    contiguously in ``2R`` columns (zero beyond ``2 rank``); with ``fixed``, of ``new``
+    alone (zero beyond ``rank``: the fixed-rank integrator's ``qr(K)``)."""
     n, width = old.shape
     j = jnp.arange(2 * width)
     cols = jnp.concatenate([new, old, jnp.zeros((n, 1), old.dtype)], axis=1)
-    idx = jnp.where(j < rank, j, jnp.where(j < 2 * rank, width + j - rank, 2 * width))
+    idx = jnp.where(j < rank, j, jnp.where((j < 2 * rank) & (not fixed), width + j - rank,
+                                           2 * width))
     q, _ = jnp.linalg.qr(cols[:, idx])
-    return q * _mask(2 * rank, 2 * width, q.dtype)
+    return q * _mask(rank if fixed else 2 * rank, 2 * width, q.dtype)
 
 
 def _usv_kind():
@@ -276,10 +278,10 @@ def _usv_kind():
         eye = jnp.diag(_mask(f.rank, f.max_rank, f.s.dtype))
         return USV(k, eye, f.v, f.rank) if j == 0 else USV(f.u, eye, k, f.rank)
 
-    def augment(f, ks):
+    def augment(f, ks, fixed):
         m = _mask(f.rank, f.max_rank, f.s.dtype)
-        uh = _augment(ks[0] * m, f.u, f.rank)
-        vh = _augment(ks[1] * m, f.v, f.rank)
+        uh = _augment(ks[0] * m, f.u, f.rank, fixed)
+        vh = _augment(ks[1] * m, f.v, f.rank, fixed)
         return (uh, vh), (uh.T @ f.u) @ f.s @ (f.v.T @ vh)
 
     def s_form(f, bases, s):
@@ -287,6 +289,9 @@ def _usv_kind():
 
     def finish(f, bases, s, rtol, min_rank):
         width = f.max_rank
+        if rtol is None:  # fixed rank: the new bases and S as they are (r columns each)
+            return USV(bases[0][:, :width], s[:width, :width], bases[1][:, :width],
+                       f.rank), f.rank
         m2 = _mask(2 * f.rank, 2 * width, f.s.dtype)
         p, sig, q, r = truncate(s * m2[:, None] * m2[None, :], rtol, max_rank=width,
                                 min_rank=min_rank)
@@ -415,10 +420,10 @@ def _tucker_kind():
         factors[j] = k
         return TuckerFactors(_fold_t(q, j, t.core.shape), tuple(factors), t.ranks)
 
-    def augment(t, ks):
+    def augment(t, ks, fixed):
         bases, core = [], t.core
         for i, (k, u) in enumerate(zip(ks, t.factors, strict=True)):
-            uh = _augment(k * _mask(t.ranks[i], u.shape[1], u.dtype), u, t.ranks[i])
+            uh = _augment(k * _mask(t.ranks[i], u.shape[1], u.dtype), u, t.ranks[i], fixed)
             bases.append(uh)
             core = _mode_mul(core, uh.T @ u, i)
         return tuple(bases), core
@@ -428,6 +433,10 @@ def _tucker_kind():
 
     def finish(t, bases, s, rtol, min_rank):
         d = s.ndim
+        if rtol is None:  # fixed ranks: the new bases and core as they are
+            core = s[tuple(slice(0, w) for w in t.max_ranks)]
+            factors = tuple(b[:, :w] for b, w in zip(bases, t.max_ranks, strict=True))
+            return TuckerFactors(core, factors, t.ranks), t.ranks
         for i in range(d):
             m2 = _mask(2 * t.ranks[i], s.shape[i], s.dtype)
             s = s * m2.reshape((-1,) + (1,) * (d - 1 - i))
@@ -459,15 +468,20 @@ def step(loss: Callable[[Any], jax.Array], params, state: State,
       state: from :func:`init` with the same ``optimizer``.
       optimizer: an optax transformation; the official MNIST code uses Adam 1e-3 for
         K, L and S alike.
-      rtol: the relative truncation tolerance ``tau`` (``0 <= rtol < 1``).
-      min_rank: the smallest rank kept (the official code keeps 2).
+      rtol: the relative truncation tolerance ``tau`` (``0 <= rtol < 1``), or ``None``
+        for the fixed-rank unconventional integrator (no augmentation: ``U_hat =
+        qr(K_new)``, ``V_hat = qr(L_new)``, ``S`` carried over and stepped at the current
+        rank, no truncation), the second phase of the paper's MNIST runs (its official
+        ``mnist_DLRA_fixed_rank.py`` fine-tunes the adapted ranks for 100 epochs).
+      min_rank: the smallest rank kept (the official code keeps 2); unused with
+        ``rtol=None``.
 
     Returns ``(params, state, info)``; ``info`` holds ``loss`` (at the start of the
     step) and ``ranks``, a tuple with each factorization's new active rank (an int32
     scalar for a :class:`USV`, one per mode for a :class:`TuckerFactors`).
     """
-    if not 0 <= rtol < 1:
-        raise ValueError(f"rtol must be in [0, 1), got {rtol}")
+    if rtol is not None and not 0 <= rtol < 1:
+        raise ValueError(f"rtol must be None (fixed rank) or in [0, 1), got {rtol}")
     min_rank = check_int(min_rank, "min_rank")
     leaves, treedef, where = _split(params)
     if not where:
@@ -505,7 +519,7 @@ def step(loss: Callable[[Any], jax.Array], params, state: State,
     upd, kl_state = optimizer.update(grads, state.kl, ks)
     ks = optax.apply_updates(ks, upd)
 
-    aug = [kind[2](f, k) for kind, f, k in zip(kinds, facs, ks, strict=True)]
+    aug = [kind[2](f, k, rtol is None) for kind, f, k in zip(kinds, facs, ks, strict=True)]
     # S-step: the augmented cores and every non-factorized parameter.
     s_leaves = _s_tree(leaves, where, [a[1] for a in aug])
 

@@ -10,10 +10,10 @@ The paper's runs have two phases (official ``run_tests_e2e.sh``, then
 ``run_tests_fixed_rank.sh``): rank-adaptive training, then 100 epochs of fixed-rank
 training from the adapted network with a fresh Adam; the paper's table reports the
 network after the second phase. ``finetune=<int>`` is that second phase: it starts from
-the finished run of the same argument without ``finetune=`` in its default directory
-(``runs/dlrt_mnist/tau=0.09,epochs=50/seed<k>`` above; ``--set
-train.finetune_from=DIR`` names another, ``{seed}`` in it is the seed) and trains
-``<int>`` epochs at its ranks.
+the finished run of the same argument without ``finetune=``, beside this run's
+directory (``runs/dlrt_mnist/tau=0.09,epochs=50/seed<k>`` above; ``--set
+train.finetune_from=DIR`` names another: ``{seed}`` in it is the seed, a relative path
+is relative to this run's directory) and trains ``<int>`` epochs at its ranks.
 
 Arguments (comma-separated): ``tau=<float>`` (relative truncation tolerance, default
 0.09), ``dense``, ``epochs=<int>``, ``finetune=<int>``, ``smoke``. Settings, paper /
@@ -24,6 +24,8 @@ at 250 for width 500 and starts at 150 to 350).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import ml_collections
 from ml_collections import config_dict
@@ -77,6 +79,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # the run of the same argument without ``finetune=``, in its default directory
         source = ",".join(p for p in (arg or "").split(",")
                           if p.strip() and not p.strip().startswith("finetune"))
-        c.train.finetune_from = str(run_dir(__file__, source or None, 0).parent / "seed{seed}")
+        # relative to this run's directory <root>/dlrt_mnist/<arg>/seed<k>
+        c.train.finetune_from = str(Path("..", "..", run_dir(__file__, source or None, 0,
+                                                            root="").parent.name,
+                                         "seed{seed}"))
         c.train.num_epochs = int(opts["finetune"])
     return c

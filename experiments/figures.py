@@ -194,9 +194,13 @@ def _low_rank_training() -> Figure:
     full += tuple(RunSpec(f"configs/dlrt_mnist.py:{arg},epochs=50", seed=s) for s in range(3)
                   for arg in (("dense",) if s == 0 else ()) + ("tau=0.09", "tau=0.13",
                                                                 "tau=0.17"))
+    # then the paper's second phase from the 50-epoch runs: 30 epochs at fixed rank
+    full += tuple(RunSpec(f"configs/dlrt_mnist.py:tau={tau},epochs=50,finetune=30", seed=s)
+                  for s in range(3) for tau in (0.09, 0.13, 0.17))
     quick = tuple(RunSpec(f"configs/dlrt_mnist.py:tau={tau},smoke", seed=s)
                   for tau in (0.05, 0.4) for s in range(2)) + (
-        RunSpec("configs/dlrt_mnist.py:dense,smoke"),)
+        RunSpec("configs/dlrt_mnist.py:dense,smoke"),) + tuple(
+        RunSpec("configs/dlrt_mnist.py:tau=0.4,smoke,finetune=1", seed=s) for s in range(2))
     return Figure("low_rank_training", "Schotthoefer et al. 2022 (DLRT)", full, quick)
 
 

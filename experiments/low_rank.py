@@ -19,6 +19,7 @@ and the compression rates ``1 - params / dense``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -80,11 +81,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                               f"needs model.kind='dlrt', got {m.kind!r}")
 
 
-def finetune_source(config: ml_collections.ConfigDict) -> Path:
+def finetune_source(config: ml_collections.ConfigDict,
+                    workdir: str | Path | None = None) -> Path:
     """The finished rank-adaptive run that ``train.finetune_from`` names (``{seed}`` is
-    this run's seed). ConfigError unless it has finished (``summary.json``) with the same
-    data and model settings."""
+    this run's seed; a relative path is relative to ``workdir``, this run's directory,
+    when given). ConfigError unless it has finished (``summary.json``) with the same
+    data, model and seed."""
     src = Path(config.train.finetune_from.format(seed=config.seed))
+    if workdir is not None and not src.is_absolute():
+        src = Path(os.path.normpath(Path(workdir) / src))  # the workdir may not exist yet
     if not (src / "summary.json").exists() or not (src / "config.json").exists():
         raise ConfigError(f"train.finetune_from: {src} is not a finished run (no "
                           "summary.json / config.json); run the rank-adaptive phase first")
@@ -128,11 +133,12 @@ def _init_params(key, n_in, n_out, m):
     return {"hidden": hidden, "out": out}
 
 
-def adapted_params(config: ml_collections.ConfigDict, n_in: int, n_out: int = 10):
+def adapted_params(config: ml_collections.ConfigDict, n_in: int, n_out: int = 10, *,
+                   workdir: str | Path | None = None):
     """The parameters of the newest checkpoint of the run that ``train.finetune_from``
     names (:func:`finetune_source`), each factorization's padding cut to its rank:
     fixed-rank steps never need more, and a narrower padding is a cheaper step."""
-    src = finetune_source(config)
+    src = finetune_source(config, workdir)
     params = _init_params(jax.random.PRNGKey(config.seed), n_in, n_out, config.model)
     template = (params, dlrt.init(params, optax.adam(config.train.lr)))
     treedef = jax.tree.structure(template)
@@ -165,8 +171,10 @@ def _loss(params, x, y):
     return optax.softmax_cross_entropy_with_integer_labels(_logits(params, x), y).mean()
 
 
-def setup(config: ml_collections.ConfigDict) -> runner.Task:
-    """The training run of ``config`` as a :class:`~runner.Task`: step ``i`` is batch ``i``."""
+def setup(config: ml_collections.ConfigDict, workdir: str | Path | None = None
+          ) -> runner.Task:
+    """The training run of ``config`` as a :class:`~runner.Task`: step ``i`` is batch
+    ``i``. ``workdir`` (the run's directory) anchors a relative ``train.finetune_from``."""
     m, t = config.model, config.train
     splits = data.from_config(config.data)
     (x_tr, y_tr), (x_te, y_te) = splits["train"], splits["test"]
@@ -182,7 +190,7 @@ def setup(config: ml_collections.ConfigDict) -> runner.Task:
     total = steps_per_epoch * t.num_epochs
     opt = optax.adam(t.lr)
     fixed = t.get("finetune_from") is not None
-    params = (adapted_params(config, n_in, n_out) if fixed else
+    params = (adapted_params(config, n_in, n_out, workdir=workdir) if fixed else
               _init_params(jax.random.PRNGKey(config.seed), n_in, n_out, m))
     opt_state = dlrt.init(params, opt) if m.kind == "dlrt" else opt.init(params)
     template = (params, opt_state)
@@ -272,4 +280,4 @@ def setup(config: ml_collections.ConfigDict) -> runner.Task:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Run (or complete) the training of ``config`` in ``workdir``; returns the summary."""
     check_config(config)
-    return runner.run(config, workdir, setup)
+    return runner.run(config, workdir, lambda c: setup(c, workdir=workdir))

@@ -140,7 +140,8 @@ def test_mps_bond_dim_plot_reports_seeds_spread_and_the_paper(tmp_path):
 def test_low_rank_training_figure_sets_our_runs_beside_the_papers_table(tmp_path):
     specs = [figures.RunSpec("configs/dlrt_mnist.py:tau=0.4,smoke"),
              figures.RunSpec("configs/dlrt_mnist.py:tau=0.4,smoke", seed=1),
-             figures.RunSpec("configs/dlrt_mnist.py:dense,smoke")]
+             figures.RunSpec("configs/dlrt_mnist.py:dense,smoke"),
+             figures.RunSpec("configs/dlrt_mnist.py:tau=0.4,smoke,finetune=1")]
     files = figures.make_figure("low_rank_training", root=tmp_path / "runs",
                                 out_dir=tmp_path / "out", runs=specs, quick=True)
     md = files["md"].read_text()
@@ -154,4 +155,11 @@ def test_low_rank_training_figure_sets_our_runs_beside_the_papers_table(tmp_path
     assert f"dense baseline {100 * summaries[2]['test_accuracy']:.2f}%" in md
     assert "paper 98.54%" in md and "| setting | paper | official code | ours |" in md
     assert f"worst single run {min(acc):.2f}% (tau 0.4)" in md
-    assert "| 2 | 0.4 | 2 |" in md  # per training length (smoke: 2 epochs), tau, seeds
+    assert "| 2 epochs | 0.4 | 2 |" in md  # per schedule (smoke: 2 epochs), tau, seeds
+    # the fixed-rank phase from seed 0's run: its own row, the adapted ranks kept
+    ft = summaries[3]
+    assert ft["ranks"] == summaries[0]["ranks"]
+    assert (f"| 2 + 1 fixed-rank epochs | 0.4 | 1 | {100 * ft['test_accuracy']:.2f} "
+            in md)
+    # the official logs beside ours (ours at 30 fixed-rank epochs: not run here)
+    assert "| 0.09 | 188 | 90.23 | 97.74 / 97.06 / 97.81 | 98.34 | not run |" in md

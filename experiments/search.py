@@ -53,6 +53,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                             ("search.max_evals", s.max_evals, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{key}={value!r} is impossible; expected an int >= {low}")
+    if not isinstance(p.get("permute", False), bool):
+        raise ConfigError(f"problem.permute={p.permute!r} is impossible; expected a bool "
+                          "(plant the modes in a random order and search the permutation)")
     if not (isinstance(p.lam, int | float) and p.lam >= 0):
         raise ConfigError(f"problem.lam={p.lam!r} is impossible; expected a number >= 0")
     allowed = set(inspect.signature(ALGORITHMS[s.algorithm]).parameters) - {
@@ -66,16 +69,18 @@ def build_problem(config: ml_collections.ConfigDict):
     """The planted problem of ``config.problem`` and the search problem over it."""
     p = config.problem
     key = jax.random.PRNGKey(p.seed)
+    permute = bool(p.get("permute", False))
     if p.kind == "planted_ring":
-        planted = search.problems.planted_ring(key, p.order, p.dim, max_rank=p.planted_max_rank)
+        planted = search.problems.planted_ring(key, p.order, p.dim, max_rank=p.planted_max_rank,
+                                               permute=permute)
         edges = "ring"
     else:
         planted = search.problems.planted_network(key, p.order, p.dim,
-                                                  max_rank=p.planted_max_rank)
+                                                  max_rank=p.planted_max_rank, permute=permute)
         edges = planted.edges
     try:
         prob = search.problem(planted.tensor, max_rank=p.max_rank, edges=edges, lam=p.lam,
-                              n_iter=p.n_iter, restarts=p.restarts)
+                              n_iter=p.n_iter, restarts=p.restarts, search_perm=permute)
     except ValueError as e:
         raise ConfigError(f"problem: {e}") from e
     return planted, prob
@@ -148,6 +153,8 @@ def setup(config: ml_collections.ConfigDict) -> runner.Task:
                 "perm": list(r.structure.perm), "adjacency": [list(a) for a in r.adjacency],
                 "n_params": r.n_params, "rse": r.rse, "objective": r.objective,
                 "n_evals": r.n_evals, "planted_params": planted.n_params,
+                "planted_adjacency": [list(map(int, a)) for a in planted.adjacency],
+                "planted_perm": list(planted.perm), "size": int(planted.tensor.size),
                 "success": bool(r.n_params <= planted.n_params and rel <= 1e-2)}
 
     return runner.Task(

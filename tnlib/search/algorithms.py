@@ -65,9 +65,20 @@ def _setup(problem: Problem, seed, max_evals, batched: bool, max_batch: int, min
     return ev, np.random.default_rng(host)
 
 
-def _start(space: SearchSpace, init, default: Structure) -> Structure:
+def _start(space: SearchSpace, init, default: Structure, rng: np.random.Generator) -> Structure:
+    """The starting structure: ``default`` for None; for ``"random"`` (as the official
+    TnALE code starts) every rank uniform in ``1..max_rank`` and, when the permutation is
+    searched, a uniformly random permutation, drawn from the search's own generator (so
+    each seed starts elsewhere); else a Structure or an adjacency matrix."""
     if init is None:
         return default
+    if isinstance(init, str):
+        if init != "random":
+            raise ValueError(f"init must be None, 'random', a Structure or an adjacency "
+                             f"matrix, got {init!r}")
+        perm = (tuple(int(v) for v in rng.permutation(np.asarray(space.perm)))
+                if space.search_perm else space.perm)
+        return space.clip(rng.integers(1, space.max_rank + 1, len(space.edges)), perm)
     if isinstance(init, Structure):
         return check_structure(space, init, "init")
     return space.structure(init)
@@ -97,7 +108,8 @@ def tnale(problem: Problem, seed, *, max_evals: int | None = None, init=None,
           n_refit: int = 1, batched: bool = True, max_batch: int = 64, min_batch: int = 1,
           replay=None, on_batch=None) -> SearchResult:
     """Alternating local enumeration (TnALE) from ``init`` (default: every rank
-    ``ceil(max_rank / 2)``; a Structure or an adjacency matrix).
+    ``ceil(max_rank / 2)``; ``"random"``: random ranks and permutation drawn from the
+    seed, as the official code starts; a Structure or an adjacency matrix).
 
     One variable at a time (each support edge's rank, then the permutation when it is
     searched): all values within ``radius`` of the current one are evaluated in one
@@ -117,9 +129,9 @@ def tnale(problem: Problem, seed, *, max_evals: int | None = None, init=None,
                                for r in radius):
         raise ValueError(f"radius must be two ints >= 1 (first sweeps, later sweeps), "
                          f"got {radius!r}")
-    ev, _ = _setup(problem, seed, max_evals, batched, max_batch, min_batch,
-                   replay, on_batch)
-    x = _start(sp, init, sp.uniform(-(-sp.max_rank // 2)))
+    ev, rng = _setup(problem, seed, max_evals, batched, max_batch, min_batch,
+                     replay, on_batch)
+    x = _start(sp, init, sp.uniform(-(-sp.max_rank // 2)), rng)
     cur = ev.evaluate([x])[0]
     variables = list(range(len(sp.edges))) + (["perm"] if sp.search_perm else [])
 
@@ -164,7 +176,8 @@ def tnls(problem: Problem, seed, *, max_evals: int | None = None, init=None,
          n_samples: int = 16, radius: int = 1, p_move: float | None = None,
          max_iter: int = 100, patience: int = 5, batched: bool = True, max_batch: int = 64,
          min_batch: int = 1, replay=None, on_batch=None) -> SearchResult:
-    """Local sampling (TNLS) from ``init`` (default: every rank ``ceil(max_rank / 2)``).
+    """Local sampling (TNLS) from ``init`` (default: every rank ``ceil(max_rank / 2)``;
+    ``"random"``, a Structure or an adjacency matrix as for :func:`tnale`).
 
     Each iteration draws ``n_samples`` structures around the incumbent (each rank
     moved with probability ``p_move``, default ``min(1, 2 / #edges)``, by a uniform
@@ -185,7 +198,7 @@ def tnls(problem: Problem, seed, *, max_evals: int | None = None, init=None,
         raise ValueError(f"p_move must be a probability in (0, 1], got {p_move!r}")
     ev, rng = _setup(problem, seed, max_evals, batched, max_batch, min_batch,
                    replay, on_batch)
-    x = _start(sp, init, sp.uniform(-(-sp.max_rank // 2)))
+    x = _start(sp, init, sp.uniform(-(-sp.max_rank // 2)), rng)
     cur = ev.evaluate([x])[0]
     stall = 0
     for _ in range(max_iter):

@@ -257,6 +257,27 @@ def test_planted_problems_and_image_tensor():
 # ------------------------------------------------------------------ bad input
 
 
+@pytest.mark.parametrize("algo", [tnale, tnls])
+def test_random_starts_differ_between_seeds_and_repeat_for_one(algo, planted):
+    """``init="random"`` (the official TnALE start): ranks in 1..max_rank and, with the
+    permutation searched, a random permutation, drawn from the search seed."""
+    prob = problem(planted.tensor, max_rank=3, edges="ring", search_perm=True, **FIT)
+    starts = [algo(prob, s, init="random", max_evals=1, **BATCH).log[0].structure
+              for s in range(6)]
+    assert len(set(starts)) > 1, starts
+    assert len({s.perm for s in starts}) > 1, starts
+    for s in starts:
+        assert all(1 <= q <= 3 for q in s.ranks) and sorted(s.perm) == [0, 1, 2, 3]
+    again = algo(prob, 2, init="random", max_evals=1, **BATCH).log[0].structure
+    assert again == starts[2]
+    # without a searched permutation the start keeps the space's
+    fixed = algo(problem(planted.tensor, max_rank=3, edges="ring", **FIT), 1, init="random",
+                 max_evals=1, **BATCH).log[0].structure
+    assert fixed.perm == (0, 1, 2, 3)
+    with pytest.raises(ValueError, match="init must be None, 'random'"):
+        algo(prob, 0, init="uniform", max_evals=1)
+
+
 def test_bad_input_errors(planted, prob):
     x = planted.tensor
     with pytest.raises(ValueError, match="max_rank must be an int >= 1"):

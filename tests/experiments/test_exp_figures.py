@@ -55,6 +55,14 @@ def test_core_shapes_figure_end_to_end(tmp_path, rank_study_task, capsys):
     for row in summary["rows"]:
         assert f"{row['error_ratio']:.4f}" in md and str(tuple(row["greedy"]["shape"])) in md
     assert "Paper: packing core shapes" in md
+    # the worst case and every row where packing loses to uniform ranks are named
+    worst = max(row["error_ratio"] for row in summary["rows"])
+    assert f"worst {worst:.4f}" in md
+    losses = [row for row in summary["rows"]
+              if row["error_ratio"] > row["error_ratio_uniform"]]
+    assert f"better or equal in {len(summary['rows']) - len(losses)}/" in md
+    for row in losses:
+        assert f"{row['tensor']} at {row['budget_fraction']:.0%} (relative error" in md
     assert (meta["git_commit"] or "unknown")[:12] in md and meta["devices"][0] in md
     assert "tnlib run configs/core_shapes.py:smoke" in md
 

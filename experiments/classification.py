@@ -42,7 +42,8 @@ Split = tuple[np.ndarray, np.ndarray]
 # --------------------------------------------------------------------------- model zoo
 
 # model.name -> the tnlib.models class built as Cls(n_sites, n_classes, **model config).
-MODELS = {"mps_classifier": "MPSClassifier", "structured_mlp": "StructuredMLP"}
+MODELS = {"mps_classifier": "MPSClassifier", "structured_mlp": "StructuredMLP",
+          "tt_input_mlp": "TTInputMLP"}
 
 
 def _model_class(name: str) -> type[nnx.Module]:
@@ -74,7 +75,8 @@ def model_options(name: str) -> list[str]:
 REQUIRED = ("task", "seed", "data.name", "model.name") + tuple(
     f"train.{k}" for k in training.TRAIN_KEYS if k not in ("end_lr_factor", "weight_decay",
                                                            "grad_clip_norm", "mup",
-                                                           "augment_shift"))
+                                                           "augment_shift", "optimizer",
+                                                           "momentum", "decay_epochs"))
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -177,8 +179,11 @@ def setup(config: ml_collections.ConfigDict) -> runner.Task:
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     params = sharding.shard_params(model, params, mesh)
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
-    schedule = training.make_schedule(tc, total_steps)
-    optimizer = training.make_optimizer(tc, schedule)
+    try:
+        schedule = training.make_schedule(tc, total_steps, steps_per_epoch)
+        optimizer = training.make_optimizer(tc, schedule)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if tc.get("mup", False):  # per-core muP learning-rate multipliers of structured layers
         from tnlib.models import structured_optimizer
 

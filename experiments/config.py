@@ -267,7 +267,13 @@ RULES: tuple[Rule, ...] = (
     ("train.warmup_steps", lambda v: v >= 0, "an int >= 0"),
     ("train.weight_decay", lambda v: v >= 0, "a float >= 0"),
     ("train.grad_clip_norm", lambda v: v >= 0, "a float >= 0 (0 turns clipping off)"),
-    ("train.schedule", lambda v: v in ("constant", "cosine"), "'constant' or 'cosine'"),
+    ("train.schedule", lambda v: v in ("constant", "cosine", "logspace_epochs"),
+     "'constant', 'cosine' or 'logspace_epochs'"),
+    ("train.optimizer", lambda v: v in ("adam", "sgd"), "'adam' or 'sgd'"),
+    ("train.momentum", lambda v: 0 <= v < 1, "a float in [0, 1)"),
+    ("train.decay_epochs", lambda v: v >= 1, "an int >= 1"),
+    ("data.pad_to", lambda v: v >= 1, "None or an int >= 1 (the padded image side)"),
+    ("data.scale", lambda v: v > 0, "a float > 0"),
     ("train.log_every", lambda v: v >= 1, "an int >= 1"),
     ("train.eval_every", lambda v: v >= 0, "an int >= 0 (0: only at the end)"),
     ("train.checkpoint_every", lambda v: v >= 1, "an int >= 1"),
@@ -292,7 +298,8 @@ TYPES: dict[str, type] = {
     "train.warmup_steps": int, "train.weight_decay": float, "train.grad_clip_norm": float,
     "train.log_every": int, "train.eval_every": int, "train.checkpoint_every": int,
     "train.keep_checkpoints": int, "train.mup": bool,
-    "train.augment_shift": float,
+    "train.augment_shift": float, "train.optimizer": str, "train.momentum": float,
+    "train.decay_epochs": int, "data.pad_to": int, "data.scale": float, "data.center": bool,
 }
 
 

@@ -148,8 +148,22 @@ def _read_mnist(path: str) -> tuple[Split, Split, Split]:
     return tuple(_as_split(x, y) for x, y in (train, validation, test))
 
 
+def pad_images(x: np.ndarray, side: int, to: int) -> np.ndarray:
+    """Zero-pad flattened square images ``(n, side*side)`` to ``to x to`` (the extra rows
+    and columns split evenly, the odd one after: TensorNet's 28 -> 32 puts two zeros on
+    each side)."""
+    _check_images(x, side)
+    if to < side:
+        raise ValueError(f"pad_to={to} is smaller than the image side {side}")
+    lo = (to - side) // 2
+    out = np.zeros((len(x), to, to), x.dtype)
+    out[:, lo:lo + side, lo:lo + side] = x.reshape(-1, side, side)
+    return out.reshape(-1, to * to)
+
+
 def load_mnist(
-    *, downsample: int = 1, use_validation_for_training: bool = False
+    *, downsample: int = 1, use_validation_for_training: bool = False,
+    pad_to: int | None = None, scale: float = 1.0, center: bool = False,
 ) -> dict[str, Split]:
     """Nielsen's MNIST: 50k train / 10k validation / the standard 10k test, 28x28 in [0, 1].
 
@@ -157,13 +171,29 @@ def load_mnist(
       downsample: average-pool by this factor (2 gives the paper's 14x14 images).
       use_validation_for_training: append the 10k validation images to the training
         split (60k train); the result then has no ``"validation"`` entry.
+      pad_to: zero-pad the (pooled) images to this side (TensorNet: 32).
+      scale: multiply the pixel values (TensorNet reads the raw bytes: 255).
+      center: subtract the training split's mean image from every split (TensorNet),
+        after padding and scaling.
     """
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+        raise ValueError(f"scale={scale!r} must be a number > 0")
     train, validation, test = _read_mnist(str(mnist_path()))
     splits = {"train": train, "validation": validation, "test": test}
     splits = {k: (average_pool(x, 28, downsample), y) for k, (x, y) in splits.items()}
+    side = 28 // downsample
+    if pad_to is not None:
+        if isinstance(pad_to, bool) or not isinstance(pad_to, int):
+            raise ValueError(f"pad_to={pad_to!r} must be an int (the padded side)")
+        splits = {k: (pad_images(x, side, pad_to), y) for k, (x, y) in splits.items()}
+    if scale != 1:
+        splits = {k: (x * np.float32(scale), y) for k, (x, y) in splits.items()}
     if use_validation_for_training:
         (x_tr, y_tr), (x_va, y_va) = splits.pop("train"), splits.pop("validation")
         splits["train"] = (np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]))
+    if center:  # the mean of the training split as used (60k with the validation images)
+        mean = splits["train"][0].mean(0, dtype=np.float64).astype(np.float32)
+        splits = {k: (x - mean, y) for k, (x, y) in splits.items()}
     return {k: splits[k] for k in ("train", "validation", "test") if k in splits}
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import warnings
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -62,21 +64,36 @@ __all__ = [
 TRAIN_KEYS = (
     "batch_size", "eval_batch_size", "num_epochs", "lr", "schedule", "end_lr_factor",
     "warmup_steps", "weight_decay", "grad_clip_norm", "log_every", "eval_every",
-    "checkpoint_every", "keep_checkpoints", "mup", "augment_shift",
+    "checkpoint_every", "keep_checkpoints", "mup", "augment_shift", "optimizer", "momentum",
+    "decay_epochs",
 )
 
 
 # --------------------------------------------------------------------------- optimizer
 
 
-def make_schedule(train: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-    """Learning rate against step: linear warmup, then constant or cosine decay.
+def make_schedule(train: ml_collections.ConfigDict, total_steps: int,
+                  steps_per_epoch: int | None = None) -> optax.Schedule:
+    """Learning rate against step: linear warmup, then constant or cosine decay, or
+    TensorNet's per-epoch log-spaced steps.
 
-    Reads ``lr``, ``warmup_steps``, ``schedule`` (``"constant"`` or ``"cosine"``) and
-    ``end_lr_factor`` (the cosine's final lr as a fraction of ``lr``).
+    Reads ``lr``, ``warmup_steps``, ``schedule`` (``"constant"``, ``"cosine"`` or
+    ``"logspace_epochs"``) and ``end_lr_factor`` (the final lr as a fraction of ``lr``).
+    ``"logspace_epochs"`` (MatConvNet's ``learningRate = logspace(a, b, n)``): epoch
+    ``e`` runs at the ``e``-th of ``decay_epochs`` log-spaced rates from ``lr`` to
+    ``lr * end_lr_factor``, later epochs at the last; it needs ``steps_per_epoch``.
     """
     lr, warmup = float(train.lr), int(train.warmup_steps)
     warmup = min(warmup, max(total_steps - 1, 0))
+    if train.schedule == "logspace_epochs":
+        n = int(train.get("decay_epochs", 0) or 0)
+        if n < 1 or not steps_per_epoch:
+            raise ValueError("train.schedule='logspace_epochs' needs train.decay_epochs >= 1 "
+                             f"(got {train.get('decay_epochs')!r}) and the steps per epoch")
+        rates = jnp.asarray(np.logspace(math.log10(lr),
+                                        math.log10(lr * float(train.end_lr_factor)), n),
+                            jnp.float32)
+        return lambda step: rates[jnp.minimum(step // steps_per_epoch, n - 1)]
     if train.schedule == "cosine":
         return optax.warmup_cosine_decay_schedule(
             init_value=0.0 if warmup else lr,
@@ -86,7 +103,8 @@ def make_schedule(train: ml_collections.ConfigDict, total_steps: int) -> optax.S
             end_value=lr * float(train.get("end_lr_factor", 0.0)),
         )
     if train.schedule != "constant":
-        raise ValueError(f"train.schedule={train.schedule!r}: expected 'constant' or 'cosine'")
+        raise ValueError(f"train.schedule={train.schedule!r}: expected 'constant', 'cosine' "
+                         "or 'logspace_epochs'")
     if not warmup:
         return optax.constant_schedule(lr)
     return optax.join_schedules(
@@ -97,9 +115,21 @@ def make_schedule(train: ml_collections.ConfigDict, total_steps: int) -> optax.S
 def make_optimizer(
     train: ml_collections.ConfigDict, schedule: optax.Schedule
 ) -> optax.GradientTransformation:
-    """Adam (AdamW when ``weight_decay > 0``), optionally after global-norm clipping."""
+    """Adam (AdamW when ``weight_decay > 0``), or with ``optimizer="sgd"`` SGD with
+    ``momentum`` and, when ``weight_decay > 0``, L2 weight decay added to the gradients of
+    the kernels (parameters with more than one axis; biases are not decayed) before the
+    momentum, as MatConvNet's ``cnn_train``; optionally after global-norm clipping."""
     wd = float(train.get("weight_decay", 0.0))
-    opt = optax.adamw(schedule, weight_decay=wd) if wd > 0 else optax.adam(schedule)
+    name = train.get("optimizer", "adam") or "adam"
+    if name == "sgd":
+        opt = optax.sgd(schedule, momentum=float(train.get("momentum", 0.0)) or None)
+        if wd > 0:
+            opt = optax.chain(optax.add_decayed_weights(
+                wd, mask=lambda p: jax.tree.map(lambda a: a.ndim > 1, p)), opt)
+    elif name == "adam":
+        opt = optax.adamw(schedule, weight_decay=wd) if wd > 0 else optax.adam(schedule)
+    else:
+        raise ValueError(f"train.optimizer={name!r}: expected 'adam' or 'sgd'")
     clip = float(train.get("grad_clip_norm", 0.0))
     return optax.chain(optax.clip_by_global_norm(clip), opt) if clip > 0 else opt
 

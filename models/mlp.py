@@ -8,6 +8,12 @@ them. ``layer`` is ``"dense"``, ``"lowrank"``, ``"kronecker"``, ``"monarch"``,
 ``"btt"`` or ``"tt"``; ``rank`` is the rank of low-rank, BTT and TT layers and
 ``n_factors`` the number of TT sites. :meth:`StructuredMLP.flops` counts the
 multiply-adds of one forward pass (per example), as the layers compute it.
+
+``TTInputMLP(in_features, n_classes, hidden=..., layer=...)``: the MNIST network of
+TensorNet's official code (Novikov et al. 2015, ``experiments/mnist/cnn_mnist_init.m``):
+one structured input layer ``in_features -> hidden`` (a TT layer on the 32x32 padded
+image, input modes 4x8x8x4, output modes 5x5x5x5), ReLU, and a dense readout; with
+``layer="none"`` a linear classifier on the pixels (the no-hidden-layer control).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from tnlib.models.structured import (
     factorize_dims,
 )
 
-__all__ = ["LAYERS", "StructuredMLP"]
+__all__ = ["INPUT_LAYERS", "LAYERS", "StructuredMLP", "TTInputMLP"]
 
 LAYERS = ("dense", "lowrank", "kronecker", "monarch", "btt", "tt")
 
@@ -110,6 +116,74 @@ class StructuredMLP(nnx.Module):
         """Floating-point operations of one forward pass per example (2 per multiply-add;
         activations and biases not counted)."""
         return sum(_layer_flops(m) for m in (self.inp, *self.hidden, self.out))
+
+    def num_params(self) -> int:
+        return sum(int(p.size) for p in jax.tree.leaves(nnx.state(self, nnx.Param)))
+
+
+INPUT_LAYERS = ("tt", "lowrank", "dense", "none")
+
+
+class TTInputMLP(nnx.Module):
+    """A structured input layer, ReLU, dense readout: TensorNet's MNIST network.
+
+    Args:
+      in_features: input size (``prod(in_factors)`` for a TT layer; 1024 for TensorNet's
+        32x32 padded images).
+      n_classes: output size.
+      hidden: width of the hidden layer (``prod(out_factors)`` for a TT layer).
+      layer: ``"tt"`` (TT-matrix, ranks ``rank``), ``"lowrank"`` (rank ``rank``),
+        ``"dense"``, or ``"none"`` (no hidden layer: a linear classifier ``in_features
+        -> n_classes``; ``hidden`` and ``rank`` unused).
+      rank: TT rank of every internal bond, or the low-rank layer's rank.
+      in_factors, out_factors: the TT layer's input and output modes (TensorNet's
+        4x8x8x4 and 5x5x5x5 by default).
+      dtype, param_dtype: as ``nnx.Linear``.
+      rngs: ``nnx.Rngs`` with a ``params`` stream.
+    """
+
+    def __init__(self, in_features: int, n_classes: int, *, hidden: int = 625,
+                 layer: str = "tt", rank: int | None = 2,
+                 in_factors: tuple[int, ...] = (4, 8, 8, 4),
+                 out_factors: tuple[int, ...] = (5, 5, 5, 5),
+                 dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        for name, v in (("in_features", in_features), ("n_classes", n_classes),
+                        ("hidden", hidden)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if layer not in INPUT_LAYERS:
+            raise ValueError(f"layer must be one of {INPUT_LAYERS}, got {layer!r}")
+        if layer in ("tt", "lowrank") and (isinstance(rank, bool) or not isinstance(rank, int)
+                                           or rank < 1):
+            raise ValueError(f"layer={layer!r} needs rank, a positive int; got {rank!r}")
+        kw = {"dtype": dtype, "param_dtype": param_dtype}
+        self.layer, self.in_features = layer, in_features
+        if layer == "none":
+            self.inp = None
+            self.out = nnx.Linear(in_features, n_classes, rngs=rngs, **kw)
+            return
+        if layer == "tt":
+            self.inp = TTLinear(in_features, hidden, rank=rank, in_factors=tuple(in_factors),
+                                out_factors=tuple(out_factors), rngs=rngs, **kw)
+        elif layer == "lowrank":
+            self.inp = LowRankLinear(in_features, hidden, rank=rank, rngs=rngs, **kw)
+        else:
+            self.inp = nnx.Linear(in_features, hidden, rngs=rngs, **kw)
+        self.out = nnx.Linear(hidden, n_classes, rngs=rngs, **kw)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``x`` ``(..., in_features)`` -> logits ``(..., n_classes)``."""
+        x = jnp.asarray(x)
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x must have shape (..., {self.in_features}), got {x.shape}")
+        if self.inp is not None:
+            x = jax.nn.relu(self.inp(x))
+        return self.out(x)
+
+    def flops(self) -> int:
+        """Floating-point operations of one forward pass per example (2 per multiply-add;
+        activations and biases not counted)."""
+        return sum(_layer_flops(m) for m in (self.inp, self.out) if m is not None)
 
     def num_params(self) -> int:
         return sum(int(p.size) for p in jax.tree.leaves(nnx.state(self, nnx.Param)))

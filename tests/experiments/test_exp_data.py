@@ -74,6 +74,29 @@ def test_mnist_sizes_and_downsampling():
     assert set(merged) == {"train", "test"} and len(merged["train"][0]) == 60_000
 
 
+def test_mnist_padded_scaled_and_centered_as_tensornet():
+    full = data.load("mnist", use_validation_for_training=True)
+    tn = data.load("mnist", use_validation_for_training=True, pad_to=32, scale=255.0,
+                   center=True)
+    x28, x32 = full["train"][0], tn["train"][0]
+    assert x32.shape == (60_000, 1024) and tn["test"][0].shape == (10_000, 1024)
+    mean = (255.0 * data.pad_images(x28, 28, 32)).mean(0, dtype=np.float64)
+    # the 28x28 image sits at rows / columns 2..29 (MATLAB's data(3:30, 3:30)), zeros
+    # around it, scaled, minus the mean image of the 60k training images
+    img = (x32 + mean.astype(np.float32)).reshape(-1, 32, 32)
+    np.testing.assert_allclose(img[:20, 2:30, 2:30], 255.0 * x28[:20].reshape(-1, 28, 28),
+                               rtol=1e-5, atol=1e-3)
+    assert np.all(np.abs(img[:20, :2]) < 1e-3) and np.all(np.abs(img[:20, :, 30:]) < 1e-3)
+    np.testing.assert_allclose(x32.mean(0), 0.0, atol=1e-2)
+    test_img = (tn["test"][0][:5] + mean.astype(np.float32)).reshape(-1, 32, 32)
+    np.testing.assert_allclose(test_img[:, 2:30, 2:30],
+                               255.0 * full["test"][0][:5].reshape(-1, 28, 28), atol=1e-3)
+    with pytest.raises(ValueError, match="pad_to=20 is smaller than the image side 28"):
+        data.load("mnist", pad_to=20)
+    with pytest.raises(ValueError, match="scale=0 must be a number > 0"):
+        data.load("mnist", scale=0)
+
+
 def test_missing_mnist_says_how_to_install(monkeypatch):
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)

@@ -191,3 +191,23 @@ def test_structure_search_figure_counts_successes_per_order_and_instance(tmp_pat
         ok = sum(json.loads((sp.workdir(tmp_path / "runs") / "summary.json").read_text())
                  ["success"] for sp in specs if f"algo={algo}" in sp.config)
         assert f"| 4 | {algo} | 2 | {ok}/2 |" in md
+
+
+def test_tt_layer_compression_figure_is_whole_network_compression_vs_error(tmp_path):
+    specs = [figures.RunSpec(f"configs/tensornet_mnist.py:{p},smoke")
+             for p in ("layer=dense", "layer=none", "rank=1")]
+    files = figures.make_figure("tt_layer_compression", root=tmp_path / "runs",
+                                out_dir=tmp_path / "out", runs=specs, quick=True)
+    md = files["md"].read_text()
+    s = [json.loads((sp.workdir(tmp_path / "runs") / "summary.json").read_text())
+         for sp in specs]
+    dense, none, tt1 = s
+    # TensorNet's network: 1024 -> 625 -> 10 dense; 1024 -> 10; TT rank 1
+    assert dense["n_params"] == 1024 * 625 + 625 + 625 * 10 + 10
+    assert none["n_params"] == 1024 * 10 + 10
+    assert tt1["n_params"] == (4 * 5 + 8 * 5 + 8 * 5 + 4 * 5) + 625 + 6260
+    for row, (kind, rank) in zip(s, (("dense", "-"), ("none", "-"), ("tt", 1)), strict=True):
+        comp = dense["n_params"] / row["n_params"]
+        err = 100 * (1 - row["test_accuracy"])
+        assert f"| {kind} | {rank} | {row['n_params']} | {comp:.1f} | 1 | {err:.2f} " in md
+    assert "| setting | paper | official code | ours |" in md and "not shown" in md

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tnlib.models import StructuredMLP
-from tnlib.models.mlp import LAYERS
+from tnlib.models import StructuredMLP, TTInputMLP
+from tnlib.models.mlp import INPUT_LAYERS, LAYERS
 
 
 @pytest.mark.parametrize("layer", LAYERS)
@@ -43,3 +43,37 @@ def test_bad_arguments_name_them():
         StructuredMLP(4, 2, width=16, layer="btt", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="no 3 factors"):
         StructuredMLP(4, 2, width=7, layer="tt", rank=2, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("layer", INPUT_LAYERS)
+def test_tt_input_mlp_equals_its_dense_composition_under_jit(layer):
+    """TensorNet's network at toy size: input modes 2x3x2 -> output modes 2x2x2."""
+    m = TTInputMLP(12, 3, hidden=8, layer=layer, rank=2, in_factors=(2, 3, 2),
+                   out_factors=(2, 2, 2), param_dtype=jnp.float64, rngs=nnx.Rngs(1))
+    x = np.random.default_rng(0).normal(size=(5, 12))
+    if layer == "none":
+        want = x @ m.out.kernel[...] + m.out.bias[...]
+        assert m.num_params() == 12 * 3 + 3 and m.flops() == 2 * 12 * 3
+    else:
+        kernel = m.inp.kernel[...] if layer == "dense" else m.inp.to_dense()
+        assert kernel.shape == (12, 8)
+        h = jax.nn.relu(x @ kernel + m.inp.bias[...])
+        want = h @ m.out.kernel[...] + m.out.bias[...]
+        n_inp = sum(int(p.size) for p in jax.tree.leaves(nnx.state(m.inp, nnx.Param)))
+        assert m.num_params() == n_inp + 8 * 3 + 3
+        if layer == "tt":  # cores (1,2,2,2), (2,2,3,2), (2,2,2,1) and the bias
+            assert n_inp == 8 + 24 + 8 + 8
+    np.testing.assert_allclose(nnx.jit(lambda mod, v: mod(v))(m, x), want, rtol=1e-10,
+                               atol=1e-10)
+
+
+def test_tt_input_mlp_bad_arguments_name_them():
+    with pytest.raises(ValueError, match="layer must be one of"):
+        TTInputMLP(12, 3, layer="btt", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="needs rank, a positive int"):
+        TTInputMLP(12, 3, hidden=8, layer="lowrank", rank=0, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="hidden must be a positive int"):
+        TTInputMLP(12, 3, hidden=0, rngs=nnx.Rngs(0))
+    m = TTInputMLP(12, 3, hidden=8, layer="none", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 12\)"):
+        m(jnp.ones((2, 11)))

@@ -40,7 +40,7 @@ def test_sgd_momentum_and_weight_decay_on_kernels_only():
     p1 = optax.apply_updates(params, u1)
     u2, _ = opt.update(g2, state, p1)
     # hand: d = g + wd * w on kernels (g on biases); t = d + 0.9 t_prev; update = -lr t
-    w0, b0 = np.asarray(params["w"]), np.asarray(params["b"])
+    w0 = np.asarray(params["w"])
     t1w = np.asarray(g1["w"]) + 5e-4 * w0
     t1b = np.asarray(g1["b"])
     np.testing.assert_allclose(u1["w"], -0.1 * t1w, rtol=1e-6)

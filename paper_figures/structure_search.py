@@ -149,9 +149,9 @@ def plot(runs, out_dir, *, quick: bool = False):
         ax.axhline(1.0, color="k", lw=0.8, ls=":", label="planted network (RSE 0)")
         ax.set(xscale="log", yscale="log", xlabel="evaluations (fitted structures)",
                ylabel="best objective / planted params/size",
-               title=f"order {order}, mode size {at[0]['config']['problem']['dim']}, "
-               "planted params "
-               + "/".join(map(str, planted)) + (" (quick)" if quick else ""))
+               title=f"order {order} (mode size {at[0]['config']['problem']['dim']}, planted "
+               f"params {min(planted)}-{max(planted)})" + (" (quick)" if quick else ""))
+        ax.title.set_fontsize(9)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
         verdicts.append(_verdict(order, med))
@@ -170,6 +170,9 @@ def plot(runs, out_dir, *, quick: bool = False):
         "Ours, median evaluations to success per order (success: params <= the planted "
         f"network's and RSE <= {MAX_RSE:g}, i.e. relative error <= 1e-2):", "",
         *[f"- {v}" for v in verdicts], "",
+        ("Evaluations to success count the successful runs only, so read them beside the "
+         "success counts: a search that stops early in a local minimum (TnALE ends when no "
+         "neighbour improves, even after refitting them) does not add to its median."), "",
         C.table(["order", "algorithm", "instances", "successes",
                  "evals to success median [min, max]", "evals used median [min, max]",
                  "final compression size/params median [min, max]",

@@ -99,9 +99,13 @@ def plot(runs, out_dir, *, quick: bool = False):
             if p[4] is not None:
                 ax.annotate(f"r={p[4]}", (p[0], p[1]), textcoords="offset points",
                             xytext=(4, 4), fontsize=7, color=color)
-    ax.set(xscale="log", xlabel="whole-network compression (dense network params / params)",
+    ax.set(xscale="log", yscale="log",
+           xlabel="whole-network compression (dense network params / params)",
            ylabel="test error (%)", title="TensorNet's MNIST network: TT input layer"
            + (" (quick)" if quick else ""))
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(C.plain_ticks())
+        axis.set_minor_formatter(C.plain_ticks(minor=True))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     files = C.save(fig, out_dir, NAME)
@@ -133,6 +137,14 @@ def plot(runs, out_dir, *, quick: bool = False):
     d = best("dense")
     if d:
         lines.append(f"Dense input layer: {d[1]:.2f}% ({dense_params} parameters).")
+        if tt_pts and all(p[1] < d[1] for p in tt_pts):
+            lines.append(
+                "Where this departs from what the paper leads one to expect: every TT "
+                "network here is more accurate than the dense one. The optimizer settings "
+                "are the official code's, tuned for its raw-byte inputs and initialization; "
+                "on our [0, 1] inputs the 646,885-parameter dense network reaches only "
+                f"{d[1]:.2f}%, so the comparison with dense says more about that setting "
+                "than about TT layers. We did not tune either.")
     sections = [
         C.table(["setting", "paper", "official code", "ours"], SETTINGS), "",
         ("Paper: a TT layer compresses the layer it replaces by large factors with little "

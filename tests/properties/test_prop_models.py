@@ -57,6 +57,7 @@ from tnlib.models import (
     StructuredMLP,
     TensorRegression,
     TTEmbedding,
+    TTInputMLP,
     TTLinear,
     TuckerConv,
     factorize_dims,
@@ -586,6 +587,36 @@ def test_structured_mlp_counts_match_its_layers(kind, width, depth, rank, n_fact
     by_layer = (n_in + 1) * width + (width + 1) * n_cls + sum(
         (width * width + width) if kind == "dense" else h.num_params() for h in hidden)
     assert mlp.num_params() == stored == by_layer, kind
+
+
+@covers("models.TTInputMLP")
+@settings(max_examples=6)
+@given(st.sampled_from(["tt", "lowrank", "dense", "none"]),
+       st.lists(st.integers(2, 4), min_size=2, max_size=3), st.integers(1, 3),
+       st.integers(0, 2**16))
+def test_tt_input_mlp_counts_match_its_layers(kind, in_factors, rank, seed):
+    out_factors = [2 + (seed >> (2 * k)) % 3 for k in range(len(in_factors))]
+    n_in, hidden, n_cls = math.prod(in_factors), math.prod(out_factors), 3
+    mlp = nnx.eval_shape(lambda: TTInputMLP(n_in, n_cls, hidden=hidden, layer=kind, rank=rank,
+                                            in_factors=tuple(in_factors),
+                                            out_factors=tuple(out_factors), rngs=nnx.Rngs(0)))
+    stored = sum(math.prod(p.shape) for p in jax.tree.leaves(nnx.state(mlp, nnx.Param)))
+    if kind == "none":
+        assert mlp.flops() == 2 * n_in * n_cls
+        assert mlp.num_params() == stored == (n_in + 1) * n_cls
+        return
+    inp = {"tt": lambda: expected_flops("tt", None, rank, mlp.inp),
+           "lowrank": lambda: 2 * rank * (n_in + hidden),
+           "dense": lambda: 2 * n_in * hidden}[kind]()
+    assert mlp.flops() == inp + 2 * hidden * n_cls, (kind, mlp.flops())
+    n_inp = (n_in * hidden if kind == "dense" else mlp.inp.num_params() - hidden) + hidden
+    if kind == "tt":  # the cores (1, m1, n1, r) ... (r, mL, nL, 1) and the bias
+        ranks = [1] + [min(rank, math.prod(out_factors[:k]) * math.prod(in_factors[:k]),
+                           math.prod(out_factors[k:]) * math.prod(in_factors[k:]))
+                       for k in range(1, len(in_factors))] + [1]
+        assert n_inp == hidden + sum(ranks[k] * o * i * ranks[k + 1] for k, (o, i) in
+                                     enumerate(zip(out_factors, in_factors, strict=True)))
+    assert mlp.num_params() == stored == n_inp + (hidden + 1) * n_cls
 
 
 @covers("models.StructuredMLP")

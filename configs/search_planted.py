@@ -52,6 +52,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.search.options = ml_collections.ConfigDict()
     if opts["algo"] in ("tnale", "tnls"):
         c.search.options.init = "random"  # as TNALE_TR.py's __init_adj_matrix__
+    if opts["algo"] == "tnale":
+        # TNALE_TR.py never stops at a stalled neighbourhood: it re-evaluates it
+        # (local_reupdate_flag) until max_generation; here until the evaluation budget
+        c.search.options.n_refit = 1000
+        c.search.options.stall_rounds = 1000
+        c.search.options.max_sweeps = 1000
 
     if opts["smoke"]:
         c.problem.order = 4

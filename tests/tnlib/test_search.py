@@ -214,6 +214,30 @@ def test_tnale_refits_a_stalled_neighbourhood_and_resumes_identically(prob):
                                                                   r.n_evals)
 
 
+def test_tnale_keeps_refitting_a_stalled_neighbourhood_for_stall_rounds(prob):
+    """``stall_rounds`` failed refit rounds in a row end the search (the official code
+    re-evaluates until its budget): more rounds spend more evaluations, each structure
+    is refitted at most ``n_refit`` times, and a replayed run repeats it exactly."""
+    one = tnale(prob, 2, radius=(1, 1), max_evals=200, **BATCH)
+    run = functools.partial(tnale, prob, 2, radius=(1, 1), max_evals=200, n_refit=3,
+                            stall_rounds=3, **BATCH)
+    seen = []
+    more = run(on_batch=seen.append)
+    assert more.n_evals > one.n_evals
+    assert [e.structure for e in more.log[:one.n_evals]] == [e.structure for e in one.log]
+    counts = {}
+    for e in more.log:
+        counts[e.structure] = counts.get(e.structure, 0) + 1
+    assert max(counts.values()) <= 4  # the first fit and at most 3 refits
+    assert more.objective <= one.objective
+    replay = [(rec, seen[-1].fits[rec.index]) for rec in more.log]
+    again = run(replay=replay)
+    assert [(e.structure, e.rse) for e in again.log] == [(e.structure, e.rse)
+                                                           for e in more.log]
+    with pytest.raises(ValueError, match="stall_rounds must be an int >= 1"):
+        tnale(prob, 0, stall_rounds=0)
+
+
 # ------------------------------------------------------------------ problems
 
 

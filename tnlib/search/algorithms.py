@@ -32,7 +32,7 @@ through one :class:`~tnlib.search.engine.Evaluator`, which counts evaluations ex
   revisited), so when a sweep at the small radius changes nothing, the incumbent's
   neighbours are refitted from fresh random starts (each refit a counted evaluation,
   at most ``n_refit`` times per structure) and the sweeps go on if one of them now
-  improves; otherwise the search stops.
+  improves; otherwise the search stops (after ``stall_rounds`` such rounds).
 - :func:`greedy`: greedy rank growth (Hashemizadeh et al. 2020, "Adaptive learning of
   tensor network structures"): start from rank one everywhere, try raising each edge
   rank by one, warm-starting from the incumbent's fitted cores (the new slices start
@@ -105,8 +105,8 @@ def _check_pos(name, v, low=1):
 
 def tnale(problem: Problem, seed, *, max_evals: int | None = None, init=None,
           radius: tuple[int, int] = (2, 1), n_wide: int = 1, max_sweeps: int = 50,
-          n_refit: int = 1, batched: bool = True, max_batch: int = 64, min_batch: int = 1,
-          replay=None, on_batch=None) -> SearchResult:
+          n_refit: int = 1, stall_rounds: int = 1, batched: bool = True, max_batch: int = 64,
+          min_batch: int = 1, replay=None, on_batch=None) -> SearchResult:
     """Alternating local enumeration (TnALE) from ``init`` (default: every rank
     ``ceil(max_rank / 2)``; ``"random"``: random ranks and permutation drawn from the
     seed, as the official code starts; a Structure or an adjacency matrix).
@@ -119,12 +119,16 @@ def tnale(problem: Problem, seed, *, max_evals: int | None = None, init=None,
     (each variable moved within ``radius[1]``) that has been refitted fewer than
     ``n_refit`` times is fitted again from fresh starts (:meth:`Evaluator.refit`,
     counted); if the best of them lowers the objective the search moves there and
-    sweeps on, else it ends. It also ends after ``max_sweeps`` sweeps or when
-    ``max_evals`` is spent. ``n_refit=0`` disables refitting.
+    sweeps on, else it ends once ``stall_rounds`` refit rounds in a row have failed
+    (the official code re-evaluates a stalled neighbourhood until its generation
+    budget: a large ``n_refit`` and ``stall_rounds`` do the same until ``max_evals``).
+    It also ends after ``max_sweeps`` sweeps or when ``max_evals`` is spent.
+    ``n_refit=0`` disables refitting.
     """
     sp = problem.space
     _check_pos("max_sweeps", max_sweeps)
     _check_pos("n_refit", n_refit, 0)
+    _check_pos("stall_rounds", stall_rounds)
     if len(radius) != 2 or any(isinstance(r, bool) or not isinstance(r, int) or r < 1
                                for r in radius):
         raise ValueError(f"radius must be two ints >= 1 (first sweeps, later sweeps), "
@@ -144,6 +148,7 @@ def tnale(problem: Problem, seed, *, max_evals: int | None = None, init=None,
                 for q in range(lo, hi + 1) if q != x.ranks[v]]
 
     refits: dict[Structure, int] = {}
+    stalled = 0  # refit rounds in a row that found nothing better
     for sweep in range(max_sweeps):
         r = radius[0] if sweep < n_wide else radius[1]
         order = variables if sweep % 2 == 0 else variables[::-1]
@@ -164,8 +169,12 @@ def tnale(problem: Problem, seed, *, max_evals: int | None = None, init=None,
                 refits[s] = refits.get(s, 0) + 1
             best = _best(ev.refit(again)) if again else None
             if best is None or best.objective >= cur.objective:
-                break
+                stalled += 1
+                if not again or stalled >= stall_rounds or ev.exhausted:
+                    break
+                continue
             x, cur = best.structure, best
+        stalled = 0
     return ev.result("tnale")
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import ml_collections
 from ml_collections import config_dict
 
-from tnlib.experiments.config import parse_arg, run_dir
+from tnlib.experiments.config import parse_arg, sanitize
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -80,8 +80,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         source = ",".join(p for p in (arg or "").split(",")
                           if p.strip() and not p.strip().startswith("finetune"))
         # relative to this run's directory <root>/dlrt_mnist/<arg>/seed<k>
-        c.train.finetune_from = str(Path("..", "..", run_dir(__file__, source or None, 0,
-                                                            root="").parent.name,
+        c.train.finetune_from = str(Path("..", "..", sanitize(source or "default"),
                                          "seed{seed}"))
         c.train.num_epochs = int(opts["finetune"])
     return c

@@ -133,6 +133,15 @@ def _init_params(key, n_in, n_out, m):
     return {"hidden": hidden, "out": out}
 
 
+def _flat(state) -> dict:
+    """The checkpoint layout of a state: its leaves keyed by their position."""
+    return {str(k): leaf for k, leaf in enumerate(jax.tree.leaves(state))}
+
+
+def _unflat(treedef, tree: dict):
+    return jax.tree.unflatten(treedef, [tree[str(k)] for k in range(len(tree))])
+
+
 def adapted_params(config: ml_collections.ConfigDict, n_in: int, n_out: int = 10, *,
                    workdir: str | Path | None = None):
     """The parameters of the newest checkpoint of the run that ``train.finetune_from``
@@ -141,19 +150,16 @@ def adapted_params(config: ml_collections.ConfigDict, n_in: int, n_out: int = 10
     src = finetune_source(config, workdir)
     params = _init_params(jax.random.PRNGKey(config.seed), n_in, n_out, config.model)
     template = (params, dlrt.init(params, optax.adam(config.train.lr)))
-    treedef = jax.tree.structure(template)
-    tree = {str(k): leaf for k, leaf in enumerate(jax.tree.leaves(template))}
     mngr = training.checkpoint_manager(src / "checkpoints", keep=1)
     try:
         restored = training.restore_checkpoint(
-            mngr, jax.tree.map(ocp.utils.to_shape_dtype_struct, tree),
+            mngr, jax.tree.map(ocp.utils.to_shape_dtype_struct, _flat(template)),
             quarantine=src / "checkpoints.corrupt")
     finally:
         mngr.close()
     if restored is None:
         raise ConfigError(f"train.finetune_from: {src} holds no checkpoint to start from")
-    tree = restored[1]
-    params = jax.tree.unflatten(treedef, [tree[str(k)] for k in range(len(tree))])[0]
+    params = _unflat(jax.tree.structure(template), restored[1])[0]
     for layer in params["hidden"]:
         layer["w"] = dlrt.shrink(layer["w"], max(int(layer["w"].rank), 1))
     return params
@@ -261,10 +267,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str | Path | None = None
         return {**final, "ranks": ranks_of(state[0]), "dense_params": dense}
 
     def save(state):
-        return {str(k): leaf for k, leaf in enumerate(jax.tree.leaves(state))}, {}
+        return _flat(state), {}
 
     def load(tree, info):
-        return jax.tree.unflatten(treedef, [tree[str(k)] for k in range(len(tree))])
+        return _unflat(treedef, tree)
 
     return runner.Task(
         state=template, total_steps=total, step=step, evaluate=evaluate,

@@ -61,6 +61,11 @@ def _hidden(kind: str, width: int, rank, n_factors: int, kw: dict, rngs: nnx.Rng
     raise ValueError(f"layer must be one of {LAYERS}, got {kind!r}")
 
 
+def _num_params(module: nnx.Module) -> int:
+    """Stored scalars of every ``nnx.Param`` of ``module``."""
+    return sum(int(p.size) for p in jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+
 def _layer_flops(layer) -> int:
     """FLOPs of one forward pass (per example), as the layer computes it."""
     if isinstance(layer, nnx.Linear):
@@ -118,7 +123,7 @@ class StructuredMLP(nnx.Module):
         return sum(_layer_flops(m) for m in (self.inp, *self.hidden, self.out))
 
     def num_params(self) -> int:
-        return sum(int(p.size) for p in jax.tree.leaves(nnx.state(self, nnx.Param)))
+        return _num_params(self)
 
 
 INPUT_LAYERS = ("tt", "lowrank", "dense", "none")
@@ -186,4 +191,4 @@ class TTInputMLP(nnx.Module):
         return sum(_layer_flops(m) for m in (self.inp, self.out) if m is not None)
 
     def num_params(self) -> int:
-        return sum(int(p.size) for p in jax.tree.leaves(nnx.state(self, nnx.Param)))
+        return _num_params(self)

@@ -99,10 +99,14 @@ def _spread(xs, digits=3) -> str:
             f"{C.fmt(max(xs), digits)}]")
 
 
-def _cells(rs):
-    """Successes, evaluations to success, evaluations used and final compression of
-    ``rs`` (one algorithm's runs)."""
-    hits = [e for r in rs if (e := _evals_to_success(r)) is not None]
+def _hits(rs) -> list:
+    """Evaluations to success of the runs in ``rs`` that succeeded."""
+    return [e for r in rs if (e := _evals_to_success(r)) is not None]
+
+
+def _cells(rs, hits):
+    """Successes, evaluations to success (``hits``), evaluations used and final
+    compression of ``rs`` (one algorithm's runs)."""
     comp = [r["summary"]["size"] / r["summary"]["n_params"] for r in rs]
     over = [r["summary"]["n_params"] / r["summary"]["planted_params"] for r in rs]
     return (f"{len(hits)}/{len(rs)}", _spread(hits), _spread([r["summary"]["n_evals"]
@@ -137,10 +141,9 @@ def plot(runs, out_dir, *, quick: bool = False):
                     label=f"{algo} (median of {len(rs)} runs)")
             ax.fill_between(xs, [min(cols[k]) for k in keep], [max(cols[k]) for k in keep],
                             color=f"C{i}", alpha=0.15, lw=0)
-            cells = _cells(rs)
+            hits = _hits(rs)
             rows.append((order, algo, len({r["config"]["problem"]["seed"] for r in rs}),
-                         *cells))
-            hits = [e for r in rs if (e := _evals_to_success(r)) is not None]
+                         *_cells(rs, hits)))
             med[algo] = (statistics.median(hits) if hits else None, len(hits), len(rs))
             for inst in sorted({r["config"]["problem"]["seed"] for r in rs}):
                 ri = [r for r in rs if r["config"]["problem"]["seed"] == inst]
@@ -148,7 +151,7 @@ def plot(runs, out_dir, *, quick: bool = False):
                 ranks = [s["planted_adjacency"][a][(a + 1) % order] for a in range(order)]
                 per_instance.append((order, inst, ",".join(map(str, ranks)),
                                      ",".join(map(str, s["planted_perm"])),
-                                     s["planted_params"], algo, *_cells(ri)[:3]))
+                                     s["planted_params"], algo, *_cells(ri, _hits(ri))[:3]))
         ax.axhline(1.0, color="k", lw=0.8, ls=":", label="planted network (RSE 0)")
         ax.set(xscale="log", yscale="log", xlabel="evaluations (fitted structures)",
                ylabel="best objective / planted params/size",

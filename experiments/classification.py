@@ -32,6 +32,7 @@ __all__ = [
     "check_schedule",
     "evaluate",
     "make_steps",
+    "mixup_batch",
     "model_options",
     "train_and_evaluate",
 ]
@@ -43,7 +44,7 @@ Split = tuple[np.ndarray, np.ndarray]
 
 # model.name -> the tnlib.models class built as Cls(n_sites, n_classes, **model config).
 MODELS = {"mps_classifier": "MPSClassifier", "structured_mlp": "StructuredMLP",
-          "tt_input_mlp": "TTInputMLP"}
+          "tt_input_mlp": "TTInputMLP", "residual_mlp": "ResidualMLP"}
 
 
 def _model_class(name: str) -> type[nnx.Module]:
@@ -76,7 +77,8 @@ REQUIRED = ("task", "seed", "data.name", "model.name") + tuple(
     f"train.{k}" for k in training.TRAIN_KEYS if k not in ("end_lr_factor", "weight_decay",
                                                            "grad_clip_norm", "mup",
                                                            "augment_shift", "optimizer",
-                                                           "momentum", "decay_epochs"))
+                                                           "momentum", "decay_epochs",
+                                                           "label_smoothing", "mixup"))
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -114,29 +116,45 @@ def check_schedule(tc: ml_collections.ConfigDict, total_steps: int) -> None:
 # --------------------------------------------------------------------------- steps
 
 
-def make_steps(graphdef, rest, optimizer: optax.GradientTransformation):
-    """Jitted ``train_step(params, opt_state, x, y)`` and ``eval_step(params, x, y, mask)``.
+def make_steps(graphdef, rest, optimizer: optax.GradientTransformation,
+               label_smoothing: float = 0.0):
+    """Jitted ``train_step(params, opt_state, x, y, y2=None, lam=1.0)`` and
+    ``eval_step(params, x, y, mask)``.
 
-    ``train_step`` returns ``(params, opt_state, loss, accuracy)`` (batch means; an
-    empty batch is a ValueError: its mean loss is NaN and one update would turn every
-    parameter into NaN); ``eval_step`` returns the summed loss and the number correct
-    over unmasked rows.
+    ``train_step`` minimizes ``lam * CE(logits, y) + (1 - lam) * CE(logits, y2)`` (mixup's
+    loss for a batch ``x`` mixed as ``lam * x + (1 - lam) * x[perm]`` with ``y2 = y[perm]``;
+    ``y2 = y`` (the default), ``lam = 1`` is plain training), each cross-entropy against
+    labels smoothed by ``label_smoothing`` (``(1 - eps) * onehot + eps / n_classes``, as PyTorch's
+    ``CrossEntropyLoss(label_smoothing=eps)``). It returns ``(params, opt_state, loss,
+    accuracy)``: batch means, the accuracy the larger of those against ``y`` and ``y2``
+    (as the official code of Qiu et al. 2024 counts it under mixup). An empty batch is a
+    ValueError: its mean loss is NaN and one update would turn every parameter into NaN.
+    ``eval_step`` returns the summed (unsmoothed) loss and the number correct over unmasked
+    rows.
     """
 
     def logits_fn(params, x):
         return nnx.merge(graphdef, params, rest)(x)
 
-    def loss_fn(params, x, y):
+    def xent(logits, y):
+        if not label_smoothing:
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        target = optax.smooth_labels(jax.nn.one_hot(y, logits.shape[-1]), label_smoothing)
+        return optax.softmax_cross_entropy(logits, target)
+
+    def loss_fn(params, x, y, y2, lam):
         logits = logits_fn(params, x)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        return loss, jnp.mean(jnp.argmax(logits, -1) == y)
+        loss = (lam * xent(logits, y) + (1.0 - lam) * xent(logits, y2)).mean()
+        pred = jnp.argmax(logits, -1)
+        return loss, jnp.maximum(jnp.mean(pred == y), jnp.mean(pred == y2))
 
     @jax.jit
-    def train_step(params, opt_state, x, y):
+    def train_step(params, opt_state, x, y, y2=None, lam=1.0):
+        y2 = y if y2 is None else y2
         if x.shape[0] == 0 or y.shape[0] == 0:  # static: checked when traced
             raise ValueError(f"train_step got an empty batch (x {x.shape}, y {y.shape}); "
                              "a step needs at least one example")
-        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y)
+        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y, y2, lam)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss, acc
 
@@ -148,6 +166,18 @@ def make_steps(graphdef, rest, optimizer: optax.GradientTransformation):
         return jnp.sum(jnp.where(mask, losses, 0.0)), jnp.sum(mask & correct)
 
     return train_step, eval_step
+
+
+def mixup_batch(x: np.ndarray, y: np.ndarray, alpha: float, rng: np.random.Generator):
+    """Mixup (Zhang et al. 2018) as the official code of Qiu et al. 2024 draws it (ffcv's
+    ``ImageMixup(alpha, same_lambda=True)``): one ``lam ~ Beta(alpha, alpha)`` for the
+    batch and a random permutation ``perm`` of its rows. Returns ``(lam * x + (1 - lam) *
+    x[perm], y, y[perm], lam)``; ``alpha = 0`` returns the batch unmixed (``lam = 1``)."""
+    if not alpha:
+        return x, y, y, np.float32(1.0)
+    lam = np.float32(rng.beta(alpha, alpha))
+    perm = rng.permutation(len(y))
+    return (lam * x + (1 - lam) * x[perm]).astype(x.dtype), y, y[perm], lam
 
 
 evaluate = data_lib.evaluate  # evaluate(eval_step, params, split, batch_size, mesh=None)
@@ -193,15 +223,24 @@ def setup(config: ml_collections.ConfigDict) -> runner.Task:
     state = {"params": params, "opt_state": sharding.replicate(optimizer.init(params), mesh)}
     if jax.tree.leaves(rest):
         state["rest"] = sharding.replicate(rest, mesh)
-    train_step, eval_step = make_steps(graphdef, state.get("rest", rest), optimizer)
+    smoothing, alpha = float(tc.get("label_smoothing", 0.0)), float(tc.get("mixup", 0.0))
+    if not 0.0 <= smoothing < 1.0:
+        raise ConfigError(f"train.label_smoothing={smoothing}: expected a float in [0, 1)")
+    if alpha < 0:
+        raise ConfigError(f"train.mixup={alpha}: expected alpha >= 0 (0 turns mixup off)")
+    train_step, eval_step = make_steps(graphdef, state.get("rest", rest), optimizer, smoothing)
 
     def step(state, index, tick):
         idx = training.batch_indices(config.seed, index, n_train, tc.batch_size)
         xb = x_train[idx]
         if shift:  # a fresh translation of each image, reproducible from (seed, step)
             xb = data_lib.random_shift(xb, side, shift, np.random.default_rng((config.seed, index)))
-        xb, yb = sharding.shard_batch(mesh, xb, y_train[idx])
-        params, opt_state, loss, acc = train_step(state["params"], state["opt_state"], xb, yb)
+        # mixup's draw: reproducible from (seed, step), apart from the shift's stream
+        xb, yb, yb2, lam = mixup_batch(xb, y_train[idx], alpha,
+                                       np.random.default_rng((config.seed, index, 1)))
+        xb, yb, yb2 = sharding.shard_batch(mesh, xb, yb, yb2)
+        params, opt_state, loss, acc = train_step(state["params"], state["opt_state"], xb, yb,
+                                                  yb2, lam)
         sharding.throttle(mesh, index + 1, loss)  # bounded queue of SPMD steps (XLA:CPU)
         return {**state, "params": params, "opt_state": opt_state}, {"train_loss": loss,
                                                                       "train_acc": acc}

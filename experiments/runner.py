@@ -11,7 +11,8 @@ same way for every task:
 * **the directory**: a ``workdir`` that is a file, or that cannot be written, is a
   ConfigError before any work;
 * **exact config check**: a directory holding checkpoints of another config (other
-  than its ``mesh`` and keys set to None, which mean "not used") is refused (:func:`check_resumable`), read from ``config.json``
+  than its ``mesh`` and keys set to None, which mean "not used") is refused
+  (:func:`check_resumable`), read from ``config.json``
   and, when that file is missing, from the config every checkpoint stores in its
   metadata; a restored checkpoint's stored config is compared again; the directory is
   created only after ``setup`` returned, so a config error leaves no trace;
@@ -181,8 +182,9 @@ def check_resumable(workdir: Path, config: ml_collections.ConfigDict) -> None:
     """Raise ConfigError when ``workdir`` holds checkpoints of a run started with a
     different config: its ``config.json`` or, when that is missing, the config stored
     in the newest checkpoint's metadata (the ``mesh`` may differ: a checkpoint restores
-    onto any mesh; so may keys set to None: :func:`same_config`). Checkpoints with neither cannot be checked: an error too. An
-    unreadable ``config.json`` is an error naming it."""
+    onto any mesh; so may keys set to None: :func:`same_config`). Checkpoints with
+    neither cannot be checked: an error too. An unreadable ``config.json`` is an error
+    naming it."""
     path, ckpt = Path(workdir) / "config.json", Path(workdir) / "checkpoints"
     if not ckpt.is_dir() or not any(p.name.isdigit() for p in ckpt.iterdir()):
         return

@@ -65,7 +65,7 @@ TRAIN_KEYS = (
     "batch_size", "eval_batch_size", "num_epochs", "lr", "schedule", "end_lr_factor",
     "warmup_steps", "weight_decay", "grad_clip_norm", "log_every", "eval_every",
     "checkpoint_every", "keep_checkpoints", "mup", "augment_shift", "optimizer", "momentum",
-    "decay_epochs",
+    "decay_epochs", "label_smoothing", "mixup",
 )
 
 

@@ -22,12 +22,16 @@ def layer_lr_multipliers(model: nnx.Module) -> nnx.State:
     """The muP multiplier of every parameter of ``model``, as a tree shaped like
     ``nnx.state(model, nnx.Param)``: each sub-module's ``lr_multipliers()`` (a tree
     shaped like its own parameters) in place, 1.0 for parameters of modules without
-    one."""
+    one. Where modules nest, the outer module's table wins (the model itself may define
+    ``lr_multipliers()`` for all its parameters)."""
+    owners = [(tuple(path), node) for path, node in nnx.iter_graph(model)
+              if isinstance(node, nnx.Module) and callable(getattr(node, "lr_multipliers", None))]
     table = {}
-    for path, node in nnx.iter_graph(model):
-        if isinstance(node, nnx.Module) and callable(getattr(node, "lr_multipliers", None)):
-            for rel, var in nnx.to_flat_state(node.lr_multipliers()):
-                table[tuple(path) + tuple(rel)] = float(var.get_value())
+    # innermost first, so a module that defines lr_multipliers for its whole subtree
+    # (e.g. ResidualMLP's width-relative muP) overrides its layers' own
+    for path, node in sorted(owners, key=lambda o: -len(o[0])):
+        for rel, var in nnx.to_flat_state(node.lr_multipliers()):
+            table[path + tuple(rel)] = float(var.get_value())
     flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
     return nnx.from_flat_state([(p, v.replace(table.get(p, 1.0))) for p, v in flat])
 

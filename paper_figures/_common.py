@@ -128,28 +128,3 @@ def difference(ours: float, paper: float, unit: str = "") -> str:
     d = ours - paper
     ratio = f", x{ours / paper:.3g}" if paper else ""
     return f"{d:+.3g}{unit}{ratio}"
-
-
-def interp_loglog(x: Sequence[float], y: Sequence[float], at: float) -> float | None:
-    """Piecewise-linear interpolation of ``log y`` against ``log x`` at ``at`` (``x``
-    increasing); None outside ``[x[0], x[-1]]``."""
-    if not x or at < x[0] or at > x[-1]:
-        return None
-    for (x0, y0), (x1, y1) in zip(zip(x, y, strict=True), zip(x[1:], y[1:], strict=True),
-                                  strict=False):
-        if x0 <= at <= x1:
-            if x1 == x0:
-                return y0
-            t = (math.log(at) - math.log(x0)) / (math.log(x1) - math.log(x0))
-            return math.exp((1 - t) * math.log(y0) + t * math.log(y1))
-    return y[-1] if at == x[-1] else None
-
-
-def lower_envelope(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The running minimum of ``y`` over points sorted by ``x`` (the compute frontier)."""
-    out, best = [], math.inf
-    for x, y in sorted(points):
-        if y < best:
-            best = y
-            out.append((x, y))
-    return out

@@ -54,6 +54,7 @@ from tnlib.models import (
     MonarchLinear,
     MPSBornMachine,
     MPSClassifier,
+    ResidualMLP,
     StructuredMLP,
     TensorRegression,
     TTEmbedding,
@@ -63,6 +64,7 @@ from tnlib.models import (
     factorize_dims,
     layer_lr_multipliers,
     local_feature_map,
+    scaling_layer,
     structured_optimizer,
 )
 
@@ -587,6 +589,61 @@ def test_structured_mlp_counts_match_its_layers(kind, width, depth, rank, n_fact
     by_layer = (n_in + 1) * width + (width + 1) * n_cls + sum(
         (width * width + width) if kind == "dense" else h.num_params() for h in hidden)
     assert mlp.num_params() == stored == by_layer, kind
+
+
+def _layer_cost(lay) -> int:
+    """FLOPs (2 per multiply-add) of one ResidualMLP layer by the structure's own rule."""
+    if isinstance(lay, nnx.Linear):
+        return 2 * lay.in_features * lay.out_features
+    if isinstance(lay, LowRankLinear):
+        return 2 * lay.rank * (lay.in_features + lay.out_features)
+    if isinstance(lay, KroneckerLinear):
+        return expected_flops("kronecker", None, None, lay)
+    if isinstance(lay, BTTLinear):
+        return expected_flops("btt", None, None, lay)
+    return expected_flops("tt", None, None, lay)
+
+
+@covers("models.ResidualMLP", "models.scaling_layer")
+@settings(max_examples=6)
+@given(st.sampled_from(["dense", "lowrank", "kronecker", "monarch", "btt", "tt"]),
+       st.sampled_from([16, 32, 48]), st.integers(1, 3), st.sampled_from([2, 4]),
+       st.booleans())
+def test_residual_mlp_counts_and_multipliers_follow_its_layers(kind, width, depth, expansion,
+                                                               structure_input):
+    n_in, n_cls, base = 32, 3, 16
+    mlp = nnx.eval_shape(lambda: ResidualMLP(n_in, n_cls, width=width, depth=depth,
+                                             expansion=expansion, layer=kind, base_width=base,
+                                             structure_input=structure_input,
+                                             rngs=nnx.Rngs(0)))
+    layers = [mlp.inp, *mlp.up, *mlp.down, mlp.out]
+    assert mlp.flops() == sum(_layer_cost(lay) for lay in layers)
+    stored = sum(math.prod(p.shape) for p in jax.tree.leaves(nnx.state(mlp, nnx.Param)))
+    assert mlp.num_params() == stored
+    # every up / down layer is the structure scaling_layer builds for its shape
+    for lay in (*mlp.up, *mlp.down):
+        ref = nnx.eval_shape(lambda lay=lay: scaling_layer(kind, lay.in_features,
+                                                           lay.out_features, rngs=nnx.Rngs(0)))
+        assert jax.tree.map(jnp.shape, nnx.state(lay, nnx.Param)) == jax.tree.map(
+            jnp.shape, nnx.state(ref, nnx.Param))
+    assert isinstance(mlp.inp, nnx.Linear) == (kind == "dense" or not structure_input)
+    assert isinstance(mlp.out, nnx.Linear)
+    # muP: the readout's kernel base / width; a structured layer's cores multiply to its
+    # dense rate times the product of (d_in / fan_in(core)) / n_cores
+    mult = layer_lr_multipliers(mlp)
+    assert mult["out"]["kernel"].get_value() == pytest.approx(base / width)
+    for i, up in enumerate(mlp.up):
+        if isinstance(up, nnx.Linear):
+            assert mult["up"][i]["kernel"].get_value() == pytest.approx(base / width)
+            continue
+        own = dict(nnx.to_flat_state(up.lr_multipliers()))
+        cores = [p for p in own if p[-1] != "bias"]
+        for p in cores:
+            got = mult["up"][i]
+            for k in p:
+                got = got[k]
+            assert got.get_value() == pytest.approx(
+                base / width * own[p].get_value() / len(cores))
 
 
 @covers("models.TTInputMLP")

@@ -139,6 +139,32 @@ def _pm(a, se):
     return f"{a:.3f} +- {se:.3f}" if math.isfinite(se) else f"{a:.3f}"
 
 
+def _z(diff, se_a, se_b):
+    se = math.hypot(se_a, se_b)
+    return diff / se if se > 0 and math.isfinite(se) else math.nan
+
+
+def _versus_dense(layer, f, d) -> str:
+    """One structure's exponent against dense's, ours and the paper's, in standard errors:
+    a difference counts when it exceeds 2 standard errors."""
+    pa, pse = PAPER_EXPONENT[layer]
+    pd, pdse = PAPER_EXPONENT["dense"]
+    ours, paper = f["a"] - d["a"], pa - pd
+    zo, zp = _z(ours, f["se"], d["se"]), _z(paper, pse, pdse)
+    if not abs(zp) >= 2:
+        verdict = ("the paper's difference is within 2 standard errors, so there is no "
+                   "order to agree with")
+    elif not abs(zo) >= 2:
+        verdict = "ours is within 2 standard errors: inconclusive"
+    elif (ours > 0) == (paper > 0):
+        verdict = "**agrees**"
+    else:
+        verdict = "**disagrees**"
+    return (f"{LABELS[layer]} vs Dense exponent: ours {f['a']:.3f} vs {d['a']:.3f} "
+            f"({ours:+.3f}, {zo:+.1f} s.e.); paper {pa:.3f} vs {pd:.3f} ({paper:+.3f}, "
+            f"{zp:+.1f} s.e.): {verdict}.")
+
+
 def plot(runs, out_dir, *, quick: bool = False):
     runs = [C.load_run(r) for r in runs]
     missing = [r["dir"] for r in runs if "model_cost" not in r]
@@ -219,20 +245,9 @@ def plot(runs, out_dir, *, quick: bool = False):
                              f"{LABELS[layer]} {level[layer]:.2f}%" for layer in
                              sorted(layers, key=level.get)) + ".")
         if "dense" in te:
-            d = te["dense"]
             for layer in layers:
-                if layer == "dense":
-                    continue
-                f = te[layer]
-                gap = (f["a"] - d["a"]) / math.hypot(f["se"], d["se"]) if (
-                    math.isfinite(f["se"]) and math.isfinite(d["se"])) else math.nan
-                paper_sign = PAPER_EXPONENT[layer][0] - PAPER_EXPONENT["dense"][0]
-                agree = (f["a"] - d["a"]) * paper_sign > 0
-                lines.append(
-                    f"{LABELS[layer]} vs Dense: exponent {f['a']:.3f} vs {d['a']:.3f} "
-                    f"({f['a'] - d['a']:+.3f}, {gap:+.1f} standard errors); paper "
-                    f"{PAPER_EXPONENT[layer][0]:.3f} vs {PAPER_EXPONENT['dense'][0]:.3f} "
-                    f"({paper_sign:+.3f}): the sign {'agrees' if agree else 'disagrees'}.")
+                if layer != "dense":
+                    lines.append(_versus_dense(layer, te[layer], te["dense"]))
     run_rows = []
     for layer in layers:
         for flops, width, stats, seeds in groups[layer]:

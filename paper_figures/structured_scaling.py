@@ -44,15 +44,17 @@ PAPER_ORDER = "BTT > Dense > Monarch = Low Rank > TT > Kron"
 # paper / official code (experiments/mlp.sh, train_cifar.py, nn/fcnet.py, nn/cola_nn.py,
 # scaling_mlps/) / ours
 SETTINGS = [
-    ("data", "CIFAR-10 (and CIFAR-100)", "CIFAR-10 via ffcv, 32x32x3, normalized",
-     "MNIST 28x28 (50k train; CIFAR-10 is not installable here without a download)"),
+    ("data", "CIFAR-10 (and CIFAR-100)", "CIFAR-10 via ffcv, 32x32x3, per-channel "
+     "mean / std normalized", "MNIST 28x28, pixels in [0, 1] (50k train; CIFAR-10 is not "
+     "installable here without a download)"),
     ("augmentation", "augmentation, mixup: models stay under-fit",
      "random resized crop (scale 0.08-1) + horizontal flip, mixup alpha 0.8 (one lambda per "
      "batch), label smoothing 0.3", "random shift of up to 3 pixels, the same mixup and "
      "label smoothing"),
     ("network", "MLP, 3 residual blocks", "fixed pixel shuffle, input layer + GELU, 3 blocks "
      "LN -> W1 (w -> 4w) -> GELU -> W2 (4w -> w) + residual, readout; W2 and readout "
-     "zero-initialized", "same (tnlib.models.ResidualMLP)"),
+     "zero-initialized; PyTorch LayerNorm (eps 1e-5), exact GELU",
+     "same (tnlib.models.ResidualMLP), flax LayerNorm (eps 1e-6)"),
     ("structured layers", "all but the last", "layers=all_but_last; the figure's low-rank "
      "runs use layers=intermediate (input layer dense)", "same"),
     ("structures", "dense, BTT, Monarch, low rank, Kronecker, TT",

@@ -40,6 +40,9 @@ LAST_EPOCHS = 3  # the statistic averages the last 3 epochs (official: last 10 o
 PAPER_EXPONENT = {"dense": (0.104, 0.006), "btt": (0.119, 0.004), "monarch": (0.095, 0.005),
                   "lowrank": (0.095, 0.005), "kronecker": (0.037, 0.001), "tt": (0.050, 0.006)}
 PAPER_ORDER = "BTT > Dense > Monarch = Low Rank > TT > Kron"
+# The order of the error levels at equal FLOPs in the same stored figure (mlp_cifar10.pdf,
+# around 1e7 FLOPs, where every structure has points): lowest error first.
+PAPER_LEVEL_ORDER = ("btt", "monarch", "dense", "lowrank", "tt", "kronecker")
 
 # paper / official code (experiments/mlp.sh, train_cifar.py, nn/fcnet.py, nn/cola_nn.py,
 # scaling_mlps/) / ours
@@ -139,6 +142,15 @@ def _fits(points, key):
 
 def _pm(a, se):
     return f"{a:.3f} +- {se:.3f}" if math.isfinite(se) else f"{a:.3f}"
+
+
+def _order_agreement(ours, paper) -> str:
+    """Which pairs of structures the two orders put the same way round."""
+    pairs = [(a, b) for i, a in enumerate(paper) for b in paper[i + 1:]]
+    same = [p for p in pairs if ours.index(p[0]) < ours.index(p[1])]
+    swapped = [f"{LABELS[b]} below {LABELS[a]}" for a, b in pairs if (a, b) not in same]
+    return (f"{len(same)} of {len(pairs)} pairs in the paper's order"
+            + (f"; ours has {', '.join(swapped)}." if swapped else "."))
 
 
 def _z(diff, se_a, se_b):
@@ -242,10 +254,14 @@ def plot(runs, out_dir, *, quick: bool = False):
         if hi >= lo:
             at = math.sqrt(lo * hi)
             level = {layer: math.exp(te[layer]["b"]) * at ** -te[layer]["a"] for layer in layers}
+            ours_order = sorted(layers, key=level.get)
+            paper_order = [layer for layer in PAPER_LEVEL_ORDER if layer in layers]
             lines.append(f"Train error each fitted law gives at {at:.3g} FLOPs per example "
-                         "(inside every structure's range): " + ", ".join(
-                             f"{LABELS[layer]} {level[layer]:.2f}%" for layer in
-                             sorted(layers, key=level.get)) + ".")
+                         "(inside every structure's range), lowest first: " + ", ".join(
+                             f"{LABELS[layer]} {level[layer]:.2f}%" for layer in ours_order)
+                         + "; the paper's order at equal FLOPs (its figure, CIFAR-10): "
+                         + " < ".join(LABELS[layer] for layer in paper_order) + ". "
+                         + _order_agreement(ours_order, paper_order))
         if "dense" in te:
             for layer in layers:
                 if layer != "dense":

@@ -3,7 +3,7 @@ Optimal Core Shapes for Tensor Decompositions"): the packing DP of
 ``tnlib.search.core_shapes`` against the greedy true-loss baseline and uniform ranks,
 on image tensors and on MNIST / digits as tensors of images.
 
-    tnlib run configs/core_shapes.py           # 4 tensors x 7 budgets (~30 minutes on a CPU)
+    tnlib run configs/core_shapes.py           # 4 tensors x 7 budgets (~14 minutes on one core)
     tnlib run configs/core_shapes.py:quick     # 4 smaller tensors x 2 budgets (~2 minutes)
     tnlib run configs/core_shapes.py:smoke     # 2 small tensors x 1 budget (seconds)
 

@@ -174,8 +174,9 @@ def _versus_dense(layer, f, d) -> str:
         verdict = "**agrees**"
     else:
         verdict = "**disagrees**"
+    z_ours = f"{zo:+.1f} s.e." if math.isfinite(zo) else "no s.e. from 2 widths"
     return (f"{LABELS[layer]} vs Dense exponent: ours {f['a']:.3f} vs {d['a']:.3f} "
-            f"({ours:+.3f}, {zo:+.1f} s.e.); paper {pa:.3f} vs {pd:.3f} ({paper:+.3f}, "
+            f"({ours:+.3f}, {z_ours}); paper {pa:.3f} vs {pd:.3f} ({paper:+.3f}, "
             f"{zp:+.1f} s.e.): {verdict}.")
 
 

@@ -37,8 +37,8 @@ OFFICIAL = Path(__file__).resolve().parent / "data" / "core_shapes_official.csv"
 SETTINGS = [
     ("tensors", "cardiac MRI, hyperspectral, traffic, COIL-100 (18M-354M entries)",
      "the same four (src/output/<name>/)",
-     "scikit-learn's sample images and digits, MNIST 10000 x 28 x 28 (7.8M entries: the "
-     "largest whose greedy baseline fits this session's 2-core CPU)"),
+     "scikit-learn's sample images and digits, MNIST 10000 x 28 x 28 (7.8M entries, sized "
+     "so that the greedy baseline finishes in minutes on one CPU core)"),
     ("budgets", "4000-100000 parameters", "49 budgets per tensor, 4000-100000",
      "0.1%-10% of each tensor's size"),
     ("packing solver", "HOSVD singular values + integer program (approximate)",
@@ -121,7 +121,7 @@ def plot(runs, out_dir, *, quick: bool = False):
                 color="k", ms=4, fillstyle="none", label=f"ours: {name}")
     ax.axhline(1.0, color="0.5", lw=0.8)
     ax.set(xscale="log", xlabel="budget / tensor size",
-           ylabel="error ratio packing / greedy", title="packing vs greedy, ours and paper's")
+           ylabel="error ratio packing / greedy", title="packing / greedy: ours, paper's")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=6, ncol=2)
     fig.suptitle("Tucker core shapes under a budget (labels: greedy time / packing time)"
@@ -132,7 +132,7 @@ def plot(runs, out_dir, *, quick: bool = False):
     uni = [q["error_ratio_uniform"] for q in rows]
     speed = [q["speedup"] for q in rows]
     gmean = math.exp(statistics.mean(map(math.log, ratios)))
-    table_rows = [(q["tensor"], q["budget"], f"{q['budget_fraction']:.0%}",
+    table_rows = [(q["tensor"], q["budget"], f"{100 * q['budget_fraction']:.2g}%",
                    tuple(q["greedy"]["shape"]), C.fmt(q["greedy"]["rel_error_hooi"]),
                    f"{q['greedy']['seconds']:.2f}", tuple(q["core_shapes"]["shape"]),
                    C.fmt(q["core_shapes"]["rel_error_hooi"]), f"{q['error_ratio']:.4f}",
@@ -142,7 +142,7 @@ def plot(runs, out_dir, *, quick: bool = False):
     worst = max(rows, key=lambda q: q["error_ratio"])
     headline = (f"error ratio core_shapes / greedy: geometric mean {gmean:.4f} (paper: ~1, "
                 f"so {C.difference(gmean, 1.0)}), worst {worst['error_ratio']:.4f} "
-                f"({worst['tensor']} at {worst['budget_fraction']:.0%}), within 1% in "
+                f"({worst['tensor']} at {100 * worst['budget_fraction']:.2g}%), within 1% in "
                 f"{within}/{len(ratios)} cases; uniform / greedy: geometric mean "
                 f"{math.exp(statistics.mean(map(math.log, uni))):.4f}; selection speedup "
                 f"greedy / core_shapes: median {statistics.median(speed):.0f}x, min "
@@ -153,7 +153,7 @@ def plot(runs, out_dir, *, quick: bool = False):
         f"Packing against uniform ranks (error ratio packing / uniform): better or equal in "
         f"{len(rows) - len(losses)}/{len(rows)} cases"
         + ("; **worse** in " + "; ".join(
-            f"{q['tensor']} at {q['budget_fraction']:.0%} (relative error "
+            f"{q['tensor']} at {100 * q['budget_fraction']:.2g}% (relative error "
             f"{q['core_shapes']['rel_error_hooi']:.4g} against {q['uniform']['rel_error_hooi']:.4g}"
             f", {q['error_ratio'] / q['error_ratio_uniform']:.4f}x)" for q in losses)
            if losses else "") + ".")

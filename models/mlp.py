@@ -225,7 +225,7 @@ def _zero_last_core(layer) -> None:
 
 
 def scaling_layer(kind: str, d_in: int, d_out: int, *, rank: int | None = None,
-                  kw: dict | None = None, rngs: nnx.Rngs):
+                  dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     """One ``d_in -> d_out`` layer of the structure ``kind`` as the official code of Qiu
     et al. 2024 builds it (``nn/cola_nn.py``, at the settings of ``experiments/mlp.sh``):
 
@@ -240,10 +240,11 @@ def scaling_layer(kind: str, d_in: int, d_out: int, *, rank: int | None = None,
     - ``"btt"``: ``BTTLinear`` of rank 1 (two cores, ``tt_rank=1``);
     - ``"tt"``: ``TTLinear`` with two cores of rank 16 (``tt_cores=2, tt_rank=16``).
 
-    ``rank`` overrides the low-rank, BTT and TT rank. The structured cores keep tnlib's
-    muP initialization (dense entries of variance ``1 / d_in``).
+    ``rank`` overrides the low-rank, BTT and TT rank; ``dtype`` and ``param_dtype`` are
+    as ``nnx.Linear``'s. The structured cores keep tnlib's muP initialization (dense
+    entries of variance ``1 / d_in``).
     """
-    kw = kw or {}
+    kw = {"dtype": dtype, "param_dtype": param_dtype}
     if kind == "dense":
         return nnx.Linear(d_in, d_out, kernel_init=_official_init(d_in, d_out), rngs=rngs, **kw)
     if kind == "lowrank":
@@ -323,7 +324,7 @@ class ResidualMLP(nnx.Module):
 
         def make(d_in, d_out, structured):
             return scaling_layer(layer if structured else "dense", d_in, d_out, rank=rank,
-                                 kw=kw, rngs=rngs)
+                                 rngs=rngs, **kw)
 
         self.inp = make(in_features, width, structure_input)
         self.norms = nnx.List([nnx.LayerNorm(width, rngs=rngs, **kw) for _ in range(depth)])

@@ -148,8 +148,7 @@ def test_monarch_is_the_official_4_block_product_up_to_reordering(d_in, d_out):
     p_in = np.arange(d_in).reshape(4, ib).T.reshape(-1)
     p_out = np.arange(d_out).reshape(ob, 4).T.reshape(-1)
     target = official[p_in][:, p_out]
-    layer = scaling_layer("monarch", d_in, d_out, kw={"param_dtype": jnp.float64},
-                          rngs=nnx.Rngs(0))
+    layer = scaling_layer("monarch", d_in, d_out, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
     w = btt.from_dense(target.T, max_rank=layer.rank, kind="btt",
                        dims=(layer.out_factors, layer.in_factors))
     assert btt.num_params(w) == w1.size + w2.size  # same parameter count

@@ -2,6 +2,7 @@
 
     git clone https://github.com/fahrbach/approximately-optimal-core-shapes OFFICIAL
     python paper_figures/data/extract_core_shapes_official.py OFFICIAL
+    python -m tnlib.paper_figures.data.extract_core_shapes_official OFFICIAL  # from a wheel
 
 For every data set of ``src/output/`` and every budget where the official repository
 holds both the paper's packing solver (``algorithm-hosvd-ip``: HOSVD + integer program)

@@ -224,10 +224,6 @@ def setup(config: ml_collections.ConfigDict) -> runner.Task:
     if jax.tree.leaves(rest):
         state["rest"] = sharding.replicate(rest, mesh)
     smoothing, alpha = float(tc.get("label_smoothing", 0.0)), float(tc.get("mixup", 0.0))
-    if not 0.0 <= smoothing < 1.0:
-        raise ConfigError(f"train.label_smoothing={smoothing}: expected a float in [0, 1)")
-    if alpha < 0:
-        raise ConfigError(f"train.mixup={alpha}: expected alpha >= 0 (0 turns mixup off)")
     train_step, eval_step = make_steps(graphdef, state.get("rest", rest), optimizer, smoothing)
 
     def step(state, index, tick):

@@ -279,6 +279,8 @@ RULES: tuple[Rule, ...] = (
     ("train.checkpoint_every", lambda v: v >= 1, "an int >= 1"),
     ("train.keep_checkpoints", lambda v: v >= 1, "an int >= 1"),
     ("train.augment_shift", lambda v: v >= 0, "a float >= 0 (0 turns augmentation off)"),
+    ("train.label_smoothing", lambda v: 0 <= v < 1, "a float in [0, 1)"),
+    ("train.mixup", lambda v: v >= 0, "a float >= 0 (mixup's Beta alpha; 0 turns it off)"),
 )
 
 
@@ -299,7 +301,8 @@ TYPES: dict[str, type] = {
     "train.log_every": int, "train.eval_every": int, "train.checkpoint_every": int,
     "train.keep_checkpoints": int, "train.mup": bool,
     "train.augment_shift": float, "train.optimizer": str, "train.momentum": float,
-    "train.decay_epochs": int, "data.pad_to": int, "data.scale": float, "data.center": bool,
+    "train.decay_epochs": int, "train.label_smoothing": float, "train.mixup": float,
+    "data.pad_to": int, "data.scale": float, "data.center": bool,
 }
 
 

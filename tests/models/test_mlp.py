@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from train_checks import nnx_classifier_losses
 
 from tnlib.models import StructuredMLP, TTInputMLP
 from tnlib.models.mlp import INPUT_LAYERS, LAYERS
@@ -97,20 +98,7 @@ def test_tt_input_mlp_trains_inside_a_flax_model():
     y = jnp.asarray((x[:, 0] + x[:, 5] > 0).astype(np.int32))
     model = Net(nnx.Rngs(0))
     before = [np.asarray(c[...]) for c in model.body.inp.cores]
-    opt = nnx.Optimizer(model, optax.adam(3e-2), wrt=nnx.Param)
-
-    def loss_fn(m):
-        return optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean()
-
-    @nnx.jit
-    def step(m, o):
-        loss, grads = nnx.value_and_grad(loss_fn)(m)
-        o.update(m, grads)
-        return loss
-
-    first = float(step(model, opt))
-    for _ in range(60):
-        last = float(step(model, opt))
-    assert last < 0.5 * first, (first, last)
+    losses = nnx_classifier_losses(model, x, y, steps=61, tx=optax.adam(3e-2))
+    assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
     for b, c in zip(before, model.body.inp.cores, strict=True):
         assert not np.allclose(b, np.asarray(c[...]))

@@ -8,11 +8,18 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
+from train_checks import nnx_classifier_losses
 
 from tnlib import btt
-from tnlib.models import ResidualMLP, layer_lr_multipliers, scaling_layer
+from tnlib.models import (
+    ResidualMLP,
+    layer_lr_multipliers,
+    scaling_layer,
+    structured_optimizer,
+)
 from tnlib.models.mlp import SCALING_LAYERS
 
 PERM16 = np.random.default_rng(42).permutation(16)
@@ -23,20 +30,20 @@ def _kernel(lay):
 
 
 def _reference(m, x):
-    """The network by hand: numpy, dense kernels, erf GELU, LayerNorm eps 1e-6."""
-    from scipy.special import erf
+    """The network by hand from dense kernels (jnp, so it can be differentiated too): erf
+    GELU, LayerNorm eps 1e-6."""
 
     def gelu(z):
-        return 0.5 * z * (1 + erf(z / math.sqrt(2)))
+        return 0.5 * z * (1 + jax.scipy.special.erf(z / math.sqrt(2)))
 
     def lin(lay, h):
-        return h @ _kernel(lay) + np.asarray(lay.bias[...])
+        return h @ _kernel(lay) + jnp.asarray(lay.bias[...])
 
     h = gelu(lin(m.inp, x[..., PERM16]))
     for norm, up, down in zip(m.norms, m.up, m.down, strict=True):
         mu = h.mean(-1, keepdims=True)
         var = ((h - mu) ** 2).mean(-1, keepdims=True)
-        z = (h - mu) / np.sqrt(var + 1e-6) * np.asarray(norm.scale[...]) + np.asarray(
+        z = (h - mu) / jnp.sqrt(var + 1e-6) * jnp.asarray(norm.scale[...]) + jnp.asarray(
             norm.bias[...])
         h = h + lin(down, gelu(lin(up, z)))
     return lin(m.out, h)
@@ -61,6 +68,11 @@ def test_forward_is_the_dense_composition_eager_jit_vmap(layer):
     np.testing.assert_allclose(m(x), ref, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(nnx.jit(lambda m, x: m(x))(m, x), ref, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(jax.vmap(m)(x), ref, rtol=1e-9, atol=1e-9)
+    # grad: the input gradient of a scalar loss, through the layers and through the
+    # dense composition
+    g = jax.grad(lambda x: jnp.sum(jnp.sin(m(x))))(x)
+    g_ref = jax.grad(lambda x: jnp.sum(jnp.sin(_reference(m, x))))(x)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-8, atol=1e-9)
 
 
 def test_gradient_matches_finite_differences():
@@ -188,3 +200,31 @@ def test_counts_and_bad_arguments():
         ResidualMLP(16, 3, input_lr_mult=0.0, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 16\)"):
         m(np.ones((2, 15)))
+
+
+@pytest.mark.parametrize("layer", ["btt", "tt", "monarch"])
+def test_trains_inside_a_flax_model_with_its_mup_rates(layer):
+    """ResidualMLP as a submodule of a small nnx model, Adam scaled by the model's own muP
+    table (structured_optimizer): the loss halves and every parameter moves, the
+    zero-initialized readout and second-layer cores included."""
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.body = ResidualMLP(16, 2, width=16, depth=1, layer=layer,
+                                    rank=2 if layer == "tt" else None, rngs=rngs)
+
+        def __call__(self, x):
+            return self.body(x)
+
+    g = np.random.default_rng(0)
+    x = jnp.asarray(g.normal(size=(64, 16)), jnp.float32)
+    y = jnp.asarray((x[:, 0] - x[:, 9] > 0).astype(np.int32))
+    net = Net(nnx.Rngs(0))
+    before = jax.tree.map(np.asarray, nnx.state(net, nnx.Param))
+    losses = nnx_classifier_losses(net, x, y, steps=80,
+                                   tx=structured_optimizer(net, optax.adam(1e-2)))
+    assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
+    after = nnx.state(net, nnx.Param)
+    for (path, b), (_, a) in zip(nnx.to_flat_state(before), nnx.to_flat_state(after),
+                                 strict=True):
+        assert not np.allclose(b.get_value(), np.asarray(a.get_value())), path

@@ -144,13 +144,14 @@ def make_steps(graphdef, rest, optimizer: optax.GradientTransformation,
 
     def loss_fn(params, x, y, y2, lam):
         logits = logits_fn(params, x)
-        loss = (lam * xent(logits, y) + (1.0 - lam) * xent(logits, y2)).mean()
         pred = jnp.argmax(logits, -1)
+        if y2 is None:  # static: no mixup, one cross-entropy
+            return xent(logits, y).mean(), jnp.mean(pred == y)
+        loss = (lam * xent(logits, y) + (1.0 - lam) * xent(logits, y2)).mean()
         return loss, jnp.maximum(jnp.mean(pred == y), jnp.mean(pred == y2))
 
     @jax.jit
     def train_step(params, opt_state, x, y, y2=None, lam=1.0):
-        y2 = y if y2 is None else y2
         if x.shape[0] == 0 or y.shape[0] == 0:  # static: checked when traced
             raise ValueError(f"train_step got an empty batch (x {x.shape}, y {y.shape}); "
                              "a step needs at least one example")
@@ -214,7 +215,8 @@ def setup(config: ml_collections.ConfigDict) -> runner.Task:
         optimizer = training.make_optimizer(tc, schedule)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if tc.get("mup", False):  # per-core muP learning-rate multipliers of structured layers
+    if tc.get("mup", False):  # muP learning-rate multipliers: structured layers' per-core
+        # ones, or the model's own table when it defines lr_multipliers()
         from tnlib.models import structured_optimizer
 
         optimizer = structured_optimizer(model, optimizer)
@@ -231,12 +233,14 @@ def setup(config: ml_collections.ConfigDict) -> runner.Task:
         xb = x_train[idx]
         if shift:  # a fresh translation of each image, reproducible from (seed, step)
             xb = data_lib.random_shift(xb, side, shift, np.random.default_rng((config.seed, index)))
-        # mixup's draw: reproducible from (seed, step), apart from the shift's stream
-        xb, yb, yb2, lam = mixup_batch(xb, y_train[idx], alpha,
-                                       np.random.default_rng((config.seed, index, 1)))
-        xb, yb, yb2 = sharding.shard_batch(mesh, xb, yb, yb2)
-        params, opt_state, loss, acc = train_step(state["params"], state["opt_state"], xb, yb,
-                                                  yb2, lam)
+        if alpha:  # mixup's draw: reproducible from (seed, step), apart from the shift's
+            xb, yb, yb2, lam = mixup_batch(xb, y_train[idx], alpha,
+                                           np.random.default_rng((config.seed, index, 1)))
+            mixed = sharding.shard_batch(mesh, xb, yb, yb2)
+        else:
+            mixed, lam = sharding.shard_batch(mesh, xb, y_train[idx]), 1.0
+        params, opt_state, loss, acc = train_step(state["params"], state["opt_state"], *mixed,
+                                                  lam=lam)
         sharding.throttle(mesh, index + 1, loss)  # bounded queue of SPMD steps (XLA:CPU)
         return {**state, "params": params, "opt_state": opt_state}, {"train_loss": loss,
                                                                       "train_acc": acc}

@@ -1,7 +1,10 @@
 """Supervised classification: ``train_and_evaluate(config, workdir)``.
 
 Trains a model from :data:`MODELS` on a data set from :mod:`tnlib.experiments.data`
-with optax Adam and cross-entropy. One step is one batch; the state a checkpoint
+with optax Adam (or SGD, ``train.optimizer``) and cross-entropy, optionally with label
+smoothing (``train.label_smoothing``), mixup (``train.mixup``, :func:`mixup_batch`),
+random shifts (``train.augment_shift``) and muP learning rates (``train.mup``). One step
+is one batch; the state a checkpoint
 holds is the parameters, the optimizer state and any non-parameter model state (the
 data order is a function of ``(seed, step)``). Everything else (lock, resumption,
 checkpoints, metrics, summary) is :func:`tnlib.experiments.runner.run`'s.
